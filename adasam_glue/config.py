@@ -1,0 +1,239 @@
+"""Typed config schema (Hydra structured configs) and value checks that run before any model loads.
+
+The YAML under ``conf/`` holds every value; these dataclasses only fix the *shape* so that a misspelt
+key or a wrong type fails when Hydra composes the config (style guide: "Hydra examples").
+``validate_config`` then checks ranges (rho >= 0, lr > 0, betas in [0, 1), batch >= 1, known names)
+and raises ``ConfigError`` naming the key, the bad value and what is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+#: The project's ``conf/`` folder. Hydra reads it from the source tree, so install with ``pip install -e``
+#: (``make install`` does); a wheel install must pass ``--config-dir`` pointing at a copy of ``conf/``.
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A config value outside its valid range; the message names the key."""
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    num_labels: int = MISSING
+    lr: float = MISSING  #: the recipe's lr for adaptive optimizers (AMSGrad/AdaSAM and variants)
+    sgd_lr: float = MISSING  #: lr for the SGD family (SGD/SAM), tuned separately
+    batch_size: int = MISSING  #: global batch per optimizer update (all devices x accumulation)
+    total_updates: int = MISSING
+    warmup_updates: int = MISSING
+    epochs: int = 10
+    max_length: int = 512
+    metric: str = MISSING  #: selection metric key (must match adasam_glue.tasks)
+    init_from: Optional[str] = None  #: checkpoint to start from (Hub id or local run dir)
+
+
+@dataclass
+class OptimConfig:
+    """Union of every optimizer's keys; ``None`` means "not used by this optimizer".
+
+    Only non-None keys (minus ``name``/``sync_ascent``) reach ``build_optimizer``, so setting a key an
+    optimizer does not know (``optim.theta`` on AdaSAM) is an error rather than silently ignored.
+    """
+
+    name: str = MISSING
+    lr: float = MISSING
+    beta1: Optional[float] = None
+    beta2: Optional[float] = None
+    eps: Optional[float] = None
+    weight_decay: Optional[float] = None
+    rho: Optional[float] = None
+    form: Optional[str] = None  #: AdaSAM ``library``/``paper``; LightSAM ``adagrad_norm``/``adagrad``/``adam``
+    eta: Optional[float] = None  #: ASAM
+    alpha: Optional[float] = None  #: GSAM
+    rho_min: Optional[float] = None  #: GSAM
+    theta: Optional[float] = None  #: VaSSO
+    sigma: Optional[float] = None  #: RSAM
+    beta: Optional[float] = None  #: ESAM weight-perturbation probability
+    gamma: Optional[float] = None  #: ESAM sample fraction
+    nesterov: Optional[bool] = None  #: SGD family
+    sync_ascent: bool = False  #: all-reduce the ascent gradient (global SAM) instead of per-device
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  #: config name (``roberta-large``, ``minilm``, ``tiny`` ...)
+    path: Optional[str] = None  #: Hub id or local folder; ``null`` for ``tiny`` / resolved for ``minilm``
+    source: str = "hub"  #: ``hub`` (id or folder), ``minilm_package`` or ``tiny`` (random init)
+    dropout: Optional[float] = None  #: hidden/attention dropout override (``null``: the model's own)
+    mnli_checkpoint: Optional[str] = None  #: this family's MNLI-tuned model (RTE/MRPC/STS-B start there)
+    # tiny random model (tests)
+    hidden_size: int = 32
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 64
+    vocab_size: int = 1000
+
+
+@dataclass
+class DataConfig:
+    source: str = "hub"  #: ``hub``, ``tsv``, ``disk`` or ``synthetic``
+    data_dir: Optional[str] = None  #: GLUE TSV root (``glue_data``) or saved dataset folder
+    hub_name: str = "nyu-mll/glue"
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+    group_by_length: bool = False
+    pad_to_multiple_of: Optional[int] = None  #: ``null``: 8 under mixed precision, else none
+    num_workers: int = 0
+    synthetic_train_size: int = 512
+    synthetic_eval_size: int = 128
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class TrainerConfig:
+    max_updates: Optional[int] = None  #: cap on updates (``null``: the task's total_updates)
+    grad_accum: int = 1  #: micro-batches per update (per device)
+    eval_every: int = 0  #: eval every N updates (0: only at the end)
+    eval_batch_size: int = 64
+    mixed_precision: str = "no"  #: ``no``, ``bf16`` or ``fp16``
+    max_grad_norm: Optional[float] = None  #: clipping (off in the paper)
+    schedule: str = "linear"  #: ``linear`` (warmup + linear decay), ``constant``, ``cosine``, ...
+    min_lr_ratio: float = 0.0  #: cosine floor as a fraction of the peak lr
+    batch_schedule: Optional[list[int]] = None  #: increasing batch sizes, equal shares of the updates
+    log_every: int = 1
+    checkpoint_every: int = 0  #: save a resume checkpoint every N updates (0: only on preemption/end)
+    save_model: str = "best"  #: ``best``, ``final`` or ``none`` (HF folder under run_dir/model)
+    keep_checkpoint: bool = False  #: keep the resume checkpoint after a completed run
+    progress_bar: bool = True
+    cpu: bool = False  #: force CPU even when a GPU is visible
+    stop_after_updates: Optional[int] = None  #: test seam: behave as if preempted after N updates
+
+
+@dataclass
+class LoggingConfig:
+    wandb_mode: str = "disabled"  #: ``online``, ``offline`` or ``disabled``
+    wandb_project: str = "adasam_glue"
+    wandb_entity: Optional[str] = None
+
+
+@dataclass
+class SharpnessConfig:
+    enabled: bool = False
+    every: int = 0  #: also measure every N updates (0: only at the end)
+    num_samples: int = 512
+    batch_size: int = 32
+    subset_seed: int = 0
+    measures: list[str] = field(default_factory=lambda: ["eigenvalue", "trace", "worst_case"])
+    power_iters: int = 20
+    power_tol: float = 1e-3
+    top_k: int = 1
+    trace_probes: int = 10
+    rhos: Optional[list[float]] = None  #: ``null``: the paper's grid 0.01/0.005/0.001
+    ascent_steps: int = 5
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)
+    experiment_name: str = "default"
+    seed: int = 1
+    results_dir: str = "results"
+    run_dir: Optional[str] = None  #: ``null``: results_dir/runs/<experiment>/<task>/<optim>/<params>/seed<k>
+    dry_run: bool = False  #: print the plan line and exit (used by reproduce-all DRY_RUN=1)
+
+
+def register_configs() -> None:
+    """Register the schema so ``conf/config.yaml`` can extend it (``defaults: [base_config, ...]``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+
+
+register_configs()
+
+_VALID = {
+    "trainer.mixed_precision": ("no", "bf16", "fp16"),
+    "trainer.schedule": ("linear", "constant", "cosine", "inverse", "inverse_sqrt"),
+    "trainer.save_model": ("best", "final", "none"),
+    "data.source": ("hub", "tsv", "disk", "synthetic"),
+    "model.source": ("hub", "minilm_package", "tiny"),
+    "logging.wandb_mode": ("online", "offline", "disabled"),
+}
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check ranges and names; raise ``ConfigError`` naming the key. Runs before any model loads."""
+    from adasam_glue.tasks import TASKS
+
+    def bad(key: str, value: Any, valid: str) -> ConfigError:
+        return ConfigError(f"invalid {key}={value!r}: must be {valid}")
+
+    task = _get(cfg, "task.name")
+    if task not in TASKS:
+        raise bad("task.name", task, f"one of {', '.join(TASKS)}")
+    from adasam_glue.optim import OPTIMIZERS  # the registry owns the optimizer names
+
+    name = _get(cfg, "optim.name")
+    if name not in OPTIMIZERS:
+        raise bad("optim.name", name, f"one of {', '.join(sorted(OPTIMIZERS))}")
+    for key in ("optim.lr", "task.lr", "task.sgd_lr"):
+        v = _get(cfg, key)
+        if v is None or not v > 0:
+            raise bad(key, v, "> 0")
+    for key in ("optim.rho", "optim.rho_min", "optim.weight_decay", "optim.eps", "optim.sigma", "optim.eta"):
+        v = _get(cfg, key)
+        if v is not None and not v >= 0:
+            raise bad(key, v, ">= 0")
+    for key in ("optim.beta1", "optim.beta2", "optim.theta", "optim.alpha"):
+        v = _get(cfg, key)
+        if v is not None and not 0 <= v < 1:
+            if key == "optim.beta2" and v == 1.0:
+                continue  # Remark 3.1 of the paper: beta2 = 1 is a legitimate (checkable) limit
+            raise bad(key, v, "in [0, 1)")
+    for key in ("optim.beta", "optim.gamma"):
+        v = _get(cfg, key)
+        if v is not None and not 0 < v <= 1:
+            raise bad(key, v, "in (0, 1]")
+    for key in ("task.batch_size", "trainer.grad_accum", "trainer.eval_batch_size", "task.total_updates",
+                "task.max_length", "sharpness.num_samples", "sharpness.batch_size"):
+        v = _get(cfg, key)
+        if v is None or v < 1:
+            raise bad(key, v, ">= 1")
+    for key in ("task.warmup_updates", "trainer.eval_every", "trainer.checkpoint_every"):
+        v = _get(cfg, key)
+        if v is None or v < 0:
+            raise bad(key, v, ">= 0")
+    v = _get(cfg, "trainer.max_updates")
+    if v is not None and v < 1:
+        raise bad("trainer.max_updates", v, ">= 1 or null")
+    v = _get(cfg, "trainer.max_grad_norm")
+    if v is not None and not v > 0:
+        raise bad("trainer.max_grad_norm", v, "> 0 or null")
+    bs = _get(cfg, "trainer.batch_schedule")
+    if bs is not None and (len(bs) == 0 or any(b < 1 for b in bs)):
+        raise bad("trainer.batch_schedule", list(bs), "a non-empty list of batch sizes >= 1")
+    for key, valid in _VALID.items():
+        v = _get(cfg, key)
+        if v not in valid:
+            raise bad(key, v, f"one of {', '.join(valid)}")
+    metrics = dict.fromkeys((TASKS[task].selection_metric, *TASKS[task].paper_metrics))
+    if _get(cfg, "task.metric") not in metrics:
+        raise bad("task.metric", _get(cfg, "task.metric"), f"one of {', '.join(metrics)} for {task}")
