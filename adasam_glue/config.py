@@ -137,8 +137,10 @@ class SharpnessConfig:
     top_k: int = 1
     trace_probes: int = 10
     rhos: Optional[list[float]] = None  #: ``null``: the paper's grid 0.01/0.005/0.001
-    ascent_steps: int = 5
-    seed: int = 0
+    ascent_steps: int = 5  #: points of projected normalized gradient ascent per rho (1: SAM's one step)
+    ascent_step_size: float = 1.0  #: ascent step as a multiple of rho
+    adaptive_eta: float = 0.01  #: ASAM's eta in T = |w| + eta (adaptive worst case)
+    seed: int = 0  #: seeds the probe / start vectors (own generator; global RNG untouched)
 
 
 @dataclass

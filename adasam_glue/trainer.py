@@ -1,0 +1,405 @@
+"""The training loop: one Accelerate loop in which a SAM update is visibly two passes over one batch.
+
+Spec ``docs/algorithms.md``: §1–2 (one SAM-family update = ascent pass at w, ``first_step`` to w + e,
+descent pass at w + e on the *same* mini-batch, ``second_step``), §2 "Numerics" (the ascent gradient is
+kept per device unless ``optim.sync_ascent``), §3 (schedules count optimizer updates, not passes).
+
+Conventions that keep the accounting honest:
+
+- ``optimizer_updates`` counts parameter updates; ``forward_backward_passes`` counts passes over the
+  update's whole batch (2 per SAM update, 1 otherwise) whatever the number of micro-batches.
+- Gradient accumulation for SAM accumulates the ascent gradient over *all* micro-batches before the
+  perturbation, then runs the descent pass over the same micro-batches; each micro-batch's loss is
+  weighted by its share of the update's examples so k micro-batches equal one batch k times the size.
+- Data-parallel sync: gradients are all-reduced once per pass at most, on the pass's last micro-batch.
+  The ascent pass is not all-reduced at all by default (per-device perturbation: one all-reduce per
+  update); ``optim.sync_ascent=true`` all-reduces it too (global SAM: two).
+- A resume checkpoint holds model, optimizer (SAM state included), scheduler, every RNG and the data
+  position, so a preempted run resumed later reaches the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adasam_glue.metrics import compute_metrics
+from adasam_glue.modeling import per_sample_loss
+from adasam_glue.optim import OptimInfo
+from adasam_glue.schedules import BatchPlan
+from adasam_glue.tasks import TaskInfo
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+MODEL_DIR = "model"
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a resumed run needs (saved as JSON in the checkpoint)."""
+
+    updates: int = 0
+    forward_backward_passes: int = 0
+    micro_batch_passes: int = 0
+    samples_seen: int = 0
+    epoch: int = 0
+    micro_in_epoch: int = 0  #: micro-batches of ``epoch`` already consumed (per process)
+    train_curve: list[dict[str, float]] = field(default_factory=list)
+    eval_curve: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    status: str = "running"
+    wall_time_s: float = 0.0
+    sharpness: dict[str, Any] | None = None
+    sharpness_curve: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, Any] | None:
+        return self.eval_curve[-1] if self.eval_curve else None
+
+
+class Trainer:
+    """Owns the loop; everything it trains with is built outside (``adasam_glue.run``) and passed in."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        accelerator: Any,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        optim_info: OptimInfo,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        train_loader: Any,
+        eval_loaders: dict[str, Any],
+        task: TaskInfo,
+        run_dir: Path,
+        batch_plan: BatchPlan,
+        micro_batch_size: int,
+        tokenizer: Any = None,
+        on_progress: Callable[[TrainState], None] | None = None,
+        log_metrics: Callable[[dict[str, float], int], None] | None = None,
+        sharpness_fn: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
+    ) -> None:
+        self.cfg, self.accelerator, self.model = cfg, accelerator, model
+        self.optimizer, self.info, self.scheduler = optimizer, optim_info, scheduler
+        self.train_loader, self.eval_loaders, self.task = train_loader, eval_loaders, task
+        self.run_dir, self.batch_plan, self.tokenizer = Path(run_dir), batch_plan, tokenizer
+        self.global_micro = micro_batch_size * accelerator.num_processes
+        self.on_progress = on_progress or (lambda state: None)
+        self.log_metrics = log_metrics or (lambda metrics, step: None)
+        self.sharpness_fn = sharpness_fn
+        self.state = TrainState()
+        self._signal: int | None = None
+
+    # ------------------------------------------------------------------ one update
+    def train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """One optimizer update over ``micro_batches``; returns the summed loss at w (local examples)."""
+        opt, last = self.optimizer, len(micro_batches) - 1
+        n = sum(len(mb["labels"]) for mb in micro_batches)  # local examples in this update
+        loss_at_w = torch.zeros((), device=self.accelerator.device)
+
+        if self.info.two_pass:
+            # 1. Ascent pass at w: accumulate the gradient over every micro-batch. No all-reduce
+            #    unless optim.sync_ascent (then once, on the last micro-batch).
+            opt.prepare_ascent()
+            ascent_losses = []
+            for i, mb in enumerate(micro_batches):
+                with self._sync(self.cfg.optim.sync_ascent and i == last):
+                    losses = self._losses(mb)
+                    self.accelerator.backward(losses.sum() / n)
+                ascent_losses.append(losses.detach())
+                loss_at_w += ascent_losses[-1].sum()
+            opt.first_step(zero_grad=True)  # w <- w + e(g); a copy of w is kept
+            # 2. Descent pass at w + e on the same micro-batches; all-reduced once, on the last.
+            for i, mb in enumerate(micro_batches):
+                with self._sync(i == last):
+                    losses = self._losses(mb)
+                    loss = opt.descent_loss(ascent_losses[i], losses) * (len(losses) / n)
+                    self.accelerator.backward(loss)
+            self._clip()
+            opt.second_step(zero_grad=True)  # w <- copy; base update with g(w + e)
+            self.state.forward_backward_passes += 2
+            self.state.micro_batch_passes += 2 * len(micro_batches)
+        else:
+            # Base optimizer: one pass, gradients accumulated, all-reduced on the last micro-batch.
+            for i, mb in enumerate(micro_batches):
+                with self._sync(i == last):
+                    losses = self._losses(mb)
+                    self.accelerator.backward(losses.sum() / n)
+                loss_at_w += losses.detach().sum()
+            self._clip()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            self.state.forward_backward_passes += 1
+            self.state.micro_batch_passes += len(micro_batches)
+
+        self.scheduler.step()  # the schedule counts updates
+        self.state.updates += 1
+        return loss_at_w
+
+    def _losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-example losses (fp32) of a forward pass; per example so ESAM can select samples."""
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "idx")}
+        logits = self.model(**inputs).logits
+        return per_sample_loss(logits, batch["labels"], self.task.num_labels)
+
+    def _sync(self, sync: bool) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)
+
+    def _clip(self) -> None:
+        if self.cfg.trainer.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.max_grad_norm)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> TrainState:
+        st, tcfg, acc = self.state, self.cfg.trainer, self.accelerator
+        total = self.batch_plan.total_updates
+        stream = self._micro_batches()
+        bar = self._progress_bar(total)
+        started, updates_at_start = time.perf_counter(), st.updates
+        with self._signal_handlers():
+            while st.updates < total:
+                k = max(1, self.batch_plan.batch_size(st.updates) // self.global_micro)
+                micro_batches = [next(stream) for _ in range(k)]
+                lr = self.scheduler.get_last_lr()[0]
+                loss_sum = self.train_step(micro_batches)
+
+                # One scalar all-reduce per update: loss, examples, and "stop" (signal on any rank).
+                stop = float(self._signal is not None or st.updates == tcfg.stop_after_updates)
+                n_local = float(sum(len(mb["labels"]) for mb in micro_batches))
+                stats = torch.tensor([loss_sum.item(), n_local, stop], device=acc.device, dtype=torch.float64)
+                stats = acc.reduce(stats, reduction="sum")
+                loss, n_global, stop = stats[0].item() / stats[1].item(), int(stats[1].item()), stats[2].item() > 0
+                st.samples_seen += n_global
+                if st.updates % tcfg.log_every == 0 or st.updates == total:
+                    st.train_curve.append({"update": st.updates, "loss": loss, "lr": lr})
+                    self.log_metrics({"train/loss": loss, "train/lr": lr}, st.updates)
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", ups=f"{(st.updates - updates_at_start) / elapsed:.2f}")
+                bar.update(1)
+
+                if not math.isfinite(loss):
+                    st.status = "diverged"  # diverged runs are data: stop, keep the record
+                    log.warning("loss is %s at update %d: stopping, status=diverged", loss, st.updates)
+                    break
+                if tcfg.eval_every and st.updates % tcfg.eval_every == 0 and st.updates < total:
+                    self.evaluate_and_track()
+                if self.cfg.sharpness.enabled and self.cfg.sharpness.every and st.updates % self.cfg.sharpness.every == 0:
+                    self._measure_sharpness(final=False)
+                if tcfg.checkpoint_every and st.updates % tcfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                st.wall_time_s += time.perf_counter() - started
+                started = time.perf_counter()
+                self.on_progress(st)
+                if stop and st.updates < total:
+                    bar.close()
+                    self.save_checkpoint()
+                    st.status = "preempted"
+                    return st
+        bar.close()
+        if st.status == "running":
+            if not st.eval_curve or st.eval_curve[-1]["update"] != st.updates:
+                self.evaluate_and_track()
+            if self.cfg.sharpness.enabled:
+                self._measure_sharpness(final=True)
+            if tcfg.save_model == "final":
+                self.save_model()
+            st.status = "completed"
+        st.wall_time_s += time.perf_counter() - started
+        if not tcfg.keep_checkpoint and acc.is_main_process:
+            shutil.rmtree(self.run_dir / CHECKPOINT_DIR, ignore_errors=True)
+        return st
+
+    def _micro_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Endless micro-batch stream; epoch and in-epoch position live in the state (resumable)."""
+        st = self.state
+        while True:
+            self.train_loader.set_epoch(st.epoch)  # shuffle order = f(seed, epoch)
+            skip = st.micro_in_epoch
+            loader = self.accelerator.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+            for batch in loader:
+                st.micro_in_epoch += 1
+                yield batch
+            st.epoch, st.micro_in_epoch = st.epoch + 1, 0
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Dev metrics on every eval split (MNLI: matched and mismatched) and the mean eval loss."""
+        self.model.eval()
+        metrics: dict[str, float] = {}
+        losses = []
+        for split, loader in self.eval_loaders.items():
+            preds, refs, loss_sum, count = [], [], 0.0, 0
+            for batch in loader:
+                inputs = {k: v for k, v in batch.items() if k not in ("labels", "idx")}
+                logits = self.model(**inputs).logits.float()
+                loss = per_sample_loss(logits, batch["labels"], self.task.num_labels)
+                logits, labels, loss = self.accelerator.gather_for_metrics((logits, batch["labels"], loss))
+                preds.append(logits.cpu())
+                refs.append(labels.cpu())
+                loss_sum, count = loss_sum + loss.sum().item(), count + len(loss)
+            metrics.update(compute_metrics(self.task.name, torch.cat(preds).numpy(), torch.cat(refs).numpy(), split=split))
+            losses.append(loss_sum / max(count, 1))
+        self.model.train()
+        return {"update": self.state.updates, "eval_loss": float(np.mean(losses)), "metrics": metrics}
+
+    def evaluate_and_track(self) -> dict[str, Any]:
+        """Evaluate, append to the curve, keep the best by the task's selection metric (higher wins)."""
+        entry = self.evaluate()
+        st, key = self.state, self.cfg.task.metric
+        st.eval_curve.append(entry)
+        value = entry["metrics"].get(key, float("nan"))
+        best = st.best["metrics"].get(key, float("nan")) if st.best else float("-inf")
+        if st.best is None or (math.isfinite(value) and not value <= best):
+            st.best = entry
+            if self.cfg.trainer.save_model == "best":
+                self.save_model()
+        self.log_metrics({f"eval/{k}": v for k, v in entry["metrics"].items()} | {"eval/loss": entry["eval_loss"]}, st.updates)
+        if self.accelerator.is_main_process:
+            log.info("update %d: %s", st.updates, json.dumps(entry["metrics"]))
+        return entry
+
+    def _measure_sharpness(self, final: bool) -> None:
+        """Sharpness on the main process only (spec: never repeated on every rank)."""
+        if self.sharpness_fn is None:
+            return
+        block = None
+        if self.accelerator.is_main_process:
+            block = self.sharpness_fn(self.accelerator.unwrap_model(self.model))
+            block["update"] = self.state.updates
+            if final:
+                self.state.sharpness = block
+            else:
+                self.state.sharpness_curve.append(block)
+        self.accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ saving and resuming
+    def save_model(self) -> None:
+        """HF ``save_pretrained`` of the model (+ tokenizer) to ``run_dir/model``, swapped in atomically."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            tmp, dst = self.run_dir / f".{MODEL_DIR}.tmp", self.run_dir / MODEL_DIR
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.accelerator.unwrap_model(self.model).save_pretrained(tmp)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
+            _swap_dir(tmp, dst)
+        self.accelerator.wait_for_everyone()
+
+    def save_checkpoint(self) -> None:
+        """Model, optimizer (SAM state included), scheduler, RNGs and data position; atomic swap."""
+        acc = self.accelerator
+        tmp, dst = self.run_dir / f".{CHECKPOINT_DIR}.tmp", self.run_dir / CHECKPOINT_DIR
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        rank_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+        }
+        torch.save(rank_state, tmp / f"rank{acc.process_index}.pt")
+        if acc.is_main_process:
+            torch.save(acc.unwrap_model(self.model).state_dict(), tmp / "model.pt")
+            (tmp / "trainer_state.json").write_text(json.dumps(asdict(self.state)))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            _swap_dir(tmp, dst)
+        acc.wait_for_everyone()
+
+    def load_checkpoint(self) -> bool:
+        """Resume from ``run_dir/checkpoint`` if present; returns whether it did."""
+        ckpt = self.run_dir / CHECKPOINT_DIR
+        if not (ckpt / "trainer_state.json").exists():
+            return False
+        acc = self.accelerator
+        rank_file = ckpt / f"rank{acc.process_index}.pt"
+        if not rank_file.exists():
+            raise RuntimeError(
+                f"{ckpt} was written by a run with fewer processes (no {rank_file.name}); "
+                f"resume with the same number of processes or delete the checkpoint"
+            )
+        acc.unwrap_model(self.model).load_state_dict(torch.load(ckpt / "model.pt", map_location="cpu"))
+        rank_state = torch.load(rank_file, map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(rank_state["optimizer"])
+        self.scheduler.load_state_dict(rank_state["scheduler"])
+        _set_rng_state(rank_state["rng"])
+        self.state = TrainState(**json.loads((ckpt / "trainer_state.json").read_text()))
+        self.state.status = "running"
+        log.info("resumed from %s at update %d", ckpt, self.state.updates)
+        return True
+
+    # ------------------------------------------------------------------ plumbing
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        """SIGTERM/SIGUSR1 (SLURM preemption): finish the current update, checkpoint, exit cleanly.
+
+        The previous handler (e.g. submitit's requeue) is called after the checkpoint is written.
+        """
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            log.warning("received signal %d: checkpointing after this update", signum)
+            self._signal = signum
+
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            previous[sig] = signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, prev in previous.items():
+                signal.signal(sig, prev)
+            if self._signal is not None and callable(previous.get(self._signal)):
+                self.on_progress(self.state)  # the record says "preempted" before the old handler runs
+                previous[self._signal](self._signal, None)
+
+    def _progress_bar(self, total: int) -> Any:
+        from tqdm.auto import tqdm
+
+        disable = not (self.cfg.trainer.progress_bar and self.accelerator.is_main_process)
+        return tqdm(total=total, initial=self.state.updates, disable=disable, desc="updates", dynamic_ncols=True)
+
+
+def _swap_dir(tmp: Path, dst: Path) -> None:
+    """Replace ``dst`` by ``tmp`` so that a crash leaves either the old or the new folder, never half."""
+    old = dst.with_name(f".{dst.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        dst.rename(old)
+    tmp.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

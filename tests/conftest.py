@@ -1,0 +1,53 @@
+"""Shared fixtures: compose the real ``conf/`` and shrink it (tiny model, synthetic data, CPU)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY = [
+    "model=tiny",
+    "data.source=synthetic",
+    "data.synthetic_train_size=64",
+    "data.synthetic_eval_size=32",
+    "task.max_length=32",
+    "task.batch_size=8",
+    "trainer.max_updates=4",
+    "trainer.cpu=true",
+    "trainer.progress_bar=false",
+    "trainer.eval_batch_size=32",
+]
+
+
+def compose_cfg(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from adasam_glue.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data_cache")
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, data_cache):
+    """``tiny_cfg(*overrides)``: the real config, shrunk to seconds on CPU, writing under tmp_path."""
+
+    def make(*overrides: str, run_dir: str | Path | None = None):
+        base = [*TINY, f"results_dir={tmp_path}", f"data.cache_dir={data_cache}"]
+        if run_dir is not None:
+            base.append(f"run_dir={run_dir}")
+        return compose_cfg(*base, *overrides)
+
+    return make

@@ -1,0 +1,91 @@
+"""The command line: composition, --cfg job, and errors for bad names/values before any model loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from omegaconf.errors import ConfigCompositionException  # noqa: F401  (documented error type)
+
+from adasam_glue.config import ConfigError
+from adasam_glue.run import resolve_run_dir, run, run_params_tag
+from tests.conftest import compose_cfg
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "adasam_glue", *args], capture_output=True, text=True, env=ENV, timeout=120)
+
+
+def test_main_command_composes_paper_settings():
+    out = _cli("task=mrpc", "optim=adasam", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    assert "name: adasam" in out.stdout and "name: roberta-large" in out.stdout
+    cfg = compose_cfg("task=mrpc", "optim=adasam")
+    assert cfg.optim.lr == 1e-5 and cfg.task.batch_size == 16 and cfg.task.total_updates == 2296
+    assert cfg.task.init_from == "roberta-large-mnli"  # MRPC starts from the MNLI-tuned model (spec §4)
+    assert cfg.optim.rho == 0.01 and cfg.optim.beta1 == 0.9
+    assert compose_cfg("task=cola", "optim=adasam").task.init_from is None
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [("task=nosuch", "mrpc"), ("optim=nosuch", "adasam"), ("model=nosuch", "roberta-large")],
+)
+def test_unknown_group_option_lists_valid_names(override, expected):
+    out = _cli(override, "--cfg", "job")
+    assert out.returncode != 0
+    assert "nosuch" in out.stderr and expected in out.stderr
+
+
+@pytest.mark.parametrize("override", ["optim.rhoo=0.1", "trainer.grad_acum=2", "optim.rho=abc", "task.batch_size=1.5"])
+def test_misspelt_key_or_wrong_type_fails_at_compose_time(override):
+    with pytest.raises(Exception) as e:
+        compose_cfg(override)
+    assert override.split("=")[0].split(".")[-1] in str(e.value) or "abc" in str(e.value) or "1.5" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optim.rho=-0.1", "optim.rho"),
+        ("optim.lr=0", "optim.lr"),
+        ("optim.beta1=1.0", "optim.beta1"),
+        ("optim.beta2=-0.5", "optim.beta2"),
+        ("task.batch_size=0", "task.batch_size"),
+        ("trainer.mixed_precision=fp8", "trainer.mixed_precision"),
+    ],
+)
+def test_invalid_values_fail_before_any_model_loads(override, key, monkeypatch):
+    import adasam_glue.modeling as modeling
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded before the config was validated")
+
+    monkeypatch.setattr(modeling, "build_model", boom)
+    monkeypatch.setattr(modeling, "build_tokenizer", boom)
+    cfg = compose_cfg(override)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run(cfg)
+
+
+def test_fp16_with_two_pass_optimizer_is_refused_clearly(tiny_cfg):
+    with pytest.raises(ConfigError, match="bf16"):
+        run(tiny_cfg("optim=adasam", "trainer.mixed_precision=fp16"))
+
+
+def test_run_dirs_of_grid_points_differ():
+    a = compose_cfg("optim=adasam", "optim.rho=0.01")
+    b = compose_cfg("optim=adasam", "optim.rho=0.005")
+    c = compose_cfg("optim=amsgrad")
+    assert len({run_params_tag(a), run_params_tag(b), run_params_tag(c)}) == 3
+    assert str(resolve_run_dir(a)).endswith("runs/default/mrpc/adasam/" + run_params_tag(a) + "/seed1")
+
+
+def test_dry_run_prints_plan_line_and_loads_nothing(capsys, tiny_cfg):
+    rec = run(tiny_cfg("optim=adasam", "dry_run=true"), overrides=["task=rte", "optim=adasam", "optim.rho=0.01"])
+    assert rec["dry_run"] is True
+    assert capsys.readouterr().out.strip() == "run: task=rte optim=adasam optim.rho=0.01"

@@ -1,0 +1,174 @@
+"""The training loop: SAM double pass, accumulation, resume, records (tiny model, CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from adasam_glue.records import read_record
+from adasam_glue.run import run
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def _assert_same_weights(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0 if atol == 0 else 1e-5, msg=k)
+
+
+@pytest.mark.parametrize("optim, passes_per_update", [("amsgrad", 1), ("adasam", 2), ("sgd", 1), ("sam", 2)])
+def test_run_writes_a_complete_record(tiny_cfg, tmp_path, optim, passes_per_update):
+    rec = run(tiny_cfg(f"optim={optim}", "trainer.eval_every=2", run_dir=tmp_path / "r"))
+    on_disk = read_record(tmp_path / "r" / "record.json")
+    assert on_disk["status"] == rec["status"] == "completed"
+    assert on_disk["optimizer_updates"] == 4
+    assert on_disk["forward_backward_passes"] == passes_per_update * 4
+    assert [e["update"] for e in on_disk["eval_curve"]] == [2, 4]
+    assert [p["update"] for p in on_disk["train_curve"]] == [1, 2, 3, 4]
+    assert on_disk["best"]["metrics"].keys() == {"accuracy", "f1"}
+    assert on_disk["final"]["update"] == 4
+    assert on_disk["config"]["optim"]["name"] == optim
+    for key in ("git_commit", "versions", "hardware", "wall_time_s", "samples_seen", "schema_version", "seed"):
+        assert key in on_disk
+    assert on_disk["samples_seen"] == 4 * 8
+    assert not (tmp_path / "r" / "checkpoint").exists()  # removed after a completed run
+
+
+def test_lr_schedule_counts_updates_not_passes(tiny_cfg, tmp_path):
+    rec = run(tiny_cfg("optim=adasam", "trainer.max_updates=4", "task.warmup_updates=1148", run_dir=tmp_path / "r"))
+    # mrpc: 2296 updates, 137 warmup -> capped at 4 updates, warmup scales to round(137*4/2296)=0... here 1148/2296*4=2
+    lrs = [p["lr"] for p in rec["train_curve"]]
+    peak = rec["config"]["optim"]["lr"]
+    assert lrs == pytest.approx([peak * 0.5, peak * 1.0, peak * 1.0, peak * 0.5])
+
+
+def test_completed_run_is_skipped_and_never_overwritten(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("optim=amsgrad", run_dir=tmp_path / "r")
+    run(cfg)
+    before = (tmp_path / "r" / "record.json").read_bytes()
+    again = run(cfg)
+    assert again["skipped"] is True
+    assert (tmp_path / "r" / "record.json").read_bytes() == before
+
+
+def test_one_sam_update_through_the_trainer_equals_the_equations(tiny_cfg, tmp_path):
+    """One SAM update (SGD base, no momentum/decay): w1 = w0 - lr * grad L(w0 + rho g/|g|)."""
+    from adasam_glue.data import build_dataloaders
+    from adasam_glue.modeling import per_sample_loss
+
+    cfg = tiny_cfg("optim=sam", "optim.beta1=0", "optim.weight_decay=0", "optim.lr=0.5", "optim.rho=0.05",
+                   "trainer.max_updates=1", "trainer.schedule=constant", "task.warmup_updates=0",
+                   "trainer.save_model=final", "trainer.keep_checkpoint=true", run_dir=tmp_path / "r")
+    captured = {}
+    import adasam_glue.trainer as trainer_mod
+
+    original = trainer_mod.Trainer.train_step
+
+    def spy(self, micro_batches):
+        captured["batches"] = [{k: v.clone() for k, v in mb.items()} for mb in micro_batches]
+        captured["w0"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        captured["model"] = self.model
+        return original(self, micro_batches)
+
+    trainer_mod.Trainer.train_step = spy
+    try:
+        run(cfg)
+    finally:
+        trainer_mod.Trainer.train_step = original
+    model = captured["model"]
+    model.load_state_dict(captured["w0"])
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def grads():
+        model.zero_grad()
+        b = captured["batches"][0]
+        inputs = {k: v for k, v in b.items() if k not in ("labels", "idx")}
+        per_sample_loss(model(**inputs).logits, b["labels"], 2).mean().backward()
+        return [p.grad.detach().clone() for p in params]
+
+    g = grads()
+    norm = torch.sqrt(sum((x.double() ** 2).sum() for x in g)).float()
+    with torch.no_grad():
+        for p, x in zip(params, g):
+            p.add_(0.05 * x / norm)
+    g_adv = grads()
+    with torch.no_grad():
+        for p, x in zip(params, g):
+            p.sub_(0.05 * x / norm)
+        expected = {n: (p - 0.5 * ga) for (n, p), ga in zip([(n, p) for n, p in model.named_parameters() if p.requires_grad], g_adv)}
+    got = _weights(tmp_path / "r")
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("optim", ["amsgrad", "adasam"])
+def test_accumulation_equals_one_big_batch(tiny_cfg, tmp_path, optim):
+    common = [f"optim={optim}", "trainer.save_model=final", "trainer.max_updates=3", "task.batch_size=8"]
+    run(tiny_cfg(*common, "trainer.grad_accum=1", run_dir=tmp_path / "one"))
+    run(tiny_cfg(*common, "trainer.grad_accum=4", run_dir=tmp_path / "four"))
+    _assert_same_weights(_weights(tmp_path / "one"), _weights(tmp_path / "four"), atol=2e-6)
+    a = read_record(tmp_path / "one" / "record.json")
+    b = read_record(tmp_path / "four" / "record.json")
+    assert a["forward_backward_passes"] == b["forward_backward_passes"]
+    assert b["micro_batch_passes"] == 4 * a["micro_batch_passes"]
+
+
+@pytest.mark.parametrize("optim", ["adasam", "amsgrad"])
+def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path, optim):
+    common = [f"optim={optim}", "trainer.save_model=final", "trainer.max_updates=6", "trainer.eval_every=2",
+              "model.dropout=0.1"]  # dropout on: the RNG state must be restored too
+    run(tiny_cfg(*common, run_dir=tmp_path / "straight"))
+    preempted = run(tiny_cfg(*common, "trainer.stop_after_updates=3", run_dir=tmp_path / "resumed"))
+    assert preempted["status"] == "preempted" and preempted["optimizer_updates"] == 3
+    assert (tmp_path / "resumed" / "checkpoint" / "trainer_state.json").exists()
+    resumed = run(tiny_cfg(*common, run_dir=tmp_path / "resumed"))
+    assert resumed["status"] == "completed" and resumed["resumed"] is True
+    straight = read_record(tmp_path / "straight" / "record.json")
+    assert resumed["train_curve"] == straight["train_curve"]
+    assert json.dumps(resumed["eval_curve"]) == json.dumps(straight["eval_curve"])
+    _assert_same_weights(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed"))
+
+
+def test_diverged_run_is_kept_as_data(tiny_cfg, tmp_path):
+    rec = run(tiny_cfg("optim=sgd", "optim.lr=1e12", "task.sgd_lr=1e12", "trainer.max_updates=8",
+                       "task.warmup_updates=0", run_dir=tmp_path / "r"))
+    assert rec["status"] == "diverged"
+    assert read_record(tmp_path / "r" / "record.json")["status"] == "diverged"
+    assert rec["optimizer_updates"] < 8
+
+
+def test_failed_run_writes_a_failed_record(tiny_cfg, tmp_path, monkeypatch):
+    import adasam_glue.trainer as trainer_mod
+
+    def boom(self, micro_batches):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", boom)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tiny_cfg("optim=amsgrad", run_dir=tmp_path / "r"))
+    rec = read_record(tmp_path / "r" / "record.json")
+    assert rec["status"] == "failed" and "simulated crash" in rec["error"]
+
+
+def test_increasing_batch_schedule(tiny_cfg, tmp_path):
+    rec = run(tiny_cfg("optim=amsgrad", "trainer.max_updates=4", "task.batch_size=8",
+                       "trainer.batch_schedule=[8,16]", run_dir=tmp_path / "r"))
+    # 4 updates x 8 samples = 32 samples, half at batch 8 (2 updates) and half at batch 16 (1 update)
+    assert rec["optimizer_updates"] == 3 and rec["samples_seen"] == 32
+
+
+def test_init_from_a_run_dir_gets_a_fresh_head(tiny_cfg, tmp_path):
+    run(tiny_cfg("task=mnli", "task.batch_size=8", "optim=amsgrad", "trainer.save_model=final", run_dir=tmp_path / "mnli"))
+    rec = run(tiny_cfg("task=rte", "optim=adasam", f"task.init_from={tmp_path / 'mnli'}", "trainer.save_model=final",
+                       run_dir=tmp_path / "rte"))
+    assert rec["status"] == "completed"
+    w = _weights(tmp_path / "rte")
+    assert w["classifier.weight"].shape[0] == 2
