@@ -239,3 +239,27 @@ def validate_config(cfg: DictConfig) -> None:
     metrics = dict.fromkeys((TASKS[task].selection_metric, *TASKS[task].paper_metrics))
     if _get(cfg, "task.metric") not in metrics:
         raise bad("task.metric", _get(cfg, "task.metric"), f"one of {', '.join(metrics)} for {task}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Experiment-layer resolvers (owned by adasam_glue/experiments.py; used by conf/experiment/speedup.yaml)
+# ---------------------------------------------------------------------------------------------------
+def _sqrt_scale(lr: float, batch: int, base: int) -> float:
+    """``${sqrt_scale:lr,batch,base}`` = lr * sqrt(batch / base): the speedup study's lr scaling."""
+    import math
+
+    return float(lr) * math.sqrt(float(batch) / float(base))
+
+
+def _task_recipe(task: str, key: str) -> Any:
+    """``${task_recipe:rte,batch_size}``: a value of ``conf/task/<task>.yaml`` as written (the recipe),
+    whatever overrides the composed config carries (e.g. a swept ``task.batch_size``)."""
+    path = CONF_DIR / "task" / f"{task}.yaml"
+    if not path.exists():
+        raise ConfigError(f"task_recipe: no recipe file {path} for task {task!r}")
+    return OmegaConf.select(OmegaConf.load(path), str(key), throw_on_missing=True)
+
+
+OmegaConf.register_new_resolver("sqrt_scale", _sqrt_scale, replace=True)
+OmegaConf.register_new_resolver("task_recipe", _task_recipe, replace=True)
+# ----------------------------------------------- end of experiment-layer resolvers ------------------

@@ -81,6 +81,7 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import math
 import random
 import sys
@@ -197,22 +198,22 @@ def select_subset(dataset_len: int, num_samples: int, subset_seed: int) -> list[
 
 def subset_batches(
     train_dataset: Any,
-    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+    collate: Callable[[list[Any]], dict[str, torch.Tensor]],
     num_samples: int,
     batch_size: int,
     subset_seed: int,
-    columns: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids", "labels"),
 ) -> list[dict[str, torch.Tensor]]:
-    """Batches of the sharpness subset of a tokenized training split (the split the run trained on).
+    """Batches (in index order) of the sharpness subset of a tokenized training split.
 
-    ``collate`` pads a list of rows (e.g. ``DataCollatorWithPadding(tokenizer)``); only ``columns``
-    present in the dataset are kept. Trainer and CLI both build the subset here, so they agree.
+    ``train_dataset``: the split the run trained on (anything with ``len`` and integer indexing);
+    ``collate``: turns a list of its rows into a padded batch (the training loader's ``collate_fn``).
+    Trainer and CLI both build the subset here, so they measure the same rows.
     """
     indices = select_subset(len(train_dataset), num_samples, subset_seed)
-    keep = [c for c in columns if c in train_dataset.column_names]
-    rows = train_dataset.select(indices).select_columns(keep)
-    return [collate([rows[i] for i in range(s, min(s + batch_size, len(rows)))])
-            for s in range(0, len(rows), batch_size)]
+    return [
+        collate([train_dataset[i] for i in indices[s : s + batch_size]])
+        for s in range(0, len(indices), batch_size)
+    ]
 
 
 # ------------------------------------------------------------------------------- state preservation
@@ -300,7 +301,9 @@ class _Objective:
     def _batch_loss(self, batch) -> torch.Tensor:
         loss = self.loss_fn(self.model, batch)
         if loss.dim() != 0:
-            raise ValueError(f"loss_fn must return the mean loss of the batch (a scalar), got {tuple(loss.shape)}")
+            raise ValueError(
+                f"loss_fn must return the mean loss of the batch (a scalar), got {tuple(loss.shape)}"
+            )
         return loss.float() if loss.dtype in (torch.float16, torch.bfloat16) else loss
 
     def _grad(self, out, inputs, **kw) -> Vec:
@@ -360,8 +363,9 @@ def _random_like(params: list[torch.Tensor], gen: torch.Generator, kind: str) ->
     return out
 
 
-def top_eigenvalues(obj: _Objective, gen: torch.Generator, top_k: int, max_iters: int, tol: float
-                    ) -> tuple[list[float], list[Vec], int, bool]:
+def top_eigenvalues(
+    obj: _Objective, gen: torch.Generator, top_k: int, max_iters: int, tol: float
+) -> tuple[list[float], list[Vec], int, bool]:
     """Deflated power iteration; returns (eigenvalues, unit eigenvectors, total HVPs, all converged)."""
     values: list[float] = []
     vectors: list[Vec] = []
@@ -403,17 +407,29 @@ def hutchinson_trace(obj: _Objective, gen: torch.Generator, probes: int) -> tupl
 def _adaptive_scale(model: torch.nn.Module, params: list[torch.nn.Parameter], eta: float) -> Vec:
     """ASAM's ``T = |w| + eta`` per element, ``T = 1`` for biases (as the official ASAM code)."""
     names = {id(p): n for n, p in model.named_parameters()}
-    return [torch.ones_like(p) if names.get(id(p), "").endswith("bias") else p.detach().abs() + eta
-            for p in params]
+    return [
+        torch.ones_like(p) if names.get(id(p), "").endswith("bias") else p.detach().abs() + eta
+        for p in params
+    ]
 
 
-def worst_case_sharpness(obj: _Objective, w0: Vec, loss0: float, grad0: Vec, rho: float, steps: int,
-                         step_size: float, gen: torch.Generator, scale: Vec | None = None) -> float:
+def worst_case_sharpness(
+    obj: _Objective,
+    w0: Vec,
+    loss0: float,
+    grad0: Vec,
+    rho: float,
+    steps: int,
+    step_size: float,
+    gen: torch.Generator,
+    scale: Vec | None = None,
+) -> float:
     """``max_{||eps|| <= rho} L(w0 + T eps) - L(w0)`` by projected normalized gradient ascent on eps.
 
     ``T`` is ``scale`` (elementwise; identity when None). Returns the best value over the ``steps``
     evaluated points (a lower bound of the maximum). Writes into the parameters: the caller restores.
     """
+
     def ascent_dir(g: Vec) -> Vec | None:
         d = g if scale is None else [gi * ti for gi, ti in zip(g, scale)]  # gradient w.r.t. eps
         n = _norm(d)
@@ -465,14 +481,26 @@ def measure_sharpness(
         raise ValueError("measure_sharpness: the model has no parameter with requires_grad")
     for n, p in model.named_parameters():
         if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16):
-            raise ValueError(f"measure_sharpness needs fp32 weights, got {p.dtype} for {n!r}: measure an "
-                             "fp32 copy (mixed precision keeps fp32 weights; pass the unwrapped model)")
+            raise ValueError(
+                f"measure_sharpness needs fp32 weights, got {p.dtype} for {n!r}: measure an "
+                "fp32 copy (mixed precision keeps fp32 weights; pass the unwrapped model)"
+            )
     device = torch.device(device) if device is not None else params[0].device
     start = time.perf_counter()
     timings: dict[str, float] = {}
     values: dict[str, Any] = dict.fromkeys(
-        ("eigenvalue", "eigenvalues", "eigen_iters", "eigen_converged", "trace", "trace_stderr",
-         "worst_case", "worst_case_adaptive", "loss"))
+        (
+            "eigenvalue",
+            "eigenvalues",
+            "eigen_iters",
+            "eigen_converged",
+            "trace",
+            "trace_stderr",
+            "worst_case",
+            "worst_case_adaptive",
+            "loss",
+        )
+    )
     with _preserved_state(model, params) as w0:
         obj = _Objective(model, params, batches, loss_fn, device)
         gen = torch.Generator(device=params[0].device).manual_seed(s.seed)
@@ -495,51 +523,99 @@ def measure_sharpness(
             plain, adaptive = {}, {}
             for rho in s.rhos:
                 plain[rho_key(rho)] = worst_case_sharpness(
-                    obj, w0, loss0, grad0, rho, s.ascent_steps, s.ascent_step_size, gen)
+                    obj, w0, loss0, grad0, rho, s.ascent_steps, s.ascent_step_size, gen
+                )
                 adaptive[rho_key(rho)] = worst_case_sharpness(
-                    obj, w0, loss0, grad0, rho, s.ascent_steps, s.ascent_step_size, gen, scale=scale)
+                    obj, w0, loss0, grad0, rho, s.ascent_steps, s.ascent_step_size, gen, scale=scale
+                )
             values.update(worst_case=plain, worst_case_adaptive=adaptive)
             timings["worst_case"] = time.perf_counter() - t0
     settings = dataclasses.asdict(s)
-    settings.update(rhos=list(s.rhos), measures=list(s.measures), num_samples_used=obj.num_samples,
-                    num_params=sum(p.numel() for p in params))
-    cost = {"seconds": time.perf_counter() - start, "hvp_count": obj.hvp_count,
-            "grad_count": obj.grad_count, "loss_count": obj.loss_count, "num_batches": len(obj.batches),
-            "seconds_by_measure": timings}
+    settings.update(
+        rhos=list(s.rhos),
+        measures=list(s.measures),
+        num_samples_used=obj.num_samples,
+        num_params=sum(p.numel() for p in params),
+    )
+    cost = {
+        "seconds": time.perf_counter() - start,
+        "hvp_count": obj.hvp_count,
+        "grad_count": obj.grad_count,
+        "loss_count": obj.loss_count,
+        "num_batches": len(obj.batches),
+        "seconds_by_measure": timings,
+    }
     return {"values": values, "settings": settings, "cost": cost}
 
 
-def bench_sharpness(model: torch.nn.Module, batches: Sequence[Mapping[str, torch.Tensor]],
-                    loss_fn: LossFn, cfg: Any) -> dict[str, Any]:
+def bench_sharpness(
+    model: torch.nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], loss_fn: LossFn, cfg: Any
+) -> dict[str, Any]:
     """One benchmark row: the measurement's cost (seconds, HVPs, gradients) on ``model``."""
     block = measure_sharpness(model, batches, loss_fn, cfg)
     cost, settings = block["cost"], block["settings"]
     trace_s = cost["seconds_by_measure"].get("trace")
-    return {**{k: cost[k] for k in ("seconds", "hvp_count", "grad_count", "loss_count", "num_batches")},
-            "num_samples": settings["num_samples_used"], "num_params": settings["num_params"],
-            "seconds_per_hvp": None if trace_s is None else trace_s / settings["trace_probes"],
-            "seconds_by_measure": cost["seconds_by_measure"]}
+    return {
+        **{k: cost[k] for k in ("seconds", "hvp_count", "grad_count", "loss_count", "num_batches")},
+        "num_samples": settings["num_samples_used"],
+        "num_params": settings["num_params"],
+        "seconds_per_hvp": None if trace_s is None else trace_s / settings["trace_probes"],
+        "seconds_by_measure": cost["seconds_by_measure"],
+    }
 
 
 # --------------------------------------------------------------------------------- post-hoc (CLI)
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
 def _pad_collate(tokenizer) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+    """Dynamic padding of tokenized rows (model inputs + ``labels``; other columns dropped)."""
+
     def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        labels = [r.pop("labels") for r in rows]
-        batch = dict(tokenizer.pad(rows, return_tensors="pt"))
+        labels = [r["labels"] for r in rows]
+        batch = dict(
+            tokenizer.pad([{k: r[k] for k in MODEL_INPUTS if k in r} for r in rows], return_tensors="pt")
+        )
         dtype = torch.float32 if isinstance(labels[0], float) else torch.long
         batch["labels"] = torch.tensor(labels, dtype=dtype)
         return batch
+
     return collate
 
 
 def build_loss_fn(num_labels: int) -> LossFn:
-    """``loss_fn(model, batch)``: mean of :func:`adasam_glue.modeling.per_sample_loss` (the training loss)."""
+    """``loss_fn(model, batch)``: mean of :func:`adasam_glue.modeling.per_sample_loss` (the training loss).
+
+    Only the model inputs of the batch reach the model. A module prepared by Accelerate under mixed
+    precision carries an autocast forward wrapper (kept by ``unwrap_model``); it is bypassed so the
+    measurement runs in fp32.
+    """
     from adasam_glue.modeling import per_sample_loss
 
     def loss_fn(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return per_sample_loss(model(**inputs).logits, batch["labels"], num_labels).mean()
+        forward = model.__dict__.get("_original_forward") or model
+        logits = forward(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
+        return per_sample_loss(logits, batch["labels"], num_labels).mean()
+
     return loss_fn
+
+
+def sharpness_for_training(
+    cfg: Any, loaders: Any, task: Any, device: torch.device | str | None = None
+) -> Callable[[torch.nn.Module], dict[str, Any]]:
+    """``fn(model) -> block`` for the trainer: the subset is built once from the training loader.
+
+    ``loaders.train`` (or ``loaders`` itself) is the training ``DataLoader`` *before*
+    ``accelerator.prepare`` (its ``dataset`` is the tokenized training split, its ``collate_fn`` pads);
+    ``task`` has ``num_labels``. Call ``fn`` on the main process only, with the unwrapped model.
+    """
+    loader = getattr(loaders, "train", loaders)
+    dataset = getattr(loaders, "train_dataset", None) or loader.dataset
+    collate = getattr(loaders, "collator", None) or loader.collate_fn
+    s = _settings(cfg)
+    batches = subset_batches(dataset, collate, s.num_samples, s.batch_size, s.subset_seed)
+    loss_fn = build_loss_fn(task.num_labels)
+    return lambda model: measure_sharpness(model, batches, loss_fn, cfg, device=device)
 
 
 def _sharpness_cfg(record_cfg: Mapping[str, Any] | None, overrides: Sequence[str]):
@@ -552,18 +628,17 @@ def _sharpness_cfg(record_cfg: Mapping[str, Any] | None, overrides: Sequence[str
     dotlist = [o.removeprefix("sharpness.") for o in overrides]
     for o in dotlist:
         if "=" not in o or o.split("=", 1)[0] not in known:
-            raise ValueError(f"bad override {o!r}: expected key=value with key one of "
-                             f"sharpness.{{{', '.join(sorted(known))}}}")
+            raise ValueError(
+                f"bad override {o!r}: expected key=value with key one of "
+                f"sharpness.{{{', '.join(sorted(known))}}}"
+            )
     return OmegaConf.merge(base, OmegaConf.from_dotlist(dotlist))
 
 
-def measure_run(run_dir: str | Path, overrides: Sequence[str] = (), device: str | None = None) -> dict[str, Any]:
+def measure_run(
+    run_dir: str | Path, overrides: Sequence[str] = (), device: str | None = None
+) -> dict[str, Any]:
     """Measure ``RUN_DIR/model`` on the run's sharpness subset; add the block to its record; return it."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from adasam_glue.data import load_glue, tokenize_glue
-    from adasam_glue.tasks import get_task
-
     run_dir = Path(run_dir)
     record_path = run_dir / RECORD_NAME
     if not record_path.is_file():
@@ -576,19 +651,40 @@ def measure_run(run_dir: str | Path, overrides: Sequence[str] = (), device: str 
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(
             f"{model_dir}: no saved model (HF save_pretrained folder with config.json) in this run dir; "
-            "train with trainer.save_model=best or trainer.save_model=final to produce it")
+            "train with trainer.save_model=best or trainer.save_model=final to produce it"
+        )
     cfg = _sharpness_cfg(config.get("sharpness"), overrides)
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from adasam_glue.data import load_glue, tokenize_glue
+    from adasam_glue.tasks import get_task
+
     task, data = config["task"], config["data"]
     info = get_task(task["name"])
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).to(dev)
-    raw = load_glue(task["name"], data.get("source", "hub"), data.get("data_dir"),
-                    data.get("hub_name", "nyu-mll/glue"), data.get("cache_dir"))
+    accepted = inspect.signature(load_glue).parameters  # synthetic sizes: the run's own
+    extra = {
+        k: data[k]
+        for k in ("synthetic_train_size", "synthetic_eval_size", "synthetic_seed")
+        if k in accepted and data.get(k) is not None
+    }
+    raw = load_glue(
+        task["name"],
+        data.get("source", "hub"),
+        data.get("data_dir"),
+        data.get("hub_name", "nyu-mll/glue"),
+        data.get("cache_dir"),
+        **extra,
+    )
     train = tokenize_glue(raw, task["name"], tokenizer, task.get("max_length", 512))["train"]
-    if data.get("max_train_samples"):  # the rows the run trained on (the data module keeps the first N)
-        train = train.select(range(min(len(train), int(data["max_train_samples"]))))
+    if data.get("max_train_samples"):  # the rows the run trained on, selected as the data module does
+        from adasam_glue.data import subsample
+
+        train = subsample(train, int(data["max_train_samples"]), record.get("seed", config.get("seed")))
     batches = subset_batches(train, _pad_collate(tokenizer), cfg.num_samples, cfg.batch_size, cfg.subset_seed)
     block = measure_sharpness(model, batches, build_loss_fn(info.num_labels), cfg, device=dev)
     block["checkpoint"] = (config.get("trainer") or {}).get("save_model")
@@ -606,10 +702,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m adasam_glue.sharpness",
         description="Measure the sharpness of a finished run's saved model and add the 'sharpness' "
-                    "block to RUN_DIR/record.json (nothing else in the record changes).")
+        "block to RUN_DIR/record.json (nothing else in the record changes).",
+    )
     parser.add_argument("run_dir", help="run dir with record.json and model/ (trainer.save_model=best|final)")
-    parser.add_argument("overrides", nargs="*", help="sharpness settings, e.g. num_samples=256 top_k=3 "
-                        "'rhos=[0.01]' (the 'sharpness.' prefix is optional)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="sharpness settings, e.g. num_samples=256 top_k=3 "
+        "'rhos=[0.01]' (the 'sharpness.' prefix is optional)",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     args = parser.parse_args(argv)
     try:
@@ -618,9 +719,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     v, c = block["values"], block["cost"]
-    print(f"sharpness of {args.run_dir}: loss={v['loss']:.6g} eigenvalue={v['eigenvalue']} "
-          f"trace={v['trace']} (+/- {v['trace_stderr']}) worst_case={v['worst_case']} "
-          f"worst_case_adaptive={v['worst_case_adaptive']}; {c['seconds']:.1f}s, {c['hvp_count']} HVPs")
+    print(
+        f"sharpness of {args.run_dir}: loss={v['loss']:.6g} eigenvalue={v['eigenvalue']} "
+        f"trace={v['trace']} (+/- {v['trace_stderr']}) worst_case={v['worst_case']} "
+        f"worst_case_adaptive={v['worst_case_adaptive']}; {c['seconds']:.1f}s, {c['hvp_count']} HVPs"
+    )
     return 0
 
 

@@ -98,8 +98,13 @@ class Run:
         return self.record.get("config") or {}
 
     def describe(self) -> str:
+        from adasam_glue.report.palette import method_name, task_name
+
         rho = "" if self.rho is None else f", rho={self.rho:g}"
-        return f"{self.optimizer} {self.task} beta1={_fmt(self.beta1)}{rho} seed {self.seed} ({self.rel})"
+        return (
+            f"{method_name(self.optimizer)} {task_name(self.task)} beta1={_fmt(self.beta1)}{rho} "
+            f"seed {self.seed} ({self.rel})"
+        )
 
 
 def _fmt(x: float | None) -> str:
@@ -166,7 +171,8 @@ def load_runs(runs_dir: str | os.PathLike, *, skip_unknown_schema: bool = False)
     if not paths:
         raise NoRecordsError(
             f"{root}: no run records ({RECORD_NAME}) found; train runs first "
-            "(python -m adasam_glue ..., make demo) or point the report at the folder that holds them")
+            "(python -m adasam_glue ..., make demo) or point the report at the folder that holds them"
+        )
     out = Collection(root=root)
     for path in paths:
         rel = path.relative_to(root).as_posix()
@@ -174,7 +180,8 @@ def load_runs(runs_dir: str | os.PathLike, *, skip_unknown_schema: bool = False)
             record = read_record(path)
         except RecordError as e:
             corrupt = isinstance(e.__cause__, (json.JSONDecodeError, UnicodeDecodeError)) or (
-                "must be a JSON object" in str(e))
+                "must be a JSON object" in str(e)
+            )
             if corrupt:
                 out.skipped.append((rel, "corrupt JSON"))
                 continue

@@ -1,0 +1,311 @@
+"""Tokenization (cached), dynamic-padding collator, seeded (length-grouped) train sampler, and
+``build_dataloaders`` (the trainer's entry point).
+
+Epochs and Accelerate: the train sampler's order is a pure function of ``(seed, epoch)``. Call
+``loaders.train.set_epoch(epoch)`` before each epoch. ``accelerator.prepare(loader)`` returns a
+``DataLoaderShard`` whose ``set_epoch`` forwards to ``batch_sampler.sampler.set_epoch`` (and, when
+sharded over processes, ``batch_sampler.batch_sampler.sampler``), i.e. to ``GlueTrainSampler``; it also
+calls ``set_epoch(iteration)`` itself at the start of every pass (``iteration`` counts completed passes),
+so an explicit ``set_epoch`` keeps the two in step, including after resuming. Each process sees every
+``num_processes``-th batch of the same global order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from datasets import Dataset, DatasetDict, Value
+from torch.utils.data import DataLoader, Sampler, SequentialSampler
+
+from adasam_glue.data.load import load_glue
+from adasam_glue.tasks import get_task
+
+_TOKENIZE_VERSION = "1"  # bump when tokenize_glue's output changes (invalidates the map cache)
+MEGABATCH_MULT = 50  #: length grouping sorts within windows of MEGABATCH_MULT batches
+MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+# ---------------------------------------------------------------------------------------- tokenize
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A stable hash of everything that decides the token ids: class, name, the full backend
+    (normalizer, pre-tokenizer, vocab, post-processor) when fast, else the vocab and special tokens."""
+    h = hashlib.sha256()
+    h.update(type(tokenizer).__name__.encode())
+    h.update(str(getattr(tokenizer, "name_or_path", "")).encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:
+        h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(repr(getattr(tokenizer, "all_special_tokens", "")).encode())
+    h.update(repr((getattr(tokenizer, "truncation_side", "right"), getattr(tokenizer, "do_lower_case", None))).encode())
+    return h.hexdigest()[:16]
+
+
+class _Tokenize:
+    """The map function (a class so ``datasets`` need not hash a closure)."""
+
+    def __init__(self, tokenizer, text_keys: Sequence[str], max_length: int, float_labels: bool):
+        self.tokenizer, self.text_keys, self.max_length, self.float_labels = (
+            tokenizer, tuple(text_keys), max_length, float_labels)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        texts = [batch[k] for k in self.text_keys]
+        enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length, padding=False)
+        out = {k: enc[k] for k in MODEL_KEYS if k in enc}
+        out["labels"] = [float(x) for x in batch["label"]] if self.float_labels else list(batch["label"])
+        return out
+
+
+def tokenize_glue(ds: DatasetDict, task: str, tokenizer, max_length: int) -> DatasetDict:
+    """Tokenize every split (pairs as pairs, truncation to ``max_length``, no padding).
+
+    Columns: ``input_ids``, ``attention_mask``, ``token_type_ids`` (if the tokenizer returns them),
+    ``labels`` (int64; float32 for STS-B) and ``idx``. Cached: ``map`` gets a fingerprint built from the
+    split's fingerprint, the task, the tokenizer's hash and ``max_length``, so a second run with the
+    same data and tokenizer loads the cache files instead of re-tokenizing (disk-backed datasets only,
+    which every ``load_glue`` source returns).
+    """
+    info = get_task(task)
+    fn = _Tokenize(tokenizer, info.text_keys, max_length, info.is_regression)
+    tok_hash = tokenizer_fingerprint(tokenizer)
+    out = {}
+    for split, d in ds.items():
+        fp = hashlib.sha256(
+            f"{_TOKENIZE_VERSION}|{d._fingerprint}|{info.name}|{tok_hash}|{max_length}".encode()
+        ).hexdigest()[:16]
+        d = d.map(fn, batched=True, batch_size=1000, remove_columns=[*info.text_keys, "label"],
+                  new_fingerprint=fp, desc=f"tokenize {info.name}/{split}")
+        labels_type = Value("float32" if info.is_regression else "int64")
+        if d.features["labels"] != labels_type:
+            d = d.cast_column("labels", labels_type)  # small: fingerprint derives from fp (cached too)
+        out[split] = d
+    return DatasetDict(out)
+
+
+def sequence_lengths(ds: Dataset) -> np.ndarray:
+    """Token counts per row, read from Arrow without materialising the ids as Python lists."""
+    table = ds.select_columns(["input_ids"]).with_format("arrow")[:]
+    return pc.list_value_length(table["input_ids"]).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------- collator
+@dataclass
+class GlueCollator:
+    """Pads each batch to its longest row (rounded up to ``pad_to_multiple_of``).
+
+    Returns tensors ``input_ids``, ``attention_mask``, (``token_type_ids``), ``labels`` and ``idx``
+    (not a model input: the trainer pops it).
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+    padding_side: str = "right"
+
+    def padded_length(self, longest: int) -> int:
+        m = self.pad_to_multiple_of
+        return longest if not m else int(math.ceil(longest / m) * m)
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = self.padded_length(max(len(r["input_ids"]) for r in rows))
+        batch: dict[str, torch.Tensor] = {}
+        for key, pad in (("input_ids", self.pad_token_id), ("attention_mask", 0), ("token_type_ids", 0)):
+            if key not in rows[0]:
+                continue
+            t = torch.full((len(rows), length), pad, dtype=torch.long)
+            for i, r in enumerate(rows):
+                v = torch.as_tensor(r[key], dtype=torch.long)
+                if self.padding_side == "left":
+                    t[i, length - len(v):] = v
+                else:
+                    t[i, : len(v)] = v
+            batch[key] = t
+        labels = [r["labels"] for r in rows]
+        is_float = isinstance(labels[0], float) or (torch.is_tensor(labels[0]) and labels[0].is_floating_point())
+        batch["labels"] = torch.tensor(labels, dtype=torch.float32 if is_float else torch.long)
+        if "idx" in rows[0]:
+            batch["idx"] = torch.tensor([r["idx"] for r in rows], dtype=torch.long)
+        return batch
+
+
+def default_pad_multiple(pad_to_multiple_of: int | None, mixed_precision: str = "no") -> int | None:
+    """Explicit value wins; otherwise 8 under bf16/fp16 (tensor cores), else no rounding."""
+    if pad_to_multiple_of:
+        return int(pad_to_multiple_of)
+    return 8 if mixed_precision in ("bf16", "fp16") else None
+
+
+# ----------------------------------------------------------------------------------------- sampler
+def train_order(lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int, epoch: int,
+                group_by_length: bool = False) -> np.ndarray:
+    """The train order of one epoch, a pure function of (seed, epoch).
+
+    Plain: a seeded permutation. Length-grouped: permute, cut into megabatches of
+    ``MEGABATCH_MULT * batch_size``, sort each by length (longest first), cut into batches, then
+    shuffle the batches (the batch holding the longest row goes first, to surface OOM early).
+    """
+    n = len(lengths)
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    perm = rng.permutation(n)
+    if not group_by_length or n <= batch_size:
+        return perm
+    lengths = np.asarray(lengths)
+    mega = MEGABATCH_MULT * batch_size
+    batches = []
+    for start in range(0, n, mega):
+        chunk = perm[start:start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    # Only the final batch may be short: keep it last so every other batch is full.
+    full, last = (batches[:-1], batches[-1:]) if len(batches[-1]) < batch_size else (batches, [])
+    order = rng.permutation(len(full))
+    longest = int(np.argmax([lengths[b].max() for b in full]))
+    order = [longest, *[i for i in order if i != longest]]
+    return np.concatenate([full[i] for i in order] + last)
+
+
+class GlueTrainSampler(Sampler[int]):
+    """Deterministic shuffle by (seed, epoch); optional length grouping (see ``train_order``)."""
+
+    def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int = 0,
+                 group_by_length: bool = False):
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.group_by_length = batch_size, seed, group_by_length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        order = train_order(self.lengths, self.batch_size, self.seed, self.epoch, self.group_by_length)
+        return iter(order.tolist())
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+class GlueDataLoader(DataLoader):
+    """A DataLoader whose ``set_epoch`` reaches its sampler (Accelerate's prepared loaders have their own)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+
+# ------------------------------------------------------------------------------------ padding stats
+def pad_stats(lengths: Sequence[int] | np.ndarray, batch_size: int, max_length: int,
+              group_by_length: bool = False, pad_to_multiple_of: int | None = None, seed: int = 0,
+              epoch: int = 0) -> dict[str, float]:
+    """Tokens processed under dynamic padding (one epoch's batches) vs padding every row to ``max_length``.
+
+    Returns ``real_tokens``, ``dynamic_tokens``, ``max_length_tokens``, ``saved_fraction`` (1 - dynamic /
+    max_length tokens: the share of pad-to-max work avoided) and ``pad_fraction`` (padding share left).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = train_order(lengths, batch_size, seed, epoch, group_by_length)
+    m = pad_to_multiple_of or 1
+    dynamic = 0
+    for i in range(0, len(order), batch_size):
+        b = lengths[order[i:i + batch_size]]
+        dynamic += len(b) * int(math.ceil(b.max() / m) * m)
+    real, full = int(lengths.sum()), len(lengths) * int(max_length)
+    return {
+        "real_tokens": float(real),
+        "dynamic_tokens": float(dynamic),
+        "max_length_tokens": float(full),
+        "saved_fraction": 1.0 - dynamic / full if full else 0.0,
+        "pad_fraction": 1.0 - real / dynamic if dynamic else 0.0,
+    }
+
+
+# --------------------------------------------------------------------------------------- dataloaders
+@dataclass
+class GlueLoaders:
+    """Everything ``build_dataloaders`` makes. ``evals`` is keyed by Hub split name."""
+
+    train: DataLoader
+    evals: dict[str, DataLoader]
+    train_dataset: Dataset
+    eval_datasets: dict[str, Dataset]
+    collator: GlueCollator
+    padding_stats: dict[str, float] = field(default_factory=dict)
+
+
+def _cfg(data_cfg: Any, key: str, default: Any = None) -> Any:
+    if data_cfg is None:
+        return default
+    if isinstance(data_cfg, dict):
+        return data_cfg.get(key, default)
+    return getattr(data_cfg, key, default)
+
+
+def subsample(ds: Dataset, n: int | None, seed: int | None) -> Dataset:
+    """The first ``n`` rows (``seed`` None) or the first ``n`` of a seeded shuffle (kept in file order)."""
+    if n is None or n >= len(ds):
+        return ds
+    if seed is None:
+        return ds.select(range(n))
+    keep = np.sort(np.random.default_rng(int(seed)).permutation(len(ds))[:n])
+    return ds.select(keep.tolist())
+
+
+def build_train_loader(train_dataset: Dataset, collator: GlueCollator, batch_size: int, seed: int,
+                       group_by_length: bool = False, num_workers: int = 0,
+                       lengths: np.ndarray | None = None) -> GlueDataLoader:
+    """The train loader alone (e.g. to rebuild it for another micro-batch size)."""
+    lengths = sequence_lengths(train_dataset) if lengths is None else lengths
+    sampler = GlueTrainSampler(lengths, batch_size, seed=seed, group_by_length=group_by_length)
+    return GlueDataLoader(train_dataset, batch_size=batch_size,
+                          sampler=sampler, collate_fn=collator, num_workers=num_workers, drop_last=False,
+                          persistent_workers=num_workers > 0)
+
+
+def build_dataloaders(data_cfg: Any, task: str, tokenizer, max_length: int, micro_batch_size: int,
+                      eval_batch_size: int, seed: int, accelerator: Any = None,
+                      mixed_precision: str = "no") -> GlueLoaders:
+    """Load, subsample, tokenize (once per node: under ``accelerator.main_process_first()``) and wrap
+    the task in DataLoaders. ``data_cfg`` is the ``data`` config group (DataConfig / DictConfig / dict).
+
+    ``max_train_samples``: first N of a shuffle seeded by ``seed``; ``max_eval_samples``: first N rows.
+    """
+    info = get_task(task)
+    first = accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext()
+    with first:
+        raw = load_glue(
+            task, source=_cfg(data_cfg, "source", "hub"), data_dir=_cfg(data_cfg, "data_dir"),
+            hub_name=_cfg(data_cfg, "hub_name", "nyu-mll/glue"), cache_dir=_cfg(data_cfg, "cache_dir"),
+            synthetic_train_size=_cfg(data_cfg, "synthetic_train_size", 512),
+            synthetic_eval_size=_cfg(data_cfg, "synthetic_eval_size", 128),
+            synthetic_seed=_cfg(data_cfg, "synthetic_seed", 0),
+        )
+        splits = DatasetDict({"train": subsample(raw["train"], _cfg(data_cfg, "max_train_samples"), seed)})
+        for split in info.eval_splits:
+            splits[split] = subsample(raw[split], _cfg(data_cfg, "max_eval_samples"), None)
+        tokenized = tokenize_glue(splits, task, tokenizer, max_length)
+    pad_multiple = default_pad_multiple(_cfg(data_cfg, "pad_to_multiple_of"), mixed_precision)
+    collator = GlueCollator(pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+                            pad_to_multiple_of=pad_multiple,
+                            padding_side=getattr(tokenizer, "padding_side", "right") or "right")
+    group = bool(_cfg(data_cfg, "group_by_length", False))
+    workers = int(_cfg(data_cfg, "num_workers", 0) or 0)
+    train_ds = tokenized["train"]
+    lengths = sequence_lengths(train_ds)
+    train = build_train_loader(train_ds, collator, micro_batch_size, seed, group, workers, lengths)
+    evals = {
+        split: DataLoader(tokenized[split], batch_size=eval_batch_size,
+                          sampler=SequentialSampler(tokenized[split]), collate_fn=collator,
+                          num_workers=workers)
+        for split in info.eval_splits
+    }
+    stats = pad_stats(lengths, micro_batch_size, max_length, group, pad_multiple, seed)
+    return GlueLoaders(train=train, evals=evals, train_dataset=train_ds,
+                       eval_datasets={s: tokenized[s] for s in info.eval_splits}, collator=collator,
+                       padding_stats=stats)

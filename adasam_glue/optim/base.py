@@ -1,0 +1,119 @@
+"""Base (descent) optimizers of the SAM family: torch SGD, torch AMSGrad and the paper's AMSGrad.
+
+Spec §1. ``sgd`` and ``amsgrad`` are torch classes with settings (see :func:`make_sgd`,
+:func:`make_amsgrad`); :class:`AMSGradPaper` is Algorithm 1 of AdaSAM (arXiv 2303.00565) written out,
+used by ``adasam form=paper``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from .validation import check_beta2_below_one, check_bool, validate
+
+__all__ = ["AMSGradPaper", "make_amsgrad", "make_sgd"]
+
+
+def make_sgd(params: Iterable[Any], *, lr: float, beta1: float, weight_decay: float, nesterov: bool = False):
+    """``torch.optim.SGD(momentum=beta1)`` (spec §1, SGD row). Weight decay is torch's (coupled L2)."""
+    validate(lr=lr, beta1=beta1, weight_decay=weight_decay, nesterov=nesterov)
+    if nesterov and beta1 == 0:
+        raise ValueError("nesterov=True needs momentum: beta1 must be > 0, got 0")
+    return torch.optim.SGD(params, lr=lr, momentum=beta1, weight_decay=weight_decay, nesterov=nesterov)
+
+
+def make_amsgrad(
+    params: Iterable[Any], *, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float
+) -> torch.optim.AdamW:
+    """Library AMSGrad: ``torch.optim.AdamW(amsgrad=True)`` (spec §1, AMSGrad row).
+
+    Decoupled weight decay as fairseq's Adam; bias-corrected moments, eps added outside the root,
+    ``v_hat`` starts at 0 (the max is taken over the uncorrected ``v``).
+    """
+    validate(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+    check_beta2_below_one(beta2, "the library (bias-corrected) AMSGrad")
+    return torch.optim.AdamW(
+        params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, amsgrad=True
+    )
+
+
+class AMSGradPaper(Optimizer):
+    r"""AMSGrad exactly as Algorithm 1 of AdaSAM (Sun et al. 2023, arXiv 2303.00565) writes it.
+
+    .. math::
+        m \leftarrow \beta_1 m + (1-\beta_1) g,\quad v \leftarrow \beta_2 v + (1-\beta_2) g\odot g,\quad
+        \hat v \leftarrow \max(\hat v, v),\quad x \leftarrow x - \gamma\, m \odot \hat v^{-1/2}
+
+    with ``m_0 = 0`` and ``v_0 = v_hat_0 = eps**2``. Differences from the library form
+    (``torch.optim.AdamW(amsgrad=True)``, :func:`make_amsgrad`):
+
+    * no bias correction (library: ``m / (1 - beta1**t)`` and ``v_hat / (1 - beta2**t)``), so the first
+      steps are ``(1 - beta1)`` times smaller for the same ``lr``;
+    * eps enters *inside* the root, as the initial value of ``v_hat`` (library: ``sqrt(v_hat) + eps``);
+      ``v_hat >= eps**2`` always, so the step is bounded by ``lr * |m| / eps``;
+    * ``v_hat`` starts at ``eps**2`` (library: 0).
+
+    ``beta2 = 1`` is allowed (Remark 3.1: ``v`` stays at ``eps**2``, the rate is the constant
+    ``lr / eps`` and AdaSAM becomes SAM with momentum ``beta1`` and lr ``lr * (1 - beta1) / eps``).
+    ``amsgrad=False`` drops the max (``v_hat = v``): the Adam variant of Remark 3.1.
+    Weight decay, when non-zero, is decoupled (``x <- x - lr * wd * x``) as in AdamW.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = True,
+    ) -> None:
+        validate(lr=lr, beta1=betas[0], beta2=betas[1], weight_decay=weight_decay)
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0 for the paper form (v_hat starts at eps**2), got {eps!r}")
+        check_bool("amsgrad", amsgrad)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            beta1, beta2 = group["betas"]
+            eps2 = group["eps"] ** 2
+            for p in params:
+                st = self.state[p]
+                if not st:
+                    st["step"] = 0
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.full_like(p, eps2, memory_format=torch.preserve_format)
+                    if group["amsgrad"]:
+                        st["max_exp_avg_sq"] = torch.full_like(p, eps2, memory_format=torch.preserve_format)
+                st["step"] += 1
+            ms = [self.state[p]["exp_avg"] for p in params]
+            vs = [self.state[p]["exp_avg_sq"] for p in params]
+            torch._foreach_mul_(ms, beta1)
+            torch._foreach_add_(ms, grads, alpha=1 - beta1)
+            torch._foreach_mul_(vs, beta2)
+            torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+            if group["amsgrad"]:
+                vhats = [self.state[p]["max_exp_avg_sq"] for p in params]
+                torch._foreach_maximum_(vhats, vs)
+            else:
+                vhats = vs
+            denom = torch._foreach_sqrt(vhats)
+            if group["weight_decay"] != 0:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            torch._foreach_addcdiv_(params, ms, denom, value=-group["lr"])
+        return loss

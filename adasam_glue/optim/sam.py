@@ -1,0 +1,263 @@
+"""``SAMBase``: the one two-pass protocol of the SAM family (spec §2, "Numerics").
+
+One update evaluates the gradient twice on the same mini-batch. The trainer drives it::
+
+    opt.prepare_ascent()                      # no-op except RSAM (adds the random offset)
+    loss_fn(model(x), y).mean().backward()    # ascent pass at w (per-sample losses kept, detached)
+    opt.first_step(zero_grad=True)            # e from .grad; copy w; w <- w + e
+    losses = loss_fn(model(x), y)             # descent pass at w + e, per-sample, with grad
+    opt.descent_loss(ascent_losses, losses).backward()   # mean; ESAM: top-gamma samples
+    opt.second_step(zero_grad=True)           # w <- copy (exact); base update with the descent grad
+
+or ``opt.step(closure)``, which runs both passes itself. Subclasses override ``_perturbation`` (the
+ascent step e), and optionally ``_descent_grad`` (GSAM) and ``_base_step`` (LightSAM).
+
+Invariants: ``self.param_groups is self.base_optimizer.param_groups`` (a scheduler on the wrapper
+drives the base lr); w is restored from one reused parameter-sized copy, never by subtracting e;
+norms are one fp32 (fp64 for fp64 grads) reduction over all groups, ``||g|| = 0`` gives e = 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+__all__ = ["Groups", "SAMBase", "global_norm", "global_sq_norm", "safe_inverse"]
+
+#: ``(param_group, params with a gradient, their gradients)``
+Groups = tuple[dict[str, Any], list[Tensor], list[Tensor]]
+
+_NO_CLOSURE = (
+    "{cls} needs two gradient evaluations per update: call first_step() after the ascent backward and "
+    "second_step() after the descent backward, or pass a closure to step(closure)"
+)
+
+
+def _norm_dtype(tensors: list[Tensor]) -> torch.dtype:
+    return torch.promote_types(tensors[0].dtype, torch.float32)
+
+
+def global_sq_norm(tensors: list[Tensor]) -> Tensor:
+    """``sum ||t||^2`` over the list, in fp32 (fp64 for fp64 tensors): one ``_foreach_norm`` + one stack."""
+    norms = torch._foreach_norm(tensors, 2, dtype=_norm_dtype(tensors))
+    return torch.stack(norms).square().sum()
+
+
+def global_norm(tensors: list[Tensor]) -> Tensor:
+    return global_sq_norm(tensors).sqrt()
+
+
+def safe_inverse(x: Tensor) -> Tensor:
+    """``1 / x`` where ``x > 0``, else 0 (``||g|| = 0`` -> no perturbation, no NaN, no host sync)."""
+    return torch.where(x > 0, x.reciprocal(), torch.zeros_like(x))
+
+
+class SAMBase(Optimizer):
+    """Wrapper shared by every two-pass optimizer: a perturbation rule around a base optimizer.
+
+    Args:
+        params: tensors or param-group dicts (per-group ``weight_decay`` is honoured by the base).
+        defaults: the SAM-side group defaults (``rho`` and the variant's keys).
+        base: builds the base optimizer from the wrapper's param groups; ``None`` when the subclass
+            does its own descent update (LightSAM).
+
+    Attributes:
+        base_optimizer: the descent optimizer; shares ``param_groups`` (the same list object).
+        sq_norm_hook: optional ``f(squared_norm) -> squared_norm`` applied to every perturbation norm,
+            e.g. an all-reduce for a global norm under data parallelism (default: local norm).
+    """
+
+    #: the generator's seed offset, so RSAM/ESAM draws differ from the global stream seeded alike
+    _SEED_OFFSET = 0x5A3
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        base: Callable[[list[dict[str, Any]]], Optimizer] | None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(params, defaults)
+        self.base_optimizer: Optimizer | None = base(self.param_groups) if base is not None else None
+        if self.base_optimizer is not None:
+            self.param_groups = self.base_optimizer.param_groups
+        self.sq_norm_hook: Callable[[Tensor], Tensor] | None = None
+        #: state not tied to one parameter (LightSAM-I scalars); saved in state_dict
+        self.global_state: dict[str, Tensor] = {}
+        self._seed = int(seed) if seed is not None else (torch.initial_seed() + self._SEED_OFFSET) % 2**63
+        self._gen: torch.Generator | None = None
+        self._pending_rng: Tensor | None = None
+        # transient, not saved: the reused weight copy and the parameters it currently holds
+        self._w_copy: dict[Tensor, Tensor] = {}
+        self._saved: list[Tensor] | None = None
+        self._phase: str | None = None  # None, "prepared" (RSAM), "perturbed"
+
+    # ------------------------------------------------------------------ param groups
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        base = getattr(self, "base_optimizer", None)
+        if base is None:
+            super().add_param_group(param_group)
+            return
+        for k, v in self.defaults.items():
+            param_group.setdefault(k, v)
+        base.add_param_group(param_group)  # appends to the shared list
+
+    # ------------------------------------------------------------------ helpers
+    def _with_grads(self) -> list[Groups]:
+        out = []
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            if ps:
+                out.append((group, ps, [p.grad for p in ps]))
+        return out
+
+    def _norm(self, tensors: list[Tensor]) -> Tensor:
+        sq = global_sq_norm(tensors)
+        if self.sq_norm_hook is not None:
+            sq = self.sq_norm_hook(sq)
+        return sq.sqrt()
+
+    def _save_weights(self, params: list[Tensor]) -> None:
+        bufs = []
+        for p in params:
+            b = self._w_copy.get(p)
+            if b is None or b.shape != p.shape or b.dtype != p.dtype or b.device != p.device:
+                b = self._w_copy[p] = torch.empty_like(p, memory_format=torch.preserve_format)
+            bufs.append(b)
+        if params:
+            torch._foreach_copy_(bufs, params)
+        self._saved = params
+
+    def _restore_weights(self) -> None:
+        if self._saved:
+            torch._foreach_copy_(self._saved, [self._w_copy[p] for p in self._saved])
+
+    def _generator(self, device: torch.device | str) -> torch.Generator:
+        """The optimizer's own RNG (RSAM noise, ESAM masks), created on first use on ``device``."""
+        device = torch.device(device)
+        g = self._gen
+        if g is None or g.device.type != device.type:
+            g = torch.Generator(device=device)
+            g.manual_seed(self._seed)
+            if self._pending_rng is not None:
+                g.set_state(self._pending_rng)
+                self._pending_rng = None
+            self._gen = g
+        return g
+
+    # ------------------------------------------------------------------ protocol
+    def prepare_ascent(self) -> None:
+        """Called by the trainer before the ascent forward of every update. No-op except RSAM."""
+
+    def descent_loss(self, ascent_losses: Tensor, descent_losses: Tensor) -> Tensor:
+        """Scalar loss to backpropagate in the descent pass.
+
+        Args:
+            ascent_losses: per-sample losses at w, detached, shape ``[B]``.
+            descent_losses: per-sample losses at w + e, with grad, shape ``[B]``.
+        Default: ``descent_losses.mean()`` (ESAM selects samples).
+        """
+        return descent_losses.mean()
+
+    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
+        """``(params, e)`` pairs to apply as ``params += e``; params not listed are not perturbed.
+
+        ``groups`` holds ``(group, params, grads)`` for the parameters that have a gradient.
+        """
+        raise NotImplementedError
+
+    def _descent_grad(self, groups: list[Groups]) -> None:
+        """Hook to modify the descent gradient in place before the base step (GSAM)."""
+
+    def _base_step(self) -> None:
+        assert self.base_optimizer is not None
+        self.base_optimizer.step()
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = True) -> None:
+        """After the ascent backward: compute e from ``.grad``, copy w, set w <- w + e."""
+        if self._phase == "perturbed":
+            raise RuntimeError("first_step() called twice without second_step() in between")
+        groups = self._with_grads()
+        if self._phase is None:
+            self._save_weights([p for _, ps, _ in groups for p in ps])
+        if groups:
+            for ps, es in self._perturbation(groups):
+                if ps:
+                    torch._foreach_add_(ps, es)
+        self._phase = "perturbed"
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = True) -> None:
+        """After the descent backward: restore w from the copy, then the base update."""
+        if self._phase != "perturbed":
+            raise RuntimeError("second_step() called without a preceding first_step()")
+        self._restore_weights()
+        self._saved = None
+        self._phase = None
+        self._descent_grad(self._with_grads())
+        self._base_step()
+        self._opt_called = True  # tells torch LR schedulers an update happened (no spurious warning)
+        if zero_grad:
+            self.zero_grad()
+
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        """One full update with ``closure`` (forward + backward, no zero_grad, returns the loss).
+
+        Unlike the davda54/pytorch_optimizer convention, the closure is called twice (ascent at w, descent
+        at w + e) and gradients present before the call are discarded, so RSAM's ``prepare_ascent`` fits.
+        Uses the plain mean loss (no ESAM sample selection: use the explicit protocol for that).
+        Returns the ascent loss (the loss at w, as torch optimizers return the pre-update loss).
+        """
+        if closure is None:
+            raise RuntimeError(_NO_CLOSURE.format(cls=type(self).__name__))
+        self.zero_grad()
+        self.prepare_ascent()
+        with torch.enable_grad():
+            loss = closure()
+        self.first_step(zero_grad=True)
+        with torch.enable_grad():
+            closure()
+        self.second_step(zero_grad=False)
+        return loss
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Base state + SAM per-parameter state + global state (RNG included); one copy of param_groups.
+
+        The weight copy is transient (valid only between first_step and second_step) and not saved:
+        checkpoint between updates.
+        """
+        sd = super().state_dict()
+        if self.base_optimizer is not None:
+            sd["base_state"] = self.base_optimizer.state_dict()["state"]
+        glob: dict[str, Any] = {"tensors": dict(self.global_state), "seed": self._seed}
+        if self._gen is not None:
+            glob["rng_state"] = self._gen.get_state()
+        elif self._pending_rng is not None:
+            glob["rng_state"] = self._pending_rng
+        sd["sam_global"] = glob
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        sd = dict(state_dict)
+        base_state = sd.pop("base_state", None)
+        glob = sd.pop("sam_global", {})
+        if self.base_optimizer is not None:
+            self.base_optimizer.load_state_dict(
+                {"state": base_state or {}, "param_groups": sd["param_groups"]}
+            )
+        super().load_state_dict(sd)
+        if self.base_optimizer is not None:
+            self.base_optimizer.param_groups = self.param_groups  # keep the two sharing one list
+        self.global_state = {k: v.clone() for k, v in glob.get("tensors", {}).items()}
+        self._seed = glob.get("seed", self._seed)
+        rng = glob.get("rng_state")
+        self._gen, self._pending_rng = None, (rng.clone() if rng is not None else None)
+        self._w_copy, self._saved, self._phase = {}, None, None

@@ -1,0 +1,419 @@
+"""The SAM family (spec §1-2): one small class per perturbation rule, all on :class:`SAMBase`.
+
+Base (descent) optimizer: SGD(momentum=beta1) for :class:`SAM`; AMSGrad for everything else (the
+library form, ``torch.optim.AdamW(amsgrad=True)``; AdaSAM also offers the paper's form).
+Hyperparameters are per param group (``group["rho"]`` ...); norms are global over all groups.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .base import AMSGradPaper, make_amsgrad, make_sgd
+from .sam import Groups, SAMBase, global_sq_norm, safe_inverse
+from .validation import check_choice, validate
+
+__all__ = ["ASAM", "ESAM", "GSAM", "RSAM", "SAM", "USAM", "AdaSAM", "VaSSO"]
+
+ADASAM_FORMS = ("library", "paper")
+
+
+def _amsgrad(
+    lr: float, beta1: float, beta2: float, eps: float, weight_decay: float
+) -> Callable[[list], Optimizer]:
+    validate(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+    return lambda groups: make_amsgrad(
+        groups, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay
+    )
+
+
+class _NormalizedSAM(SAMBase):
+    """e = rho g / ||g|| with the global norm (SAM's ascent step, shared by several variants)."""
+
+    def _rho(self, group: dict[str, Any]) -> float:
+        return group["rho"]
+
+    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
+        inv = safe_inverse(self._norm([g for _, _, gs in groups for g in gs]))
+        return [(ps, torch._foreach_mul(gs, inv * self._rho(group))) for group, ps, gs in groups]
+
+
+class SAM(_NormalizedSAM):
+    r"""SAM (Foret et al. 2021, arXiv 2010.01412, Eq. 2): :math:`e = \rho\, g/\|g\|`, then
+    ``torch.optim.SGD(momentum=beta1)`` with the gradient at :math:`w + e`. Spec §1 SAM row, §2 SAM row.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        weight_decay: float = 0.0,
+        rho: float = 0.05,
+        nesterov: bool = False,
+    ) -> None:
+        validate(lr=lr, beta1=beta1, weight_decay=weight_decay, rho=rho, nesterov=nesterov)
+        if nesterov and beta1 == 0:
+            raise ValueError("nesterov=True needs momentum: beta1 must be > 0, got 0")
+        super().__init__(
+            params,
+            dict(rho=rho),
+            lambda groups: make_sgd(groups, lr=lr, beta1=beta1, weight_decay=weight_decay, nesterov=nesterov),
+        )
+
+
+class AdaSAM(_NormalizedSAM):
+    r"""AdaSAM (Sun et al. 2023, arXiv 2303.00565, Algorithm 1): SAM's :math:`e = \rho\, s/\|s\|`, then
+    AMSGrad with the gradient at :math:`x + e`. Spec §1 AdaSAM.
+
+    ``form="library"`` (default): ``torch.optim.AdamW(amsgrad=True)`` (bias correction, eps outside the
+    root, ``v_hat_0 = 0``, as fairseq). ``form="paper"``: :class:`~adasam_glue.optim.base.AMSGradPaper`
+    (no bias correction, ``v_hat_0 = eps**2`` inside the root; see its docstring); only this form accepts
+    ``beta2 = 1`` (Remark 3.1).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        rho: float = 0.05,
+        form: str = "library",
+    ) -> None:
+        check_choice("form", form, ADASAM_FORMS)
+        validate(rho=rho)
+        if form == "library":
+            base = _amsgrad(lr, beta1, beta2, eps, weight_decay)
+        else:
+            validate(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+            base = lambda groups: AMSGradPaper(
+                groups, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay
+            )
+        self.form = form
+        super().__init__(params, dict(rho=rho), base)
+
+
+class ASAM(SAMBase):
+    r"""ASAM (Kwon et al. 2021, arXiv 2102.11600, Eq. 9): :math:`e = \rho\, T^2 g / \|T g\|` with
+    :math:`T = |w| + \eta` (elementwise). Spec §2 ASAM row; base AMSGrad (library form).
+
+    The official code uses ``T = |w| + eta`` for parameters named ``*weight*`` and ``T = 1`` otherwise.
+    Without names we use the shape: ``T = |w| + eta`` for tensors with ``ndim >= 2`` (matrices,
+    embeddings) and ``T = 1`` for vectors (biases, and also LayerNorm gains, which the official code
+    would scale).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        rho: float = 0.5,
+        eta: float = 0.01,
+    ) -> None:
+        validate(rho=rho, eta=eta)
+        super().__init__(params, dict(rho=rho, eta=eta), _amsgrad(lr, beta1, beta2, eps, weight_decay))
+
+    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
+        parts = []  # per group: (matrix params, T, T*g, vector params, g)
+        for group, ps, gs in groups:
+            mats = [i for i, p in enumerate(ps) if p.ndim >= 2]
+            vecs = [i for i, p in enumerate(ps) if p.ndim < 2]
+            pm, pv = [ps[i] for i in mats], [ps[i] for i in vecs]
+            gv = [gs[i] for i in vecs]
+            t, tg = [], []
+            if pm:
+                t = torch._foreach_abs(pm)
+                torch._foreach_add_(t, group["eta"])
+                tg = torch._foreach_mul(t, [gs[i] for i in mats])
+            parts.append((group, pm, t, tg, pv, gv))
+        inv = safe_inverse(self._norm([x for *_, tg, _, gv in parts for x in (*tg, *gv)]))
+        out = []
+        for group, pm, t, tg, pv, gv in parts:
+            scale = inv * group["rho"]
+            if pm:
+                torch._foreach_mul_(tg, t)  # T^2 g, in place in the temporary
+                torch._foreach_mul_(tg, scale)
+                out.append((pm, tg))
+            if pv:
+                out.append((pv, torch._foreach_mul(gv, scale)))
+        return out
+
+
+class USAM(SAMBase):
+    r"""USAM, unnormalised SAM (Andriushchenko & Flammarion 2022, arXiv 2206.06232, Eq. 3):
+    :math:`e = \rho\, g` (no norm). Spec §2 USAM row; base AMSGrad (library form).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        rho: float = 0.05,
+    ) -> None:
+        validate(rho=rho)
+        super().__init__(params, dict(rho=rho), _amsgrad(lr, beta1, beta2, eps, weight_decay))
+
+    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
+        return [(ps, torch._foreach_mul(gs, group["rho"])) for group, ps, gs in groups]
+
+
+class VaSSO(SAMBase):
+    r"""VaSSO (Li & Giannakis 2023, arXiv 2309.15639, Eq. 5): :math:`d \leftarrow (1-\theta) d + \theta g`
+    (``d_0 = g_0``), :math:`e = \rho\, d/\|d\|`. Spec §2 VaSSO row; base AMSGrad (library form).
+
+    ``d`` is one parameter-sized state per parameter (``state[p]["d"]``, saved). ``theta = 1`` gives SAM's
+    ascent step.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        rho: float = 0.05,
+        theta: float = 0.9,
+    ) -> None:
+        validate(rho=rho, theta=theta)
+        super().__init__(params, dict(rho=rho, theta=theta), _amsgrad(lr, beta1, beta2, eps, weight_decay))
+
+    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
+        all_d = []
+        for group, ps, gs in groups:
+            old = [i for i, p in enumerate(ps) if "d" in self.state[p]]
+            if old:
+                torch._foreach_lerp_(
+                    [self.state[ps[i]]["d"] for i in old], [gs[i] for i in old], group["theta"]
+                )
+            for p, g in zip(ps, gs):
+                if "d" not in self.state[p]:
+                    self.state[p]["d"] = g.clone(memory_format=torch.preserve_format)  # d_0 = g_0
+            all_d.append([self.state[p]["d"] for p in ps])
+        inv = safe_inverse(self._norm([d for ds in all_d for d in ds]))
+        return [(ps, torch._foreach_mul(ds, inv * group["rho"])) for (group, ps, _), ds in zip(groups, all_d)]
+
+
+class GSAM(_NormalizedSAM):
+    r"""GSAM, surrogate-gap guided SAM (Zhuang et al. 2022, arXiv 2203.08065, Algorithm 1 / Eq. 7).
+
+    Ascent: :math:`e = \rho_t\, g/\|g\|`. Descent direction :math:`g_p - \alpha g_\perp` with
+    :math:`g_p = \nabla L(w+e)` and :math:`g_\perp = g - (\langle g, g_p\rangle / \|g_p\|^2)\, g_p`,
+    then AMSGrad (library form). Spec §2 GSAM row.
+
+    :math:`\rho_t` follows the lr linearly: ``rho_t = rho_min + (rho - rho_min) * lr_t / initial_lr``
+    (``rho`` is rho_max, ``initial_lr`` the group's lr at construction, the scheduler's ``initial_lr``;
+    the schedules decay to lr_min = 0). The current value is kept in ``group["rho_t"]``.
+    The ascent gradient g is kept in one reused parameter-sized buffer until the descent step.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        rho: float = 0.05,
+        rho_min: float = 0.0,
+        alpha: float = 0.4,
+    ) -> None:
+        validate(rho=rho, rho_min=rho_min, alpha=alpha)
+        if rho_min > rho:
+            raise ValueError(f"rho_min must be <= rho (rho_max = {rho!r}), got {rho_min!r}")
+        super().__init__(
+            params, dict(rho=rho, rho_min=rho_min, alpha=alpha), _amsgrad(lr, beta1, beta2, eps, weight_decay)
+        )
+        for group in self.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group.setdefault("rho_t", group["rho"])
+        self._g_copy: dict[Tensor, Tensor] = {}
+        self._ascent: list[Tensor] = []
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if "lr" in param_group:
+            param_group.setdefault("initial_lr", param_group["lr"])
+            param_group.setdefault("rho_t", param_group["rho"])
+
+    def _rho(self, group: dict[str, Any]) -> float:
+        lr, lr_max = float(group["lr"]), float(group["initial_lr"])
+        frac = lr / lr_max if lr_max > 0 else 1.0
+        group["rho_t"] = group["rho_min"] + (group["rho"] - group["rho_min"]) * frac
+        return group["rho_t"]
+
+    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
+        ps = [p for _, gps, _ in groups for p in gps]
+        bufs = []
+        for p in ps:
+            b = self._g_copy.get(p)
+            if b is None or b.shape != p.shape or b.dtype != p.dtype or b.device != p.device:
+                b = self._g_copy[p] = torch.empty_like(p, memory_format=torch.preserve_format)
+            bufs.append(b)
+        torch._foreach_copy_(bufs, [g for _, _, gs in groups for g in gs])
+        self._ascent = ps
+        return super()._perturbation(groups)
+
+    def _descent_grad(self, groups: list[Groups]) -> None:
+        ascent = set(self._ascent)
+        self._ascent = []
+        pairs = []  # (alpha, g_p list, g list) per group
+        for group, ps, gps in groups:
+            keep = [i for i, p in enumerate(ps) if p in ascent]
+            if keep:
+                pairs.append((group["alpha"], [gps[i] for i in keep], [self._g_copy[ps[i]] for i in keep]))
+        if not pairs:
+            return
+        gp_all = [x for _, gps, _ in pairs for x in gps]
+        g_all = [x for *_, gs in pairs for x in gs]
+        dt = torch.promote_types(gp_all[0].dtype, torch.float32)
+        inner = torch.stack(
+            [torch.vdot(a.reshape(-1).to(dt), b.reshape(-1).to(dt)) for a, b in zip(g_all, gp_all)]
+        )
+        coef = inner.sum() * safe_inverse(global_sq_norm(gp_all))  # <g, g_p> / ||g_p||^2
+        for alpha, gps, gs in pairs:
+            # g_p - alpha * (g - coef g_p) = (1 + alpha coef) g_p - alpha g
+            torch._foreach_mul_(gps, 1 + alpha * coef)
+            torch._foreach_add_(gps, gs, alpha=-alpha)
+
+
+class RSAM(_NormalizedSAM):
+    r"""RSAM, random-smoothing SAM (Liu et al., NeurIPS 2022, "Random Sharpness-Aware Minimization").
+
+    :meth:`prepare_ascent` moves w to :math:`w + \delta_0`, :math:`\delta_0 \sim N(0, \sigma^2 s^2)` with
+    the per-tensor scale :math:`s = \|w\|/\sqrt{n}` (the tensor's RMS: our "per filter/layer" choice;
+    zero tensors get no noise). The ascent gradient :math:`\tilde g` is taken there; :meth:`first_step`
+    restores w and applies :math:`e = \rho\, \tilde g/\|\tilde g\|`; descent at :math:`w + e`, AMSGrad
+    (library form). Spec §2 RSAM row.
+
+    Noise: one ``torch.randn(total)`` per update from the optimizer's own generator (on the parameters'
+    device, seeded by ``seed``; its state is saved in ``state_dict``), split over the trainable
+    parameters in param-group order. Without ``prepare_ascent`` the update is SAM's.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        rho: float = 0.05,
+        sigma: float = 0.01,
+        seed: int | None = None,
+    ) -> None:
+        validate(rho=rho, sigma=sigma)
+        super().__init__(
+            params, dict(rho=rho, sigma=sigma), _amsgrad(lr, beta1, beta2, eps, weight_decay), seed=seed
+        )
+
+    @torch.no_grad()
+    def prepare_ascent(self) -> None:
+        if self._phase is not None:
+            raise RuntimeError("prepare_ascent() called again before second_step()")
+        params, sigmas = [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.requires_grad:
+                    params.append(p)
+                    sigmas.append(group["sigma"])
+        self._save_weights(params)
+        self._phase = "prepared"
+        if not params or not any(sigmas):
+            return
+        numels = [p.numel() for p in params]
+        norms = torch.stack(torch._foreach_norm(params))
+        scale = norms * torch.tensor(
+            [s / math.sqrt(n) for s, n in zip(sigmas, numels)], dtype=norms.dtype, device=norms.device
+        )
+        gen = self._generator(params[0].device)
+        z = torch.randn(sum(numels), generator=gen, device=params[0].device, dtype=params[0].dtype)
+        noise = [c.view_as(p) for c, p in zip(z.split(numels), params)]
+        torch._foreach_mul_(noise, list(scale.unbind()))
+        torch._foreach_add_(params, noise)
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = True) -> None:
+        if self._phase == "prepared":
+            self._restore_weights()  # back to w; the copy stays valid for second_step
+        super().first_step(zero_grad)
+
+
+class ESAM(_NormalizedSAM):
+    r"""ESAM (Du et al. 2022, arXiv 2110.03141): stochastic weight perturbation (Eq. 4) and
+    sharpness-sensitive data selection (Eq. 6). Spec §2 ESAM row; base AMSGrad (library form).
+
+    Ascent: each parameter tensor is perturbed with probability ``beta``,
+    :math:`e_i = m_i\, \rho\, g_i / (\beta \|g\|)`, :math:`m_i \sim \mathrm{Bernoulli}(\beta)`
+    (``||g||`` over all gradients; one ``torch.rand(n_tensors)`` per update from the optimizer's CPU
+    generator, saved in ``state_dict``). The full ascent gradient is still computed (the official
+    code's compute saving from skipping unperturbed tensors' gradients is not reproduced).
+    Descent: :meth:`descent_loss` averages the ``round(gamma * B)`` samples (at least 1) with the largest
+    loss increase ``L_i(w+e) - L_i(w)``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        rho: float = 0.05,
+        beta: float = 0.6,
+        gamma: float = 0.5,
+        seed: int | None = None,
+    ) -> None:
+        validate(rho=rho, beta=beta, gamma=gamma)
+        super().__init__(
+            params,
+            dict(rho=rho, beta=beta, gamma=gamma),
+            _amsgrad(lr, beta1, beta2, eps, weight_decay),
+            seed=seed,
+        )
+
+    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
+        inv = safe_inverse(self._norm([g for _, _, gs in groups for g in gs]))
+        u = torch.rand(sum(len(ps) for _, ps, _ in groups), generator=self._generator("cpu"), dtype=torch.float32).tolist()
+        out, k = [], 0
+        for group, ps, gs in groups:
+            keep = [i for i in range(len(ps)) if u[k + i] < group["beta"]]
+            k += len(ps)
+            if keep:
+                scale = inv * (group["rho"] / group["beta"])
+                out.append(([ps[i] for i in keep], torch._foreach_mul([gs[i] for i in keep], scale)))
+        return out
+
+    def descent_loss(self, ascent_losses: Tensor, descent_losses: Tensor) -> Tensor:
+        if descent_losses.ndim != 1 or ascent_losses.shape != descent_losses.shape:
+            raise ValueError(
+                "ESAM needs per-sample losses of equal shape [B]: got ascent "
+                f"{tuple(ascent_losses.shape)} and descent {tuple(descent_losses.shape)}"
+            )
+        b = descent_losses.numel()
+        k = max(1, min(b, int(self.param_groups[0]["gamma"] * b + 0.5)))
+        if k == b:
+            return descent_losses.mean()
+        increase = descent_losses.detach() - ascent_losses.detach()
+        return descent_losses[torch.topk(increase, k).indices].mean()

@@ -1,0 +1,454 @@
+"""Sharpness in the report (issue 9): a table per configuration, a figure per task, the claims checked.
+
+Reads the optional ``sharpness`` block of run records (see :mod:`adasam_glue.sharpness`); any missing
+key is simply a missing value. Measures shown: top Hessian eigenvalue (``eigenvalue``, or the first of
+a top-k list), Hutchinson trace, and worst-case sharpness in the rho-ball, plain and adaptive, per rho.
+
+The dev metric a measurement is compared with is the selection metric at the checkpoint that was
+measured: ``best`` when the block says ``"checkpoint": "best"`` (post-hoc CLI on a best model), else the
+final evaluation (measured at the end of training), falling back to ``best`` when there is no final.
+
+Configurations are (task, optimizer, beta1, rho, schedule); cells are mean ± sample std (ddof=1) over
+the seeds of the configuration (completed and diverged runs with a block; non-finite values skipped).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+import matplotlib.lines
+import numpy as np
+from matplotlib.figure import Figure
+
+from adasam_glue.report.collect import Run, to_float
+from adasam_glue.report.figures import RC, save_figure
+from adasam_glue.report.palette import METHOD_NAMES, color, method_name, metric_label, task_name
+from adasam_glue.report.stats import Summary, summarize
+from adasam_glue.tasks import TASK_ORDER, TASKS
+
+__all__ = [
+    "SAM_BASE",
+    "SharpnessReport",
+    "SharpPoint",
+    "build_sharpness",
+    "plot_sharpness",
+    "render_sharpness_csv",
+    "render_sharpness_md",
+    "sharpness_points",
+]
+
+#: SAM-family optimizer -> the base optimizer it perturbs (for "SAM-family < base").
+SAM_BASE = {
+    "sam": "sgd",
+    "adasam": "amsgrad",
+    "asam": "amsgrad",
+    "usam": "amsgrad",
+    "gsam": "amsgrad",
+    "vasso": "amsgrad",
+    "rsam": "amsgrad",
+    "esam": "amsgrad",
+}
+DECAYING = ("linear", "cosine", "inverse", "inverse_sqrt")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+@dataclass(frozen=True)
+class SharpPoint:
+    """One run's sharpness measurement."""
+
+    run: Run
+    values: dict[str, float]  #: measure label -> value ("top eigenvalue", "trace", "worst-case ρ=0.01", ...)
+    dev: float | None  #: selection metric (fraction) at the measured checkpoint
+    seconds: float | None
+    hvps: float | None
+
+    @property
+    def key(self) -> tuple:
+        r = self.run
+        return (r.task, r.optimizer, r.beta1, r.rho, r.schedule)
+
+
+def _rho_sorted(d: dict) -> list[tuple[str, float | None]]:
+    items = [(str(k), to_float(v)) for k, v in d.items()]
+    return sorted(items, key=lambda kv: -(to_float(kv[0]) or 0.0))
+
+
+def _measures(values: dict) -> dict[str, float]:
+    out: dict[str, float | None] = {}
+    eig = values.get("eigenvalue")
+    if isinstance(eig, list):
+        eig = eig[0] if eig else None
+    if eig is None and isinstance(values.get("eigenvalues"), list) and values["eigenvalues"]:
+        eig = values["eigenvalues"][0]
+    out["top eigenvalue"] = to_float(eig)
+    out["trace"] = to_float(values.get("trace"))
+    for name, key in (("worst-case", "worst_case"), ("adaptive worst-case", "worst_case_adaptive")):
+        if isinstance(values.get(key), dict):
+            for rho, v in _rho_sorted(values[key]):
+                out[f"{name} ρ={rho}"] = v
+    return {k: v for k, v in out.items() if v is not None and math.isfinite(v)}
+
+
+def sharpness_points(runs: Sequence[Run]) -> list[SharpPoint]:
+    """Every run (completed or diverged) whose record has a usable ``sharpness.values`` block."""
+    pts = []
+    for r in runs:
+        block = r.record.get("sharpness")
+        if not isinstance(block, dict) or not isinstance(block.get("values"), dict):
+            continue
+        if r.status not in ("completed", "diverged"):
+            continue
+        vals = _measures(block["values"])
+        if not vals:
+            continue
+        metric = TASKS[r.task].selection_metric
+        metrics = r.best if block.get("checkpoint") == "best" or not r.final else r.final
+        cost = block.get("cost") if isinstance(block.get("cost"), dict) else {}
+        pts.append(
+            SharpPoint(
+                r, vals, metrics.get(metric), to_float(cost.get("seconds")), to_float(cost.get("hvp_count"))
+            )
+        )
+    return pts
+
+
+@dataclass
+class ConfigRow:
+    task: str
+    optimizer: str
+    beta1: float | None
+    rho: float | None
+    schedule: str
+    points: list[SharpPoint]
+    values: dict[str, Summary | None] = field(default_factory=dict)
+    dev: Summary | None = None
+    seconds: Summary | None = None
+    hvps: Summary | None = None
+
+    @property
+    def label(self) -> str:
+        rho = "" if self.rho is None else f", ρ={self.rho:g}"
+        return f"{method_name(self.optimizer)} (β1={_g(self.beta1)}{rho}, {self.schedule})"
+
+
+def _g(x: float | None) -> str:
+    return "?" if x is None else f"{x:g}"
+
+
+@dataclass
+class SharpnessReport:
+    points: list[SharpPoint]
+    rows: list[ConfigRow]
+    measures: list[str]  #: column order
+    claims: list[str]  #: one line per claim, with the measured numbers
+
+
+def _opt_order(k: str) -> int:
+    keys = list(METHOD_NAMES)
+    return keys.index(k) if k in keys else len(keys)
+
+
+def _row_sort(key: tuple) -> tuple:
+    t, o, b, rho, s = key
+    return (
+        TASK_ORDER.index(t),
+        _opt_order(o),
+        o,
+        -(b if b is not None else -1),
+        -(rho if rho is not None else -1),
+        s,
+    )
+
+
+def _measure_sort(m: str) -> tuple:
+    head = ("top eigenvalue", "trace")
+    if m in head:
+        return (head.index(m), 0.0, m)
+    name, _, rho = m.partition(" ρ=")
+    return (2 if name == "worst-case" else 3, -(to_float(rho) or 0.0), m)
+
+
+def build_sharpness(runs: Sequence[Run]) -> SharpnessReport:
+    pts = sharpness_points(runs)
+    groups: dict[tuple, list[SharpPoint]] = defaultdict(list)
+    for p in pts:
+        groups[p.key].append(p)
+    measures = sorted({m for p in pts for m in p.values}, key=_measure_sort)
+    rows = []
+    for key in sorted(groups, key=_row_sort):
+        ps = sorted(groups[key], key=lambda p: (p.run.seed, p.run.rel))
+        row = ConfigRow(*key, points=ps)
+        row.values = {m: summarize([p.values[m] for p in ps if m in p.values]) for m in measures}
+        row.dev = summarize([p.dev for p in ps if p.dev is not None])
+        row.seconds = summarize([p.seconds for p in ps if p.seconds is not None])
+        row.hvps = summarize([p.hvps for p in ps if p.hvps is not None])
+        rows.append(row)
+    return SharpnessReport(pts, rows, measures, _claims(rows, pts, measures))
+
+
+def _cmp_line(title: str, pairs: list[tuple[ConfigRow, ConfigRow]], measure: str) -> str:
+    """ "<title>: k of m comparisons lower (...)" on ``measure`` (first is expected lower)."""
+    items, lower = [], 0
+    for a, b in pairs:
+        va, vb = a.values.get(measure), b.values.get(measure)
+        if va is None or vb is None:
+            continue
+        lower += va.mean < vb.mean
+        items.append(f"{task_name(a.task)} {a.label} {va.mean:.4g} vs {b.label} {vb.mean:.4g}")
+    if not items:
+        return f"{title}: cannot be tested (no pair of configurations with {measure} measured)."
+    verdict = "holds" if lower == len(items) else "does not hold" if lower == 0 else "holds partly"
+    return (
+        f"{title} ({measure}): {verdict}, lower in {lower} of {len(items)} comparisons — "
+        + "; ".join(items)
+        + "."
+    )
+
+
+def _claims(rows: list[ConfigRow], pts: list[SharpPoint], measures: list[str]) -> list[str]:
+    if not rows:
+        return [
+            "No run record has a sharpness block (train with sharpness.enabled=true or run "
+            "`python -m adasam_glue.sharpness RUN_DIR`), so the flatter-minima claims cannot be tested."
+        ]
+    measure = "top eigenvalue" if "top eigenvalue" in measures else measures[0]
+    index = {(r.task, r.optimizer, r.beta1, r.rho, r.schedule): r for r in rows}
+    fam = []
+    for r in rows:
+        base = SAM_BASE.get(r.optimizer)
+        b = index.get((r.task, base, r.beta1, None, r.schedule)) if base else None
+        if b is None and base:
+            b = next(
+                (
+                    x
+                    for x in rows
+                    if (x.task, x.optimizer, x.beta1, x.schedule) == (r.task, base, r.beta1, r.schedule)
+                ),
+                None,
+            )
+        if b is not None:
+            fam.append((r, b))
+    sched = []
+    for r in rows:
+        if r.schedule == "constant":
+            continue
+        c = index.get((r.task, r.optimizer, r.beta1, r.rho, "constant"))
+        if c is not None and (r.schedule.startswith("batch") or r.schedule in DECAYING):
+            sched.append((r, c))
+    lines = [
+        _cmp_line(
+            "SAM-family optimizers find flatter minima than their base optimizer (same task, β1, schedule)",
+            fam,
+            measure,
+        ),
+        _cmp_line(
+            "Increasing batch / decaying lr find flatter minima than a constant schedule (same task, "
+            "optimizer, β1, ρ)",
+            sched,
+            measure,
+        ),
+    ]
+    corr = []
+    for t in TASK_ORDER:
+        tp = [p for p in pts if p.run.task == t and p.dev is not None and measure in p.values]
+        if len(tp) < 3:
+            if tp:
+                corr.append(f"{task_name(t)}: {len(tp)} runs, too few for a rank correlation")
+            continue
+        rho_s = _spearman([p.values[measure] for p in tp], [p.dev for p in tp])
+        if rho_s is None:
+            corr.append(f"{task_name(t)}: constant values, no rank correlation")
+            continue
+        word = (
+            "lower sharpness went with a better dev metric"
+            if rho_s < 0
+            else ("lower sharpness went with a worse dev metric" if rho_s > 0 else "no monotone relation")
+        )
+        corr.append(f"{task_name(t)}: Spearman r = {rho_s:+.2f} over {len(tp)} runs ({word})")
+    lines.append(
+        f"Sharpness vs dev metric ({measure} vs the selection metric, across runs): "
+        + ("; ".join(corr) if corr else "no task has a run with both measured")
+        + "."
+    )
+    return lines
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    return float(spearmanr(x, y).statistic)
+
+
+# ------------------------------------------------------------------------------------------- rendering
+def _fmt(s: Summary | None) -> str:
+    if s is None:
+        return "—"
+    return f"{s.mean:.4g}" + (f" ± {s.std:.2g}" if s.std is not None else "")
+
+
+def render_sharpness_md(rep: SharpnessReport) -> str:
+    out = ["# Sharpness at the end of training", ""]
+    if not rep.rows:
+        out += [rep.claims[0], ""]
+        return "\n".join(out)
+    header = (
+        ["Task", "Optimizer", "β1", "ρ", "Schedule", "n"]
+        + rep.measures
+        + ["dev metric ×100", "cost s", "HVPs"]
+    )
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "|".join(["---"] * 5 + ["---:"] * (len(header) - 5)) + "|")
+    for r in rep.rows:
+        dev = (
+            f"{metric_label(TASKS[r.task].selection_metric)} "
+            + _fmt(Summary(r.dev.mean * 100, None if r.dev.std is None else r.dev.std * 100, r.dev.n))
+            if r.dev
+            else "—"
+        )
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    task_name(r.task),
+                    method_name(r.optimizer),
+                    _g(r.beta1),
+                    "—" if r.rho is None else f"{r.rho:g}",
+                    r.schedule,
+                    str(len(r.points)),
+                ]
+                + [_fmt(r.values.get(m)) for m in rep.measures]
+                + [dev, _fmt(r.seconds), _fmt(r.hvps)]
+            )
+            + " |"
+        )
+    out += [
+        "",
+        "Cells: mean ± sample std (ddof=1) over the seeds of the configuration (one seed: mean only), "
+        "4 significant digits. Top eigenvalue by power iteration, trace by Hutchinson, worst-case "
+        "sharpness max over ‖δ‖ ≤ ρ of L(w+δ) − L(w) (adaptive: ASAM geometry), all on the task's fixed "
+        "training subset. Dev metric: the selection metric at the measured checkpoint.",
+        "",
+        "## Claims",
+        "",
+    ]
+    out += [f"- {c}" for c in rep.claims]
+    return "\n".join(out) + "\n"
+
+
+def render_sharpness_csv(rep: SharpnessReport) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = []
+    for m in rep.measures:
+        cols += [m, f"{m} std"]
+    w.writerow(
+        [
+            "task",
+            "optimizer",
+            "beta1",
+            "rho",
+            "schedule",
+            "n",
+            *cols,
+            "dev",
+            "dev_std",
+            "cost_seconds",
+            "hvp_count",
+        ]
+    )
+    for r in rep.rows:
+        row = [
+            r.task,
+            r.optimizer,
+            "" if r.beta1 is None else f"{r.beta1:g}",
+            "" if r.rho is None else f"{r.rho:g}",
+            r.schedule,
+            len(r.points),
+        ]
+        for m in rep.measures:
+            s = r.values.get(m)
+            row += [
+                "" if s is None else f"{s.mean:.6g}",
+                "" if s is None or s.std is None else f"{s.std:.6g}",
+            ]
+        row += [
+            "" if r.dev is None else f"{r.dev.mean:.6g}",
+            "" if r.dev is None or r.dev.std is None else f"{r.dev.std:.6g}",
+            "" if r.seconds is None else f"{r.seconds.mean:.6g}",
+            "" if r.hvps is None else f"{r.hvps.mean:.6g}",
+        ]
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def plot_sharpness(rep: SharpnessReport, out_dir: Path) -> list[Path]:
+    """``sharpness_<task>``: each measure (x) vs the dev metric (y), one point per run; colour =
+    optimizer, marker = schedule."""
+    written = []
+    schedules = sorted({p.run.schedule for p in rep.points})
+    marker = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(schedules)}
+    for t in TASK_ORDER:
+        tp = [p for p in rep.points if p.run.task == t]
+        if not tp:
+            continue
+        measures = [m for m in rep.measures if any(m in p.values for p in tp)]
+        ncol = min(4, len(measures))
+        nrow = math.ceil(len(measures) / ncol)
+        metric = TASKS[t].selection_metric
+        with matplotlib.rc_context(RC):
+            fig = Figure(figsize=(3.3 * ncol, 2.9 * nrow + 0.8), layout="constrained")
+            axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
+            for ax, m in zip(axes, measures):
+                for p in tp:
+                    if m in p.values and p.dev is not None:
+                        ax.scatter(
+                            p.values[m],
+                            p.dev * 100,
+                            color=color(p.run.optimizer),
+                            marker=marker[p.run.schedule],
+                            s=28,
+                            edgecolors="black",
+                            linewidths=0.4,
+                        )
+                xs = [p.values[m] for p in tp if m in p.values]
+                if xs and min(xs) > 0 and max(xs) / min(xs) > 100:
+                    ax.set_xscale("log")
+                unit = "(loss increase, nats)" if "worst" in m else "(loss curvature, nats / unit²)"
+                ax.set_xlabel(f"{m} {unit}")
+                ax.set_ylabel(f"dev {metric_label(metric)} (×100)")
+                ax.set_title(m)
+            for ax in axes[len(measures) :]:
+                ax.set_axis_off()
+            opts = sorted({p.run.optimizer for p in tp}, key=lambda k: (_opt_order(k), k))
+            handles = [
+                matplotlib.lines.Line2D(
+                    [], [], ls="", marker="o", color=color(o), markeredgecolor="black", label=method_name(o)
+                )
+                for o in opts
+            ]
+            handles += [
+                matplotlib.lines.Line2D(
+                    [],
+                    [],
+                    ls="",
+                    marker=marker[s],
+                    color="0.6",
+                    markeredgecolor="black",
+                    label=f"schedule: {s}",
+                )
+                for s in schedules
+                if any(p.run.schedule == s for p in tp)
+            ]
+            fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)))
+            fig.suptitle(f"{task_name(t)}: sharpness vs dev {metric_label(metric)}, one point per run")
+            written += save_figure(fig, out_dir, f"sharpness_{t}")
+    return written

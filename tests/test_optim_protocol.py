@@ -1,0 +1,300 @@
+"""Generic tests every registered optimizer gets (timm style): state_dict round trip, convergence on a
+separable problem, zero gradients, shared param_groups, the two-pass protocol, bad input, conf/optim."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from test_optim import (  # noqa: F401  (_fp64 is an autouse fixture)
+    CASES,
+    HP,
+    IDS,
+    SCHED,
+    TWO_PASS,
+    TWO_PASS_IDS,
+    _fp64,
+    batches,
+    groups_of,
+    init_weights,
+    per_sample_loss,
+    run_optimizer,
+    update,
+)
+
+from adasam_glue.optim import OPTIMIZERS, SAMBase, build_optimizer, get_optim_info
+from adasam_glue.optim.sam import global_sq_norm
+
+CONF = Path(__file__).resolve().parent.parent / "conf" / "optim"
+
+
+def _fresh(name, form, hp, weights, seed=1234):
+    torch.manual_seed(seed)  # a different global stream: the loaded RNG state must be what counts
+    params = [torch.nn.Parameter(w.clone()) for w in weights]
+    opt = build_optimizer(name, groups_of(params), **hp, **form)
+    return params, opt, torch.optim.lr_scheduler.LambdaLR(opt, SCHED)
+
+
+# ----------------------------------------------------------------------------- state_dict
+@pytest.mark.parametrize(("name", "form"), CASES, ids=IDS)
+def test_state_dict_round_trip_continues_bit_exactly(name, form):
+    hp, data = HP[name], batches(6, seed=3)
+    params, opt, sched = _fresh(name, form, hp, init_weights(), seed=0)
+    run_optimizer(name, form, hp, data=data[:3], opt_and_params=(params, opt, sched))
+    buf = io.BytesIO()
+    torch.save({"opt": opt.state_dict(), "sched": sched.state_dict(), "w": [p.detach() for p in params]}, buf)
+    run_optimizer(name, form, hp, data=data[3:], opt_and_params=(params, opt, sched))
+
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)  # a checkpoint loads without unpickling code
+    params2, opt2, sched2 = _fresh(name, form, hp, ckpt["w"])
+    opt2.load_state_dict(ckpt["opt"])
+    sched2.load_state_dict(ckpt["sched"])
+    if isinstance(opt2, SAMBase) and opt2.base_optimizer is not None:
+        assert opt2.param_groups is opt2.base_optimizer.param_groups
+    run_optimizer(name, form, hp, data=data[3:], opt_and_params=(params2, opt2, sched2))
+    for a, b in zip(params, params2):
+        assert torch.equal(a, b)
+    # and the state itself matches (moments, VaSSO d, LightSAM accumulators, RNG)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1.keys() == s2.keys()
+    flat1 = [t for st in s1["state"].values() for t in st.values() if torch.is_tensor(t)]
+    flat2 = [t for st in s2["state"].values() for t in st.values() if torch.is_tensor(t)]
+    assert len(flat1) == len(flat2) and all(torch.equal(x, y) for x, y in zip(flat1, flat2))
+
+
+# ----------------------------------------------------------------------------- behaviour
+def separable(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g)
+    y = (x @ torch.tensor([1.5, -1.0]) + 0.3 > 0).double()
+    return x, y
+
+
+@pytest.mark.parametrize(("name", "form"), CASES, ids=IDS)
+def test_lowers_loss_on_separable_problem(name, form):
+    x, y = separable()
+    w, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(()))
+    hp = dict(HP[name], lr=0.5 if name in ("sgd", "sam", "lightsam") else 0.1)
+    opt = build_optimizer(name, [{"params": [w]}, {"params": [b], "weight_decay": 0.0}], **hp, **form)
+    bce = lambda: torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, reduction="none")
+    first = bce().mean().item()
+    for _ in range(40):
+        opt.zero_grad()
+        if isinstance(opt, SAMBase):
+            opt.prepare_ascent()
+            a = bce()
+            a.mean().backward()
+            opt.first_step()
+            opt.descent_loss(a.detach(), bce()).backward()
+            opt.second_step()
+        else:
+            bce().mean().backward()
+            opt.step()
+    assert bce().mean().item() < 0.5 * first
+
+
+@pytest.mark.parametrize(("name", "form"), CASES, ids=IDS)
+def test_zero_gradient_gives_no_nan(name, form):
+    """||g|| = 0: no perturbation and no NaN; without weight decay the weights do not move at all."""
+    params = [torch.nn.Parameter(w.clone()) for w in init_weights()]
+    opt = build_optimizer(name, params, **dict(HP[name], weight_decay=0.0), **form)
+    zero_loss = lambda: sum((p * 0).sum() for p in params)
+    for _ in range(2):
+        opt.zero_grad()
+        if isinstance(opt, SAMBase):
+            opt.prepare_ascent()
+            zero_loss().backward()
+            opt.first_step()  # e = 0 (RSAM: its w + delta_0 is undone too)
+            for p, w in zip(params, init_weights()):
+                assert torch.equal(p.detach(), w)
+            zero_loss().backward()
+            opt.second_step()
+        else:
+            zero_loss().backward()
+            opt.step()
+    for p, w in zip(params, init_weights()):
+        assert torch.isfinite(p).all()
+        assert torch.equal(p.detach(), w)
+
+
+@pytest.mark.parametrize(("name", "form"), TWO_PASS, ids=TWO_PASS_IDS)
+def test_param_groups_shared_with_base(name, form):
+    params = [torch.nn.Parameter(w.clone()) for w in init_weights()]
+    opt = build_optimizer(name, groups_of(params), **HP[name], **form)
+    base = opt.base_optimizer or opt  # LightSAM does its own descent with its own groups
+    assert opt.param_groups is base.param_groups
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5**t)
+    update(opt, params, *batches(1)[0])
+    sched.step()
+    assert [g["lr"] for g in base.param_groups] == [HP[name]["lr"] * 0.5] * 2
+    assert [g["weight_decay"] for g in base.param_groups] == [HP[name]["weight_decay"], 0.0]
+    opt.load_state_dict(opt.state_dict())
+    assert opt.param_groups is base.param_groups if opt.base_optimizer is None else opt.base_optimizer.param_groups
+    extra = torch.nn.Parameter(torch.zeros(2))
+    opt.add_param_group({"params": [extra]})
+    assert opt.param_groups[-1]["params"] == [extra] and "rho" in opt.param_groups[-1]
+    if opt.base_optimizer is not None:
+        assert opt.param_groups is opt.base_optimizer.param_groups and "lr" in opt.param_groups[-1]
+
+
+@pytest.mark.parametrize(("name", "form"), TWO_PASS, ids=TWO_PASS_IDS)
+def test_step_closure_equals_explicit_protocol(name, form):
+    a = [torch.nn.Parameter(w.clone()) for w in init_weights()]
+    b = [torch.nn.Parameter(w.clone()) for w in init_weights()]
+    oa = build_optimizer(name, groups_of(a), **HP[name], **form)
+    ob = build_optimizer(name, groups_of(b), **HP[name], **form)
+    for x, y in batches(3):
+        loss = oa.step(lambda x=x, y=y: per_sample_loss(a, x, y).mean().backward() or per_sample_loss(a, x, y).mean())
+        assert torch.isfinite(loss)
+        # step(closure) uses the plain mean in the descent pass (no ESAM selection)
+        update(ob, b, x, y, descent_loss=lambda _, d: d.mean())
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(("name", "form"), TWO_PASS, ids=TWO_PASS_IDS)
+def test_two_pass_protocol_misuse_raises(name, form):
+    params = [torch.nn.Parameter(w.clone()) for w in init_weights()]
+    opt = build_optimizer(name, params, **HP[name], **form)
+    with pytest.raises(RuntimeError, match=r"first_step\(\).*second_step\(\).*closure"):
+        opt.step()
+    with pytest.raises(RuntimeError, match="without a preceding first_step"):
+        opt.second_step()
+
+
+def test_registry_flags_match_classes():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    for name, info in OPTIMIZERS.items():
+        opt = build_optimizer(name, params)
+        assert isinstance(opt, info.cls)
+        assert isinstance(opt, SAMBase) == info.two_pass, name
+        assert info.needs_per_sample_loss == (name == "esam")
+        assert get_optim_info(name) is info
+
+
+def test_esam_descent_loss_selects_largest_increase():
+    opt = build_optimizer("esam", [torch.nn.Parameter(torch.zeros(2))], gamma=0.5)
+    a = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    d = torch.tensor([1.5, 0.9, 3.0, 1.1], requires_grad=True)
+    loss = opt.descent_loss(a, d)
+    assert loss.item() == pytest.approx((1.5 + 3.0) / 2)
+    loss.backward()
+    assert d.grad.tolist() == [0.5, 0.0, 0.5, 0.0]
+    assert SAMBase.descent_loss(opt, a, d).item() == pytest.approx(d.mean().item())
+    with pytest.raises(ValueError, match="per-sample"):
+        opt.descent_loss(a, d.mean())
+
+
+def test_norm_is_fp32_for_bf16_and_hook_sees_one_reduction():
+    g = [torch.ones(3, dtype=torch.bfloat16), torch.ones(2, 2, dtype=torch.bfloat16)]
+    assert global_sq_norm(g).dtype == torch.float32 and global_sq_norm(g).item() == 7.0
+    params = [torch.nn.Parameter(w.clone()) for w in init_weights()]
+    opt = build_optimizer("sam", params, **HP["sam"])
+    calls = []
+    opt.sq_norm_hook = lambda sq: calls.append(1) or sq * 4  # e.g. an all-reduce over 4 equal ranks
+    per_sample_loss(params, *batches(1)[0]).mean().backward()
+    grads = [p.grad.clone() for p in params]
+    opt.first_step()
+    n = sum(float((g * g).sum()) for g in grads) ** 0.5
+    for p, w, g in zip(params, init_weights(), grads):
+        torch.testing.assert_close(p.detach() - w, HP["sam"]["rho"] * g / (2 * n))
+    assert calls == [1]
+    buf = [opt._w_copy[p].data_ptr() for p in params]
+    per_sample_loss(params, *batches(1)[0]).mean().backward()
+    opt.second_step()
+    update(opt, params, *batches(1)[0])
+    assert [opt._w_copy[p].data_ptr() for p in params] == buf  # one reused copy, not one per step
+
+
+def test_bf16_params_two_pass_restore_exact():
+    lin = torch.nn.Linear(4, 3).to(torch.bfloat16)
+    w0 = [p.detach().clone() for p in lin.parameters()]
+    opt = build_optimizer("adasam", lin.parameters(), lr=1e-2)
+    x = torch.randn(5, 4, dtype=torch.bfloat16)
+    lin(x).float().pow(2).mean().backward()
+    opt.first_step()
+    assert any(not torch.equal(p, w) for p, w in zip(lin.parameters(), w0))
+    lin(x).float().pow(2).mean().backward()
+    opt._restore_weights()  # the copy restores the bf16 weights bit-exactly
+    assert all(torch.equal(p, w) for p, w in zip(lin.parameters(), w0))
+
+
+# ----------------------------------------------------------------------------- bad input
+def _p():
+    return [torch.nn.Parameter(torch.zeros(2))]
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'.*adasam.*lightsam"):
+        build_optimizer("adam", _p())
+
+
+def test_unknown_key_names_key_and_valid_keys():
+    with pytest.raises(ValueError, match="'theta' for optimizer 'adasam'; valid keys: beta1, beta2, eps, form"):
+        build_optimizer("adasam", _p(), theta=0.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "hp", "msg"),
+    [
+        ("adasam", dict(rho=-1), "rho must be >= 0, got -1"),
+        ("sgd", dict(lr=0), "lr must be > 0, got 0"),
+        ("amsgrad", dict(beta1=1.0), r"beta1 must be in \[0, 1\), got 1.0"),
+        ("amsgrad", dict(beta2=1.0), r"beta2 must be in \[0, 1\) for the library"),
+        ("adasam", dict(beta2=1.0), r"beta2 must be in \[0, 1\) for the library"),
+        ("adasam", dict(beta2=1.5, form="paper"), r"beta2 must be in \[0, 1\], got 1.5"),
+        ("adasam", dict(eps=0.0, form="paper"), "eps must be > 0"),
+        ("adasam", dict(form="fairseq"), "form must be one of 'library', 'paper', got 'fairseq'"),
+        ("lightsam", dict(form="sgd"), "form must be one of 'adagrad_norm', 'adagrad', 'adam'"),
+        ("adasam", dict(rho="0.1"), "rho must be a real number, got '0.1'"),
+        ("asam", dict(eta=-0.1), "eta must be >= 0"),
+        ("gsam", dict(rho=0.01, rho_min=0.05), r"rho_min must be <= rho \(rho_max = 0.01\), got 0.05"),
+        ("gsam", dict(alpha=1.0), r"alpha must be in \[0, 1\)"),
+        ("vasso", dict(theta=0.0), r"theta must be in \(0, 1\]"),
+        ("rsam", dict(sigma=-1.0), "sigma must be >= 0"),
+        ("esam", dict(beta=0.0), r"beta must be in \(0, 1\]"),
+        ("esam", dict(gamma=1.5), r"gamma must be in \(0, 1\], got 1.5"),
+        ("sgd", dict(nesterov="yes"), "nesterov must be a bool"),
+        ("sam", dict(nesterov=True, beta1=0.0), "nesterov=True needs momentum"),
+        ("usam", dict(weight_decay=-0.1), "weight_decay must be >= 0"),
+        ("lightsam", dict(eps=0.0), "eps must be > 0 for LightSAM"),
+    ],
+)
+def test_bad_values_name_key_value_and_range(name, hp, msg):
+    with pytest.raises(ValueError, match=msg) as err:
+        build_optimizer(name, _p(), **hp)
+    assert f"optimizer {name!r}" in str(err.value)
+
+
+def test_beta2_one_accepted_for_paper_form_and_none_means_default():
+    opt = build_optimizer("adasam", _p(), beta2=1.0, form="paper", rho=None)
+    assert opt.param_groups[0]["betas"] == (0.9, 1.0)
+    assert opt.param_groups[0]["rho"] == get_optim_info("adasam").defaults["rho"]
+
+
+def test_direct_construction_validates_too():
+    from adasam_glue.optim import AdaSAM
+
+    with pytest.raises(ValueError, match="rho must be >= 0, got -1"):
+        AdaSAM(_p(), rho=-1)
+
+
+# ----------------------------------------------------------------------------- conf/optim
+def test_conf_optim_yaml_matches_registry():
+    files = {f.stem: OmegaConf.to_container(OmegaConf.load(f), resolve=False) for f in CONF.glob("*.yaml")}
+    assert set(files) == set(OPTIMIZERS), "one conf/optim/<name>.yaml per record"
+    for stem, cfg in files.items():
+        info = OPTIMIZERS[stem]
+        assert cfg["name"] == stem
+        keys = set(cfg) - {"name", "sync_ascent"}
+        assert keys <= set(info.hparams), f"{stem}: {sorted(keys - set(info.hparams))} not accepted"
+        for k in keys - {"lr"}:  # lr comes from the task
+            assert cfg[k] == info.defaults[k], f"{stem}.{k}: yaml {cfg[k]!r} != default {info.defaults[k]!r}"
+        assert info.two_pass == ("sync_ascent" in cfg), stem
+        values = {k: v for k, v in cfg.items() if k in keys - {"lr"}}
+        build_optimizer(stem, _p(), lr=1e-5, **values)  # the shipped defaults are valid
+

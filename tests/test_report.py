@@ -1,0 +1,423 @@
+"""The report on hand-built run records: every table number against a hand computation.
+
+Conventions checked: cells are mean ± sample std (ddof=1) over seeds ×100 with 2 decimals and the seed
+count in parentheses; one seed shows the mean alone; rho is chosen on the mean of the selection
+metric; bold marks the best shown value when two methods have one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adasam_glue.records import RecordError, write_record
+from adasam_glue.report import build_report
+from adasam_glue.report.__main__ import main as report_main
+from adasam_glue.report.collect import NoRecordsError, load_runs
+from adasam_glue.report.stats import BOOTSTRAP_SEED, bootstrap_mean_ci, summarize
+from adasam_glue.report.tables import TABLES, build_table
+
+SAM_LIKE = {"sam", "adasam"}
+
+
+def make_record(
+    root: Path,
+    task: str,
+    optimizer: str,
+    seed: int,
+    metrics: dict | None,
+    *,
+    beta1: float = 0.9,
+    rho: float | None = None,
+    status: str = "completed",
+    experiment: str = "table1",
+    batch_size: int = 16,
+    losses: list[float] | None = None,
+    sharpness: dict | None = None,
+) -> Path:
+    rho = rho if rho is not None or optimizer not in SAM_LIKE else 0.01
+    tag = f"rho{rho:g}_b{batch_size}" if rho is not None else f"b{batch_size}"
+    path = root / experiment / task / optimizer / f"beta{beta1:g}_{tag}" / f"seed{seed}" / "record.json"
+    losses = losses if losses is not None else [1.0 / (1 + 0.05 * u) for u in range(1, 41)]
+    best = None if metrics is None else {"update": 40, "eval_loss": 0.3, "metrics": metrics}
+    rec = {
+        "run_id": str(path.parent.relative_to(root)),
+        "status": status,
+        "experiment": experiment,
+        "task": task,
+        "optimizer": optimizer,
+        "seed": seed,
+        "params": tag,
+        "config": {
+            "task": {"name": task, "batch_size": batch_size},
+            "optim": {"name": optimizer, "lr": 1e-5, "beta1": beta1, "rho": rho},
+            "model": {"name": "tiny"},
+            "trainer": {"schedule": "linear", "batch_schedule": None},
+            "seed": seed,
+        },
+        "optimizer_updates": len(losses),
+        "forward_backward_passes": len(losses) * (2 if optimizer in SAM_LIKE else 1),
+        "train_curve": [{"update": i + 1, "loss": v, "lr": 1e-5} for i, v in enumerate(losses)],
+        "eval_curve": []
+        if metrics is None
+        else [
+            {"update": 20, "eval_loss": 0.4, "metrics": {k: v - 0.01 for k, v in metrics.items()}},
+            {"update": 40, "eval_loss": 0.3, "metrics": metrics},
+        ],
+        "best": best,
+        "final": best,
+        "wall_time_s": 1.0,
+    }
+    if sharpness is not None:
+        rec["sharpness"] = sharpness
+    write_record(path, rec)
+    return path
+
+
+def sharp_block(eig, trace: float, wc: dict[str, float]) -> dict:
+    return {
+        "values": {
+            "eigenvalue": eig,
+            "trace": trace,
+            "trace_stderr": 0.1,
+            "worst_case": wc,
+            "worst_case_adaptive": {k: v / 2 for k, v in wc.items()},
+        },
+        "settings": {"num_samples": 64},
+        "cost": {"seconds": 2.0, "hvp_count": 30},
+    }
+
+
+def build_runs(root: Path) -> None:
+    mk = make_record
+    # MRPC, table 1: AMSGrad 3 seeds; AdaSAM rho 0.01 (chosen) and 0.005, 3 seeds each
+    ams = [(0.80, 0.85), (0.82, 0.86), (0.84, 0.90)]
+    ada01 = [(0.83, 0.88), (0.85, 0.89), (0.86, 0.90)]
+    ada005 = [(0.81, 0.86), (0.80, 0.85), (0.82, 0.87)]
+    eig_ams, eig_ada = [10.0, 12.0], [[5.0, 3.0], [7.0, 2.0]]
+    for s in range(3):
+        sh = sharp_block(eig_ams[s], 100.0 + s, {"0.01": 0.2, "0.005": 0.05}) if s < 2 else None
+        mk(root, "mrpc", "amsgrad", s + 1, {"accuracy": ams[s][0], "f1": ams[s][1]}, sharpness=sh)
+        sh = sharp_block(eig_ada[s], 50.0 + s, {"0.01": 0.1, "0.005": 0.02}) if s < 2 else None
+        mk(
+            root,
+            "mrpc",
+            "adasam",
+            s + 1,
+            {"accuracy": ada01[s][0], "f1": ada01[s][1]},
+            rho=0.01,
+            sharpness=sh,
+        )
+        mk(root, "mrpc", "adasam", s + 1, {"accuracy": ada005[s][0], "f1": ada005[s][1]}, rho=0.005)
+    # a duplicate of AMSGrad MRPC seed 1 from the demo (dropped: the table's own experiment wins)
+    mk(root, "mrpc", "amsgrad", 1, {"accuracy": 0.5, "f1": 0.5}, experiment="demo")
+    # a run still running (not used, listed)
+    mk(root, "mrpc", "amsgrad", 4, None, status="running")
+    # RTE: AdaSAM rho 0.005 beats rho 0.01 on selection but loses to AMSGrad
+    for s, (a, b, c) in enumerate([(0.70, 0.69, 0.71), (0.72, 0.69, 0.70)]):
+        mk(root, "rte", "amsgrad", s + 1, {"accuracy": a})
+        mk(root, "rte", "adasam", s + 1, {"accuracy": b}, rho=0.01)
+        mk(root, "rte", "adasam", s + 1, {"accuracy": c}, rho=0.005)
+    # STS-B: one seed, three rhos, the middle one chosen (interior)
+    mk(root, "stsb", "amsgrad", 1, {"pearson": 0.89, "spearman": 0.885})
+    for rho, p in [(0.01, 0.88), (0.005, 0.90), (0.001, 0.89)]:
+        mk(root, "stsb", "adasam", 1, {"pearson": p, "spearman": p - 0.005}, rho=rho)
+    # CoLA: AMSGrad one seed; AdaSAM only a diverged run -> missing cell with 1 diverged
+    mk(root, "cola", "amsgrad", 1, {"mcc": 0.60})
+    mk(root, "cola", "adasam", 1, None, rho=0.01, status="diverged", losses=[0.7, 5.0, float("nan")])
+    # Table 3 (beta1 = 0): SST-2, two seeds each
+    for s, (a, b) in enumerate([(0.90, 0.91), (0.92, 0.93)]):
+        mk(root, "sst2", "amsgrad", s + 1, {"accuracy": a}, beta1=0.0, experiment="table3")
+        mk(root, "sst2", "adasam", s + 1, {"accuracy": b}, beta1=0.0, rho=0.01, experiment="table3")
+    # Speedup experiment (excluded from the tables): batch 32 converges twice as fast per update
+    for b, tau in [(16, 100.0), (32, 50.0)]:
+        mk(
+            root,
+            "mrpc",
+            "adasam",
+            1,
+            {"accuracy": 0.5, "f1": 0.5},
+            rho=0.01,
+            experiment="speedup",
+            batch_size=b,
+            losses=[math.exp(-u / tau) for u in range(1, 401)],
+        )
+    # a corrupt record
+    bad = root / "broken" / "record.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"schema_version": 1, "status": "compl', encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    runs = root / "runs"
+    build_runs(runs)
+    out = root / "out"
+    summary = build_report(runs, out)
+    return runs, out, summary
+
+
+def md_rows(text: str) -> dict[str, list[str]]:
+    """First table of a Markdown file: row label -> cells."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| Method"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows.setdefault(cells[0], cells[1:])
+        elif rows and not line.startswith("|"):
+            break
+    return rows
+
+
+def section_rows(text: str, heading: str) -> dict[str, list[str]]:
+    """The table under ``heading``: first cell -> the other cells."""
+    rows, inside = {}, False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            inside = line.startswith(heading)
+        elif inside and line.startswith("| ") and not line.startswith("| Task"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def md_header(text: str) -> list[str]:
+    line = next(ln for ln in text.splitlines() if ln.startswith("| Method"))
+    return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def test_table1_numbers_match_hand_computation(report):
+    _, out, _ = report
+    text = (out / "table1.md").read_text()
+    head = md_header(text)
+    rows = md_rows(text)
+    cell = {m: dict(zip(head, rows[m])) for m in ("AMSGrad", "AdaSAM")}
+    # MRPC acc: [80, 82, 84] -> 82.00 ± 2.00; AdaSAM rho 0.01 [83, 85, 86] -> 84.67 ± 1.53 (best: bold)
+    assert cell["AMSGrad"]["MRPC acc"] == "82.00 ± 2.00 (3)"
+    assert cell["AdaSAM"]["MRPC acc"] == "**84.67** ± 1.53 (3)"
+    # F1: [85, 86, 90] -> 87.00 ± sqrt(7) = 2.65; [88, 89, 90] -> 89.00 ± 1.00
+    assert cell["AMSGrad"]["MRPC F1"] == "87.00 ± 2.65 (3)"
+    assert cell["AdaSAM"]["MRPC F1"] == "**89.00** ± 1.00 (3)"
+    # RTE: AMSGrad [70, 72] -> 71.00 ± 1.41 (bold); AdaSAM rho 0.005 [71, 70] -> 70.50 ± 0.71
+    assert cell["AMSGrad"]["RTE acc"] == "**71.00** ± 1.41 (2)"
+    assert cell["AdaSAM"]["RTE acc"] == "70.50 ± 0.71 (2)"
+    # STS-B: one seed -> mean only; rho 0.005 chosen (Pearson 90.00)
+    assert cell["AMSGrad"]["STS-B Pearson"] == "89.00 (1)"
+    assert cell["AdaSAM"]["STS-B Pearson"] == "**90.00** (1)"
+    assert cell["AdaSAM"]["STS-B Spearman"] == "**89.50** (1)"
+    assert cell["AMSGrad"]["STS-B Spearman"] == "88.50 (1)"
+    # CoLA: only AMSGrad -> no bold; AdaSAM missing with its diverged run marked
+    assert cell["AMSGrad"]["CoLA MCC"] == "60.00 (1)"
+    assert cell["AdaSAM"]["CoLA MCC"] == "—†"
+    for col in ("SST-2 acc", "QQP acc", "QQP F1", "MNLI m", "MNLI mm", "QNLI acc"):
+        assert cell["AMSGrad"][col] == cell["AdaSAM"][col] == "—"
+    # Avg. over the 3 common tasks (MRPC, RTE, STS-B) of per-task mean of metrics
+    ams = ((82 + 87) / 2 + 71 + (89 + 88.5) / 2) / 3
+    ada = ((84 + 2 / 3 + 89) / 2 + 70.5 + (90 + 89.5) / 2) / 3
+    assert cell["AMSGrad"]["Avg."] == f"{ams:.2f}" == "81.42"
+    assert cell["AdaSAM"]["Avg."] == f"**{ada:.2f}**" == "**82.36**"
+    line = (
+        f"AdaSAM beats AMSGrad on 2 of 3 tasks, average {ada - ams:+.2f} (only the 3 of 8 tasks where both "
+        "methods have results are compared)."
+    )
+    assert line in text and "+0.94" in line
+
+
+def test_table1_notes_missing_diverged_rho_and_duplicates(report):
+    _, out, _ = report
+    text = (out / "table1.md").read_text()
+    missing = next(ln for ln in text.splitlines() if ln.startswith("- Missing"))
+    assert missing.startswith("- Missing (9 of 16 cells): AdaSAM / CoLA (1 diverged); AMSGrad / SST-2;")
+    assert (
+        "AdaSAM / CoLA (1 diverged)" in missing
+        and "AMSGrad / QNLI" in missing
+        and "AMSGrad / CoLA" not in missing
+    )
+    assert "- Diverged runs: 1 — AdaSAM CoLA beta1=0.9, rho=0.01 seed 1" in text
+    assert "Avg. is over the 3 tasks present for both methods: MRPC, STS-B, RTE." in text
+    assert "Not used (not completed): AMSGrad MRPC beta1=0.9 seed 4" in text
+    assert "Duplicate runs dropped: demo/mrpc/amsgrad/beta0.9_b16/seed1/record.json (kept table1/" in text
+    # rho selection table: per-rho mean selection metric, chosen rho, edge flag
+    sel = section_rows(text, "## rho selection")
+    assert sel["MRPC"] == ["0.01", "0.005: 81.00 (3), 0.01: 84.67 (3)", "0", "yes"]
+    assert sel["RTE"] == ["0.005", "0.005: 70.50 (2), 0.01: 69.00 (2)", "0", "yes"]
+    assert sel["STS-B"] == ["0.005", "0.001: 89.00 (1), 0.005: 90.00 (1), 0.01: 88.00 (1)", "0", "no"]
+    assert sel["CoLA"] == ["—", "0.01: —", "1", "no"]
+    assert sel["SST-2"] == ["—", "no runs", "0", ""]
+    assert "MRPC: best rho 0.01 is the largest tested of {0.005, 0.01}" in text
+    assert "RTE: best rho 0.005 is the smallest tested of {0.005, 0.01}" in text
+    assert "paper grid values not run: {0.001}" in text
+
+
+def test_paired_bootstrap(report):
+    runs, out, _ = report
+    res = build_table(TABLES[0], load_runs(runs).runs)
+    by = {p.task: p for p in res.paired}
+    # per-seed task scores: AMSGrad (82.5, 84, 87), AdaSAM (85.5, 87, 88) -> diffs 3, 3, 1
+    assert by["mrpc"].n == 3 and by["mrpc"].mean == pytest.approx(7 / 3)
+    diffs = np.array([3.0, 3.0, 1.0])
+    rng = np.random.default_rng(BOOTSTRAP_SEED + 2)  # mrpc is column 2
+    means = diffs[rng.integers(0, 3, size=(10_000, 3))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    assert by["mrpc"].ci == pytest.approx((lo, hi), abs=1e-9)
+    assert 1.0 <= lo <= hi <= 3.0
+    assert by["rte"].mean == pytest.approx(-0.5) and by["rte"].n == 2
+    assert by["stsb"].n == 1 and by["stsb"].ci is None
+    assert by["cola"].n == 0 and by["cola"].mean is None
+    text = (out / "table1.md").read_text()
+    assert f"| MRPC | +2.33 | [{lo:+.2f}, {hi:+.2f}] | 3 | yes |" in text
+    assert bootstrap_mean_ci([1.0]) is None
+    s = summarize([1.0, float("nan")])
+    assert s.n == 1 and s.std is None
+
+
+def test_csv_and_tex(report):
+    _, out, _ = report
+    rows = list(csv.DictReader(io.StringIO((out / "table1.csv").read_text())))
+    assert [r["optimizer"] for r in rows] == ["amsgrad", "adasam"]
+    ams, ada = rows
+    assert ams["mrpc_accuracy"] == "82.0000" and ams["mrpc_accuracy_std"] == "2.0000" and ams["mrpc_n"] == "3"
+    assert float(ams["mrpc_f1_std"]) == pytest.approx(math.sqrt(7), abs=1e-4)
+    assert ada["mrpc_rho"] == "0.01" and ada["rte_rho"] == "0.005" and ada["stsb_rho"] == "0.005"
+    assert ada["cola_mcc"] == "" and ada["cola_diverged"] == "1" and ada["cola_n"] == "0"
+    assert ams["stsb_pearson_std"] == "" and ams["average_tasks"] == "3"
+    assert float(ada["average"]) - float(ams["average"]) == pytest.approx(0.9444, abs=1e-3)
+    tex = (out / "table1.tex").read_text()
+    assert r"\textbf{84.67}$\pm$1.53\,{\scriptsize(3)}" in tex
+    assert r"\multicolumn{2}{c}{MRPC}" in tex and r"\toprule" in tex and "--$^\\dagger$" in tex
+    # tables 2 and 4 have no runs: all cells missing, listed, no comparison
+    t2 = (out / "table2.md").read_text()
+    assert md_rows(t2)["SGD"] == ["—"] * 13 and md_rows(t2)["SAM"] == ["—"] * 13
+    assert "Missing (16 of 16 cells)" in t2 and "no task has results for both methods" in t2
+    # table 3 (beta1 = 0): SST-2 [90, 92] vs [91, 93]
+    t3 = md_rows((out / "table3.md").read_text())
+    assert t3["AMSGrad"][1] == "91.00 ± 1.41 (2)" and t3["AdaSAM"][1] == "**92.00** ± 1.41 (2)"
+    assert "AdaSAM beats AMSGrad on 1 of 1 tasks, average +1.00" in (out / "table3.md").read_text()
+
+
+def test_claims_speedup_and_index(report):
+    _, out, summary = report
+    claims = (out / "claims.md").read_text()
+    assert "AdaSAM beats AMSGrad on 6 of 8 tasks (not QNLI, QQP), average +0.28" in claims
+    assert "AdaSAM wins on 2 of 3 (MRPC, STS-B), loses on RTE; average +0.94 over 3 task(s)" in claims
+    assert "| **partly holds** |" in claims  # 2/3 < 6/8 but the average gain is positive (rule tested below)
+    assert (
+        "| Table 2: SGD vs SAM, β1 = 0.9 | SAM beats SGD on 7 of 8 tasks (not RTE) | no task has results"
+        in claims
+    )
+    assert "adaptive methods (AMSGrad, AdaSAM) beat SGD-based ones" in claims and "**not testable**" in claims
+    assert "| MRPC acc | 82.00 | 90.9 | -8.90 | tiny |" in claims  # spec §5 reference point
+    readme = (out / "README.md").read_text()
+    assert "`broken/record.json`: corrupt JSON" in readme
+    assert "status running" in readme
+    for f in ("table1.md", "table4.csv", "speedup.png", "claims.md", "sharpness.md"):
+        assert f"`{f}`" in readme
+    # speedup: batch 32 needs about half the updates of batch 16
+    sp = next(ln for ln in summary.lines if ln.startswith("speedup:"))
+    ratio = float(sp.split("needs ")[1].split("×")[0])
+    assert 0.4 < ratio < 0.6
+    assert f"U(32)/U(16) = {ratio:.2f}" in claims
+
+
+def test_claim_verdict_rule(report):
+    runs, _, _ = report
+    from adasam_glue.report.claims import _table_claim
+
+    res = build_table(TABLES[0], load_runs(runs).runs)
+    c = _table_claim(res)
+    # 2 wins of 3 tasks (0.667) < 6/8 (0.75), average +0.94 > 0 -> partly holds
+    assert c.verdict == "partly holds"
+    res3 = build_table(TABLES[2], load_runs(runs).runs)
+    assert _table_claim(res3).verdict == "holds on the 1 task(s) available"
+
+
+def test_figures_written(report):
+    _, out, summary = report
+    expected = [
+        "speedup",
+        "curves_mrpc_beta0.9",
+        "curves_rte_beta0.9",
+        "curves_cola_beta0.9",
+        "curves_stsb_beta0.9",
+        "curves_sst2_beta0",
+        "sharpness_mrpc",
+    ]
+    for stem in expected:
+        for ext in ("png", "pdf"):
+            p = out / f"{stem}.{ext}"
+            assert p.is_file() and p.stat().st_size > 1000, p
+            assert p.name in summary.files
+    assert not (out / "curves_qqp_beta0.9.png").exists()
+    assert (out / "speedup.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sharpness_table_round_trip(report):
+    _, out, _ = report
+    text = (out / "sharpness.md").read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| MRPC")]
+    assert len(rows) == 2
+    ams = [c.strip() for c in rows[0].strip("|").split("|")]
+    ada = [c.strip() for c in rows[1].strip("|").split("|")]
+    assert ams[:6] == ["MRPC", "AMSGrad", "0.9", "—", "linear", "2"]
+    assert ada[:6] == ["MRPC", "AdaSAM", "0.9", "0.01", "linear", "2"]
+    # eigenvalue [10, 12] -> 11 ± 1.4; AdaSAM top-k lists [[5, 3], [7, 2]] -> first entries [5, 7] -> 6 ± 1.4
+    assert ams[6] == "11 ± 1.4" and ada[6] == "6 ± 1.4"
+    assert ams[7] == "100.5 ± 0.71" and ada[7] == "50.5 ± 0.71"  # trace
+    header = [
+        c.strip()
+        for c in next(ln for ln in text.splitlines() if ln.startswith("| Task")).strip("|").split("|")
+    ]
+    assert header[6:12] == [
+        "top eigenvalue",
+        "trace",
+        "worst-case ρ=0.01",
+        "worst-case ρ=0.005",
+        "adaptive worst-case ρ=0.01",
+        "adaptive worst-case ρ=0.005",
+    ]
+    assert ams[8:12] == ["0.2 ± 0", "0.05 ± 0", "0.1 ± 0", "0.025 ± 0"]
+    assert "SAM-family optimizers find flatter minima than their base optimizer" in text
+    assert "holds, lower in 1 of 1 comparisons" in text
+    rows_csv = list(csv.DictReader(io.StringIO((out / "sharpness.csv").read_text())))
+    assert float(rows_csv[0]["top eigenvalue"]) == 11.0 and float(
+        rows_csv[1]["top eigenvalue std"]
+    ) == pytest.approx(math.sqrt(2), rel=1e-5)
+    assert "Flatter minima" in (out / "claims.md").read_text()
+
+
+def test_rerun_is_byte_identical(report, tmp_path):
+    runs, out, summary = report
+    out2 = tmp_path / "again"
+    summary2 = build_report(runs, out2)
+    assert summary2.files == summary.files
+    for name in [*summary.files, "README.md"]:
+        assert (out / name).read_bytes() == (out2 / name).read_bytes(), name
+
+
+def test_empty_folder_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(NoRecordsError, match="no run records"):
+        build_report(tmp_path, tmp_path / "out")
+    assert report_main([str(tmp_path), str(tmp_path / "out")]) == 2
+    assert "no run records" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "table1.md").exists()
+
+
+def test_unknown_schema_is_refused_naming_the_file(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    make_record(runs, "rte", "amsgrad", 1, {"accuracy": 0.7})
+    future = runs / "future" / "record.json"
+    future.parent.mkdir(parents=True)
+    future.write_text(json.dumps({"schema_version": 99, "status": "completed"}), encoding="utf-8")
+    with pytest.raises(RecordError, match=r"future/record\.json.*schema_version 99"):
+        build_report(runs, tmp_path / "out")
+    assert report_main([str(runs), str(tmp_path / "out"), "--no-figures"]) == 2
+    assert str(future) in capsys.readouterr().err
+    assert report_main([str(runs), str(tmp_path / "out"), "--no-figures", "--skip-unknown-schema"]) == 0
+    assert "`future/record.json`: unknown schema_version" in (tmp_path / "out" / "README.md").read_text()
