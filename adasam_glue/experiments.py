@@ -51,8 +51,14 @@ _SWEEP_CHOICES = ("experiment", "task", "method", "optim", "schedule", "seed")
 #: length (CoLA ~25 tokens ... RTE ~150). A run costs updates x batch x passes x this (two passes per
 #: update for the SAM family), evaluation and checkpointing not counted.
 SECONDS_PER_SAMPLE_PASS = {
-    "mnli": 0.0030, "qnli": 0.0040, "qqp": 0.0025, "rte": 0.0060,
-    "sst2": 0.0020, "mrpc": 0.0035, "cola": 0.0015, "stsb": 0.0025,
+    "mnli": 0.0030,
+    "qnli": 0.0040,
+    "qqp": 0.0025,
+    "rte": 0.0060,
+    "sst2": 0.0020,
+    "mrpc": 0.0035,
+    "cola": 0.0015,
+    "stsb": 0.0025,
 }
 
 _LAUNCHERS_NEEDING_SUBMITIT = ("slurm", "submitit_slurm", "submitit_local", "submitit_local_test")
@@ -88,7 +94,9 @@ def check_experiments(names: Iterable[str]) -> list[str]:
 def check_launcher(launcher: str) -> None:
     """Unknown launcher -> the valid ones; a submitit launcher without the plugin -> how to install it."""
     if launcher not in available_launchers():
-        raise ExperimentError(f"unknown launcher {launcher!r}: valid launchers are {', '.join(available_launchers())}")
+        raise ExperimentError(
+            f"unknown launcher {launcher!r}: valid launchers are {', '.join(available_launchers())}"
+        )
     if launcher in _LAUNCHERS_NEEDING_SUBMITIT:
         missing = [m for m in ("submitit", "hydra_plugins.hydra_submitit_launcher") if not _importable(m)]
         if missing:
@@ -142,13 +150,26 @@ class Block:
     runs: list[PlannedRun] = field(default_factory=list)
 
     def command(self, launcher: str, python: str = sys.executable) -> list[str]:
-        return [python, "-m", "adasam_glue", "-m", f"experiment={self.experiment}",
-                f"hydra/launcher={launcher}", *self.overrides]
+        return [
+            python,
+            "-m",
+            "adasam_glue",
+            "-m",
+            f"experiment={self.experiment}",
+            f"hydra/launcher={launcher}",
+            *self.overrides,
+        ]
 
 
 def _is_hydra_override(o: str) -> bool:
     key = o.lstrip("+~").split("=", 1)[0]
     return key == "hydra" or key.startswith(("hydra.", "hydra/"))
+
+
+def _is_sweep(o: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_override(o).is_sweep_override()
 
 
 def _key(o: str) -> str:
@@ -200,7 +221,8 @@ class Planner:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         args = [f"experiment={experiment}", *overrides]
-        cfg = self.compose(args, hydra_cfg=True)
+        # The master config, as Hydra's multirun builds it: without the sweeps' values.
+        cfg = self.compose([a for a in args if not _is_sweep(a)], hydra_cfg=True)
         params = cfg.hydra.sweeper.params or {}
         conf = [f"{k}={v}" for k, v in params.items()] + [a for a in args if not _is_hydra_override(a)]
         parsed = OverridesParser.create().parse_overrides(conf)
@@ -214,13 +236,15 @@ class Planner:
         runs = []
         for job in self.sweep_jobs(experiment, overrides):
             seed_ov = [o for o in job if _key(o) == "seed"]
-            cfg = self.compose([o for o in job if _key(o) != "seed"] + [o for o in overrides if _is_hydra_override(o)])
+            cfg = self.compose(
+                [o for o in job if _key(o) != "seed"] + [o for o in overrides if _is_hydra_override(o)]
+            )
             if seed_ov:
                 cfg = cfg.copy()
                 cfg.seed = int(seed_ov[-1].split("=", 1)[1])
             task, optim = cfg.task.name, cfg.optim.name
             # The baseline: the same task, optimizer and user overrides without the experiment.
-            fixed = [o for o in user if _key(o) not in _SWEEP_CHOICES]
+            fixed = [o for o in user if _key(o) not in _SWEEP_CHOICES and not _is_sweep(o)]
             base = self.compose([f"task={task}", f"optim={optim}", *fixed])
             line = [f"experiment={experiment}", f"task={task}", f"optim={optim}"]
             shown = {"task.name", "optim.name", "experiment_name", "seed"}
@@ -232,8 +256,11 @@ class Planner:
             user_keys = {_key(o) for o in fixed}
             now = _flatten(OmegaConf.to_container(cfg, resolve=True))
             before = _flatten(OmegaConf.to_container(base, resolve=True))
-            line += [f"{k}={_fmt(v)}" for k, v in now.items()
-                     if k not in shown and k not in user_keys and before.get(k, object()) != v]
+            line += [
+                f"{k}={_fmt(v)}"
+                for k, v in now.items()
+                if k not in shown and k not in user_keys and before.get(k, object()) != v
+            ]
             line += fixed + [f"seed={cfg.seed}"]
 
             updates = total_updates(cfg)
@@ -242,12 +269,23 @@ class Planner:
             hours = samples * passes * SECONDS_PER_SAMPLE_PASS.get(task, 0.003) / 3600
             run_dir = resolve_run_dir(cfg)
             init_raw = OmegaConf.to_container(cfg.task, resolve=False).get("init_from")
-            runs.append(PlannedRun(
-                experiment=experiment, job_overrides=tuple(job), line=tuple(line), run_dir=run_dir,
-                task=task, optim=optim, seed=int(cfg.seed), updates=updates, batch_size=int(cfg.task.batch_size),
-                passes=passes, gpu_hours=hours, status=_record_status(run_dir),
-                depends_on_mnli=isinstance(init_raw, str) and "model.mnli_checkpoint" in init_raw,
-            ))
+            runs.append(
+                PlannedRun(
+                    experiment=experiment,
+                    job_overrides=tuple(job),
+                    line=tuple(line),
+                    run_dir=run_dir,
+                    task=task,
+                    optim=optim,
+                    seed=int(cfg.seed),
+                    updates=updates,
+                    batch_size=int(cfg.task.batch_size),
+                    passes=passes,
+                    gpu_hours=hours,
+                    status=_record_status(run_dir),
+                    depends_on_mnli=isinstance(init_raw, str) and "model.mnli_checkpoint" in init_raw,
+                )
+            )
         return runs
 
 
@@ -265,7 +303,9 @@ def _with_tasks(overrides: Sequence[str], tasks: Sequence[str]) -> list[str]:
     return [o for o in overrides if _key(o) != "task"] + [f"task={','.join(tasks)}"]
 
 
-def build_blocks(experiments: Sequence[str], overrides: Sequence[str] = (), own_mnli: bool = False) -> list[Block]:
+def build_blocks(
+    experiments: Sequence[str], overrides: Sequence[str] = (), own_mnli: bool = False
+) -> list[Block]:
     """The multirun invocations of reproduce-all, in launch order.
 
     With ``own_mnli``: first ``mnli_init`` (this harness's MNLI run); then, per experiment, the tasks that do
@@ -299,8 +339,10 @@ def build_blocks(experiments: Sequence[str], overrides: Sequence[str] = (), own_
                 ov = _with_tasks(overrides, rest)
                 blocks.append(Block(name, ov, planner.plan(name, ov)))
             dep = sorted({r.task for r in dependent}, key=[r.task for r in dependent].index)
-            ov = _with_tasks(overrides, dep) + [f"model.mnli_checkpoint={mnli_dir}",
-                                                 f"experiment_name={name}{OWN_MNLI_SUFFIX}"]
+            ov = _with_tasks(overrides, dep) + [
+                f"model.mnli_checkpoint={mnli_dir}",
+                f"experiment_name={name}{OWN_MNLI_SUFFIX}",
+            ]
             blocks.append(Block(name, ov, planner.plan(name, ov)))
     return blocks
 
@@ -317,18 +359,23 @@ def summary_lines(blocks: Sequence[Block]) -> list[str]:
         diverged = sum(r.status == "diverged" for r in rs)
         todo = [r for r in rs if r.to_do]
         resume = sum(r.status in ("preempted", "running", "failed") for r in todo)
-        return (f"{len(rs)} runs, {done} done, {diverged} diverged, {len(todo)} to do ({resume} with a record), "
-                f"{sum(r.gpu_hours for r in todo):.1f} of {sum(r.gpu_hours for r in rs):.1f} GPU-hours to do")
+        return (
+            f"{len(rs)} runs, {done} done, {diverged} diverged, {len(todo)} to do ({resume} with a record), "
+            f"{sum(r.gpu_hours for r in todo):.1f} of {sum(r.gpu_hours for r in rs):.1f} GPU-hours to do"
+        )
 
     lines = [f"summary: {stats(runs)}"]
     lines += [f"  {name}: {stats(rs)}" for name, rs in per_exp.items()]
     lines.append(
         "  GPU-hours assume RoBERTa-large on one A100 (fp16/bf16): updates x batch x passes x seconds per sample "
-        "pass (" + ", ".join(f"{t} {s * 1000:g} ms" for t, s in SECONDS_PER_SAMPLE_PASS.items())
+        "pass ("
+        + ", ".join(f"{t} {s * 1000:g} ms" for t, s in SECONDS_PER_SAMPLE_PASS.items())
         + "); 2 passes per update for the SAM family; eval not counted"
     )
-    lines.append("  done = <run dir>/record.json with status completed; diverged runs are skipped on rerun too; "
-                 "run dir = <results_dir>/runs/<experiment>/<task>/<optim>/<params>/seed<k>")
+    lines.append(
+        "  done = <run dir>/record.json with status completed; diverged runs are skipped on rerun too; "
+        "run dir = <results_dir>/runs/<experiment>/<task>/<optim>/<params>/seed<k>"
+    )
     return lines
 
 
@@ -361,11 +408,17 @@ def launch(blocks: Sequence[Block], launcher: str, own_mnli: bool = False) -> in
         if rc != 0:
             failed.append(b.experiment)
             if own_mnli and i == 0 and b.experiment == MNLI_EXPERIMENT:
-                print("error: the MNLI run failed; not starting the experiments that depend on it", file=sys.stderr)
+                print(
+                    "error: the MNLI run failed; not starting the experiments that depend on it",
+                    file=sys.stderr,
+                )
                 return rc
     if failed:
-        print(f"error: multiruns failed: {', '.join(failed)} (rerun: completed runs are skipped, "
-              "preempted ones resume)", file=sys.stderr)
+        print(
+            f"error: multiruns failed: {', '.join(failed)} (rerun: completed runs are skipped, "
+            "preempted ones resume)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -403,16 +456,28 @@ class SlurmDistributedEnv(_Callback):  # type: ignore[misc,valid-type]
 
 # ------------------------------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m adasam_glue.experiments", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m adasam_glue.experiments", description=__doc__.split("\n\n")[0]
+    )
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce-all", help="plan and launch the paper's experiments as Hydra multiruns")
-    r.add_argument("--launcher", default="local", help="hydra/launcher option: local (default), slurm, submitit_local")
-    r.add_argument("--dry-run", action="store_true", help="print the plan (one `run:` line per run + summary) only")
-    r.add_argument("--only", default=None,
-                   help=f"comma-separated experiments (default: {','.join(PAPER_EXPERIMENTS)}; "
-                        "also variants, schedules, mnli_init, smoke)")
-    r.add_argument("--own-mnli", action="store_true",
-                   help="train this harness's MNLI run first (experiment mnli_init) and start RTE/MRPC/STS-B from it")
+    r.add_argument(
+        "--launcher", default="local", help="hydra/launcher option: local (default), slurm, submitit_local"
+    )
+    r.add_argument(
+        "--dry-run", action="store_true", help="print the plan (one `run:` line per run + summary) only"
+    )
+    r.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated experiments (default: {','.join(PAPER_EXPERIMENTS)}; "
+        "also variants, schedules, mnli_init, smoke)",
+    )
+    r.add_argument(
+        "--own-mnli",
+        action="store_true",
+        help="train this harness's MNLI run first (experiment mnli_init) and start RTE/MRPC/STS-B from it",
+    )
     r.add_argument("overrides", nargs="*", help="Hydra overrides for every run (e.g. seed=1 results_dir=...)")
     sub.add_parser("list", help="list the experiments")
     return p
@@ -426,7 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         names = check_experiments(args.only.split(",")) if args.only is not None else list(PAPER_EXPERIMENTS)
         if not names:
-            raise ExperimentError(f"--only is empty: valid experiments are {', '.join(available_experiments())}")
+            raise ExperimentError(
+                f"--only is empty: valid experiments are {', '.join(available_experiments())}"
+            )
         check_launcher(args.launcher)
         blocks = build_blocks(names, args.overrides, own_mnli=args.own_mnli)
     except ExperimentError as e:

@@ -219,9 +219,11 @@ def _train(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict[str, An
         # Model and data. The tiny test model builds its tokenizer from the training texts.
         init_from = cfg.task.init_from
         texts = None
-        if cfg.model.source == "tiny":
+        if cfg.model.source == "tiny" and not init_from:
             raw = load_glue(task.name, source=cfg.data.source, data_dir=cfg.data.data_dir,
-                            hub_name=cfg.data.hub_name, cache_dir=cfg.data.cache_dir, data_cfg=cfg.data)
+                            hub_name=cfg.data.hub_name, cache_dir=cfg.data.cache_dir,
+                            synthetic_train_size=cfg.data.synthetic_train_size,
+                            synthetic_eval_size=cfg.data.synthetic_eval_size)
             texts = [t for key in task.text_keys for t in raw["train"][key][:2000]]
         tokenizer = build_tokenizer(cfg.model, texts=texts, init_from=init_from)
         model = build_model(cfg.model, task, tokenizer, init_from=init_from)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from omegaconf.errors import ConfigCompositionException  # noqa: F401  (documented error type)
 
 from adasam_glue.config import ConfigError
 from adasam_glue.run import resolve_run_dir, run, run_params_tag

@@ -165,8 +165,13 @@ def ref_lightsam(form, ws, x, y, st, hp, lr):
         st["u"] = [ui + si * si for ui, si in zip(st.get("u", [torch.full_like(w, eps**2) for w in ws]), s)]
         e = [rho * si / ui.sqrt() for si, ui in zip(s, st["u"])]
     else:
-        st["r"] = [b1 * ri + (1 - b1) * si for ri, si in zip(st.get("r", [torch.zeros_like(w) for w in ws]), s)]
-        st["u"] = [b2 * ui + (1 - b2) * si * si for ui, si in zip(st.get("u", [torch.full_like(w, eps**2) for w in ws]), s)]
+        st["r"] = [
+            b1 * ri + (1 - b1) * si for ri, si in zip(st.get("r", [torch.zeros_like(w) for w in ws]), s)
+        ]
+        st["u"] = [
+            b2 * ui + (1 - b2) * si * si
+            for ui, si in zip(st.get("u", [torch.full_like(w, eps**2) for w in ws]), s)
+        ]
         e = [rho * ri / ui.sqrt() for ri, ui in zip(st["r"], st["u"])]
     _, g = grads_at([w + ei for w, ei in zip(ws, e)], x, y)
     ws[:] = [w * (1 - lr * hp["weight_decay"] * WD_MASK[i]) for i, w in enumerate(ws)]
@@ -177,8 +182,13 @@ def ref_lightsam(form, ws, x, y, st, hp, lr):
         st["v"] = [vi + gi * gi for vi, gi in zip(st.get("v", [torch.full_like(w, eps**2) for w in ws]), g)]
         ws[:] = [w - lr * gi / vi.sqrt() for w, gi, vi in zip(ws, g, st["v"])]
     else:
-        st["m"] = [b1 * mi + (1 - b1) * gi for mi, gi in zip(st.get("m", [torch.zeros_like(w) for w in ws]), g)]
-        st["v"] = [b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(st.get("v", [torch.full_like(w, eps**2) for w in ws]), g)]
+        st["m"] = [
+            b1 * mi + (1 - b1) * gi for mi, gi in zip(st.get("m", [torch.zeros_like(w) for w in ws]), g)
+        ]
+        st["v"] = [
+            b2 * vi + (1 - b2) * gi * gi
+            for vi, gi in zip(st.get("v", [torch.full_like(w, eps**2) for w in ws]), g)
+        ]
         ws[:] = [w - lr * mi / vi.sqrt() for w, mi, vi in zip(ws, st["m"], st["v"])]
 
 
@@ -216,7 +226,11 @@ def reference(name, form, hp, seed=None):
             e = [rho * ti * ti * si / n for ti, si in zip(tt, s)]
         elif name == "vasso":
             th = hp["theta"]
-            st["d"] = [si.clone() for si in s] if "d" not in st else [(1 - th) * d + th * si for d, si in zip(st["d"], s)]
+            st["d"] = (
+                [si.clone() for si in s]
+                if "d" not in st
+                else [(1 - th) * d + th * si for d, si in zip(st["d"], s)]
+            )
             e = sam_e(st["d"], rho)
         elif name == "esam":
             u = torch.rand(4, generator=gen, dtype=torch.float32)

@@ -19,6 +19,7 @@ norms are one fp32 (fp64 for fp64 grads) reduction over all groups, ``||g|| = 0`
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -91,6 +92,7 @@ class SAMBase(Optimizer):
         self._seed = int(seed) if seed is not None else (torch.initial_seed() + self._SEED_OFFSET) % 2**63
         self._gen: torch.Generator | None = None
         self._pending_rng: Tensor | None = None
+        self._pending_rng_device: str | None = None
         # transient, not saved: the reused weight copy and the parameters it currently holds
         self._w_copy: dict[Tensor, Tensor] = {}
         self._saved: list[Tensor] | None = None
@@ -144,7 +146,14 @@ class SAMBase(Optimizer):
             g = torch.Generator(device=device)
             g.manual_seed(self._seed)
             if self._pending_rng is not None:
-                g.set_state(self._pending_rng)
+                if self._pending_rng_device in (None, device.type):
+                    g.set_state(self._pending_rng)
+                else:
+                    warnings.warn(
+                        f"{type(self).__name__}: the saved RNG state is for {self._pending_rng_device}, "
+                        f"not {device.type}; the random draws restart from the seed",
+                        stacklevel=3,
+                    )
                 self._pending_rng = None
             self._gen = g
         return g
@@ -239,9 +248,9 @@ class SAMBase(Optimizer):
             sd["base_state"] = self.base_optimizer.state_dict()["state"]
         glob: dict[str, Any] = {"tensors": dict(self.global_state), "seed": self._seed}
         if self._gen is not None:
-            glob["rng_state"] = self._gen.get_state()
+            glob["rng_state"], glob["rng_device"] = self._gen.get_state(), self._gen.device.type
         elif self._pending_rng is not None:
-            glob["rng_state"] = self._pending_rng
+            glob["rng_state"], glob["rng_device"] = self._pending_rng, self._pending_rng_device
         sd["sam_global"] = glob
         return sd
 
@@ -259,5 +268,8 @@ class SAMBase(Optimizer):
         self.global_state = {k: v.clone() for k, v in glob.get("tensors", {}).items()}
         self._seed = glob.get("seed", self._seed)
         rng = glob.get("rng_state")
-        self._gen, self._pending_rng = None, (rng.clone() if rng is not None else None)
+        # CPU copy: a device-placement round trip (accelerate's prepare) may have moved it to the GPU
+        self._gen = None
+        self._pending_rng = rng.detach().to("cpu", copy=True) if rng is not None else None
+        self._pending_rng_device = glob.get("rng_device")
         self._w_copy, self._saved, self._phase = {}, None, None

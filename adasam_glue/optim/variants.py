@@ -45,7 +45,7 @@ class _NormalizedSAM(SAMBase):
 
 
 class SAM(_NormalizedSAM):
-    r"""SAM (Foret et al. 2021, arXiv 2010.01412, Eq. 2): :math:`e = \rho\, g/\|g\|`, then
+    r"""SAM (Foret et al. 2021, arXiv 2010.01412): :math:`e = \rho\, g/\|g\|`, then
     ``torch.optim.SGD(momentum=beta1)`` with the gradient at :math:`w + e`. Spec §1 SAM row, §2 SAM row.
     """
 
@@ -103,7 +103,7 @@ class AdaSAM(_NormalizedSAM):
 
 
 class ASAM(SAMBase):
-    r"""ASAM (Kwon et al. 2021, arXiv 2102.11600, Eq. 9): :math:`e = \rho\, T^2 g / \|T g\|` with
+    r"""ASAM (Kwon et al. 2021, arXiv 2102.11600): :math:`e = \rho\, T^2 g / \|T g\|` with
     :math:`T = |w| + \eta` (elementwise). Spec §2 ASAM row; base AMSGrad (library form).
 
     The official code uses ``T = |w| + eta`` for parameters named ``*weight*`` and ``T = 1`` otherwise.
@@ -153,7 +153,7 @@ class ASAM(SAMBase):
 
 
 class USAM(SAMBase):
-    r"""USAM, unnormalised SAM (Andriushchenko & Flammarion 2022, arXiv 2206.06232, Eq. 3):
+    r"""USAM, unnormalised SAM (Andriushchenko & Flammarion 2022, arXiv 2206.06232):
     :math:`e = \rho\, g` (no norm). Spec §2 USAM row; base AMSGrad (library form).
     """
 
@@ -175,7 +175,7 @@ class USAM(SAMBase):
 
 
 class VaSSO(SAMBase):
-    r"""VaSSO (Li & Giannakis 2023, arXiv 2309.15639, Eq. 5): :math:`d \leftarrow (1-\theta) d + \theta g`
+    r"""VaSSO (Li & Giannakis 2023, arXiv 2309.15639): :math:`d \leftarrow (1-\theta) d + \theta g`
     (``d_0 = g_0``), :math:`e = \rho\, d/\|d\|`. Spec §2 VaSSO row; base AMSGrad (library form).
 
     ``d`` is one parameter-sized state per parameter (``state[p]["d"]``, saved). ``theta = 1`` gives SAM's
@@ -213,7 +213,7 @@ class VaSSO(SAMBase):
 
 
 class GSAM(_NormalizedSAM):
-    r"""GSAM, surrogate-gap guided SAM (Zhuang et al. 2022, arXiv 2203.08065, Algorithm 1 / Eq. 7).
+    r"""GSAM, surrogate-gap guided SAM (Zhuang et al. 2022, arXiv 2203.08065).
 
     Ascent: :math:`e = \rho_t\, g/\|g\|`. Descent direction :math:`g_p - \alpha g_\perp` with
     :math:`g_p = \nabla L(w+e)` and :math:`g_\perp = g - (\langle g, g_p\rangle / \|g_p\|^2)\, g_p`,
@@ -360,8 +360,8 @@ class RSAM(_NormalizedSAM):
 
 
 class ESAM(_NormalizedSAM):
-    r"""ESAM (Du et al. 2022, arXiv 2110.03141): stochastic weight perturbation (Eq. 4) and
-    sharpness-sensitive data selection (Eq. 6). Spec §2 ESAM row; base AMSGrad (library form).
+    r"""ESAM (Du et al. 2022, arXiv 2110.03141): stochastic weight perturbation (SWP) and
+    sharpness-sensitive data selection (SDS). Spec §2 ESAM row; base AMSGrad (library form).
 
     Ascent: each parameter tensor is perturbed with probability ``beta``,
     :math:`e_i = m_i\, \rho\, g_i / (\beta \|g\|)`, :math:`m_i \sim \mathrm{Bernoulli}(\beta)`
@@ -395,7 +395,9 @@ class ESAM(_NormalizedSAM):
 
     def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
         inv = safe_inverse(self._norm([g for _, _, gs in groups for g in gs]))
-        u = torch.rand(sum(len(ps) for _, ps, _ in groups), generator=self._generator("cpu"), dtype=torch.float32).tolist()
+        u = torch.rand(
+            sum(len(ps) for _, ps, _ in groups), generator=self._generator("cpu"), dtype=torch.float32
+        ).tolist()
         out, k = [], 0
         for group, ps, gs in groups:
             keep = [i for i in range(len(ps)) if u[k + i] < group["beta"]]

@@ -344,7 +344,7 @@ def protocol_text(spec: TableSpec) -> str:
         "Each cell is mean ± sample std (ddof=1) over the completed seeds at that rho, ×100, "
         "with the number of seeds in parentheses (one seed: mean only). Diverged runs are excluded from "
         "the means, counted (†) and listed. A task's score is the mean of its metrics; Avg. is the mean "
-        "task score over the tasks where both methods have results. Bold: best shown value per column. "
+        "task score over the tasks where both methods have results. Bold: best shown value per column when both methods have one. "
         "Paired comparison: per-seed task-score difference over the seeds both methods share, 95% "
         "percentile bootstrap CI over seeds (10 000 resamples, fixed seed)."
     )
