@@ -477,87 +477,92 @@ def _variant_specs(names: Sequence[str] | None, forms: bool) -> list[tuple[str, 
 def bench_optimizers(
     setup: Setup,
     names: Sequence[str] | None = None,
-    rounds: int = 3,
-    steps: int = 2,
+    rounds: int = 5,
     warmup: int = 1,
     forms: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per optimizer: the real ``Trainer.train_step`` timed on ``setup``'s batches (module doc)."""
+    """One row per optimizer: the real ``Trainer.train_step`` timed on ``setup``'s batches (module doc).
+
+    Every optimizer (and its Trainer) lives for the whole benchmark on the one shared model; round r
+    times one update of each, in an order rotated every round, on batch ``r mod n`` for all of them.
+    ``ratio_to_base`` is the median over rounds of the paired ratio (update time / the base's update time
+    in the same round), robust to load that drifts between rounds; ``ratio_of_medians`` is also given.
+    """
     from adasam_glue.optim import SAMBase, get_optim_info
 
     specs = _variant_specs(names, forms)
-    times: dict[str, list[float]] = {label: [] for label, *_ in specs}
-    opt_t: dict[str, list[float]] = {label: [] for label, *_ in specs}
-    pert_t: dict[str, list[float]] = {label: [] for label, *_ in specs}
+    labels = [label for label, *_ in specs]
+    times: dict[str, list[float]] = {k: [] for k in labels}
+    opt_t: dict[str, list[float]] = {k: [] for k in labels}
+    pert_t: dict[str, list[float]] = {k: [] for k in labels}
     mem: dict[str, dict[str, float]] = {}
     cuda_peak: dict[str, float] = {}
-    dev = setup.device
-    nb = len(setup.batches)
+    dev, nb = setup.device, len(setup.batches)
+    setup.reset()
+    runners = {}
+    for label, name, kw in specs:
+        opt = _build(setup, name, **kw)
+        timer = _OptTimer(opt, dev)  # before the scheduler wraps step()
+        runners[label] = (opt, timer, _trainer_for(setup, opt, name))
+    # warm-up (state allocation), then one untimed update with the allocation tracker
+    for label, (opt, timer, trainer) in runners.items():
+        for i in range(warmup):
+            trainer.train_step([setup.batches[i % nb]])
+        tracker = AllocTracker()
+        fns = ("prepare_ascent", "first_step", "second_step") if isinstance(opt, SAMBase) else ("step",)
+        saved = {f: getattr(opt, f) for f in fns}
+
+        def tracked(fn, _tr=tracker):
+            def inner(*a, **k):
+                with _tr.active():
+                    return fn(*a, **k)
+
+            return inner
+
+        for f in fns:
+            setattr(opt, f, tracked(saved[f]))
+        try:
+            trainer.train_step([setup.batches[warmup % nb]])
+        finally:
+            for f in fns:
+                setattr(opt, f, saved[f])
+        mem[label] = {"state_bytes": _tensor_bytes(optimizer_buffers(opt)), "transient_bytes": tracker.peak}
     for r in range(rounds):
-        for label, name, kw in specs:
-            setup.reset()
-            opt = _build(setup, name, **kw)
-            trainer = _trainer_for(setup, opt, name)
-            timer = _OptTimer(opt, dev)
-            for i in range(warmup):
-                trainer.train_step([setup.batches[i % nb]])
-            if label not in mem:  # memory once, on an untimed update after the warm-up
-                tracker = AllocTracker()
-                orig = trainer.train_step
-
-                def with_tracker(mbs, _t=trainer, _o=opt, _tr=tracker):
-                    fns = ("prepare_ascent", "first_step", "second_step") if isinstance(_o, SAMBase) else ("step",)
-                    saved = {f: getattr(_o, f) for f in fns}
-
-                    def wrap(fn):
-                        def inner(*a, **k):
-                            with _tr.active():
-                                return fn(*a, **k)
-
-                        return inner
-
-                    for f in fns:
-                        setattr(_o, f, wrap(saved[f]))
-                    try:
-                        return orig(mbs)
-                    finally:
-                        for f in fns:
-                            setattr(_o, f, saved[f])
-
-                with_tracker([setup.batches[warmup % nb]])
-                state = _tensor_bytes(optimizer_buffers(opt))
-                mem[label] = {"state_bytes": state, "transient_bytes": tracker.peak}
+        b = setup.batches[(warmup + 1 + r) % nb]
+        order = labels[r % len(labels):] + labels[: r % len(labels)]
+        for label in order:
+            opt, timer, trainer = runners[label]
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
             timer.active = True
-            for i in range(steps):
-                b = setup.batches[(warmup + 1 + i) % nb]
-                _sync(dev)
-                t0 = time.perf_counter()
-                trainer.train_step([b])
-                _sync(dev)
-                times[label].append(time.perf_counter() - t0)
-                total, base = timer.take()
-                opt_t[label].append(total)
-                pert_t[label].append(total - base)
+            _sync(dev)
+            t0 = time.perf_counter()
+            trainer.train_step([b])
+            _sync(dev)
+            times[label].append(time.perf_counter() - t0)
             timer.active = False
+            total, base = timer.take()
+            opt_t[label].append(total)
+            pert_t[label].append(total - base)
             if dev.type == "cuda":
                 cuda_peak[label] = max(cuda_peak.get(label, 0.0), torch.cuda.max_memory_allocated(dev) / MB)
-            del trainer, opt, timer
+    del runners
+    setup.reset()
     rows = []
-    med = {label: _median(ts) for label, ts in times.items()}
+    med = {k: _median(ts) for k, ts in times.items()}
     pmb = setup.param_bytes / MB
+
+    def accounted_peak(k: str) -> float:
+        if dev.type == "cuda":
+            return cuda_peak[k]
+        return 2 * pmb + (mem[k]["state_bytes"] + mem[k]["transient_bytes"]) / MB  # params + grads + ...
+
     for label, name, kw in specs:
         info = get_optim_info(name)
         base = BASE_OF.get(name, "amsgrad")
+        has_base = base in med and base != label
         t = med[label]
         state_mb = mem[label]["state_bytes"] / MB
-        base_state_mb = mem[base]["state_bytes"] / MB if base in mem else None
-        transient_mb = mem[label]["transient_bytes"] / MB
-        if dev.type == "cuda":
-            peak = cuda_peak[label]
-        else:
-            peak = 2 * pmb + state_mb + transient_mb  # params + grads + state + transient
         row = {
             "model": setup.model_name,
             "optimizer": label,
@@ -565,7 +570,8 @@ def bench_optimizers(
             "kwargs": kw,
             "two_pass": info.two_pass,
             "base": base,
-            "ratio_to_base": t / med[base] if base in med else None,
+            "ratio_to_base": _median([x / y for x, y in zip(times[label], times[base])]) if has_base else None,
+            "ratio_of_medians": t / med[base] if has_base else None,
             "step_time_median_s": t,
             "step_time_iqr_s": _iqr(times[label]),
             "n_timed": len(times[label]),
@@ -573,21 +579,19 @@ def bench_optimizers(
             "optim_fraction": _median(opt_t[label]) / t,
             "perturbation_time_median_s": _median(pert_t[label]) if info.two_pass else 0.0,
             "perturbation_fraction": _median(pert_t[label]) / t if info.two_pass else 0.0,
-            "peak_mem_mb": peak,
+            "peak_mem_mb": accounted_peak(label),
             "peak_mem_kind": "cuda_max_memory_allocated" if dev.type == "cuda" else "accounted_params_grads_state_transient",
             "state_mb": state_mb,
-            "excess_state_over_base_mb": None if base_state_mb is None else state_mb - base_state_mb,
-            "excess_state_in_params": None if base_state_mb is None else (state_mb - base_state_mb) / pmb,
-            "optim_transient_peak_mb": transient_mb,
+            "excess_state_over_base_mb": state_mb - mem[base]["state_bytes"] / MB if has_base else None,
+            "excess_state_in_params": (state_mb - mem[base]["state_bytes"] / MB) / pmb if has_base else None,
+            "optim_transient_peak_mb": mem[label]["transient_bytes"] / MB,
             "param_mb": pmb,
             "updates_per_s": 1.0 / t,
             "samples_per_s": setup.batch_size / t,
         }
-        if base in mem:
-            base_peak = cuda_peak.get(base) if dev.type == "cuda" else (
-                2 * pmb + mem[base]["state_bytes"] / MB + mem[base]["transient_bytes"] / MB)
-            row["excess_peak_over_base_mb"] = peak - base_peak
-            row["excess_peak_in_params"] = (peak - base_peak) / pmb
+        if has_base:
+            row["excess_peak_over_base_mb"] = accounted_peak(label) - accounted_peak(base)
+            row["excess_peak_in_params"] = row["excess_peak_over_base_mb"] / pmb
         rows.append(row)
     return rows
 
@@ -762,14 +766,9 @@ def bench_optimizer_math(setup: Setup, repeats: int = 5) -> dict[str, Any]:
             # package: first_step (norm, copy, w += e) then second_step (restore + base update)
             restore_grads()
             t1 = timed(lambda: adasam.first_step(zero_grad=False))
-            t_base = 0.0
-            base_step = adasam.base_optimizer.step
-
-            def second():
-                adasam.second_step(zero_grad=False)
-
-            t2 = timed(second)
-            t_base = timed(lambda: base_step())  # a second base update alone, to subtract
+            adasam._base_step = lambda: None  # time the restore alone (instance attribute shadows the method)
+            t2 = timed(lambda: adasam.second_step(zero_grad=False))
+            del adasam._base_step
             # reference per-tensor loop of the perturbation + restore
             restore_grads()
             t3 = timed(lambda: _reference_sam_first(params, d["rho"], copy))
@@ -780,7 +779,7 @@ def bench_optimizer_math(setup: Setup, repeats: int = 5) -> dict[str, Any]:
             if rep == 0:
                 continue
             results["package_first_step"].append(t1)
-            results["package_second_step_restore"].append(max(t2 - t_base, 0.0))
+            results["package_second_step_restore"].append(t2)
             results["reference_first_step"].append(t3)
             results["reference_restore"].append(t4)
             for k, v in ams.items():
@@ -797,8 +796,8 @@ def bench_optimizer_math(setup: Setup, repeats: int = 5) -> dict[str, Any]:
         "perturbation_foreach_s": pkg,
         "perturbation_per_tensor_s": ref,
         "foreach_speedup": ref / pkg if pkg > 0 else None,
-        "note": "perturbation = norm + weight copy + w += e (first_step) and the exact restore (second_step "
-                "minus a separately timed base update); AMSGrad rows: torch.optim.AdamW(amsgrad=True) one step",
+        "note": "perturbation = norm + weight copy + w += e (first_step) and the exact restore (second_step with "
+                "the base update stubbed out); AMSGrad rows: one torch.optim.AdamW(amsgrad=True) step",
     }
 
 
@@ -1009,7 +1008,7 @@ def bench_gpu(model: str = "roberta-large-random", batch_sizes: Sequence[int] = 
     for bs in batch_sizes:
         for sl in seq_lens:
             setup = build_setup(model, "cuda", batch_size=bs, num_batches=4, seq_len=sl, mixed_precision=mixed_precision)
-            res = bench_optimizers(setup, names=list(names), rounds=rounds, steps=steps, warmup=warmup)
+            res = bench_optimizers(setup, names=list(names), rounds=rounds * steps, warmup=warmup)
             for r in res:
                 passes = 2 if r["two_pass"] else 1
                 tokens = bs * sl
@@ -1124,15 +1123,15 @@ def run_bench(quick: bool = True, out: str | Path = "results/bench", models: Seq
         log(f"[bench] {key} done in {res['section_seconds'][key]:.1f}s")
         return value
 
-    # sizes: (batch, batches, rounds, steps, warmup)
+    # sizes: batch, batches, optimizer rounds, HF-comparison rounds and timed steps per block, warm-up
     sizes = {
-        "tiny": (16, 4, 5 if quick else 9, 3 if quick else 5, 2),
-        "minilm": (16, 4, 3 if quick else 5, 2 if quick else 4, 1),
-        "roberta-large": (16, 4, 3, 3, 2),
-        "roberta-large-random": (16, 4, 3, 3, 2),
+        "tiny": (16, 4, 9 if quick else 21, 3 if quick else 5, 3 if quick else 5, 1),
+        "minilm": (16, 4, 5 if quick else 11, 3 if quick else 5, 2 if quick else 4, 1),
+        "roberta-large": (16, 4, 5, 3, 3, 2),
+        "roberta-large-random": (16, 4, 5, 3, 3, 2),
     }
     for model in models:
-        bs, nb, rounds, steps, warmup = sizes[model]
+        bs, nb, rounds, hf_rounds, hf_steps, warmup = sizes[model]
         setup = timed_section(f"setup[{model}]", lambda: build_setup(
             model, device, batch_size=bs, num_batches=nb, mixed_precision=mp, cache_dir=cache,
             seq_len=128 if model == "roberta-large-random" else None))
@@ -1142,7 +1141,7 @@ def run_bench(quick: bool = True, out: str | Path = "results/bench", models: Seq
         res["setups"][model] = {"num_params": setup.num_params, "param_mb": setup.param_bytes / MB, **setup.info}
         if "optimizers" in sections:
             rows = timed_section(f"optimizers[{model}]", lambda: bench_optimizers(
-                setup, rounds=rounds, steps=steps, warmup=warmup, forms=not quick))
+                setup, rounds=rounds, warmup=warmup, forms=not quick))
             if isinstance(rows, list):
                 res["rows"].extend(rows)
             else:
@@ -1152,12 +1151,12 @@ def run_bench(quick: bool = True, out: str | Path = "results/bench", models: Seq
                 f"optimizer_math[{model}]", lambda: bench_optimizer_math(setup, repeats=5 if quick else 10)))
         if "hf_trainer" in sections and model in ("tiny", "minilm"):
             res.setdefault("hf_trainer", []).append(timed_section(
-                f"hf_trainer[{model}]", lambda: bench_hf_trainer(setup, rounds=rounds, steps=steps, warmup=warmup,
+                f"hf_trainer[{model}]", lambda: bench_hf_trainer(setup, rounds=hf_rounds, steps=hf_steps, warmup=warmup,
                                                                  include_default=True)))
         if "sharpness" in sections and model in ("tiny", "minilm"):
             res.setdefault("sharpness", []).append(timed_section(
                 f"sharpness[{model}]", lambda: bench_sharpness_cost(
-                    setup, num_samples=32 if quick else 64, power_iters=5 if quick else 20,
+                    setup, num_samples=32 if quick else 64, power_iters=3 if quick else 20,
                     trace_probes=2 if quick else 10)))
         del setup
         atomic_partial(path, res)

@@ -230,7 +230,17 @@ class Trainer:
             self.train_loader.set_epoch(st.epoch)  # shuffle order = f(seed, epoch)
             skip = st.micro_in_epoch
             loader = self.accelerator.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
-            for batch in loader:
+            batches = iter(loader)
+            while True:
+                # A DataLoader draws its base seed from the global torch RNG when it starts an epoch;
+                # keep data loading out of the dropout stream so a resumed run sees the same masks.
+                rng = torch.get_rng_state()
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                finally:
+                    torch.set_rng_state(rng)
                 st.micro_in_epoch += 1
                 yield batch
             st.epoch, st.micro_in_epoch = st.epoch + 1, 0
