@@ -78,6 +78,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -437,7 +438,8 @@ class _OptTimer:
             self.base_is_total = True
 
     def _wrap(self, fn: Callable, slot: str) -> Callable:
-        def timed(*a, **k):
+        # a method bound to the optimizer, so torch's LR scheduler can patch it (it reads ``step.__func__``)
+        def timed(_opt, *a, **k):
             if not self.active:
                 return fn(*a, **k)
             _sync(self.device)
@@ -448,7 +450,7 @@ class _OptTimer:
                 _sync(self.device)
                 setattr(self, slot, getattr(self, slot) + time.perf_counter() - t0)
 
-        return timed
+        return types.MethodType(timed, self.opt)
 
     def take(self) -> tuple[float, float]:
         total, base = self.total, self.base
@@ -521,12 +523,15 @@ def bench_optimizers(
 
         for f in fns:
             setattr(opt, f, tracked(saved[f]))
+        before = _tensor_bytes(optimizer_buffers(opt))
         try:
             trainer.train_step([setup.batches[warmup % nb]])
         finally:
             for f in fns:
                 setattr(opt, f, saved[f])
-        mem[label] = {"state_bytes": _tensor_bytes(optimizer_buffers(opt)), "transient_bytes": tracker.peak}
+        state = _tensor_bytes(optimizer_buffers(opt))
+        # state allocated during this update (warmup=0) stays alive: it is state, not transient
+        mem[label] = {"state_bytes": state, "transient_bytes": max(tracker.peak - (state - before), 0)}
     for r in range(rounds):
         b = setup.batches[(warmup + 1 + r) % nb]
         order = labels[r % len(labels):] + labels[: r % len(labels)]
@@ -603,6 +608,7 @@ def bench_hf_trainer(setup: Setup, rounds: int = 3, steps: int = 2, warmup: int 
     import datasets
     from transformers import Trainer as HFTrainer
     from transformers import TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     if not setup.rows:
         return {"skipped": "needs tokenized rows (text models only)"}
@@ -645,6 +651,7 @@ def bench_hf_trainer(setup: Setup, rounds: int = 3, steps: int = 2, warmup: int 
             )
             tr = HFTrainer(model=setup.raw_model, args=args, train_dataset=hf_ds, data_collator=setup.collator,
                            callbacks=[timer], optimizer_cls_and_kwargs=cls_kwargs)
+            tr.remove_callback(PrinterCallback)
             tr.train()
         return timer.times[warmup:]
 
@@ -1125,8 +1132,8 @@ def run_bench(quick: bool = True, out: str | Path = "results/bench", models: Seq
 
     # sizes: batch, batches, optimizer rounds, HF-comparison rounds and timed steps per block, warm-up
     sizes = {
-        "tiny": (16, 4, 9 if quick else 21, 3 if quick else 5, 3 if quick else 5, 1),
-        "minilm": (16, 4, 5 if quick else 11, 3 if quick else 5, 2 if quick else 4, 1),
+        "tiny": (16, 4, 31 if quick else 61, 3 if quick else 5, 3 if quick else 5, 1),
+        "minilm": (16, 4, 3 if quick else 9, 3 if quick else 5, 2 if quick else 4, 0 if quick else 1),
         "roberta-large": (16, 4, 5, 3, 3, 2),
         "roberta-large-random": (16, 4, 5, 3, 3, 2),
     }
@@ -1149,15 +1156,15 @@ def run_bench(quick: bool = True, out: str | Path = "results/bench", models: Seq
         if "optimizer_math" in sections:
             res.setdefault("optimizer_math", []).append(timed_section(
                 f"optimizer_math[{model}]", lambda: bench_optimizer_math(setup, repeats=5 if quick else 10)))
-        if "hf_trainer" in sections and model in ("tiny", "minilm"):
+        if "hf_trainer" in sections and (model == "tiny" or (model == "minilm" and not quick)):
             res.setdefault("hf_trainer", []).append(timed_section(
                 f"hf_trainer[{model}]", lambda: bench_hf_trainer(setup, rounds=hf_rounds, steps=hf_steps, warmup=warmup,
                                                                  include_default=True)))
         if "sharpness" in sections and model in ("tiny", "minilm"):
             res.setdefault("sharpness", []).append(timed_section(
                 f"sharpness[{model}]", lambda: bench_sharpness_cost(
-                    setup, num_samples=32 if quick else 64, power_iters=3 if quick else 20,
-                    trace_probes=2 if quick else 10)))
+                    setup, num_samples=(32 if model == "tiny" else 16) if quick else 64,
+                    power_iters=(3 if model == "tiny" else 2) if quick else 20, trace_probes=2 if quick else 10)))
         del setup
         atomic_partial(path, res)
     if "padding" in sections:
@@ -1227,7 +1234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--glue-dir", default=None, help="GLUE TSV root (glue_data) for the padding section")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: 1 on CPU, torch's own on CUDA). On a shared machine, 2 "
+                        "OpenMP threads on 2 cores stall at every barrier when another process holds a core "
+                        "(measured: 4-10x slower steps, IQR larger than the median); 1 thread gives stable ratios")
     a = p.parse_args(argv)
+    threads = a.threads or (1 if a.device == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
 

@@ -121,5 +121,13 @@ def _check_len(pred: np.ndarray, ref: np.ndarray) -> None:
         raise ValueError(f"{len(pred)} predictions for {len(ref)} references")
 
 
-__all__ = ["PAPER_METRICS", "SELECTION_METRIC", "compute_metrics", "f1_binary", "matthews_corrcoef", "pearson",
-           "spearman", "accuracy"]
+__all__ = [
+    "PAPER_METRICS",
+    "SELECTION_METRIC",
+    "compute_metrics",
+    "f1_binary",
+    "matthews_corrcoef",
+    "pearson",
+    "spearman",
+    "accuracy",
+]

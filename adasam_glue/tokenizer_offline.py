@@ -12,8 +12,9 @@ from transformers import PreTrainedTokenizerFast
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build_offline_tokenizer(texts: Iterable[str], vocab_size: int = 1000,
-                            model_max_length: int = 512) -> PreTrainedTokenizerFast:
+def build_offline_tokenizer(
+    texts: Iterable[str], vocab_size: int = 1000, model_max_length: int = 512
+) -> PreTrainedTokenizerFast:
     """A BERT-style word-level tokenizer over the most frequent words of ``texts``.
 
     Deterministic: the vocabulary is counted in Python and sorted by (-count, word). (The Rust
@@ -33,11 +34,17 @@ def build_offline_tokenizer(texts: Iterable[str], vocab_size: int = 1000,
     tok.pre_tokenizer = pre
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=model_max_length,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=model_max_length,
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )

@@ -54,7 +54,10 @@ class TsvFormat:
 # (train/dev format, test format) per task, Hub column names on the left.
 _FORMATS: dict[str, tuple[TsvFormat, TsvFormat]] = {
     "cola": (TsvFormat(False, {"sentence": 3}, 1), TsvFormat(True, {"sentence": "sentence"}, None)),
-    "sst2": (TsvFormat(True, {"sentence": "sentence"}, "label"), TsvFormat(True, {"sentence": "sentence"}, None)),
+    "sst2": (
+        TsvFormat(True, {"sentence": "sentence"}, "label"),
+        TsvFormat(True, {"sentence": "sentence"}, None),
+    ),
     "mrpc": (
         TsvFormat(True, {"sentence1": "#1 String", "sentence2": "#2 String"}, "Quality"),
         TsvFormat(True, {"sentence1": "#1 String", "sentence2": "#2 String"}, None),
@@ -161,6 +164,10 @@ def read_glue_tsv(path: str | Path, task: TaskInfo, split: str) -> dict[str, lis
     if bad:
         logger.warning(
             "%s: skipped %d malformed row(s) of %d (missing fields or unparsable label; lines %s%s)",
-            path, len(bad), n, ", ".join(map(str, bad[:5])), ", ..." if len(bad) > 5 else "",
+            path,
+            len(bad),
+            n,
+            ", ".join(map(str, bad[:5])),
+            ", ..." if len(bad) > 5 else "",
         )
     return out

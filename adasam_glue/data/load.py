@@ -131,16 +131,25 @@ def _load_hub(info: TaskInfo, hub_name: str, cache_dir) -> DatasetDict:
     local = Path(hub_name).expanduser()
     offline = not local.is_dir() and not hub_reachable()
     if offline:
-        logger.info("Hugging Face Hub unreachable or offline: looking for %s/%s in the local cache only",
-                    hub_name, info.name)
+        logger.info(
+            "Hugging Face Hub unreachable or offline: looking for %s/%s in the local cache only",
+            hub_name,
+            info.name,
+        )
     try:
         with _offline_mode() if offline else contextlib.nullcontext():
-            dd = datasets.load_dataset(str(local) if local.is_dir() else hub_name, info.name,
-                                       cache_dir=None if cache_dir is None else str(cache_dir))
+            dd = datasets.load_dataset(
+                str(local) if local.is_dir() else hub_name,
+                info.name,
+                cache_dir=None if cache_dir is None else str(cache_dir),
+            )
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
         where = f"local folder {local}" if local.is_dir() else f"the Hub ({hub_name})"
-        reason = ("the Hub is unreachable/offline and the dataset is not in the local cache"
-                  if offline else f"{type(err).__name__}: {err}")
+        reason = (
+            "the Hub is unreachable/offline and the dataset is not in the local cache"
+            if offline
+            else f"{type(err).__name__}: {err}"
+        )
         raise DataError(
             f"cannot load GLUE task {info.name!r} from {where}: {reason}. Alternatives: "
             f"data.source=tsv data.data_dir=/path/to/glue_data (original GLUE TSVs), data.source=disk "
@@ -199,16 +208,25 @@ def _load_tsv(info: TaskInfo, data_dir, cache_dir) -> DatasetDict:
             )
     files = {s: p for s, p in files.items() if p.is_file()}
     # Parse once, save as Arrow; later runs (and datasets' map cache) reuse the saved folder.
-    key = hashlib.sha256(json.dumps(
-        [_TSV_CACHE_VERSION, info.name,
-         [(s, str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for s, p in sorted(files.items())]],
-    ).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                _TSV_CACHE_VERSION,
+                info.name,
+                [
+                    (s, str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
+                    for s, p in sorted(files.items())
+                ],
+            ],
+        ).encode()
+    ).hexdigest()[:16]
     target = _default_cache_root(cache_dir) / "tsv" / f"{info.name}-{key}"
     if not (target / "dataset_dict.json").is_file():
         features = hub_features(info)
         try:
-            dd = DatasetDict({s: Dataset.from_dict(read_glue_tsv(p, info, s), features=features)
-                              for s, p in files.items()})
+            dd = DatasetDict(
+                {s: Dataset.from_dict(read_glue_tsv(p, info, s), features=features) for s, p in files.items()}
+            )
         except TsvFormatError as err:
             raise DataError(f"{err}. {_GET_DATA}") from None
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
@@ -226,9 +244,11 @@ def _load_disk(info: TaskInfo, data_dir, cache_dir) -> DatasetDict:
     if data_dir is None:
         raise DataError(f"data.source=disk needs data.data_dir (save_to_disk or parquet folder). {_GET_DATA}")
     root = Path(data_dir).expanduser()
-    layout = (f"expected {root}/dataset_dict.json (DatasetDict.save_to_disk) or parquet files "
-              f"{root}/<split>.parquet / <split>-*.parquet for splits {list(hub_splits(info))}, "
-              f"optionally inside a {info.name}/ subfolder")
+    layout = (
+        f"expected {root}/dataset_dict.json (DatasetDict.save_to_disk) or parquet files "
+        f"{root}/<split>.parquet / <split>-*.parquet for splits {list(hub_splits(info))}, "
+        f"optionally inside a {info.name}/ subfolder"
+    )
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist; {layout}. {_GET_DATA}")
     for folder in (root, root / info.name, root / info.glue_dir):
@@ -243,14 +263,17 @@ def _load_disk(info: TaskInfo, data_dir, cache_dir) -> DatasetDict:
             if found:
                 data_files[split] = [str(p) for p in found]
         if data_files:
-            dd = datasets.load_dataset("parquet", data_files=data_files,
-                                       cache_dir=None if cache_dir is None else str(cache_dir))
+            dd = datasets.load_dataset(
+                "parquet", data_files=data_files, cache_dir=None if cache_dir is None else str(cache_dir)
+            )
             return _conform(dd, info, str(folder))
     raise DataError(f"no saved GLUE {info.name} dataset in {root}; {layout}. {_GET_DATA}")
 
 
 # ------------------------------------------------------------------------------------------ synthetic
-def _load_synthetic(info: TaskInfo, data_dir, cache_dir, num_train: int, num_eval: int, seed: int) -> DatasetDict:
+def _load_synthetic(
+    info: TaskInfo, data_dir, cache_dir, num_train: int, num_eval: int, seed: int
+) -> DatasetDict:
     from adasam_glue.data.synthetic import GENERATOR_VERSION, make_synthetic_glue
 
     root = Path(data_dir) if data_dir else _default_cache_root(cache_dir) / "synthetic"
@@ -297,8 +320,9 @@ def load_glue(
     if source == "disk":
         return _load_disk(info, data_dir, cache_dir)
     if source == "synthetic":
-        return _load_synthetic(info, data_dir, cache_dir, synthetic_train_size, synthetic_eval_size,
-                               synthetic_seed)
+        return _load_synthetic(
+            info, data_dir, cache_dir, synthetic_train_size, synthetic_eval_size, synthetic_seed
+        )
     raise DataError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
 
 

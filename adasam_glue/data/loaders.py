@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,11 +43,18 @@ def tokenizer_fingerprint(tokenizer) -> str:
     h.update(str(getattr(tokenizer, "name_or_path", "")).encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        h.update(backend.to_str().encode())
+        state = json.loads(backend.to_str())
+        # truncation/padding are call-time settings the tokenizer leaves behind after a call: not identity
+        state.pop("truncation", None), state.pop("padding", None)
+        h.update(json.dumps(state, sort_keys=True).encode())
     else:
         h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
     h.update(repr(getattr(tokenizer, "all_special_tokens", "")).encode())
-    h.update(repr((getattr(tokenizer, "truncation_side", "right"), getattr(tokenizer, "do_lower_case", None))).encode())
+    h.update(
+        repr(
+            (getattr(tokenizer, "truncation_side", "right"), getattr(tokenizer, "do_lower_case", None))
+        ).encode()
+    )
     return h.hexdigest()[:16]
 
 
@@ -55,7 +63,11 @@ class _Tokenize:
 
     def __init__(self, tokenizer, text_keys: Sequence[str], max_length: int, float_labels: bool):
         self.tokenizer, self.text_keys, self.max_length, self.float_labels = (
-            tokenizer, tuple(text_keys), max_length, float_labels)
+            tokenizer,
+            tuple(text_keys),
+            max_length,
+            float_labels,
+        )
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         texts = [batch[k] for k in self.text_keys]
@@ -82,8 +94,14 @@ def tokenize_glue(ds: DatasetDict, task: str, tokenizer, max_length: int) -> Dat
         fp = hashlib.sha256(
             f"{_TOKENIZE_VERSION}|{d._fingerprint}|{info.name}|{tok_hash}|{max_length}".encode()
         ).hexdigest()[:16]
-        d = d.map(fn, batched=True, batch_size=1000, remove_columns=[*info.text_keys, "label"],
-                  new_fingerprint=fp, desc=f"tokenize {info.name}/{split}")
+        d = d.map(
+            fn,
+            batched=True,
+            batch_size=1000,
+            remove_columns=[*info.text_keys, "label"],
+            new_fingerprint=fp,
+            desc=f"tokenize {info.name}/{split}",
+        )
         labels_type = Value("float32" if info.is_regression else "int64")
         if d.features["labels"] != labels_type:
             d = d.cast_column("labels", labels_type)  # small: fingerprint derives from fp (cached too)
@@ -124,12 +142,14 @@ class GlueCollator:
             for i, r in enumerate(rows):
                 v = torch.as_tensor(r[key], dtype=torch.long)
                 if self.padding_side == "left":
-                    t[i, length - len(v):] = v
+                    t[i, length - len(v) :] = v
                 else:
                     t[i, : len(v)] = v
             batch[key] = t
         labels = [r["labels"] for r in rows]
-        is_float = isinstance(labels[0], float) or (torch.is_tensor(labels[0]) and labels[0].is_floating_point())
+        is_float = isinstance(labels[0], float) or (
+            torch.is_tensor(labels[0]) and labels[0].is_floating_point()
+        )
         batch["labels"] = torch.tensor(labels, dtype=torch.float32 if is_float else torch.long)
         if "idx" in rows[0]:
             batch["idx"] = torch.tensor([r["idx"] for r in rows], dtype=torch.long)
@@ -144,8 +164,9 @@ def default_pad_multiple(pad_to_multiple_of: int | None, mixed_precision: str = 
 
 
 # ----------------------------------------------------------------------------------------- sampler
-def train_order(lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int, epoch: int,
-                group_by_length: bool = False) -> np.ndarray:
+def train_order(
+    lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool = False
+) -> np.ndarray:
     """The train order of one epoch, a pure function of (seed, epoch).
 
     Plain: a seeded permutation. Length-grouped: permute, cut into megabatches of
@@ -161,9 +182,9 @@ def train_order(lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int,
     mega = MEGABATCH_MULT * batch_size
     batches = []
     for start in range(0, n, mega):
-        chunk = perm[start:start + mega]
+        chunk = perm[start : start + mega]
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     # Only the final batch may be short: keep it last so every other batch is full.
     full, last = (batches[:-1], batches[-1:]) if len(batches[-1]) < batch_size else (batches, [])
     order = rng.permutation(len(full))
@@ -175,8 +196,13 @@ def train_order(lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int,
 class GlueTrainSampler(Sampler[int]):
     """Deterministic shuffle by (seed, epoch); optional length grouping (see ``train_order``)."""
 
-    def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int = 0,
-                 group_by_length: bool = False):
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        batch_size: int,
+        seed: int = 0,
+        group_by_length: bool = False,
+    ):
         self.lengths = np.asarray(lengths)
         self.batch_size, self.seed, self.group_by_length = batch_size, seed, group_by_length
         self.epoch = 0
@@ -201,9 +227,15 @@ class GlueDataLoader(DataLoader):
 
 
 # ------------------------------------------------------------------------------------ padding stats
-def pad_stats(lengths: Sequence[int] | np.ndarray, batch_size: int, max_length: int,
-              group_by_length: bool = False, pad_to_multiple_of: int | None = None, seed: int = 0,
-              epoch: int = 0) -> dict[str, float]:
+def pad_stats(
+    lengths: Sequence[int] | np.ndarray,
+    batch_size: int,
+    max_length: int,
+    group_by_length: bool = False,
+    pad_to_multiple_of: int | None = None,
+    seed: int = 0,
+    epoch: int = 0,
+) -> dict[str, float]:
     """Tokens processed under dynamic padding (one epoch's batches) vs padding every row to ``max_length``.
 
     Returns ``real_tokens``, ``dynamic_tokens``, ``max_length_tokens``, ``saved_fraction`` (1 - dynamic /
@@ -214,7 +246,7 @@ def pad_stats(lengths: Sequence[int] | np.ndarray, batch_size: int, max_length: 
     m = pad_to_multiple_of or 1
     dynamic = 0
     for i in range(0, len(order), batch_size):
-        b = lengths[order[i:i + batch_size]]
+        b = lengths[order[i : i + batch_size]]
         dynamic += len(b) * int(math.ceil(b.max() / m) * m)
     real, full = int(lengths.sum()), len(lengths) * int(max_length)
     return {
@@ -257,20 +289,40 @@ def subsample(ds: Dataset, n: int | None, seed: int | None) -> Dataset:
     return ds.select(keep.tolist())
 
 
-def build_train_loader(train_dataset: Dataset, collator: GlueCollator, batch_size: int, seed: int,
-                       group_by_length: bool = False, num_workers: int = 0,
-                       lengths: np.ndarray | None = None) -> GlueDataLoader:
+def build_train_loader(
+    train_dataset: Dataset,
+    collator: GlueCollator,
+    batch_size: int,
+    seed: int,
+    group_by_length: bool = False,
+    num_workers: int = 0,
+    lengths: np.ndarray | None = None,
+) -> GlueDataLoader:
     """The train loader alone (e.g. to rebuild it for another micro-batch size)."""
     lengths = sequence_lengths(train_dataset) if lengths is None else lengths
     sampler = GlueTrainSampler(lengths, batch_size, seed=seed, group_by_length=group_by_length)
-    return GlueDataLoader(train_dataset, batch_size=batch_size,
-                          sampler=sampler, collate_fn=collator, num_workers=num_workers, drop_last=False,
-                          persistent_workers=num_workers > 0)
+    return GlueDataLoader(
+        train_dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collator,
+        num_workers=num_workers,
+        drop_last=False,
+        persistent_workers=num_workers > 0,
+    )
 
 
-def build_dataloaders(data_cfg: Any, task: str, tokenizer, max_length: int, micro_batch_size: int,
-                      eval_batch_size: int, seed: int, accelerator: Any = None,
-                      mixed_precision: str = "no") -> GlueLoaders:
+def build_dataloaders(
+    data_cfg: Any,
+    task: str,
+    tokenizer,
+    max_length: int,
+    micro_batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    accelerator: Any = None,
+    mixed_precision: str = "no",
+) -> GlueLoaders:
     """Load, subsample, tokenize (once per node: under ``accelerator.main_process_first()``) and wrap
     the task in DataLoaders. ``data_cfg`` is the ``data`` config group (DataConfig / DictConfig / dict).
 
@@ -280,8 +332,11 @@ def build_dataloaders(data_cfg: Any, task: str, tokenizer, max_length: int, micr
     first = accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext()
     with first:
         raw = load_glue(
-            task, source=_cfg(data_cfg, "source", "hub"), data_dir=_cfg(data_cfg, "data_dir"),
-            hub_name=_cfg(data_cfg, "hub_name", "nyu-mll/glue"), cache_dir=_cfg(data_cfg, "cache_dir"),
+            task,
+            source=_cfg(data_cfg, "source", "hub"),
+            data_dir=_cfg(data_cfg, "data_dir"),
+            hub_name=_cfg(data_cfg, "hub_name", "nyu-mll/glue"),
+            cache_dir=_cfg(data_cfg, "cache_dir"),
             synthetic_train_size=_cfg(data_cfg, "synthetic_train_size", 512),
             synthetic_eval_size=_cfg(data_cfg, "synthetic_eval_size", 128),
             synthetic_seed=_cfg(data_cfg, "synthetic_seed", 0),
@@ -291,21 +346,32 @@ def build_dataloaders(data_cfg: Any, task: str, tokenizer, max_length: int, micr
             splits[split] = subsample(raw[split], _cfg(data_cfg, "max_eval_samples"), None)
         tokenized = tokenize_glue(splits, task, tokenizer, max_length)
     pad_multiple = default_pad_multiple(_cfg(data_cfg, "pad_to_multiple_of"), mixed_precision)
-    collator = GlueCollator(pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-                            pad_to_multiple_of=pad_multiple,
-                            padding_side=getattr(tokenizer, "padding_side", "right") or "right")
+    collator = GlueCollator(
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        pad_to_multiple_of=pad_multiple,
+        padding_side=getattr(tokenizer, "padding_side", "right") or "right",
+    )
     group = bool(_cfg(data_cfg, "group_by_length", False))
     workers = int(_cfg(data_cfg, "num_workers", 0) or 0)
     train_ds = tokenized["train"]
     lengths = sequence_lengths(train_ds)
     train = build_train_loader(train_ds, collator, micro_batch_size, seed, group, workers, lengths)
     evals = {
-        split: DataLoader(tokenized[split], batch_size=eval_batch_size,
-                          sampler=SequentialSampler(tokenized[split]), collate_fn=collator,
-                          num_workers=workers)
+        split: DataLoader(
+            tokenized[split],
+            batch_size=eval_batch_size,
+            sampler=SequentialSampler(tokenized[split]),
+            collate_fn=collator,
+            num_workers=workers,
+        )
         for split in info.eval_splits
     }
     stats = pad_stats(lengths, micro_batch_size, max_length, group, pad_multiple, seed)
-    return GlueLoaders(train=train, evals=evals, train_dataset=train_ds,
-                       eval_datasets={s: tokenized[s] for s in info.eval_splits}, collator=collator,
-                       padding_stats=stats)
+    return GlueLoaders(
+        train=train,
+        evals=evals,
+        train_dataset=train_ds,
+        eval_datasets={s: tokenized[s] for s in info.eval_splits},
+        collator=collator,
+        padding_stats=stats,
+    )

@@ -29,36 +29,111 @@ from adasam_glue.tasks import get_task
 GENERATOR_VERSION = "1"  #: bump when the generated text changes (invalidates cached synthetic data)
 
 # (word, synonym) pairs. Verbs: (past, participle, base) per synonym.
-SUBJECTS = [("doctor", "physician"), ("child", "kid"), ("teacher", "tutor"), ("lawyer", "attorney"),
-            ("woman", "lady"), ("student", "pupil"), ("boss", "manager"), ("soldier", "trooper"),
-            ("friend", "companion"), ("chef", "cook"), ("author", "writer"), ("farmer", "grower")]
-OBJECTS = [("car", "automobile"), ("house", "home"), ("book", "novel"), ("gift", "present"),
-           ("boat", "ship"), ("picture", "photo"), ("shop", "store"), ("rock", "stone"),
-           ("couch", "sofa"), ("film", "movie"), ("bag", "sack"), ("road", "street")]
-VERBS = [(("bought", "bought", "buy"), ("purchased", "purchased", "purchase")),
-         (("fixed", "fixed", "fix"), ("repaired", "repaired", "repair")),
-         (("found", "found", "find"), ("discovered", "discovered", "discover")),
-         (("liked", "liked", "like"), ("enjoyed", "enjoyed", "enjoy")),
-         (("built", "built", "build"), ("constructed", "constructed", "construct")),
-         (("saw", "seen", "see"), ("noticed", "noticed", "notice")),
-         (("cleaned", "cleaned", "clean"), ("washed", "washed", "wash")),
-         (("took", "taken", "take"), ("grabbed", "grabbed", "grab")),
-         (("sold", "sold", "sell"), ("traded", "traded", "trade")),
-         (("painted", "painted", "paint"), ("decorated", "decorated", "decorate"))]
+SUBJECTS = [
+    ("doctor", "physician"),
+    ("child", "kid"),
+    ("teacher", "tutor"),
+    ("lawyer", "attorney"),
+    ("woman", "lady"),
+    ("student", "pupil"),
+    ("boss", "manager"),
+    ("soldier", "trooper"),
+    ("friend", "companion"),
+    ("chef", "cook"),
+    ("author", "writer"),
+    ("farmer", "grower"),
+]
+OBJECTS = [
+    ("car", "automobile"),
+    ("house", "home"),
+    ("book", "novel"),
+    ("gift", "present"),
+    ("boat", "ship"),
+    ("picture", "photo"),
+    ("shop", "store"),
+    ("rock", "stone"),
+    ("couch", "sofa"),
+    ("film", "movie"),
+    ("bag", "sack"),
+    ("road", "street"),
+]
+VERBS = [
+    (("bought", "bought", "buy"), ("purchased", "purchased", "purchase")),
+    (("fixed", "fixed", "fix"), ("repaired", "repaired", "repair")),
+    (("found", "found", "find"), ("discovered", "discovered", "discover")),
+    (("liked", "liked", "like"), ("enjoyed", "enjoyed", "enjoy")),
+    (("built", "built", "build"), ("constructed", "constructed", "construct")),
+    (("saw", "seen", "see"), ("noticed", "noticed", "notice")),
+    (("cleaned", "cleaned", "clean"), ("washed", "washed", "wash")),
+    (("took", "taken", "take"), ("grabbed", "grabbed", "grab")),
+    (("sold", "sold", "sell"), ("traded", "traded", "trade")),
+    (("painted", "painted", "paint"), ("decorated", "decorated", "decorate")),
+]
 # (word, synonym, antonym index)
-ADJECTIVES = [("big", "large", 1), ("small", "little", 0), ("happy", "glad", 3), ("sad", "unhappy", 2),
-              ("old", "ancient", 5), ("new", "modern", 4), ("quiet", "silent", 7), ("loud", "noisy", 6),
-              ("rich", "wealthy", 9), ("poor", "needy", 8), ("clean", "tidy", 11), ("dirty", "messy", 10)]
-PLACES = ["in the park", "at the market", "near the river", "in the city", "at the school", "in the kitchen",
-          "on the farm", "at the station"]
+ADJECTIVES = [
+    ("big", "large", 1),
+    ("small", "little", 0),
+    ("happy", "glad", 3),
+    ("sad", "unhappy", 2),
+    ("old", "ancient", 5),
+    ("new", "modern", 4),
+    ("quiet", "silent", 7),
+    ("loud", "noisy", 6),
+    ("rich", "wealthy", 9),
+    ("poor", "needy", 8),
+    ("clean", "tidy", 11),
+    ("dirty", "messy", 10),
+]
+PLACES = [
+    "in the park",
+    "at the market",
+    "near the river",
+    "in the city",
+    "at the school",
+    "in the kitchen",
+    "on the farm",
+    "at the station",
+]
 TIMES = ["yesterday", "last week", "in the morning", "on monday", "at night", "last year"]
 
-POSITIVE = ["wonderful", "brilliant", "charming", "moving", "delightful", "funny", "beautiful", "gripping",
-            "clever", "fresh"]
-NEGATIVE = ["boring", "dull", "awful", "terrible", "clumsy", "tedious", "bland", "messy", "predictable",
-            "stale"]
-REVIEW_TOPICS = ["the film", "the movie", "the story", "the acting", "the plot", "the script",
-                 "the soundtrack", "the ending", "the cast", "the dialogue", "this picture", "the direction"]
+POSITIVE = [
+    "wonderful",
+    "brilliant",
+    "charming",
+    "moving",
+    "delightful",
+    "funny",
+    "beautiful",
+    "gripping",
+    "clever",
+    "fresh",
+]
+NEGATIVE = [
+    "boring",
+    "dull",
+    "awful",
+    "terrible",
+    "clumsy",
+    "tedious",
+    "bland",
+    "messy",
+    "predictable",
+    "stale",
+]
+REVIEW_TOPICS = [
+    "the film",
+    "the movie",
+    "the story",
+    "the acting",
+    "the plot",
+    "the script",
+    "the soundtrack",
+    "the ending",
+    "the cast",
+    "the dialogue",
+    "this picture",
+    "the direction",
+]
 
 
 @dataclass(frozen=True)
@@ -80,7 +155,9 @@ class _Gen:
     def event(self, place: bool | None = None, time: bool | None = None) -> Event:
         r = self.rng
         return Event(
-            subj=r.randrange(len(SUBJECTS)), verb=r.randrange(len(VERBS)), obj=r.randrange(len(OBJECTS)),
+            subj=r.randrange(len(SUBJECTS)),
+            verb=r.randrange(len(VERBS)),
+            obj=r.randrange(len(OBJECTS)),
             sadj=r.randrange(len(ADJECTIVES)) if r.random() < 0.5 else None,
             oadj=r.randrange(len(ADJECTIVES)) if r.random() < 0.6 else None,
             place=r.randrange(len(PLACES)) if (r.random() < 0.5 if place is None else place) else None,
@@ -104,9 +181,15 @@ class _Gen:
                 cur = getattr(e, s)
                 new[s] = ADJECTIVES[cur][2] if cur is not None else self.rng.randrange(len(ADJECTIVES))
             elif s == "place":
-                new[s] = self._other(len(PLACES), e.place) if e.place is not None else self.rng.randrange(len(PLACES))
+                new[s] = (
+                    self._other(len(PLACES), e.place)
+                    if e.place is not None
+                    else self.rng.randrange(len(PLACES))
+                )
             elif s == "time":
-                new[s] = self._other(len(TIMES), e.time) if e.time is not None else self.rng.randrange(len(TIMES))
+                new[s] = (
+                    self._other(len(TIMES), e.time) if e.time is not None else self.rng.randrange(len(TIMES))
+                )
         return replace(e, **new)
 
     def _syn(self, pair, p: float) -> str:
@@ -119,8 +202,16 @@ class _Gen:
         words.append(self._syn(noun_pair, p))
         return words
 
-    def realize(self, e: Event, p_syn: float = 0.0, passive: bool = False, time_front: bool = False,
-                negate: bool = False, drop_adj: bool = False, drop_extras: bool = False) -> list[str]:
+    def realize(
+        self,
+        e: Event,
+        p_syn: float = 0.0,
+        passive: bool = False,
+        time_front: bool = False,
+        negate: bool = False,
+        drop_adj: bool = False,
+        drop_extras: bool = False,
+    ) -> list[str]:
         r = self.rng
         vform = VERBS[e.verb][1 if r.random() < p_syn else 0]
         sadj, oadj = (None, None) if drop_adj else (e.sadj, e.oadj)
@@ -138,7 +229,9 @@ class _Gen:
         return [*core, *place, *time]
 
     def paraphrase(self, e: Event, p_syn: float = 0.3) -> list[str]:
-        return self.realize(e, p_syn=p_syn, passive=self.rng.random() < 0.3, time_front=self.rng.random() < 0.5)
+        return self.realize(
+            e, p_syn=p_syn, passive=self.rng.random() < 0.3, time_front=self.rng.random() < 0.5
+        )
 
     def question(self, e: Event, wh: str, p_syn: float = 0.0, style: int = 0) -> list[str]:
         r = self.rng
@@ -151,8 +244,12 @@ class _Gen:
             return ["what", "did", *subj, vform[2], "?"]
         lead = {"where": ["where"], "when": ["when"], "why": ["why"], "how": ["how"]}[wh]
         if style == 1:
-            lead = {"where": ["in", "which", "place"], "when": ["at", "what", "time"],
-                    "why": ["for", "what", "reason"], "how": ["in", "what", "way"]}[wh]
+            lead = {
+                "where": ["in", "which", "place"],
+                "when": ["at", "what", "time"],
+                "why": ["for", "what", "reason"],
+                "how": ["in", "what", "way"],
+            }[wh]
         return [*lead, "did", *subj, vform[2], *obj, "?"]
 
 
@@ -218,7 +315,9 @@ def _qqp(g: _Gen, label: int) -> tuple[str, ...]:
     elif g.rng.random() < 0.4 and wh not in ("who", "what"):
         q2 = g.question(e, g.rng.choice([w for w in ("where", "when", "why", "how") if w != wh]), p_syn=0.3)
     else:
-        q2 = g.question(g.change(e, g.rng.choice([["verb", "obj"], ["subj", "obj"], ["verb"]])), wh, p_syn=0.3)
+        q2 = g.question(
+            g.change(e, g.rng.choice([["verb", "obj"], ["subj", "obj"], ["verb"]])), wh, p_syn=0.3
+        )
     return " ".join(q1), " ".join(q2)
 
 
@@ -236,8 +335,9 @@ def _nli(g: _Gen, label: str) -> tuple[str, str]:
     e = g.event(place=r.random() < 0.5, time=r.random() < 0.5)
     premise = g.realize(e, p_syn=0.2, time_front=r.random() < 0.3)
     if label == "entailment":  # restate with less detail / synonyms / passive
-        hyp = g.realize(e, p_syn=0.3, passive=r.random() < 0.3, drop_adj=r.random() < 0.5,
-                        drop_extras=r.random() < 0.5)
+        hyp = g.realize(
+            e, p_syn=0.3, passive=r.random() < 0.3, drop_adj=r.random() < 0.5, drop_extras=r.random() < 0.5
+        )
     elif label == "neutral":  # add a fact the premise does not state
         extra = [s for s in ("place", "time") if getattr(e, s) is None]
         if extra:
@@ -271,8 +371,10 @@ def _qnli(g: _Gen, label: int) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------------------------ writers
 _CAPTION_META = ("main-captions", "MSRvid", "2012test")
-_MNLI_GENRES = {"validation_matched": ["fiction", "government", "slate", "telephone", "travel"],
-                "validation_mismatched": ["facetoface", "letters", "nineeleven", "oup", "verbatim"]}
+_MNLI_GENRES = {
+    "validation_matched": ["fiction", "government", "slate", "telephone", "travel"],
+    "validation_mismatched": ["facetoface", "letters", "nineeleven", "oup", "verbatim"],
+}
 _MNLI_LABELS = ["entailment", "neutral", "contradiction"]
 
 
@@ -301,7 +403,9 @@ def _rows(task: str, split: str, n: int, g: _Gen) -> list[list[str]]:
             rows.append([str(i), *ids, s1, s2] if test else [str(label), *ids, s1, s2])
         elif task == "qqp":
             q1, q2 = _qqp(g, label)
-            rows.append([str(i), q1, q2] if test else [str(i), str(2 * i + 1), str(2 * i + 2), q1, q2, str(label)])
+            rows.append(
+                [str(i), q1, q2] if test else [str(i), str(2 * i + 1), str(2 * i + 2), q1, q2, str(label)]
+            )
         elif task == "stsb":
             s1, s2, score = _stsb(g)
             meta = [str(i), *_CAPTION_META, f"{i:04d}", "none", "none", s1, s2]
@@ -315,8 +419,9 @@ def _rows(task: str, split: str, n: int, g: _Gen) -> list[list[str]]:
                 gold = "entailment" if name == "entailment" else "not_entailment"
                 rows.append([str(i), p, h] if test else [str(i), p, h, gold])
             else:
-                genre = g.rng.choice(_MNLI_GENRES.get(split.replace("test", "validation"),
-                                                      _MNLI_GENRES["validation_matched"]))
+                genre = g.rng.choice(
+                    _MNLI_GENRES.get(split.replace("test", "validation"), _MNLI_GENRES["validation_matched"])
+                )
                 (pb, pp), (hb, hp) = _parse(p), _parse(h)
                 row = [str(i), str(10000 + i), f"{10000 + i}{name[0]}", genre, pb, hb, pp, hp, p, h]
                 if not test:
@@ -340,25 +445,33 @@ def _header(task: str, split: str) -> str | None:
     if task == "cola":
         return "index\tsentence" if test else None
     if task == "mnli":
-        base = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
-                "sentence1_parse\tsentence2_parse\tsentence1\tsentence2")
+        base = (
+            "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
+            "sentence1_parse\tsentence2_parse\tsentence1\tsentence2"
+        )
         if test:
             return base
         labels = "\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5" if split.startswith("validation") else "\tlabel1"
         return base + labels + "\tgold_label"
     return {
         "sst2": ("sentence\tlabel", "index\tsentence"),
-        "mrpc": ("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String", "index\t#1 ID\t#2 ID\t#1 String\t#2 String"),
-        "stsb": ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
-                 "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2"),
+        "mrpc": (
+            "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String",
+            "index\t#1 ID\t#2 ID\t#1 String\t#2 String",
+        ),
+        "stsb": (
+            "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
+            "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2",
+        ),
         "qqp": ("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate", "id\tquestion1\tquestion2"),
         "qnli": ("index\tquestion\tsentence\tlabel", "index\tquestion\tsentence"),
         "rte": ("index\tsentence1\tsentence2\tlabel", "index\tsentence1\tsentence2"),
     }[task][int(test)]
 
 
-def make_synthetic_glue(task: str, out_dir: str | Path, num_train: int = 512, num_eval: int = 128,
-                        seed: int = 0) -> Path:
+def make_synthetic_glue(
+    task: str, out_dir: str | Path, num_train: int = 512, num_eval: int = 128, seed: int = 0
+) -> Path:
     """Write ``out_dir/<GlueDir>/`` (e.g. ``MRPC/``) in the task's original GLUE TSV format.
 
     Splits: ``train`` (num_train rows), each dev split (num_eval rows), each test split (num_eval rows,

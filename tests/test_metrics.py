@@ -1,0 +1,97 @@
+"""adasam_glue.metrics equals scikit-learn / SciPy; degenerate inputs are defined (0.0), never NaN."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from adasam_glue import metrics
+from adasam_glue.metrics import PAPER_METRICS, SELECTION_METRIC, compute_metrics
+from adasam_glue.tasks import TASK_ORDER, get_task
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_classification_metrics_equal_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 300))
+    ref = rng.integers(0, 2, n)
+    logits = rng.normal(size=(n, 2)) + 0.8 * np.eye(2)[ref]
+    pred = logits.argmax(1)
+    assert compute_metrics("cola", logits, ref) == {
+        "mcc": pytest.approx(matthews_corrcoef(ref, pred), abs=1e-12)
+    }
+    for task in ("mrpc", "qqp"):
+        out = compute_metrics(task, logits, ref)
+        assert out == {
+            "accuracy": pytest.approx(accuracy_score(ref, pred)),
+            "f1": pytest.approx(f1_score(ref, pred, pos_label=1, zero_division=0.0)),
+        }
+    for task in ("sst2", "qnli", "rte"):
+        assert compute_metrics(task, pred, ref) == {"accuracy": pytest.approx(accuracy_score(ref, pred))}
+    ref3, pred3 = rng.integers(0, 3, n), rng.integers(0, 3, n)
+    assert metrics.matthews_corrcoef(pred3, ref3) == pytest.approx(matthews_corrcoef(ref3, pred3), abs=1e-12)
+
+
+def test_mnli_keys_follow_the_split():
+    ref = RNG.integers(0, 3, 100)
+    logits = RNG.normal(size=(100, 3))
+    acc = accuracy_score(ref, logits.argmax(1))
+    assert compute_metrics("mnli", logits, ref, split="validation_matched") == {"accuracy_matched": acc}
+    assert compute_metrics("mnli", logits, ref, split="validation_mismatched") == {"accuracy_mismatched": acc}
+    assert compute_metrics("mnli", logits, ref) == {"accuracy": acc}
+
+
+@pytest.mark.parametrize("shape", [(200,), (200, 1)])
+def test_stsb_correlations_equal_scipy(shape):
+    ref = RNG.uniform(0, 5, 200).astype(np.float32)
+    pred = ref + RNG.normal(scale=1.5, size=200)
+    pred[:20] = np.round(pred[:20])  # ties for Spearman's average ranks
+    out = compute_metrics("stsb", pred.reshape(shape), ref)
+    assert out["pearson"] == pytest.approx(pearsonr(pred, ref)[0], abs=1e-10)
+    assert out["spearman"] == pytest.approx(spearmanr(pred, ref)[0], abs=1e-10)
+
+
+def test_degenerate_inputs_are_defined_without_warnings():
+    ref = np.array([0, 1, 1, 0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compute_metrics("cola", np.ones(5, dtype=int), ref) == {"mcc": 0.0}
+        assert compute_metrics("cola", np.ones(5, dtype=int), np.ones(5)) == {"mcc": 0.0}
+        assert compute_metrics("mrpc", np.zeros(5, dtype=int), np.zeros(5)) == {"accuracy": 1.0, "f1": 0.0}
+        const = compute_metrics("stsb", np.full(5, 2.5), np.array([0.0, 1, 2, 3, 4]))
+        assert const == {"pearson": 0.0, "spearman": 0.0}
+        assert compute_metrics("stsb", np.array([0.0, 1, 2]), np.full(3, 4.0)) == {
+            "pearson": 0.0,
+            "spearman": 0.0,
+        }
+        assert compute_metrics("stsb", np.array([1.0]), np.array([2.0])) == {"pearson": 0.0, "spearman": 0.0}
+        assert compute_metrics("rte", np.zeros((0, 2)), np.zeros(0, dtype=int)) == {"accuracy": 0.0}
+    assert matthews_corrcoef(ref, np.ones(5, dtype=int)) == 0.0  # sklearn agrees on the convention
+
+
+def test_selection_and_paper_metrics_are_produced():
+    for task in TASK_ORDER:
+        info = get_task(task)
+        ref = RNG.integers(0, max(info.num_labels, 2), 50).astype(float if info.is_regression else int)
+        pred = RNG.normal(size=(50, info.num_labels))
+        keys = set()
+        for split in info.eval_splits:
+            keys |= set(compute_metrics(task, pred, ref, split=split))
+        assert SELECTION_METRIC[task] in keys and set(PAPER_METRICS[task]) <= keys, task
+        assert all(
+            -1.0 <= v <= 1.0 for s in info.eval_splits for v in compute_metrics(task, pred, ref, s).values()
+        )
+    assert SELECTION_METRIC["stsb"] == "pearson" and PAPER_METRICS["mrpc"] == ("accuracy", "f1")
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="3 predictions for 2 references"):
+        compute_metrics("rte", np.array([0, 1, 1]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="unknown GLUE task"):
+        compute_metrics("wnli", np.array([0]), np.array([0]))
