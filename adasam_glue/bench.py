@@ -79,6 +79,7 @@ import sys
 import tempfile
 import time
 import types
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -171,7 +172,9 @@ def optimizer_buffers(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
                 continue
             if isinstance(value, torch.optim.Optimizer):
                 stack.append(value)
-            elif isinstance(value, dict) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
+            elif (
+                isinstance(value, dict) and value and all(isinstance(v, torch.Tensor) for v in value.values())
+            ):
                 out.extend(value.values())
     params = {p.untyped_storage().data_ptr() for g in opt.param_groups for p in g["params"]}
     return [t for t in out if t.untyped_storage().data_ptr() not in params]
@@ -296,7 +299,9 @@ def _model_cfg(model: str) -> Any:
     name = {"roberta-large-random": "roberta-large"}.get(model, model)
     path = CONF_DIR / "model" / f"{name}.yaml"
     if not path.exists():
-        raise ValueError(f"unknown --model {model!r}: expected tiny, minilm, roberta-large or roberta-large-random")
+        raise ValueError(
+            f"unknown --model {model!r}: expected tiny, minilm, roberta-large or roberta-large-random"
+        )
     from adasam_glue.config import ModelConfig
 
     return OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path))
@@ -305,8 +310,14 @@ def _model_cfg(model: str) -> Any:
 def _synthetic_rows(task: str, n: int, cache_dir: str | None) -> Any:
     from adasam_glue.data import load_glue
 
-    return load_glue(task, source="synthetic", cache_dir=cache_dir, synthetic_train_size=n,
-                     synthetic_eval_size=8, synthetic_seed=0)["train"]
+    return load_glue(
+        task,
+        source="synthetic",
+        cache_dir=cache_dir,
+        synthetic_train_size=n,
+        synthetic_eval_size=8,
+        synthetic_seed=0,
+    )["train"]
 
 
 def build_setup(
@@ -336,9 +347,18 @@ def build_setup(
         from transformers import RobertaConfig, RobertaForSequenceClassification
 
         cfg = RobertaConfig(  # roberta-large's architecture (config.json of the Hub model)
-            vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-            intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
-            pad_token_id=1, bos_token_id=0, eos_token_id=2, num_labels=info.num_labels,
+            vocab_size=50265,
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            intermediate_size=4096,
+            max_position_embeddings=514,
+            type_vocab_size=1,
+            layer_norm_eps=1e-5,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            num_labels=info.num_labels,
         )
         net = RobertaForSequenceClassification(cfg)
         pad_id, vocab = 1, cfg.vocab_size
@@ -353,11 +373,16 @@ def build_setup(
         pad_id, vocab = tok.pad_token_id or 0, len(tok)
         collator = GlueCollator(pad_token_id=pad_id, pad_to_multiple_of=pad_multiple)
         if seq_len is None:
-            enc = tok(*[list(ds[k]) for k in info.text_keys], truncation=True, max_length=max_length, padding=False)
+            enc = tok(
+                *[list(ds[k]) for k in info.text_keys], truncation=True, max_length=max_length, padding=False
+            )
             keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
             labels = list(ds["label"])
             all_rows = [
-                {**{k: enc[k][i] for k in keys}, "labels": float(labels[i]) if info.is_regression else int(labels[i])}
+                {
+                    **{k: enc[k][i] for k in keys},
+                    "labels": float(labels[i]) if info.is_regression else int(labels[i]),
+                }
                 for i in range(len(labels))
             ]
             order = train_order([len(r["input_ids"]) for r in all_rows], batch_size, seed, 0)
@@ -384,18 +409,36 @@ def build_setup(
     tokens = [int(b["attention_mask"].sum()) for b in batches]
     padded = [b["input_ids"].numel() for b in batches]
     return Setup(
-        model_name=model, model=prepared, raw_model=net, task=info, accelerator=acc, batches=batches, rows=rows,
-        collator=collator, batch_size=batch_size, mixed_precision=mixed_precision, initial_state=initial,
-        num_params=sum(p.numel() for p in params), num_nonembedding_params=sum(p.numel() for p in params) - emb,
+        model_name=model,
+        model=prepared,
+        raw_model=net,
+        task=info,
+        accelerator=acc,
+        batches=batches,
+        rows=rows,
+        collator=collator,
+        batch_size=batch_size,
+        mixed_precision=mixed_precision,
+        initial_state=initial,
+        num_params=sum(p.numel() for p in params),
+        num_nonembedding_params=sum(p.numel() for p in params) - emb,
         param_bytes=sum(p.numel() * p.element_size() for p in params),
-        info={"task": task, "batch_size": batch_size, "num_batches": len(batches),
-              "mean_padded_len": float(np.mean([b["input_ids"].shape[1] for b in batches])),
-              "real_tokens_per_batch": float(np.mean(tokens)), "padded_tokens_per_batch": float(np.mean(padded)),
-              "pad_to_multiple_of": pad_multiple, "mixed_precision": mixed_precision},
+        info={
+            "task": task,
+            "batch_size": batch_size,
+            "num_batches": len(batches),
+            "mean_padded_len": float(np.mean([b["input_ids"].shape[1] for b in batches])),
+            "real_tokens_per_batch": float(np.mean(tokens)),
+            "padded_tokens_per_batch": float(np.mean(padded)),
+            "pad_to_multiple_of": pad_multiple,
+            "mixed_precision": mixed_precision,
+        },
     )
 
 
-def _trainer_for(setup: Setup, optimizer: Any, name: str, sync_ascent: bool = False, run_dir: str | None = None):
+def _trainer_for(
+    setup: Setup, optimizer: Any, name: str, sync_ascent: bool = False, run_dir: str | None = None
+):
     """The real Trainer around ``optimizer`` (only ``train_step`` is used)."""
     from omegaconf import OmegaConf
 
@@ -404,11 +447,25 @@ def _trainer_for(setup: Setup, optimizer: Any, name: str, sync_ascent: bool = Fa
     from adasam_glue.trainer import Trainer
 
     info = get_optim_info(name)
-    cfg = OmegaConf.create({"optim": {"name": name, "sync_ascent": sync_ascent}, "trainer": {"max_grad_norm": None}})
+    cfg = OmegaConf.create(
+        {"optim": {"name": name, "sync_ascent": sync_ascent}, "trainer": {"max_grad_norm": None}}
+    )
     scheduler = build_scheduler(optimizer, "linear", 100_000, 0)
     plan = build_batch_plan(setup.batch_size * setup.accelerator.num_processes, 100_000, None)
-    return Trainer(cfg, setup.accelerator, setup.model, optimizer, info, scheduler, None, {}, setup.task,
-                   Path(run_dir or tempfile.gettempdir()), plan, setup.batch_size)
+    return Trainer(
+        cfg,
+        setup.accelerator,
+        setup.model,
+        optimizer,
+        info,
+        scheduler,
+        None,
+        {},
+        setup.task,
+        Path(run_dir or tempfile.gettempdir()),
+        plan,
+        setup.batch_size,
+    )
 
 
 def _build(setup: Setup, name: str, **kw: Any) -> torch.optim.Optimizer:
@@ -429,7 +486,11 @@ class _OptTimer:
         self.active = False
         from adasam_glue.optim import SAMBase
 
-        names = ("prepare_ascent", "first_step", "second_step") if isinstance(opt, SAMBase) else ("step", "zero_grad")
+        names = (
+            ("prepare_ascent", "first_step", "second_step")
+            if isinstance(opt, SAMBase)
+            else ("step", "zero_grad")
+        )
         for n in names:
             setattr(opt, n, self._wrap(getattr(opt, n), "total"))
         if isinstance(opt, SAMBase):
@@ -487,8 +548,8 @@ def bench_optimizers(
 
     Every optimizer (and its Trainer) lives for the whole benchmark on the one shared model; round r
     times one update of each, in an order rotated every round, on batch ``r mod n`` for all of them.
-    ``ratio_to_base`` is the median over rounds of the paired ratio (update time / the base's update time
-    in the same round), robust to load that drifts between rounds; ``ratio_of_medians`` is also given.
+    ``ratio_to_base`` = median update time / the base's median update time; ``ratio_paired_median``, the
+    median over rounds of the ratio within a round, is also given (robust to slow drift, not to spikes).
     """
     from adasam_glue.optim import SAMBase, get_optim_info
 
@@ -507,7 +568,7 @@ def bench_optimizers(
         timer = _OptTimer(opt, dev)  # before the scheduler wraps step()
         runners[label] = (opt, timer, _trainer_for(setup, opt, name))
     # warm-up (state allocation), then one untimed update with the allocation tracker
-    for label, (opt, timer, trainer) in runners.items():
+    for label, (opt, _timer, trainer) in runners.items():
         for i in range(warmup):
             trainer.train_step([setup.batches[i % nb]])
         tracker = AllocTracker()
@@ -525,16 +586,19 @@ def bench_optimizers(
             setattr(opt, f, tracked(saved[f]))
         before = _tensor_bytes(optimizer_buffers(opt))
         try:
-            trainer.train_step([setup.batches[warmup % nb]])
+            with warnings.catch_warnings():  # the LR scheduler warns that step() was replaced
+                warnings.simplefilter("ignore")
+                trainer.train_step([setup.batches[warmup % nb]])
         finally:
             for f in fns:
                 setattr(opt, f, saved[f])
         state = _tensor_bytes(optimizer_buffers(opt))
-        # state allocated during this update (warmup=0) stays alive: it is state, not transient
+        # with warmup=0, state allocated during this update stays alive: it is state, not transient (this
+        # under-counts a transient that peaks before the state exists: use warmup >= 1 for exact figures)
         mem[label] = {"state_bytes": state, "transient_bytes": max(tracker.peak - (state - before), 0)}
     for r in range(rounds):
         b = setup.batches[(warmup + 1 + r) % nb]
-        order = labels[r % len(labels):] + labels[: r % len(labels)]
+        order = labels[r % len(labels) :] + labels[: r % len(labels)]
         for label in order:
             opt, timer, trainer = runners[label]
             if dev.type == "cuda":
@@ -575,8 +639,10 @@ def bench_optimizers(
             "kwargs": kw,
             "two_pass": info.two_pass,
             "base": base,
-            "ratio_to_base": _median([x / y for x, y in zip(times[label], times[base])]) if has_base else None,
-            "ratio_of_medians": t / med[base] if has_base else None,
+            "ratio_to_base": t / med[base] if has_base else None,
+            "ratio_paired_median": _median([x / y for x, y in zip(times[label], times[base])])
+            if has_base
+            else None,
             "step_time_median_s": t,
             "step_time_iqr_s": _iqr(times[label]),
             "n_timed": len(times[label]),
@@ -585,7 +651,9 @@ def bench_optimizers(
             "perturbation_time_median_s": _median(pert_t[label]) if info.two_pass else 0.0,
             "perturbation_fraction": _median(pert_t[label]) / t if info.two_pass else 0.0,
             "peak_mem_mb": accounted_peak(label),
-            "peak_mem_kind": "cuda_max_memory_allocated" if dev.type == "cuda" else "accounted_params_grads_state_transient",
+            "peak_mem_kind": "cuda_max_memory_allocated"
+            if dev.type == "cuda"
+            else "accounted_params_grads_state_transient",
             "state_mb": state_mb,
             "excess_state_over_base_mb": state_mb - mem[base]["state_bytes"] / MB if has_base else None,
             "excess_state_in_params": (state_mb - mem[base]["state_bytes"] / MB) / pmb if has_base else None,
@@ -602,8 +670,14 @@ def bench_optimizers(
 
 
 # ================================================================================== HF Trainer
-def bench_hf_trainer(setup: Setup, rounds: int = 3, steps: int = 2, warmup: int = 1,
-                     out_dir: str | None = None, include_default: bool = True) -> dict[str, Any]:
+def bench_hf_trainer(
+    setup: Setup,
+    rounds: int = 3,
+    steps: int = 2,
+    warmup: int = 1,
+    out_dir: str | None = None,
+    include_default: bool = True,
+) -> dict[str, Any]:
     """This harness's step vs ``transformers.Trainer`` on the same model, batches and precision."""
     import datasets
     from transformers import Trainer as HFTrainer
@@ -620,8 +694,10 @@ def bench_hf_trainer(setup: Setup, rounds: int = 3, steps: int = 2, warmup: int 
     rows = setup.rows[: n * setup.batch_size]
     while len(rows) < n * setup.batch_size:
         rows = rows + setup.rows[: n * setup.batch_size - len(rows)]
-    our_batches = [{k: v.to(setup.device) for k, v in setup.collator(rows[i:i + setup.batch_size]).items()}
-                   for i in range(0, len(rows), setup.batch_size)]
+    our_batches = [
+        {k: v.to(setup.device) for k, v in setup.collator(rows[i : i + setup.batch_size]).items()}
+        for i in range(0, len(rows), setup.batch_size)
+    ]
     hf_ds = datasets.Dataset.from_list(rows)
 
     class StepTimer(TrainerCallback):
@@ -642,15 +718,38 @@ def bench_hf_trainer(setup: Setup, rounds: int = 3, steps: int = 2, warmup: int 
         timer = StepTimer()
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             args = TrainingArguments(
-                output_dir=tmp, per_device_train_batch_size=setup.batch_size, max_steps=n, learning_rate=lr,
-                weight_decay=wd, adam_beta1=b1, adam_beta2=b2, adam_epsilon=eps, lr_scheduler_type="linear",
-                warmup_steps=0, max_grad_norm=0.0, optim=optim, logging_strategy="no", save_strategy="no",
-                eval_strategy="no", report_to=[], disable_tqdm=True, use_cpu=setup.device.type == "cpu",
-                bf16=setup.mixed_precision == "bf16", train_sampling_strategy="sequential",
-                dataloader_num_workers=0, dataloader_pin_memory=False, seed=0,
+                output_dir=tmp,
+                per_device_train_batch_size=setup.batch_size,
+                max_steps=n,
+                learning_rate=lr,
+                weight_decay=wd,
+                adam_beta1=b1,
+                adam_beta2=b2,
+                adam_epsilon=eps,
+                lr_scheduler_type="linear",
+                warmup_steps=0,
+                max_grad_norm=0.0,
+                optim=optim,
+                logging_strategy="no",
+                save_strategy="no",
+                eval_strategy="no",
+                report_to=[],
+                disable_tqdm=True,
+                use_cpu=setup.device.type == "cpu",
+                bf16=setup.mixed_precision == "bf16",
+                train_sampling_strategy="sequential",
+                dataloader_num_workers=0,
+                dataloader_pin_memory=False,
+                seed=0,
             )
-            tr = HFTrainer(model=setup.raw_model, args=args, train_dataset=hf_ds, data_collator=setup.collator,
-                           callbacks=[timer], optimizer_cls_and_kwargs=cls_kwargs)
+            tr = HFTrainer(
+                model=setup.raw_model,
+                args=args,
+                train_dataset=hf_ds,
+                data_collator=setup.collator,
+                callbacks=[timer],
+                optimizer_cls_and_kwargs=cls_kwargs,
+            )
             tr.remove_callback(PrinterCallback)
             tr.train()
         return timer.times[warmup:]
@@ -660,7 +759,9 @@ def bench_hf_trainer(setup: Setup, rounds: int = 3, steps: int = 2, warmup: int 
         if kind == "adamw":
             from adasam_glue.modeling import param_groups
 
-            opt = torch.optim.AdamW(param_groups(setup.raw_model, wd), lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+            opt = torch.optim.AdamW(
+                param_groups(setup.raw_model, wd), lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd
+            )
             name = "amsgrad"  # single-pass record: the trainer only reads two_pass
         else:
             opt, name = _build(setup, "amsgrad"), "amsgrad"
@@ -693,8 +794,15 @@ def bench_hf_trainer(setup: Setup, rounds: int = 3, steps: int = 2, warmup: int 
         "model": setup.model_name,
         "batch_size": setup.batch_size,
         "precision": setup.mixed_precision,
-        "variants": {k: {"step_time_median_s": med[k], "step_time_iqr_s": _iqr(times[k]), "n_timed": len(times[k]),
-                         "samples_per_s": setup.batch_size / med[k]} for k in variants},
+        "variants": {
+            k: {
+                "step_time_median_s": med[k],
+                "step_time_iqr_s": _iqr(times[k]),
+                "n_timed": len(times[k]),
+                "samples_per_s": setup.batch_size / med[k],
+            }
+            for k in variants
+        },
         "samples_per_s_ratio": {
             "adamw": med["hf_adamw_torch"] / med["ours_adamw"],
             "amsgrad": med["hf_amsgrad"] / med["ours_amsgrad"],
@@ -702,7 +810,9 @@ def bench_hf_trainer(setup: Setup, rounds: int = 3, steps: int = 2, warmup: int 
         "timing": "ours: Trainer.train_step; HF: callback on_step_begin..on_step_end; set-up, batch fetch, logging excluded",
     }
     if include_default:
-        out["samples_per_s_ratio"]["amsgrad_vs_hf_default_fused_adamw"] = med["hf_default_adamw_torch_fused"] / med["ours_amsgrad"]
+        out["samples_per_s_ratio"]["amsgrad_vs_hf_default_fused_adamw"] = (
+            med["hf_default_adamw_torch_fused"] / med["ours_amsgrad"]
+        )
     return out
 
 
@@ -746,14 +856,32 @@ def bench_optimizer_math(setup: Setup, repeats: int = 5) -> dict[str, Any]:
     adasam = _build(setup, "adasam")
     copy = [torch.empty_like(p) for p in params]
     amsgrad = {
-        "foreach_false": torch.optim.AdamW(param_groups(setup.raw_model, d["weight_decay"]), lr=d["lr"],
-                                           betas=(d["beta1"], d["beta2"]), eps=d["eps"], amsgrad=True, foreach=False),
-        "foreach_true": torch.optim.AdamW(param_groups(setup.raw_model, d["weight_decay"]), lr=d["lr"],
-                                          betas=(d["beta1"], d["beta2"]), eps=d["eps"], amsgrad=True, foreach=True),
+        "foreach_false": torch.optim.AdamW(
+            param_groups(setup.raw_model, d["weight_decay"]),
+            lr=d["lr"],
+            betas=(d["beta1"], d["beta2"]),
+            eps=d["eps"],
+            amsgrad=True,
+            foreach=False,
+        ),
+        "foreach_true": torch.optim.AdamW(
+            param_groups(setup.raw_model, d["weight_decay"]),
+            lr=d["lr"],
+            betas=(d["beta1"], d["beta2"]),
+            eps=d["eps"],
+            amsgrad=True,
+            foreach=True,
+        ),
     }
     try:
-        amsgrad["fused"] = torch.optim.AdamW(param_groups(setup.raw_model, d["weight_decay"]), lr=d["lr"],
-                                             betas=(d["beta1"], d["beta2"]), eps=d["eps"], amsgrad=True, fused=True)
+        amsgrad["fused"] = torch.optim.AdamW(
+            param_groups(setup.raw_model, d["weight_decay"]),
+            lr=d["lr"],
+            betas=(d["beta1"], d["beta2"]),
+            eps=d["eps"],
+            amsgrad=True,
+            fused=True,
+        )
     except (RuntimeError, ValueError, TypeError):
         pass
 
@@ -764,8 +892,15 @@ def bench_optimizer_math(setup: Setup, repeats: int = 5) -> dict[str, Any]:
         _sync(dev)
         return time.perf_counter() - t0
 
-    results: dict[str, list[float]] = {k: [] for k in ("package_first_step", "package_second_step_restore",
-                                                       "reference_first_step", "reference_restore")}
+    results: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "package_first_step",
+            "package_second_step_restore",
+            "reference_first_step",
+            "reference_restore",
+        )
+    }
     results |= {f"amsgrad_step_{k}": [] for k in amsgrad}
     saved = [p.detach().clone() for p in params]
     with torch.no_grad():
@@ -804,7 +939,7 @@ def bench_optimizer_math(setup: Setup, repeats: int = 5) -> dict[str, Any]:
         "perturbation_per_tensor_s": ref,
         "foreach_speedup": ref / pkg if pkg > 0 else None,
         "note": "perturbation = norm + weight copy + w += e (first_step) and the exact restore (second_step with "
-                "the base update stubbed out); AMSGrad rows: one torch.optim.AdamW(amsgrad=True) step",
+        "the base update stubbed out); AMSGrad rows: one torch.optim.AdamW(amsgrad=True) step",
     }
 
 
@@ -822,9 +957,15 @@ def _glue_like_lengths(task: str, n: int, max_length: int, seed: int = 0) -> np.
     return np.clip(np.round(x), 4, min(mx, max_length)).astype(np.int64)
 
 
-def bench_padding(tokenizer_model: str = "tiny", tasks: Sequence[str] = ("mrpc", "rte", "sst2", "qnli"),
-                  max_lengths: Sequence[int] = (128, 512), glue_dir: str | None = None, cache_dir: str | None = None,
-                  glue_like_n: int = 20000, synthetic_n: int = 512) -> list[dict[str, Any]]:
+def bench_padding(
+    tokenizer_model: str = "tiny",
+    tasks: Sequence[str] = ("mrpc", "rte", "sst2", "qnli"),
+    max_lengths: Sequence[int] = (128, 512),
+    glue_dir: str | None = None,
+    cache_dir: str | None = None,
+    glue_like_n: int = 20000,
+    synthetic_n: int = 512,
+) -> list[dict[str, Any]]:
     """Tokens processed per epoch: dynamic padding, + length grouping, vs padding to max_length."""
     from adasam_glue.data import pad_stats
     from adasam_glue.modeling import build_tokenizer
@@ -837,20 +978,33 @@ def bench_padding(tokenizer_model: str = "tiny", tasks: Sequence[str] = ("mrpc",
             ls = np.minimum(lengths, ml)
             plain = pad_stats(ls, bs, ml, group_by_length=False)
             grouped = pad_stats(ls, bs, ml, group_by_length=True)
-            rows.append({
-                "source": source, "task": task, "n": int(len(ls)), "batch_size": bs, "max_length": ml,
-                "mean_len": float(ls.mean()), "real_tokens": plain["real_tokens"],
-                "max_length_tokens": plain["max_length_tokens"], "dynamic_tokens": plain["dynamic_tokens"],
-                "grouped_tokens": grouped["dynamic_tokens"],
-                "dynamic_vs_max": plain["dynamic_tokens"] / plain["max_length_tokens"],
-                "grouped_vs_max": grouped["dynamic_tokens"] / plain["max_length_tokens"],
-                "grouped_vs_dynamic": grouped["dynamic_tokens"] / plain["dynamic_tokens"],
-                "pad_fraction_dynamic": plain["pad_fraction"], "pad_fraction_grouped": grouped["pad_fraction"],
-            })
+            rows.append(
+                {
+                    "source": source,
+                    "task": task,
+                    "n": int(len(ls)),
+                    "batch_size": bs,
+                    "max_length": ml,
+                    "mean_len": float(ls.mean()),
+                    "real_tokens": plain["real_tokens"],
+                    "max_length_tokens": plain["max_length_tokens"],
+                    "dynamic_tokens": plain["dynamic_tokens"],
+                    "grouped_tokens": grouped["dynamic_tokens"],
+                    "dynamic_vs_max": plain["dynamic_tokens"] / plain["max_length_tokens"],
+                    "grouped_vs_max": grouped["dynamic_tokens"] / plain["max_length_tokens"],
+                    "grouped_vs_dynamic": grouped["dynamic_tokens"] / plain["dynamic_tokens"],
+                    "pad_fraction_dynamic": plain["pad_fraction"],
+                    "pad_fraction_grouped": grouped["pad_fraction"],
+                }
+            )
 
     for task in tasks:
-        add("glue_like", task, _glue_like_lengths(task, min(glue_like_n, GLUE_LIKE[task][3]), max(max_lengths)),
-            TASK_BATCH[task])
+        add(
+            "glue_like",
+            task,
+            _glue_like_lengths(task, min(glue_like_n, GLUE_LIKE[task][3]), max(max_lengths)),
+            TASK_BATCH[task],
+        )
     tok = None
     for task in tasks:
         info = get_task(task)
@@ -860,7 +1014,12 @@ def bench_padding(tokenizer_model: str = "tiny", tasks: Sequence[str] = ("mrpc",
                 texts = [t for key in info.text_keys for t in list(ds[key])]
                 tok = build_tokenizer(_model_cfg(tokenizer_model), texts=texts)
             enc = tok(*[list(ds[k]) for k in info.text_keys], truncation=True, max_length=max(max_lengths))
-            add(f"synthetic[{tokenizer_model}]", task, np.array([len(x) for x in enc["input_ids"]]), TASK_BATCH[task])
+            add(
+                f"synthetic[{tokenizer_model}]",
+                task,
+                np.array([len(x) for x in enc["input_ids"]]),
+                TASK_BATCH[task],
+            )
         except Exception as e:  # informative only
             rows.append({"source": "synthetic", "task": task, "error": f"{type(e).__name__}: {e}"})
         if glue_dir:
@@ -870,8 +1029,15 @@ def bench_padding(tokenizer_model: str = "tiny", tasks: Sequence[str] = ("mrpc",
                 ds = load_glue(task, source="tsv", data_dir=glue_dir, cache_dir=cache_dir)["train"]
                 if tok is None:
                     raise RuntimeError("no tokenizer")
-                enc = tok(*[list(ds[k]) for k in info.text_keys], truncation=True, max_length=max(max_lengths))
-                add(f"glue_tsv[{tokenizer_model}]", task, np.array([len(x) for x in enc["input_ids"]]), TASK_BATCH[task])
+                enc = tok(
+                    *[list(ds[k]) for k in info.text_keys], truncation=True, max_length=max(max_lengths)
+                )
+                add(
+                    f"glue_tsv[{tokenizer_model}]",
+                    task,
+                    np.array([len(x) for x in enc["input_ids"]]),
+                    TASK_BATCH[task],
+                )
             except Exception as e:
                 rows.append({"source": "glue_tsv", "task": task, "error": f"{type(e).__name__}: {e}"})
     return rows
@@ -890,8 +1056,14 @@ DDP_VARIANTS = (  # (label, optimizer, sync_ascent, micro-batches per update)
 
 
 def _ddp_worker(rank: int, world: int, port: int, out_path: str, steps: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+    )
     torch.set_num_threads(1)
     import torch.distributed as dist
     from accelerate import Accelerator
@@ -907,8 +1079,11 @@ def _ddp_worker(rank: int, world: int, port: int, out_path: str, steps: int) -> 
     explicit: list[int] = []
     real_all_reduce = dist.all_reduce
 
+    in_hook = [False]
+
     def counting_all_reduce(tensor, *a, **k):
-        explicit.append(tensor.numel() * tensor.element_size())
+        if not in_hook[0]:  # the comm hook's own all-reduce is counted by the hook
+            explicit.append(tensor.numel() * tensor.element_size())
         return real_all_reduce(tensor, *a, **k)
 
     dist.all_reduce = counting_all_reduce
@@ -916,8 +1091,14 @@ def _ddp_worker(rank: int, world: int, port: int, out_path: str, steps: int) -> 
     results = {}
     for label, name, sync_ascent, accum in DDP_VARIANTS:
         torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=128, num_labels=2)
+        cfg = BertConfig(
+            vocab_size=1000,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            num_labels=2,
+        )
         net = BertForSequenceClassification(cfg)
         opt = build_optimizer(name, param_groups(net, 0.0))
         model = acc.prepare(net)
@@ -926,12 +1107,29 @@ def _ddp_worker(rank: int, world: int, port: int, out_path: str, steps: int) -> 
         def hook(state, bucket, _b=buckets):
             buf = bucket.buffer()
             _b.append(buf.numel() * buf.element_size())
-            return default_hooks.allreduce_hook(None, bucket)
+            in_hook[0] = True
+            try:
+                return default_hooks.allreduce_hook(None, bucket)
+            finally:
+                in_hook[0] = False
 
         model.register_comm_hook(state=None, hook=hook)
-        setup = Setup(model_name="tiny-ddp", model=model, raw_model=net, task=task, accelerator=acc, batches=[],
-                      rows=[], collator=None, batch_size=4, mixed_precision="no", initial_state={}, num_params=0,
-                      num_nonembedding_params=0, param_bytes=sum(p.numel() * 4 for p in net.parameters()))
+        setup = Setup(
+            model_name="tiny-ddp",
+            model=model,
+            raw_model=net,
+            task=task,
+            accelerator=acc,
+            batches=[],
+            rows=[],
+            collator=None,
+            batch_size=4,
+            mixed_precision="no",
+            initial_state={},
+            num_params=0,
+            num_nonembedding_params=0,
+            param_bytes=sum(p.numel() * 4 for p in net.parameters()),
+        )
         trainer = _trainer_for(setup, opt, name, sync_ascent=sync_ascent)
         g = torch.Generator().manual_seed(100 + rank)
         per_update = []
@@ -939,20 +1137,37 @@ def _ddp_worker(rank: int, world: int, port: int, out_path: str, steps: int) -> 
             mbs = []
             for _ in range(accum):
                 ids = torch.randint(5, 1000, (4, 16), generator=g)
-                mbs.append({"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                            "labels": torch.randint(0, 2, (4,), generator=g)})
+                mbs.append(
+                    {
+                        "input_ids": ids,
+                        "attention_mask": torch.ones_like(ids),
+                        "labels": torch.randint(0, 2, (4,), generator=g),
+                    }
+                )
             buckets.clear()
             explicit.clear()
             trainer.train_step(mbs)
             if step > 0:  # the first update rebuilds DDP's buckets
-                per_update.append({"bucket_allreduces": len(buckets), "bucket_bytes": sum(buckets),
-                                   "explicit_allreduces": len(explicit), "explicit_bytes": sum(explicit)})
+                per_update.append(
+                    {
+                        "bucket_allreduces": len(buckets),
+                        "bucket_bytes": sum(buckets),
+                        "explicit_allreduces": len(explicit),
+                        "explicit_bytes": sum(explicit),
+                    }
+                )
         results[label] = {
-            "optimizer": name, "sync_ascent": sync_ascent, "micro_batches": accum,
+            "optimizer": name,
+            "sync_ascent": sync_ascent,
+            "micro_batches": accum,
             "param_bytes": setup.param_bytes,
-            "allreduces_per_update": _median([u["bucket_allreduces"] + u["explicit_allreduces"] for u in per_update]),
+            "allreduces_per_update": _median(
+                [u["bucket_allreduces"] + u["explicit_allreduces"] for u in per_update]
+            ),
             "bucket_allreduces_per_update": _median([u["bucket_allreduces"] for u in per_update]),
-            "allreduce_bytes_per_update": _median([u["bucket_bytes"] + u["explicit_bytes"] for u in per_update]),
+            "allreduce_bytes_per_update": _median(
+                [u["bucket_bytes"] + u["explicit_bytes"] for u in per_update]
+            ),
             "explicit_allreduces_per_update": _median([u["explicit_allreduces"] for u in per_update]),
             "grad_syncs_per_update": _median([u["bucket_bytes"] for u in per_update]) / setup.param_bytes,
             "per_update": per_update,
@@ -976,7 +1191,9 @@ def bench_ddp(steps: int = 3, timeout_s: float = 300) -> dict[str, Any]:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ddp.json"
-        ctx = mp.start_processes(_ddp_worker, args=(2, port, str(out), steps), nprocs=2, join=False, start_method="spawn")
+        ctx = mp.start_processes(
+            _ddp_worker, args=(2, port, str(out), steps), nprocs=2, join=False, start_method="spawn"
+        )
         deadline = time.time() + timeout_s
         while not ctx.join(timeout=5):
             if time.time() > deadline:
@@ -986,10 +1203,12 @@ def bench_ddp(steps: int = 3, timeout_s: float = 300) -> dict[str, Any]:
                 raise TimeoutError(f"DDP benchmark did not finish in {timeout_s}s")
         results = json.loads(out.read_text())
     return {
-        "world_size": 2, "backend": "gloo", "launcher": "torch.multiprocessing spawn + accelerate.Accelerator(cpu=True)",
+        "world_size": 2,
+        "backend": "gloo",
+        "launcher": "torch.multiprocessing spawn + accelerate.Accelerator(cpu=True)",
         "model": "BERT 2x64 (tiny)",
         "counting": "DDP comm hook (register_comm_hook: one call per gradient bucket all-reduce) + wrapper around "
-                    "torch.distributed.all_reduce (explicit all-reduces)",
+        "torch.distributed.all_reduce (explicit all-reduces)",
         "wall_s": time.perf_counter() - t0,
         "variants": results,
     }
@@ -1003,9 +1222,16 @@ def peak_bf16_flops(device_name: str) -> float | None:
     return None
 
 
-def bench_gpu(model: str = "roberta-large-random", batch_sizes: Sequence[int] = (16, 32),
-              seq_lens: Sequence[int] = (128, 256), names: Sequence[str] = ("amsgrad", "adasam"),
-              rounds: int = 3, steps: int = 3, warmup: int = 2, mixed_precision: str = "bf16") -> dict[str, Any]:
+def bench_gpu(
+    model: str = "roberta-large-random",
+    batch_sizes: Sequence[int] = (16, 32),
+    seq_lens: Sequence[int] = (128, 256),
+    names: Sequence[str] = ("amsgrad", "adasam"),
+    rounds: int = 3,
+    steps: int = 3,
+    warmup: int = 2,
+    mixed_precision: str = "bf16",
+) -> dict[str, Any]:
     """Tokens/s, MFU and peak memory on CUDA (module doc). Returns ``{"skipped": why}`` without a GPU."""
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
@@ -1014,32 +1240,58 @@ def bench_gpu(model: str = "roberta-large-random", batch_sizes: Sequence[int] = 
     rows = []
     for bs in batch_sizes:
         for sl in seq_lens:
-            setup = build_setup(model, "cuda", batch_size=bs, num_batches=4, seq_len=sl, mixed_precision=mixed_precision)
+            setup = build_setup(
+                model, "cuda", batch_size=bs, num_batches=4, seq_len=sl, mixed_precision=mixed_precision
+            )
             res = bench_optimizers(setup, names=list(names), rounds=rounds * steps, warmup=warmup)
             for r in res:
                 passes = 2 if r["two_pass"] else 1
                 tokens = bs * sl
                 flops = 6 * setup.num_params * tokens * passes
                 t = r["step_time_median_s"]
-                rows.append({
-                    "model": model, "device_name": name, "optimizer": r["optimizer"], "batch_size": bs, "seq_len": sl,
-                    "precision": mixed_precision, "step_time_median_s": t, "step_time_iqr_s": r["step_time_iqr_s"],
-                    "tokens_per_s": tokens / t, "samples_per_s": bs / t, "passes_per_update": passes,
-                    "model_flops_per_update": flops, "num_params": setup.num_params,
-                    "mfu": flops / t / peak if peak else None,
-                    "mfu_nonembedding": 6 * setup.num_nonembedding_params * tokens * passes / t / peak if peak else None,
-                    "peak_mem_mb": r["peak_mem_mb"], "ratio_to_base": r["ratio_to_base"],
-                    "optim_fraction": r["optim_fraction"],
-                })
+                rows.append(
+                    {
+                        "model": model,
+                        "device_name": name,
+                        "optimizer": r["optimizer"],
+                        "batch_size": bs,
+                        "seq_len": sl,
+                        "precision": mixed_precision,
+                        "step_time_median_s": t,
+                        "step_time_iqr_s": r["step_time_iqr_s"],
+                        "tokens_per_s": tokens / t,
+                        "samples_per_s": bs / t,
+                        "passes_per_update": passes,
+                        "model_flops_per_update": flops,
+                        "num_params": setup.num_params,
+                        "mfu": flops / t / peak if peak else None,
+                        "mfu_nonembedding": 6 * setup.num_nonembedding_params * tokens * passes / t / peak
+                        if peak
+                        else None,
+                        "peak_mem_mb": r["peak_mem_mb"],
+                        "ratio_to_base": r["ratio_to_base"],
+                        "optim_fraction": r["optim_fraction"],
+                    }
+                )
             del setup
             torch.cuda.empty_cache()
-    return {"device_name": name, "peak_bf16_flops": peak, "rows": rows,
-            "flops": "6 N tokens per forward+backward pass (attention score FLOPs ignored), x2 for SAM-family"}
+    return {
+        "device_name": name,
+        "peak_bf16_flops": peak,
+        "rows": rows,
+        "flops": "6 N tokens per forward+backward pass (attention score FLOPs ignored), x2 for SAM-family",
+    }
 
 
 # ================================================================================== sharpness cost
-def bench_sharpness_cost(setup: Setup, num_samples: int = 32, power_iters: int = 5, trace_probes: int = 2,
-                         rhos: Sequence[float] = (0.01,), ascent_steps: int = 1) -> dict[str, Any]:
+def bench_sharpness_cost(
+    setup: Setup,
+    num_samples: int = 32,
+    power_iters: int = 5,
+    trace_probes: int = 2,
+    rhos: Sequence[float] = (0.01,),
+    ascent_steps: int = 1,
+) -> dict[str, Any]:
     try:
         from adasam_glue.sharpness import bench_sharpness, build_loss_fn
     except ImportError as e:
@@ -1047,10 +1299,18 @@ def bench_sharpness_cost(setup: Setup, num_samples: int = 32, power_iters: int =
     setup.reset()
     rows = [r for b in setup.batches for r in _split(b)][:num_samples]
     bs = setup.batch_size
-    batches = [_stack(rows[i:i + bs]) for i in range(0, len(rows), bs)]
-    cfg = {"num_samples": len(rows), "batch_size": bs, "power_iters": power_iters, "power_tol": 1e-3, "top_k": 1,
-           "trace_probes": trace_probes, "rhos": list(rhos), "ascent_steps": ascent_steps,
-           "measures": ["eigenvalue", "trace", "worst_case"]}
+    batches = [_stack(rows[i : i + bs]) for i in range(0, len(rows), bs)]
+    cfg = {
+        "num_samples": len(rows),
+        "batch_size": bs,
+        "power_iters": power_iters,
+        "power_tol": 1e-3,
+        "top_k": 1,
+        "trace_probes": trace_probes,
+        "rhos": list(rhos),
+        "ascent_steps": ascent_steps,
+        "measures": ["eigenvalue", "trace", "worst_case"],
+    }
     setup.raw_model.eval()
     try:
         out = bench_sharpness(setup.raw_model, batches, build_loss_fn(setup.task.num_labels), cfg)
@@ -1073,7 +1333,9 @@ def _git_commit() -> tuple[str | None, bool | None]:
     root = Path(__file__).resolve().parent.parent
     try:
         c = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        d = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
+        d = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None, None
     return (c.stdout.strip() or None, bool(d.stdout.strip())) if c.returncode == 0 else (None, None)
@@ -1089,11 +1351,19 @@ def environment(device: str) -> dict[str, Any]:
     except OSError:
         load = None
     return {
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__, "platform": platform.platform(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "git_commit": commit, "git_dirty": dirty, "load_avg_at_start": load,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "load_avg_at_start": load,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "-m", "adasam_glue.bench", *sys.argv[1:]]),
     }
@@ -1102,9 +1372,15 @@ def environment(device: str) -> dict[str, Any]:
 SECTIONS = ("optimizers", "hf_trainer", "optimizer_math", "padding", "ddp", "gpu", "sharpness")
 
 
-def run_bench(quick: bool = True, out: str | Path = "results/bench", models: Sequence[str] | None = None,
-              device: str = "cpu", glue_dir: str | None = None, sections: Sequence[str] = SECTIONS,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(
+    quick: bool = True,
+    out: str | Path = "results/bench",
+    models: Sequence[str] | None = None,
+    device: str = "cpu",
+    glue_dir: str | None = None,
+    sections: Sequence[str] = SECTIONS,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the selected sections; write ``out/bench_{quick,full}.json``; return the result."""
     t_start = time.perf_counter()
     if device == "cuda" and not torch.cuda.is_available():
@@ -1113,8 +1389,14 @@ def run_bench(quick: bool = True, out: str | Path = "results/bench", models: Seq
     mp = "bf16" if device == "cuda" else "no"
     if models is None:
         models = ["roberta-large-random"] if device == "cuda" else ["tiny", "minilm"]
-    res: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "mode": "quick" if quick else "full", "rows": [],
-                           "env": env, "setups": {}, "section_seconds": {}}
+    res: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "mode": "quick" if quick else "full",
+        "rows": [],
+        "env": env,
+        "setups": {},
+        "section_seconds": {},
+    }
     cache = tempfile.mkdtemp(prefix="adasam_bench_")
     path = Path(out) / f"bench_{'quick' if quick else 'full'}.json"
 
@@ -1133,49 +1415,35 @@ def run_bench(quick: bool = True, out: str | Path = "results/bench", models: Seq
     # sizes: batch, batches, optimizer rounds, HF-comparison rounds and timed steps per block, warm-up
     sizes = {
         "tiny": (16, 4, 31 if quick else 61, 3 if quick else 5, 3 if quick else 5, 1),
-        "minilm": (16, 4, 3 if quick else 9, 3 if quick else 5, 2 if quick else 4, 0 if quick else 1),
+        "minilm": (16, 4, 5 if quick else 9, 3 if quick else 5, 2 if quick else 4, 1),
         "roberta-large": (16, 4, 5, 3, 3, 2),
         "roberta-large-random": (16, 4, 5, 3, 3, 2),
     }
     for model in models:
-        bs, nb, rounds, hf_rounds, hf_steps, warmup = sizes[model]
-        setup = timed_section(f"setup[{model}]", lambda: build_setup(
-            model, device, batch_size=bs, num_batches=nb, mixed_precision=mp, cache_dir=cache,
-            seq_len=128 if model == "roberta-large-random" else None))
-        if isinstance(setup, dict):
-            res["setups"][model] = setup
-            continue
-        res["setups"][model] = {"num_params": setup.num_params, "param_mb": setup.param_bytes / MB, **setup.info}
-        if "optimizers" in sections:
-            rows = timed_section(f"optimizers[{model}]", lambda: bench_optimizers(
-                setup, rounds=rounds, warmup=warmup, forms=not quick))
-            if isinstance(rows, list):
-                res["rows"].extend(rows)
-            else:
-                res.setdefault("errors", {})[f"optimizers[{model}]"] = rows
-        if "optimizer_math" in sections:
-            res.setdefault("optimizer_math", []).append(timed_section(
-                f"optimizer_math[{model}]", lambda: bench_optimizer_math(setup, repeats=5 if quick else 10)))
-        if "hf_trainer" in sections and (model == "tiny" or (model == "minilm" and not quick)):
-            res.setdefault("hf_trainer", []).append(timed_section(
-                f"hf_trainer[{model}]", lambda: bench_hf_trainer(setup, rounds=hf_rounds, steps=hf_steps, warmup=warmup,
-                                                                 include_default=True)))
-        if "sharpness" in sections and model in ("tiny", "minilm"):
-            res.setdefault("sharpness", []).append(timed_section(
-                f"sharpness[{model}]", lambda: bench_sharpness_cost(
-                    setup, num_samples=(32 if model == "tiny" else 16) if quick else 64,
-                    power_iters=(3 if model == "tiny" else 2) if quick else 20, trace_probes=2 if quick else 10)))
-        del setup
+        _bench_model(res, model, sizes[model], quick, device, mp, cache, sections, timed_section)
         atomic_partial(path, res)
     if "padding" in sections:
-        res["padding"] = timed_section("padding", lambda: bench_padding(
-            "tiny", tasks=("mrpc", "rte", "sst2", "qnli") if quick else tuple(GLUE_LIKE), glue_dir=glue_dir,
-            cache_dir=cache, glue_like_n=20000 if quick else 400000))
+        res["padding"] = timed_section(
+            "padding",
+            lambda: bench_padding(
+                "tiny",
+                tasks=("mrpc", "rte", "sst2", "qnli") if quick else tuple(GLUE_LIKE),
+                glue_dir=glue_dir,
+                cache_dir=cache,
+                glue_like_n=20000 if quick else 400000,
+            ),
+        )
     if "ddp" in sections:
         res["ddp"] = timed_section("ddp", lambda: bench_ddp(steps=3))
     if "gpu" in sections:
-        res["gpu"] = timed_section("gpu", lambda: bench_gpu(
-            "roberta-large-random", rounds=2 if quick else 3) if device == "cuda" else {"skipped": "--device cpu"})
+        res["gpu"] = timed_section(
+            "gpu",
+            lambda: (
+                bench_gpu("roberta-large-random", rounds=2 if quick else 3)
+                if device == "cuda"
+                else {"skipped": "--device cpu"}
+            ),
+        )
     res["summary"] = summarize(res)
     res["env"]["wall_time_s"] = round(time.perf_counter() - t_start, 1)
     write_json(path, res)
@@ -1183,15 +1451,83 @@ def run_bench(quick: bool = True, out: str | Path = "results/bench", models: Seq
     return res
 
 
+def _bench_model(res, model, size, quick, device, mp, cache, sections, timed_section) -> None:
+    """The per-model sections of :func:`run_bench` (rows, optimizer math, HF Trainer, sharpness cost)."""
+    bs, nb, rounds, hf_rounds, hf_steps, warmup = size
+    setup = timed_section(
+        f"setup[{model}]",
+        lambda: build_setup(
+            model,
+            device,
+            batch_size=bs,
+            num_batches=nb,
+            mixed_precision=mp,
+            cache_dir=cache,
+            seq_len=128 if model == "roberta-large-random" else None,
+        ),
+    )
+    if isinstance(setup, dict):
+        res["setups"][model] = setup
+        return
+    res["setups"][model] = {"num_params": setup.num_params, "param_mb": setup.param_bytes / MB, **setup.info}
+    if "optimizers" in sections:
+        rows = timed_section(
+            f"optimizers[{model}]",
+            lambda: bench_optimizers(setup, rounds=rounds, warmup=warmup, forms=not quick),
+        )
+        if isinstance(rows, list):
+            res["rows"].extend(rows)
+        else:
+            res.setdefault("errors", {})[f"optimizers[{model}]"] = rows
+    if "optimizer_math" in sections:
+        res.setdefault("optimizer_math", []).append(
+            timed_section(
+                f"optimizer_math[{model}]", lambda: bench_optimizer_math(setup, repeats=5 if quick else 10)
+            )
+        )
+    if "hf_trainer" in sections and (model == "tiny" or (model == "minilm" and not quick)):
+        res.setdefault("hf_trainer", []).append(
+            timed_section(
+                f"hf_trainer[{model}]",
+                lambda: bench_hf_trainer(
+                    setup, rounds=hf_rounds, steps=hf_steps, warmup=warmup, include_default=True
+                ),
+            )
+        )
+    if "sharpness" in sections and model in ("tiny", "minilm"):
+        res.setdefault("sharpness", []).append(
+            timed_section(
+                f"sharpness[{model}]",
+                lambda: bench_sharpness_cost(
+                    setup,
+                    num_samples=(32 if model == "tiny" else 16) if quick else 64,
+                    power_iters=(3 if model == "tiny" else 2) if quick else 20,
+                    trace_probes=2 if quick else 10,
+                ),
+            )
+        )
+
+
 def summarize(res: dict[str, Any], limit: float = 2.15) -> dict[str, Any]:
     rows = [r for r in res.get("rows", []) if r.get("two_pass")]
-    over = [{"model": r["model"], "optimizer": r["optimizer"], "ratio_to_base": r["ratio_to_base"]}
-            for r in rows if r.get("ratio_to_base") is not None and r["ratio_to_base"] > limit]
-    out: dict[str, Any] = {"ratio_limit": limit, "sam_rows": len(rows), "sam_rows_over_limit": over,
-                           "max_ratio_to_base": max((r["ratio_to_base"] for r in rows if r.get("ratio_to_base")), default=None)}
+    over = [
+        {"model": r["model"], "optimizer": r["optimizer"], "ratio_to_base": r["ratio_to_base"]}
+        for r in rows
+        if r.get("ratio_to_base") is not None and r["ratio_to_base"] > limit
+    ]
+    out: dict[str, Any] = {
+        "ratio_limit": limit,
+        "sam_rows": len(rows),
+        "sam_rows_over_limit": over,
+        "max_ratio_to_base": max((r["ratio_to_base"] for r in rows if r.get("ratio_to_base")), default=None),
+    }
     hf = res.get("hf_trainer") or []
-    out["hf_samples_per_s_ratio"] = {h["model"]: h["samples_per_s_ratio"] for h in hf if "samples_per_s_ratio" in h}
-    out["optim_fraction_adasam"] = {r["model"]: r["optim_fraction"] for r in res.get("rows", []) if r["optimizer"] == "adasam"}
+    out["hf_samples_per_s_ratio"] = {
+        h["model"]: h["samples_per_s_ratio"] for h in hf if "samples_per_s_ratio" in h
+    }
+    out["optim_fraction_adasam"] = {
+        r["model"]: r["optim_fraction"] for r in res.get("rows", []) if r["optimizer"] == "adasam"
+    }
     ddp = (res.get("ddp") or {}).get("variants", {})
     out["ddp_allreduces_per_update"] = {k: v["allreduces_per_update"] for k, v in ddp.items()}
     return out
@@ -1227,17 +1563,27 @@ def atomic_partial(path: Path, res: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m adasam_glue.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="< 5 minutes on 2 CPU cores")
-    p.add_argument("--out", default="results/bench", help="output folder (bench_quick.json / bench_full.json)")
-    p.add_argument("--model", action="append", choices=["tiny", "minilm", "roberta-large", "roberta-large-random"],
-                   help="model(s) for the per-optimizer rows (default: tiny and minilm on CPU, "
-                        "roberta-large-random on CUDA); repeatable")
+    p.add_argument(
+        "--out", default="results/bench", help="output folder (bench_quick.json / bench_full.json)"
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        choices=["tiny", "minilm", "roberta-large", "roberta-large-random"],
+        help="model(s) for the per-optimizer rows (default: tiny and minilm on CPU, "
+        "roberta-large-random on CUDA); repeatable",
+    )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--glue-dir", default=None, help="GLUE TSV root (glue_data) for the padding section")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: 1 on CPU, torch's own on CUDA). On a shared machine, 2 "
-                        "OpenMP threads on 2 cores stall at every barrier when another process holds a core "
-                        "(measured: 4-10x slower steps, IQR larger than the median); 1 thread gives stable ratios")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: 1 on CPU, torch's own on CUDA). On a shared machine, 2 "
+        "OpenMP threads on 2 cores stall at every barrier when another process holds a core "
+        "(measured: 4-10x slower steps, IQR larger than the median); 1 thread gives stable ratios",
+    )
     a = p.parse_args(argv)
     threads = a.threads or (1 if a.device == "cpu" else None)
     if threads:

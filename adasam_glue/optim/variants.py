@@ -41,6 +41,10 @@ class _NormalizedSAM(SAMBase):
 
     def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
         inv = safe_inverse(self._norm([g for _, _, gs in groups for g in gs]))
+        if self._grads_disposable:  # scale the gradients in place: no new parameter-sized buffer
+            for group, _, gs in groups:
+                torch._foreach_mul_(gs, inv * self._rho(group))
+            return [(ps, gs) for _, ps, gs in groups]
         return [(ps, torch._foreach_mul(gs, inv * self._rho(group))) for group, ps, gs in groups]
 
 
