@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-
 
 #: The project's ``conf/`` folder. Hydra reads it from the source tree, so install with ``pip install -e``
 #: (``make install`` does); a wheel install must pass ``--config-dir`` pointing at a copy of ``conf/``.
@@ -37,7 +36,7 @@ class TaskConfig:
     epochs: int = 10
     max_length: int = 512
     metric: str = MISSING  #: selection metric key (must match adasam_glue.tasks)
-    init_from: Optional[str] = None  #: checkpoint to start from (Hub id or local run dir)
+    init_from: str | None = None  #: checkpoint to start from (Hub id or local run dir)
 
 
 @dataclass
@@ -50,30 +49,30 @@ class OptimConfig:
 
     name: str = MISSING
     lr: float = MISSING
-    beta1: Optional[float] = None
-    beta2: Optional[float] = None
-    eps: Optional[float] = None
-    weight_decay: Optional[float] = None
-    rho: Optional[float] = None
-    form: Optional[str] = None  #: AdaSAM ``library``/``paper``; LightSAM ``adagrad_norm``/``adagrad``/``adam``
-    eta: Optional[float] = None  #: ASAM
-    alpha: Optional[float] = None  #: GSAM
-    rho_min: Optional[float] = None  #: GSAM
-    theta: Optional[float] = None  #: VaSSO
-    sigma: Optional[float] = None  #: RSAM
-    beta: Optional[float] = None  #: ESAM weight-perturbation probability
-    gamma: Optional[float] = None  #: ESAM sample fraction
-    nesterov: Optional[bool] = None  #: SGD family
+    beta1: float | None = None
+    beta2: float | None = None
+    eps: float | None = None
+    weight_decay: float | None = None
+    rho: float | None = None
+    form: str | None = None  #: AdaSAM ``library``/``paper``; LightSAM ``adagrad_norm``/``adagrad``/``adam``
+    eta: float | None = None  #: ASAM
+    alpha: float | None = None  #: GSAM
+    rho_min: float | None = None  #: GSAM
+    theta: float | None = None  #: VaSSO
+    sigma: float | None = None  #: RSAM
+    beta: float | None = None  #: ESAM weight-perturbation probability
+    gamma: float | None = None  #: ESAM sample fraction
+    nesterov: bool | None = None  #: SGD family
     sync_ascent: bool = False  #: all-reduce the ascent gradient (global SAM) instead of per-device
 
 
 @dataclass
 class ModelConfig:
     name: str = MISSING  #: config name (``roberta-large``, ``minilm``, ``tiny`` ...)
-    path: Optional[str] = None  #: Hub id or local folder; ``null`` for ``tiny`` / resolved for ``minilm``
+    path: str | None = None  #: Hub id or local folder; ``null`` for ``tiny`` / resolved for ``minilm``
     source: str = "hub"  #: ``hub`` (id or folder), ``minilm_package`` or ``tiny`` (random init)
-    dropout: Optional[float] = None  #: hidden/attention dropout override (``null``: the model's own)
-    mnli_checkpoint: Optional[str] = None  #: this family's MNLI-tuned model (RTE/MRPC/STS-B start there)
+    dropout: float | None = None  #: hidden/attention dropout override (``null``: the model's own)
+    mnli_checkpoint: str | None = None  #: this family's MNLI-tuned model (RTE/MRPC/STS-B start there)
     # tiny random model (tests)
     hidden_size: int = 32
     num_layers: int = 2
@@ -85,44 +84,44 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     source: str = "hub"  #: ``hub``, ``tsv``, ``disk`` or ``synthetic``
-    data_dir: Optional[str] = None  #: GLUE TSV root (``glue_data``) or saved dataset folder
+    data_dir: str | None = None  #: GLUE TSV root (``glue_data``) or saved dataset folder
     hub_name: str = "nyu-mll/glue"
-    max_train_samples: Optional[int] = None
-    max_eval_samples: Optional[int] = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
     group_by_length: bool = False
-    pad_to_multiple_of: Optional[int] = None  #: ``null``: 8 under mixed precision, else none
+    pad_to_multiple_of: int | None = None  #: ``null``: 8 under mixed precision, else none
     num_workers: int = 0
     synthetic_train_size: int = 512
     synthetic_eval_size: int = 128
     synthetic_seed: int = 0  #: the generated data set (independent of the run's seed)
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
 
 
 @dataclass
 class TrainerConfig:
-    max_updates: Optional[int] = None  #: cap on updates (``null``: the task's total_updates)
+    max_updates: int | None = None  #: cap on updates (``null``: the task's total_updates)
     grad_accum: int = 1  #: micro-batches per update (per device)
     eval_every: int = 0  #: eval every N updates (0: only at the end)
     eval_batch_size: int = 64
     mixed_precision: str = "no"  #: ``no``, ``bf16`` or ``fp16``
-    max_grad_norm: Optional[float] = None  #: clipping (off in the paper)
+    max_grad_norm: float | None = None  #: clipping (off in the paper)
     schedule: str = "linear"  #: ``linear`` (warmup + linear decay), ``constant``, ``cosine``, ...
     min_lr_ratio: float = 0.0  #: cosine floor as a fraction of the peak lr
-    batch_schedule: Optional[list[int]] = None  #: increasing batch sizes, equal shares of the updates
+    batch_schedule: list[int] | None = None  #: increasing batch sizes, equal shares of the updates
     log_every: int = 1
     checkpoint_every: int = 0  #: save a resume checkpoint every N updates (0: only on preemption/end)
     save_model: str = "best"  #: ``best``, ``final`` or ``none`` (HF folder under run_dir/model)
     keep_checkpoint: bool = False  #: keep the resume checkpoint after a completed run
     progress_bar: bool = True
     cpu: bool = False  #: force CPU even when a GPU is visible
-    stop_after_updates: Optional[int] = None  #: test seam: behave as if preempted after N updates
+    stop_after_updates: int | None = None  #: test seam: behave as if preempted after N updates
 
 
 @dataclass
 class LoggingConfig:
     wandb_mode: str = "disabled"  #: ``online``, ``offline`` or ``disabled``
     wandb_project: str = "adasam_glue"
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
 
 
 @dataclass
@@ -137,7 +136,7 @@ class SharpnessConfig:
     power_tol: float = 1e-3
     top_k: int = 1
     trace_probes: int = 10
-    rhos: Optional[list[float]] = None  #: ``null``: the paper's grid 0.01/0.005/0.001
+    rhos: list[float] | None = None  #: ``null``: the paper's grid 0.01/0.005/0.001
     ascent_steps: int = 5  #: points of projected normalized gradient ascent per rho (1: SAM's one step)
     ascent_step_size: float = 1.0  #: ascent step as a multiple of rho
     adaptive_eta: float = 0.01  #: ASAM's eta in T = |w| + eta (adaptive worst case)
@@ -156,7 +155,7 @@ class Config:
     experiment_name: str = "default"
     seed: int = 1
     results_dir: str = "results"
-    run_dir: Optional[str] = None  #: ``null``: results_dir/runs/<experiment>/<task>/<optim>/<params>/seed<k>
+    run_dir: str | None = None  #: ``null``: results_dir/runs/<experiment>/<task>/<optim>/<params>/seed<k>
     dry_run: bool = False  #: print the plan line and exit (used by reproduce-all DRY_RUN=1)
 
 
@@ -215,8 +214,15 @@ def validate_config(cfg: DictConfig) -> None:
         v = _get(cfg, key)
         if v is not None and not 0 < v <= 1:
             raise bad(key, v, "in (0, 1]")
-    for key in ("task.batch_size", "trainer.grad_accum", "trainer.eval_batch_size", "task.total_updates",
-                "task.max_length", "sharpness.num_samples", "sharpness.batch_size"):
+    for key in (
+        "task.batch_size",
+        "trainer.grad_accum",
+        "trainer.eval_batch_size",
+        "task.total_updates",
+        "task.max_length",
+        "sharpness.num_samples",
+        "sharpness.batch_size",
+    ):
         v = _get(cfg, key)
         if v is None or v < 1:
             raise bad(key, v, ">= 1")

@@ -56,7 +56,11 @@ def resolve_init_from(init_from: str | None) -> str | None:
 
 def _hub_hint(name: str, err: Exception) -> ModelError:
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    why = "the Hub is disabled (HF_HUB_OFFLINE=1)" if offline else "it is not on the Hub or the Hub is unreachable"
+    why = (
+        "the Hub is disabled (HF_HUB_OFFLINE=1)"
+        if offline
+        else "it is not on the Hub or the Hub is unreachable"
+    )
     return ModelError(
         f"cannot load model/tokenizer {name!r}: {why} and it is not in the local HF cache. "
         f"Use a local folder (model.path=/path/to/{name}), the offline model (model=minilm), "
@@ -112,8 +116,11 @@ def build_model(model_cfg: Any, task: TaskInfo, tokenizer, init_from: str | None
         )
         if init_from:
             return AutoModelForSequenceClassification.from_pretrained(
-                resolve_init_from(init_from), num_labels=task.num_labels, problem_type=problem,
-                ignore_mismatched_sizes=True, **labels,
+                resolve_init_from(init_from),
+                num_labels=task.num_labels,
+                problem_type=problem,
+                ignore_mismatched_sizes=True,
+                **labels,
             )
         return AutoModelForSequenceClassification.from_config(config)
 
@@ -122,10 +129,14 @@ def build_model(model_cfg: Any, task: TaskInfo, tokenizer, init_from: str | None
     if model_cfg.dropout is not None:
         kwargs.update(hidden_dropout_prob=model_cfg.dropout, attention_probs_dropout_prob=model_cfg.dropout)
     try:
-        config = AutoConfig.from_pretrained(name, num_labels=task.num_labels, problem_type=problem, **labels, **kwargs)
+        config = AutoConfig.from_pretrained(
+            name, num_labels=task.num_labels, problem_type=problem, **labels, **kwargs
+        )
         # A checkpoint with another label space (roberta-large-mnli: 3 labels -> RTE: 2) keeps its body
         # and gets a fresh head, as in the paper's MNLI-initialised runs.
-        model = AutoModelForSequenceClassification.from_pretrained(name, config=config, ignore_mismatched_sizes=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name, config=config, ignore_mismatched_sizes=True
+        )
     except (OSError, ValueError) as e:
         raise _hub_hint(name, e) from e
     return model

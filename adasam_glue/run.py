@@ -33,9 +33,19 @@ from adasam_glue.records import RECORD_NAME, read_record, write_record
 log = logging.getLogger(__name__)
 
 _TAG_KEYS = (  # optimizer keys that distinguish grid points, in tag order, with short names
-    ("lr", "lr"), ("beta1", "b1"), ("beta2", "b2"), ("rho", "rho"), ("rho_min", "rhomin"), ("form", ""),
-    ("eta", "eta"), ("alpha", "alpha"), ("theta", "theta"), ("sigma", "sigma"), ("beta", "beta"),
-    ("gamma", "gamma"), ("weight_decay", "wd"),
+    ("lr", "lr"),
+    ("beta1", "b1"),
+    ("beta2", "b2"),
+    ("rho", "rho"),
+    ("rho_min", "rhomin"),
+    ("form", ""),
+    ("eta", "eta"),
+    ("alpha", "alpha"),
+    ("theta", "theta"),
+    ("sigma", "sigma"),
+    ("beta", "beta"),
+    ("gamma", "gamma"),
+    ("weight_decay", "wd"),
 )
 
 
@@ -67,8 +77,13 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     if cfg.run_dir:
         return Path(cfg.run_dir)
     return (
-        Path(cfg.results_dir) / "runs" / cfg.experiment_name / cfg.task.name / cfg.optim.name
-        / run_params_tag(cfg) / f"seed{cfg.seed}"
+        Path(cfg.results_dir)
+        / "runs"
+        / cfg.experiment_name
+        / cfg.task.name
+        / cfg.optim.name
+        / run_params_tag(cfg)
+        / f"seed{cfg.seed}"
     )
 
 
@@ -97,8 +112,12 @@ def _overrides(given: list[str] | None) -> list[str]:
 def _git_commit() -> tuple[str | None, bool | None]:
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None, None
     if commit.returncode != 0:
@@ -119,7 +138,11 @@ def _versions() -> dict[str, str]:
 def _hardware(accelerator: Any) -> dict[str, Any]:
     import torch
 
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else []
+    )
     return {
         "device": str(accelerator.device),
         "num_processes": accelerator.num_processes,
@@ -161,7 +184,6 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -183,10 +205,19 @@ def _train(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict[str, An
     commit, dirty = _git_commit()
     base: dict[str, Any] = {
         "run_id": f"{cfg.experiment_name}/{task.name}/{cfg.optim.name}/{run_params_tag(cfg)}/seed{cfg.seed}",
-        "experiment": cfg.experiment_name, "task": task.name, "optimizer": cfg.optim.name,
-        "seed": cfg.seed, "params": run_params_tag(cfg), "config": resolved, "overrides": overrides,
-        "git_commit": commit, "git_dirty": dirty, "versions": _versions(), "hardware": _hardware(accelerator),
-        "selection_metric": cfg.task.metric, "started_at": started_at,
+        "experiment": cfg.experiment_name,
+        "task": task.name,
+        "optimizer": cfg.optim.name,
+        "seed": cfg.seed,
+        "params": run_params_tag(cfg),
+        "config": resolved,
+        "overrides": overrides,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "versions": _versions(),
+        "hardware": _hardware(accelerator),
+        "selection_metric": cfg.task.metric,
+        "started_at": started_at,
     }
 
     def write(state: Any, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -220,26 +251,48 @@ def _train(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict[str, An
         init_from = cfg.task.init_from
         texts = None
         if cfg.model.source == "tiny" and not init_from:
-            raw = load_glue(task.name, source=cfg.data.source, data_dir=cfg.data.data_dir,
-                            hub_name=cfg.data.hub_name, cache_dir=cfg.data.cache_dir,
-                            synthetic_train_size=cfg.data.synthetic_train_size,
-                            synthetic_eval_size=cfg.data.synthetic_eval_size,
-                            synthetic_seed=cfg.data.synthetic_seed)
+            raw = load_glue(
+                task.name,
+                source=cfg.data.source,
+                data_dir=cfg.data.data_dir,
+                hub_name=cfg.data.hub_name,
+                cache_dir=cfg.data.cache_dir,
+                synthetic_train_size=cfg.data.synthetic_train_size,
+                synthetic_eval_size=cfg.data.synthetic_eval_size,
+                synthetic_seed=cfg.data.synthetic_seed,
+            )
             texts = [t for key in task.text_keys for t in raw["train"][key][:2000]]
         tokenizer = build_tokenizer(cfg.model, texts=texts, init_from=init_from)
         model = build_model(cfg.model, task, tokenizer, init_from=init_from)
 
         total = total_updates(cfg)
-        plan = build_batch_plan(cfg.task.batch_size, total, list(tc.batch_schedule) if tc.batch_schedule else None)
+        plan = build_batch_plan(
+            cfg.task.batch_size, total, list(tc.batch_schedule) if tc.batch_schedule else None
+        )
         micro = _micro_batch_size(cfg, accelerator.num_processes, min(plan.sizes))
         # Tokenized once per node: build_dataloaders runs the map under main_process_first().
-        loaders = build_dataloaders(cfg.data, task.name, tokenizer, cfg.task.max_length, micro,
-                                    tc.eval_batch_size, cfg.seed, accelerator=accelerator,
-                                    mixed_precision=tc.mixed_precision)
+        loaders = build_dataloaders(
+            cfg.data,
+            task.name,
+            tokenizer,
+            cfg.task.max_length,
+            micro,
+            tc.eval_batch_size,
+            cfg.seed,
+            accelerator=accelerator,
+            mixed_precision=tc.mixed_precision,
+        )
 
-        optimizer = build_optimizer(cfg.optim.name, param_groups(model, cfg.optim.weight_decay), **_optim_kwargs(cfg))
-        scheduler = build_scheduler(optimizer, tc.schedule, plan.total_updates,
-                                    warmup_updates(cfg, plan.total_updates), tc.min_lr_ratio)
+        optimizer = build_optimizer(
+            cfg.optim.name, param_groups(model, cfg.optim.weight_decay), **_optim_kwargs(cfg)
+        )
+        scheduler = build_scheduler(
+            optimizer,
+            tc.schedule,
+            plan.total_updates,
+            warmup_updates(cfg, plan.total_updates),
+            tc.min_lr_ratio,
+        )
         # Only the model and loaders go through prepare(): the optimizer's first_step/second_step and
         # the update-counting scheduler stay ours (AcceleratedOptimizer does not forward them).
         model, train_loader = accelerator.prepare(model, loaders.train)
@@ -252,8 +305,19 @@ def _train(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict[str, An
                 wandb_run.log(metrics, step=step)
 
         trainer = Trainer(
-            cfg, accelerator, model, optimizer, info, scheduler, train_loader, eval_loaders, task, run_dir,
-            plan, micro, tokenizer=tokenizer,
+            cfg,
+            accelerator,
+            model,
+            optimizer,
+            info,
+            scheduler,
+            train_loader,
+            eval_loaders,
+            task,
+            run_dir,
+            plan,
+            micro,
+            tokenizer=tokenizer,
             on_progress=lambda st: write(st, st.status if st.status != "completed" else "running"),
             log_metrics=log_metrics,
             sharpness_fn=_sharpness_fn(cfg, loaders, task, accelerator) if cfg.sharpness.enabled else None,
@@ -264,7 +328,13 @@ def _train(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict[str, An
         record = write(state, state.status, extra)
         if wandb_run is not None:
             wandb_run.finish()
-        log.info("run %s: %s after %d updates (%.1fs)", run_dir, state.status, state.updates, time.perf_counter() - t0)
+        log.info(
+            "run %s: %s after %d updates (%.1fs)",
+            run_dir,
+            state.status,
+            state.updates,
+            time.perf_counter() - t0,
+        )
         return record | {"objective": (state.best or {}).get("metrics", {}).get(cfg.task.metric)}
     except Exception as e:
         state = trainer.state if trainer is not None else TrainState()
@@ -303,9 +373,15 @@ def _init_wandb(cfg: DictConfig, accelerator: Any, resolved: dict[str, Any], run
     import wandb
 
     return wandb.init(
-        project=cfg.logging.wandb_project, entity=cfg.logging.wandb_entity, mode=cfg.logging.wandb_mode,
-        config=resolved, dir=str(run_dir), name=run_params_tag(cfg), group=f"{cfg.experiment_name}/{cfg.task.name}",
-        resume="allow", id=None,
+        project=cfg.logging.wandb_project,
+        entity=cfg.logging.wandb_entity,
+        mode=cfg.logging.wandb_mode,
+        config=resolved,
+        dir=str(run_dir),
+        name=run_params_tag(cfg),
+        group=f"{cfg.experiment_name}/{cfg.task.name}",
+        resume="allow",
+        id=None,
     )
 
 

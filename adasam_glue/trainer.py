@@ -183,13 +183,19 @@ class Trainer:
                 n_local = float(sum(len(mb["labels"]) for mb in micro_batches))
                 stats = torch.tensor([loss_sum.item(), n_local, stop], device=acc.device, dtype=torch.float64)
                 stats = acc.reduce(stats, reduction="sum")
-                loss, n_global, stop = stats[0].item() / stats[1].item(), int(stats[1].item()), stats[2].item() > 0
+                loss, n_global, stop = (
+                    stats[0].item() / stats[1].item(),
+                    int(stats[1].item()),
+                    stats[2].item() > 0,
+                )
                 st.samples_seen += n_global
                 if st.updates % tcfg.log_every == 0 or st.updates == total:
                     st.train_curve.append({"update": st.updates, "loss": loss, "lr": lr})
                     self.log_metrics({"train/loss": loss, "train/lr": lr}, st.updates)
                 elapsed = time.perf_counter() - started
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", ups=f"{(st.updates - updates_at_start) / elapsed:.2f}")
+                bar.set_postfix(
+                    loss=f"{loss:.4f}", lr=f"{lr:.2e}", ups=f"{(st.updates - updates_at_start) / elapsed:.2f}"
+                )
                 bar.update(1)
 
                 if not math.isfinite(loss):
@@ -198,7 +204,11 @@ class Trainer:
                     break
                 if tcfg.eval_every and st.updates % tcfg.eval_every == 0 and st.updates < total:
                     self.evaluate_and_track()
-                if self.cfg.sharpness.enabled and self.cfg.sharpness.every and st.updates % self.cfg.sharpness.every == 0:
+                if (
+                    self.cfg.sharpness.enabled
+                    and self.cfg.sharpness.every
+                    and st.updates % self.cfg.sharpness.every == 0
+                ):
                     self._measure_sharpness(final=False)
                 if tcfg.checkpoint_every and st.updates % tcfg.checkpoint_every == 0:
                     self.save_checkpoint()
@@ -230,7 +240,9 @@ class Trainer:
         while True:
             self.train_loader.set_epoch(st.epoch)  # shuffle order = f(seed, epoch)
             skip = st.micro_in_epoch
-            loader = self.accelerator.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+            loader = (
+                self.accelerator.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+            )
             batches = iter(loader)
             while True:
                 # A DataLoader draws its base seed from the global torch RNG when it starts an epoch;
@@ -263,7 +275,11 @@ class Trainer:
                 preds.append(logits.cpu())
                 refs.append(labels.cpu())
                 loss_sum, count = loss_sum + loss.sum().item(), count + len(loss)
-            metrics.update(compute_metrics(self.task.name, torch.cat(preds).numpy(), torch.cat(refs).numpy(), split=split))
+            metrics.update(
+                compute_metrics(
+                    self.task.name, torch.cat(preds).numpy(), torch.cat(refs).numpy(), split=split
+                )
+            )
             losses.append(loss_sum / max(count, 1))
         self.model.train()
         return {"update": self.state.updates, "eval_loss": float(np.mean(losses)), "metrics": metrics}
@@ -279,7 +295,10 @@ class Trainer:
             st.best = entry
             if self.cfg.trainer.save_model == "best":
                 self.save_model()
-        self.log_metrics({f"eval/{k}": v for k, v in entry["metrics"].items()} | {"eval/loss": entry["eval_loss"]}, st.updates)
+        self.log_metrics(
+            {f"eval/{k}": v for k, v in entry["metrics"].items()} | {"eval/loss": entry["eval_loss"]},
+            st.updates,
+        )
         if self.accelerator.is_main_process:
             log.info("update %d: %s", st.updates, json.dumps(entry["metrics"]))
         return entry
@@ -388,7 +407,9 @@ class Trainer:
         from tqdm.auto import tqdm
 
         disable = not (self.cfg.trainer.progress_bar and self.accelerator.is_main_process)
-        return tqdm(total=total, initial=self.state.updates, disable=disable, desc="updates", dynamic_ncols=True)
+        return tqdm(
+            total=total, initial=self.state.updates, disable=disable, desc="updates", dynamic_ncols=True
+        )
 
 
 def _swap_dir(tmp: Path, dst: Path) -> None:

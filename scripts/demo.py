@@ -41,16 +41,22 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((optim, record, time.perf_counter() - t0))
 
     print("\nDemo results (dev split, best checkpoint by accuracy):")
-    print(f"{'optimizer':<10} {'status':<10} {'updates':>7} {'passes':>6} {'accuracy':>8} {'f1':>6} {'time_s':>7}  run dir")
+    print(
+        f"{'optimizer':<10} {'status':<10} {'updates':>7} {'passes':>6} {'accuracy':>8} {'f1':>6} {'time_s':>7}  run dir"
+    )
     for optim, r, secs in rows:
         m = (r.get("best") or {}).get("metrics", {})
-        print(f"{optim:<10} {r['status']:<10} {r['optimizer_updates']:>7} {r['forward_backward_passes']:>6} "
-              f"{m.get('accuracy', float('nan')):>8.4f} {m.get('f1', float('nan')):>6.4f} {secs:>7.1f}  "
-              f"{out / 'runs' / r['run_id']}")
+        print(
+            f"{optim:<10} {r['status']:<10} {r['optimizer_updates']:>7} {r['forward_backward_passes']:>6} "
+            f"{m.get('accuracy', float('nan')):>8.4f} {m.get('f1', float('nan')):>6.4f} {secs:>7.1f}  "
+            f"{out / 'runs' / r['run_id']}"
+        )
         sharp = (r.get("sharpness") or {}).get("values")
         if sharp:
-            print(f"{'':<10} sharpness: top eigenvalue {sharp.get('eigenvalue', float('nan')):.4g}, "
-                  f"trace {sharp.get('trace', float('nan')):.4g} ± {sharp.get('trace_stderr', float('nan')):.2g}")
+            print(
+                f"{'':<10} sharpness: top eigenvalue {sharp.get('eigenvalue', float('nan')):.4g}, "
+                f"trace {sharp.get('trace', float('nan')):.4g} ± {sharp.get('trace_stderr', float('nan')):.2g}"
+            )
     try:
         from adasam_glue.report import build_report
 

@@ -16,7 +16,9 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "adasam_glue", *args], capture_output=True, text=True, env=ENV, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "adasam_glue", *args], capture_output=True, text=True, env=ENV, timeout=120
+    )
 
 
 def test_main_command_composes_paper_settings():
@@ -40,11 +42,17 @@ def test_unknown_group_option_lists_valid_names(override, expected):
     assert "nosuch" in out.stderr and expected in out.stderr
 
 
-@pytest.mark.parametrize("override", ["optim.rhoo=0.1", "trainer.grad_acum=2", "optim.rho=abc", "task.batch_size=1.5"])
+@pytest.mark.parametrize(
+    "override", ["optim.rhoo=0.1", "trainer.grad_acum=2", "optim.rho=abc", "task.batch_size=1.5"]
+)
 def test_misspelt_key_or_wrong_type_fails_at_compose_time(override):
     with pytest.raises(Exception) as e:
         compose_cfg(override)
-    assert override.split("=")[0].split(".")[-1] in str(e.value) or "abc" in str(e.value) or "1.5" in str(e.value)
+    assert (
+        override.split("=")[0].split(".")[-1] in str(e.value)
+        or "abc" in str(e.value)
+        or "1.5" in str(e.value)
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,6 +93,8 @@ def test_run_dirs_of_grid_points_differ():
 
 
 def test_dry_run_prints_plan_line_and_loads_nothing(capsys, tiny_cfg):
-    rec = run(tiny_cfg("optim=adasam", "dry_run=true"), overrides=["task=rte", "optim=adasam", "optim.rho=0.01"])
+    rec = run(
+        tiny_cfg("optim=adasam", "dry_run=true"), overrides=["task=rte", "optim=adasam", "optim.rho=0.01"]
+    )
     assert rec["dry_run"] is True
     assert capsys.readouterr().out.strip() == "run: task=rte optim=adasam optim.rho=0.01"

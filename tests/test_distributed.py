@@ -21,17 +21,38 @@ def _launch(tmp_path, data_cache, *overrides: str) -> subprocess.CompletedProces
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
     # accelerate 1.x: `launch --cpu --num_processes 2` goes through mpirun; on a machine without GPUs,
     # `--multi_gpu` starts two torchrun processes that come up as MULTI_CPU with the gloo backend.
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "adasam_glue",
-           *TINY, f"results_dir={tmp_path}", f"data.cache_dir={data_cache}", *overrides]
+    cmd = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "adasam_glue",
+        *TINY,
+        f"results_dir={tmp_path}",
+        f"data.cache_dir={data_cache}",
+        *overrides,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.mark.parametrize("optim", ["adasam"])
 def test_two_process_global_sam_matches_one_process(tmp_path, data_cache, tiny_cfg, optim):
-    common = [f"optim={optim}", "trainer.max_updates=3", "task.batch_size=8", "trainer.save_model=final",
-              "optim.sync_ascent=true"]
+    common = [
+        f"optim={optim}",
+        "trainer.max_updates=3",
+        "task.batch_size=8",
+        "trainer.save_model=final",
+        "optim.sync_ascent=true",
+    ]
     out = _launch(tmp_path, data_cache, *common, f"run_dir={tmp_path / 'two'}")
     assert out.returncode == 0, out.stderr[-3000:]
     two = read_record(tmp_path / "two" / "record.json")
@@ -40,7 +61,9 @@ def test_two_process_global_sam_matches_one_process(tmp_path, data_cache, tiny_c
     assert two["samples_seen"] == 3 * 8
 
     one = run(tiny_cfg(*common, run_dir=tmp_path / "one"))
-    assert [p["loss"] for p in one["train_curve"]] == pytest.approx([p["loss"] for p in two["train_curve"]], rel=1e-5)
+    assert [p["loss"] for p in one["train_curve"]] == pytest.approx(
+        [p["loss"] for p in two["train_curve"]], rel=1e-5
+    )
     from safetensors.torch import load_file
 
     w1 = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))

@@ -35,14 +35,24 @@ def test_run_writes_a_complete_record(tiny_cfg, tmp_path, optim, passes_per_upda
     assert on_disk["best"]["metrics"].keys() == {"accuracy", "f1"}
     assert on_disk["final"]["update"] == 4
     assert on_disk["config"]["optim"]["name"] == optim
-    for key in ("git_commit", "versions", "hardware", "wall_time_s", "samples_seen", "schema_version", "seed"):
+    for key in (
+        "git_commit",
+        "versions",
+        "hardware",
+        "wall_time_s",
+        "samples_seen",
+        "schema_version",
+        "seed",
+    ):
         assert key in on_disk
     assert on_disk["samples_seen"] == 4 * 8
     assert not (tmp_path / "r" / "checkpoint").exists()  # removed after a completed run
 
 
 def test_lr_schedule_counts_updates_not_passes(tiny_cfg, tmp_path):
-    rec = run(tiny_cfg("optim=adasam", "trainer.max_updates=4", "task.warmup_updates=1148", run_dir=tmp_path / "r"))
+    rec = run(
+        tiny_cfg("optim=adasam", "trainer.max_updates=4", "task.warmup_updates=1148", run_dir=tmp_path / "r")
+    )
     # mrpc: 2296 updates, 137 warmup -> capped at 4 updates, warmup scales to round(137*4/2296)=0... here 1148/2296*4=2
     lrs = [p["lr"] for p in rec["train_curve"]]
     peak = rec["config"]["optim"]["lr"]
@@ -60,12 +70,21 @@ def test_completed_run_is_skipped_and_never_overwritten(tiny_cfg, tmp_path):
 
 def test_one_sam_update_through_the_trainer_equals_the_equations(tiny_cfg, tmp_path):
     """One SAM update (SGD base, no momentum/decay): w1 = w0 - lr * grad L(w0 + rho g/|g|)."""
-    from adasam_glue.data import build_dataloaders
     from adasam_glue.modeling import per_sample_loss
 
-    cfg = tiny_cfg("optim=sam", "optim.beta1=0", "optim.weight_decay=0", "optim.lr=0.5", "optim.rho=0.05",
-                   "trainer.max_updates=1", "trainer.schedule=constant", "task.warmup_updates=0",
-                   "trainer.save_model=final", "trainer.keep_checkpoint=true", run_dir=tmp_path / "r")
+    cfg = tiny_cfg(
+        "optim=sam",
+        "optim.beta1=0",
+        "optim.weight_decay=0",
+        "optim.lr=0.5",
+        "optim.rho=0.05",
+        "trainer.max_updates=1",
+        "trainer.schedule=constant",
+        "task.warmup_updates=0",
+        "trainer.save_model=final",
+        "trainer.keep_checkpoint=true",
+        run_dir=tmp_path / "r",
+    )
     captured = {}
     import adasam_glue.trainer as trainer_mod
 
@@ -103,7 +122,10 @@ def test_one_sam_update_through_the_trainer_equals_the_equations(tiny_cfg, tmp_p
     with torch.no_grad():
         for p, x in zip(params, g):
             p.sub_(0.05 * x / norm)
-        expected = {n: (p - 0.5 * ga) for (n, p), ga in zip([(n, p) for n, p in model.named_parameters() if p.requires_grad], g_adv)}
+        expected = {
+            n: (p - 0.5 * ga)
+            for (n, p), ga in zip([(n, p) for n, p in model.named_parameters() if p.requires_grad], g_adv)
+        }
     got = _weights(tmp_path / "r")
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, atol=1e-6, rtol=1e-5, msg=name)
@@ -123,8 +145,13 @@ def test_accumulation_equals_one_big_batch(tiny_cfg, tmp_path, optim):
 
 @pytest.mark.parametrize("optim", ["adasam", "amsgrad"])
 def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path, optim):
-    common = [f"optim={optim}", "trainer.save_model=final", "trainer.max_updates=6", "trainer.eval_every=2",
-              "model.dropout=0.1"]  # dropout on: the RNG state must be restored too
+    common = [
+        f"optim={optim}",
+        "trainer.save_model=final",
+        "trainer.max_updates=6",
+        "trainer.eval_every=2",
+        "model.dropout=0.1",
+    ]  # dropout on: the RNG state must be restored too
     run(tiny_cfg(*common, run_dir=tmp_path / "straight"))
     preempted = run(tiny_cfg(*common, "trainer.stop_after_updates=3", run_dir=tmp_path / "resumed"))
     assert preempted["status"] == "preempted" and preempted["optimizer_updates"] == 3
@@ -138,8 +165,16 @@ def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path, optim):
 
 
 def test_diverged_run_is_kept_as_data(tiny_cfg, tmp_path):
-    rec = run(tiny_cfg("optim=sgd", "optim.lr=1e12", "task.sgd_lr=1e12", "trainer.max_updates=8",
-                       "task.warmup_updates=0", run_dir=tmp_path / "r"))
+    rec = run(
+        tiny_cfg(
+            "optim=sgd",
+            "optim.lr=1e12",
+            "task.sgd_lr=1e12",
+            "trainer.max_updates=8",
+            "task.warmup_updates=0",
+            run_dir=tmp_path / "r",
+        )
+    )
     assert rec["status"] == "diverged"
     assert read_record(tmp_path / "r" / "record.json")["status"] == "diverged"
     assert rec["optimizer_updates"] < 8
@@ -159,16 +194,38 @@ def test_failed_run_writes_a_failed_record(tiny_cfg, tmp_path, monkeypatch):
 
 
 def test_increasing_batch_schedule(tiny_cfg, tmp_path):
-    rec = run(tiny_cfg("optim=amsgrad", "trainer.max_updates=4", "task.batch_size=8",
-                       "trainer.batch_schedule=[8,16]", run_dir=tmp_path / "r"))
+    rec = run(
+        tiny_cfg(
+            "optim=amsgrad",
+            "trainer.max_updates=4",
+            "task.batch_size=8",
+            "trainer.batch_schedule=[8,16]",
+            run_dir=tmp_path / "r",
+        )
+    )
     # 4 updates x 8 samples = 32 samples, half at batch 8 (2 updates) and half at batch 16 (1 update)
     assert rec["optimizer_updates"] == 3 and rec["samples_seen"] == 32
 
 
 def test_init_from_a_run_dir_gets_a_fresh_head(tiny_cfg, tmp_path):
-    run(tiny_cfg("task=mnli", "task.batch_size=8", "optim=amsgrad", "trainer.save_model=final", run_dir=tmp_path / "mnli"))
-    rec = run(tiny_cfg("task=rte", "optim=adasam", f"task.init_from={tmp_path / 'mnli'}", "trainer.save_model=final",
-                       run_dir=tmp_path / "rte"))
+    run(
+        tiny_cfg(
+            "task=mnli",
+            "task.batch_size=8",
+            "optim=amsgrad",
+            "trainer.save_model=final",
+            run_dir=tmp_path / "mnli",
+        )
+    )
+    rec = run(
+        tiny_cfg(
+            "task=rte",
+            "optim=adasam",
+            f"task.init_from={tmp_path / 'mnli'}",
+            "trainer.save_model=final",
+            run_dir=tmp_path / "rte",
+        )
+    )
     assert rec["status"] == "completed"
     w = _weights(tmp_path / "rte")
     assert w["classifier.weight"].shape[0] == 2

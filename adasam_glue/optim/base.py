@@ -38,7 +38,12 @@ def make_amsgrad(
     check_beta2_below_one(beta2, "the library (bias-corrected) AMSGrad")
     params = list(params)
     return torch.optim.AdamW(
-        params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, amsgrad=True,
+        params,
+        lr=lr,
+        betas=(beta1, beta2),
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=True,
         fused=_can_fuse(params) or None,
     )
 
