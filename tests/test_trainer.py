@@ -169,7 +169,6 @@ def test_diverged_run_is_kept_as_data(tiny_cfg, tmp_path):
         tiny_cfg(
             "optim=sgd",
             "optim.lr=1e12",
-            "task.sgd_lr=1e12",
             "trainer.max_updates=8",
             "task.warmup_updates=0",
             run_dir=tmp_path / "r",
