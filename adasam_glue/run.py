@@ -185,6 +185,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
 
 def _train(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict[str, Any]:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
     from adasam_glue.data import build_dataloaders, load_glue
@@ -198,6 +199,9 @@ def _train(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict[str, An
     task = get_task(cfg.task.name)
     info = get_optim_info(cfg.optim.name)
     tc = cfg.trainer
+    # Accelerate keeps one process-wide state; several runs in one process (a notebook, the demo, the
+    # tests) may differ in precision, so forget the previous run's settings (the process group stays).
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=tc.cpu, mixed_precision=tc.mixed_precision)
     set_seed(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)

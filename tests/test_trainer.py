@@ -228,3 +228,36 @@ def test_init_from_a_run_dir_gets_a_fresh_head(tiny_cfg, tmp_path):
     assert rec["status"] == "completed"
     w = _weights(tmp_path / "rte")
     assert w["classifier.weight"].shape[0] == 2
+
+
+@pytest.mark.parametrize("signame", ["SIGUSR1", "SIGTERM"])
+def test_preemption_signal_checkpoints_and_exits_cleanly(tiny_cfg, tmp_path, monkeypatch, signame):
+    """SLURM preemption: the signal ends the current update, writes a checkpoint and a preempted record."""
+    import os
+    import signal
+
+    import adasam_glue.trainer as trainer_mod
+
+    original = trainer_mod.Trainer.train_step
+
+    def send_at_update_2(self, micro_batches):
+        out = original(self, micro_batches)
+        if self.state.updates == 2:
+            os.kill(os.getpid(), getattr(signal, signame))
+        return out
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", send_at_update_2)
+    rec = run(tiny_cfg("optim=adasam", "trainer.max_updates=5", run_dir=tmp_path / "r"))
+    assert rec["status"] == "preempted" and rec["optimizer_updates"] == 2
+    assert read_record(tmp_path / "r" / "record.json")["status"] == "preempted"
+    assert signal.getsignal(getattr(signal, signame)) is not None  # the previous handler is back
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", original)
+    resumed = run(tiny_cfg("optim=adasam", "trainer.max_updates=5", run_dir=tmp_path / "r"))
+    assert resumed["status"] == "completed" and resumed["optimizer_updates"] == 5 and resumed["resumed"]
+
+
+def test_bf16_autocast_run(tiny_cfg, tmp_path):
+    rec = run(tiny_cfg("optim=adasam", "trainer.mixed_precision=bf16", run_dir=tmp_path / "r"))
+    assert rec["status"] == "completed"
+    assert all(p["loss"] == p["loss"] for p in rec["train_curve"])  # finite, not NaN
+    assert rec["hardware"]["mixed_precision"] == "bf16"

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .sam import Groups, SAMBase, global_sq_norm
+from .sam import Groups, Perturbation, SAMBase, global_sq_norm
 from .validation import check_choice, validate
 
 __all__ = ["LIGHTSAM_FORMS", "LightSAM", "LightSAMAdaGrad", "LightSAMAdaGradNorm", "LightSAMAdam", "lightsam"]
@@ -73,12 +73,34 @@ class LightSAM(SAMBase):
 
     def _base_step(self) -> None:
         for group, ps, gs in self._with_grads():
-            if group["weight_decay"] != 0:
+            if group["weight_decay"] != 0 and not self._fuses_decay(group, ps):
                 torch._foreach_mul_(ps, 1 - group["lr"] * group["weight_decay"])
             self._descent(group, ps, gs)
 
+    def _fuses_decay(self, group: dict[str, Any], ps: list[Tensor]) -> bool:
+        """True when :meth:`_descent` applies the decoupled weight decay itself (fused kernel)."""
+        return False
+
     def _descent(self, group: dict[str, Any], ps: list[Tensor], gs: list[Tensor]) -> None:
         raise NotImplementedError
+
+    # torch's fused Adam / AdaGrad kernels compute one form's whole update in one pass over memory. They
+    # are exact here: with eps = 0 and a step of +inf the bias corrections are 1 - beta**inf = 1 (beta
+    # < 1), AdaGrad's lr decay is 0, so they compute the LightSAM equations (up to rounding order). A
+    # negative lr gives the ascent ``w + rho * ...`` in the parameters themselves.
+    def _steps(self, ps: list[Tensor]) -> list[Tensor]:
+        inf = torch.full((), float("inf"), dtype=torch.float32, device=ps[0].device)
+        return [inf] * len(ps)
+
+    @staticmethod
+    def _can_fuse(ps: list[Tensor], *betas: float) -> bool:
+        p0 = ps[0]
+        return (
+            p0.device.type in ("cpu", "cuda")
+            and p0.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+            and all(p.device == p0.device and p.dtype == p0.dtype and p.grad is not None for p in ps)
+            and all(b < 1 for b in betas)
+        )
 
 
 class LightSAMAdaGradNorm(LightSAM):
@@ -97,7 +119,7 @@ class LightSAMAdaGradNorm(LightSAM):
         u = self._scalar("u", sq, self.param_groups[0]["eps"])
         u.add_(sq)
         inv = u.rsqrt()
-        return [(ps, torch._foreach_mul(gs, inv * group["rho"])) for group, ps, gs in groups]
+        return [(ps, gs, inv * group["rho"]) for group, ps, gs in groups]
 
     def _base_step(self) -> None:
         groups = self._with_grads()
@@ -110,7 +132,12 @@ class LightSAMAdaGradNorm(LightSAM):
         super()._base_step()
 
     def _descent(self, group: dict[str, Any], ps: list[Tensor], gs: list[Tensor]) -> None:
-        torch._foreach_add_(ps, torch._foreach_mul(gs, self._inv_v * -group["lr"]))
+        scale = self._inv_v * -group["lr"]
+        if ps[0].device.type == "cpu":  # one pass per tensor, no scaled copy of g
+            for p, g in zip(ps, gs):
+                p.addcmul_(g, scale)
+        else:
+            torch._foreach_add_(ps, torch._foreach_mul(gs, scale))
 
 
 class LightSAMAdaGrad(LightSAM):
@@ -120,18 +147,31 @@ class LightSAMAdaGrad(LightSAM):
 
     form = "adagrad"
 
-    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
-        out = []
+    def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
+        out: list[Perturbation] = []
         for group, ps, gs in groups:
             us = [self._state(p, group, "u", "v")["u"] for p in ps]
+            if self._phase is None and self._can_fuse(ps):  # p = w: w + rho s / sqrt(u) in one pass
+                torch._fused_adagrad_(
+                    ps, gs, us, self._steps(ps), lr=-group["rho"], lr_decay=0.0, weight_decay=0.0,
+                    eps=0.0, maximize=False,
+                )  # fmt: skip
+                out.append((ps, None, None))
+                continue
             torch._foreach_addcmul_(us, gs, gs)
             e = torch._foreach_div(gs, torch._foreach_sqrt(us))
             torch._foreach_mul_(e, group["rho"])
-            out.append((ps, e))
+            out.append((ps, e, None))
         return out
 
     def _descent(self, group: dict[str, Any], ps: list[Tensor], gs: list[Tensor]) -> None:
         vs = [self._state(p, group, "u", "v")["v"] for p in ps]
+        if self._can_fuse(ps):
+            torch._fused_adagrad_(
+                ps, gs, vs, self._steps(ps), lr=group["lr"], lr_decay=0.0, weight_decay=0.0, eps=0.0,
+                maximize=False,
+            )  # fmt: skip
+            return
         torch._foreach_addcmul_(vs, gs, gs)
         torch._foreach_addcdiv_(ps, gs, torch._foreach_sqrt(vs), value=-group["lr"])
 
@@ -148,25 +188,41 @@ class LightSAMAdam(LightSAM):
     def _st(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         return self._state(p, group, "u", "v", zeros=("r", "m"))
 
-    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
-        out = []
+    def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
+        out: list[Perturbation] = []
         for group, ps, gs in groups:
             b1, b2 = group["betas"]
             rs = [self._st(p, group)["r"] for p in ps]
             us = [self._st(p, group)["u"] for p in ps]
+            if self._phase is None and self._can_fuse(ps, b1, b2):  # p = w: one pass for r, u, w + e
+                torch._fused_adam_(
+                    ps, gs, rs, us, [], self._steps(ps), lr=-group["rho"], beta1=b1, beta2=b2,
+                    weight_decay=0.0, eps=0.0, amsgrad=False, maximize=False,
+                )  # fmt: skip
+                out.append((ps, None, None))
+                continue
             torch._foreach_mul_(rs, b1)
             torch._foreach_add_(rs, gs, alpha=1 - b1)
             torch._foreach_mul_(us, b2)
             torch._foreach_addcmul_(us, gs, gs, value=1 - b2)
             e = torch._foreach_div(rs, torch._foreach_sqrt(us))
             torch._foreach_mul_(e, group["rho"])
-            out.append((ps, e))
+            out.append((ps, e, None))
         return out
+
+    def _fuses_decay(self, group: dict[str, Any], ps: list[Tensor]) -> bool:
+        return self._can_fuse(ps, *group["betas"])
 
     def _descent(self, group: dict[str, Any], ps: list[Tensor], gs: list[Tensor]) -> None:
         b1, b2 = group["betas"]
         ms = [self._st(p, group)["m"] for p in ps]
         vs = [self._st(p, group)["v"] for p in ps]
+        if self._fuses_decay(group, ps):  # decoupled decay, m, v and w - lr m / sqrt(v): one pass
+            torch._fused_adamw_(
+                ps, gs, ms, vs, [], self._steps(ps), lr=group["lr"], beta1=b1, beta2=b2,
+                weight_decay=group["weight_decay"], eps=0.0, amsgrad=False, maximize=False,
+            )  # fmt: skip
+            return
         torch._foreach_mul_(ms, b1)
         torch._foreach_add_(ms, gs, alpha=1 - b1)
         torch._foreach_mul_(vs, b2)

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .base import AMSGradPaper, make_amsgrad, make_sgd
-from .sam import Groups, SAMBase, global_sq_norm, safe_inverse
+from .sam import Groups, Perturbation, SAMBase, global_sq_norm, safe_inverse
 from .validation import check_choice, validate
 
 __all__ = ["ASAM", "ESAM", "GSAM", "RSAM", "SAM", "USAM", "AdaSAM", "VaSSO"]
@@ -39,13 +39,10 @@ class _NormalizedSAM(SAMBase):
     def _rho(self, group: dict[str, Any]) -> float:
         return group["rho"]
 
-    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
+    def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
+        # w + (rho / ||g||) g in one pass from the weight copy: no scaled copy of g, g left untouched
         inv = safe_inverse(self._norm([g for _, _, gs in groups for g in gs]))
-        if self._grads_disposable:  # scale the gradients in place: no new parameter-sized buffer
-            for group, _, gs in groups:
-                torch._foreach_mul_(gs, inv * self._rho(group))
-            return [(ps, gs) for _, ps, gs in groups]
-        return [(ps, torch._foreach_mul(gs, inv * self._rho(group))) for group, ps, gs in groups]
+        return [(ps, gs, inv * self._rho(group)) for group, ps, gs in groups]
 
 
 class SAM(_NormalizedSAM):
@@ -130,29 +127,33 @@ class ASAM(SAMBase):
         validate(rho=rho, eta=eta)
         super().__init__(params, dict(rho=rho, eta=eta), _amsgrad(lr, beta1, beta2, eps, weight_decay))
 
-    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
-        parts = []  # per group: (matrix params, T, T*g, vector params, g)
+    def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
+        # T = |w| + eta is built in the parameter itself (w is in the weight copy until w + e is written
+        # back from it), T g in the gradient when it is disposable (else one temporary per tensor):
+        # no parameter-sized temporary, 5 passes per matrix (abs, + eta, T g, T^2 g, w + s T^2 g).
+        copies, disposable = self._w_copy, self._grads_disposable
+        parts = []  # per group: (matrix params, T g, vector params, g)
         for group, ps, gs in groups:
-            mats = [i for i, p in enumerate(ps) if p.ndim >= 2]
-            vecs = [i for i, p in enumerate(ps) if p.ndim < 2]
-            pm, pv = [ps[i] for i in mats], [ps[i] for i in vecs]
-            gv = [gs[i] for i in vecs]
-            t, tg = [], []
-            if pm:
-                t = torch._foreach_abs(pm)
-                torch._foreach_add_(t, group["eta"])
-                tg = torch._foreach_mul(t, [gs[i] for i in mats])
-            parts.append((group, pm, t, tg, pv, gv))
+            pm, tg, pv, gv = [], [], [], []
+            for p, g in zip(ps, gs):
+                if p.ndim < 2:
+                    pv.append(p)
+                    gv.append(g)
+                    continue
+                t = torch.abs(copies[p], out=p).add_(group["eta"])
+                pm.append(p)
+                tg.append(g.mul_(t) if disposable else g * t)
+            parts.append((group, pm, tg, pv, gv))
         inv = safe_inverse(self._norm([x for *_, tg, _, gv in parts for x in (*tg, *gv)]))
-        out = []
-        for group, pm, t, tg, pv, gv in parts:
+        out: list[Perturbation] = []
+        for group, pm, tg, pv, gv in parts:
             scale = inv * group["rho"]
+            for p, x in zip(pm, tg):
+                torch.addcmul(copies[p], x.mul_(p), scale, out=p)  # w + scale T^2 g
             if pm:
-                torch._foreach_mul_(tg, t)  # T^2 g, in place in the temporary
-                torch._foreach_mul_(tg, scale)
-                out.append((pm, tg))
+                out.append((pm, None, None))
             if pv:
-                out.append((pv, torch._foreach_mul(gv, scale)))
+                out.append((pv, gv, scale))
         return out
 
 
@@ -174,8 +175,8 @@ class USAM(SAMBase):
         validate(rho=rho)
         super().__init__(params, dict(rho=rho), _amsgrad(lr, beta1, beta2, eps, weight_decay))
 
-    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
-        return [(ps, torch._foreach_mul(gs, group["rho"])) for group, ps, gs in groups]
+    def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
+        return [(ps, gs, group["rho"]) for group, ps, gs in groups]
 
 
 class VaSSO(SAMBase):
@@ -200,7 +201,7 @@ class VaSSO(SAMBase):
         validate(rho=rho, theta=theta)
         super().__init__(params, dict(rho=rho, theta=theta), _amsgrad(lr, beta1, beta2, eps, weight_decay))
 
-    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
+    def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
         all_d = []
         for group, ps, gs in groups:
             old = [i for i, p in enumerate(ps) if "d" in self.state[p]]
@@ -213,7 +214,7 @@ class VaSSO(SAMBase):
                     self.state[p]["d"] = g.clone(memory_format=torch.preserve_format)  # d_0 = g_0
             all_d.append([self.state[p]["d"] for p in ps])
         inv = safe_inverse(self._norm([d for ds in all_d for d in ds]))
-        return [(ps, torch._foreach_mul(ds, inv * group["rho"])) for (group, ps, _), ds in zip(groups, all_d)]
+        return [(ps, ds, inv * group["rho"]) for (group, ps, _), ds in zip(groups, all_d)]
 
 
 class GSAM(_NormalizedSAM):
@@ -226,7 +227,9 @@ class GSAM(_NormalizedSAM):
     :math:`\rho_t` follows the lr linearly: ``rho_t = rho_min + (rho - rho_min) * lr_t / initial_lr``
     (``rho`` is rho_max, ``initial_lr`` the group's lr at construction, the scheduler's ``initial_lr``;
     the schedules decay to lr_min = 0). The current value is kept in ``group["rho_t"]``.
-    The ascent gradient g is kept in one reused parameter-sized buffer until the descent step.
+    The ascent gradient g is kept until the descent step: with ``first_step(zero_grad=True)`` the
+    gradient tensor itself (``zero_grad`` only drops ``.grad``'s reference; no copy), else a copy in one
+    reused parameter-sized buffer.
     """
 
     def __init__(
@@ -250,8 +253,8 @@ class GSAM(_NormalizedSAM):
         for group in self.param_groups:
             group.setdefault("initial_lr", group["lr"])
             group.setdefault("rho_t", group["rho"])
-        self._g_copy: dict[Tensor, Tensor] = {}
-        self._ascent: list[Tensor] = []
+        self._g_copy: dict[Tensor, Tensor] = {}  # reused copies (zero_grad=False, or view gradients)
+        self._g_kept: dict[Tensor, Tensor] = {}  # the ascent gradient of each param, until second_step
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -265,39 +268,57 @@ class GSAM(_NormalizedSAM):
         group["rho_t"] = group["rho_min"] + (group["rho"] - group["rho_min"]) * frac
         return group["rho_t"]
 
-    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
-        ps = [p for _, gps, _ in groups for p in gps]
-        bufs = []
-        for p in ps:
-            b = self._g_copy.get(p)
-            if b is None or b.shape != p.shape or b.dtype != p.dtype or b.device != p.device:
-                b = self._g_copy[p] = torch.empty_like(p, memory_format=torch.preserve_format)
-            bufs.append(b)
-        torch._foreach_copy_(bufs, [g for _, _, gs in groups for g in gs])
-        self._ascent = ps
-        return super()._perturbation(groups)
+    def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
+        kept: dict[Tensor, Tensor] = {}
+        copy_ps, copy_gs = [], []
+        for _, ps, gs in groups:
+            for p, g in zip(ps, gs):
+                # a gradient that is a view (DDP gradient_as_bucket_view) may be refilled in place
+                if self._grads_disposable and g._base is None:
+                    kept[p] = g
+                else:
+                    copy_ps.append(p)
+                    copy_gs.append(g)
+        if copy_ps:
+            bufs = []
+            for p in copy_ps:
+                b = self._g_copy.get(p)
+                if b is None or b.shape != p.shape or b.dtype != p.dtype or b.device != p.device:
+                    b = self._g_copy[p] = torch.empty_like(p, memory_format=torch.preserve_format)
+                bufs.append(b)
+                kept[p] = b
+            torch._foreach_copy_(bufs, copy_gs)
+        self._g_kept = kept
+        return super()._perturbation(groups)  # reads g, does not modify it
 
     def _descent_grad(self, groups: list[Groups]) -> None:
-        ascent = set(self._ascent)
-        self._ascent = []
+        kept, self._g_kept = self._g_kept, {}
         pairs = []  # (alpha, g_p list, g list) per group
         for group, ps, gps in groups:
-            keep = [i for i, p in enumerate(ps) if p in ascent]
+            keep = [i for i, p in enumerate(ps) if p in kept]
             if keep:
-                pairs.append((group["alpha"], [gps[i] for i in keep], [self._g_copy[ps[i]] for i in keep]))
+                pairs.append((group["alpha"], [gps[i] for i in keep], [kept[ps[i]] for i in keep]))
         if not pairs:
             return
-        gp_all = [x for _, gps, _ in pairs for x in gps]
-        g_all = [x for *_, gs in pairs for x in gs]
-        dt = torch.promote_types(gp_all[0].dtype, torch.float32)
-        inner = torch.stack(
-            [torch.vdot(a.reshape(-1).to(dt), b.reshape(-1).to(dt)) for a, b in zip(g_all, gp_all)]
-        )
-        coef = inner.sum() * safe_inverse(global_sq_norm(gp_all))  # <g, g_p> / ||g_p||^2
+        dt = torch.promote_types(pairs[0][1][0].dtype, torch.float32)
+        # <g, g_p> and ||g_p||^2 tensor by tensor: g_p is read twice while it is still in cache
+        inner, sq = [], []
+        for _, gps, gs in pairs:
+            for a, b in zip(gs, gps):
+                a, b = a.reshape(-1).to(dt), b.reshape(-1).to(dt)
+                inner.append(torch.vdot(a, b))
+                sq.append(torch.vdot(b, b))
+        sq_norm = torch.stack(sq).sum()
+        coef = torch.stack(inner).sum() * safe_inverse(sq_norm)  # <g, g_p> / ||g_p||^2
         for alpha, gps, gs in pairs:
             # g_p - alpha * (g - coef g_p) = (1 + alpha coef) g_p - alpha g
-            torch._foreach_mul_(gps, 1 + alpha * coef)
-            torch._foreach_add_(gps, gs, alpha=-alpha)
+            c = 1 + alpha * coef
+            if gps[0].device.type == "cpu":
+                for gp, g in zip(gps, gs):
+                    gp.mul_(c).add_(g, alpha=-alpha)  # the second pass reads g_p from cache
+            else:
+                torch._foreach_mul_(gps, c)
+                torch._foreach_add_(gps, gs, alpha=-alpha)
 
 
 class RSAM(_NormalizedSAM):
@@ -311,7 +332,8 @@ class RSAM(_NormalizedSAM):
 
     Noise: one ``torch.randn(total)`` per update from the optimizer's own generator (on the parameters'
     device, seeded by ``seed``; its state is saved in ``state_dict``), split over the trainable
-    parameters in param-group order. Without ``prepare_ascent`` the update is SAM's.
+    parameters in param-group order, drawn into one reused buffer (``_noise``; a fresh parameter-sized
+    tensor per update costs its page faults on CPU). Without ``prepare_ascent`` the update is SAM's.
     """
 
     def __init__(
@@ -330,6 +352,7 @@ class RSAM(_NormalizedSAM):
         super().__init__(
             params, dict(rho=rho, sigma=sigma), _amsgrad(lr, beta1, beta2, eps, weight_decay), seed=seed
         )
+        self._noise: dict[str, Tensor] = {}  # {"z": the reused randn buffer}
 
     @torch.no_grad()
     def prepare_ascent(self) -> None:
@@ -350,17 +373,21 @@ class RSAM(_NormalizedSAM):
         scale = norms * torch.tensor(
             [s / math.sqrt(n) for s, n in zip(sigmas, numels)], dtype=norms.dtype, device=norms.device
         )
-        gen = self._generator(params[0].device)
-        z = torch.randn(sum(numels), generator=gen, device=params[0].device, dtype=params[0].dtype)
+        dev, dtype, total = params[0].device, params[0].dtype, sum(numels)
+        z = self._noise.get("z")
+        if z is None or z.numel() != total or z.dtype != dtype or z.device != dev:
+            z = self._noise["z"] = torch.empty(total, device=dev, dtype=dtype)
+        torch.randn(total, generator=self._generator(dev), device=dev, dtype=dtype, out=z)
         noise = [c.view_as(p) for c, p in zip(z.split(numels), params)]
-        torch._foreach_mul_(noise, list(scale.unbind()))
-        torch._foreach_add_(params, noise)
+        if dev.type == "cpu":  # w + s z in one pass per tensor (no separate scaling of z)
+            for p, c, sc in zip(params, noise, scale.unbind()):
+                p.addcmul_(c, sc)
+        else:
+            torch._foreach_mul_(noise, list(scale.unbind()))
+            torch._foreach_add_(params, noise)
 
-    @torch.no_grad()
-    def first_step(self, zero_grad: bool = True) -> None:
-        if self._phase == "prepared":
-            self._restore_weights()  # back to w; the copy stays valid for second_step
-        super().first_step(zero_grad)
+    # first_step: w + e is written from the weight copy over the noisy weights (SAMBase), which also
+    # takes them back to w; parameters without a gradient are restored from the copy.
 
 
 class ESAM(_NormalizedSAM):
@@ -397,7 +424,7 @@ class ESAM(_NormalizedSAM):
             seed=seed,
         )
 
-    def _perturbation(self, groups: list[Groups]) -> list[tuple[list[Tensor], list[Tensor]]]:
+    def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
         inv = safe_inverse(self._norm([g for _, _, gs in groups for g in gs]))
         u = torch.rand(
             sum(len(ps) for _, ps, _ in groups), generator=self._generator("cpu"), dtype=torch.float32
@@ -408,7 +435,7 @@ class ESAM(_NormalizedSAM):
             k += len(ps)
             if keep:
                 scale = inv * (group["rho"] / group["beta"])
-                out.append(([ps[i] for i in keep], torch._foreach_mul([gs[i] for i in keep], scale)))
+                out.append(([ps[i] for i in keep], [gs[i] for i in keep], scale))
         return out
 
     def descent_loss(self, ascent_losses: Tensor, descent_losses: Tensor) -> Tensor:
