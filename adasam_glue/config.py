@@ -100,7 +100,7 @@ class DataConfig:
 class TrainerConfig:
     max_updates: int | None = None  #: cap on updates (``null``: the task's total_updates)
     grad_accum: int = 1  #: micro-batches per update (per device)
-    eval_every: int = 0  #: eval every N updates (0: only at the end)
+    eval_every: Optional[int] = None  #: eval every N updates; null: once per recipe epoch; 0: only at the end
     eval_batch_size: int = 64
     mixed_precision: str = "no"  #: ``no``, ``bf16`` or ``fp16``
     max_grad_norm: float | None = None  #: clipping (off in the paper)
@@ -225,10 +225,13 @@ def validate_config(cfg: DictConfig) -> None:
         v = _get(cfg, key)
         if v is None or v < 1:
             raise bad(key, v, ">= 1")
-    for key in ("task.warmup_updates", "trainer.eval_every", "trainer.checkpoint_every"):
+    for key in ("task.warmup_updates", "trainer.checkpoint_every"):
         v = _get(cfg, key)
         if v is None or v < 0:
             raise bad(key, v, ">= 0")
+    v = _get(cfg, "trainer.eval_every")
+    if v is not None and v < 0:
+        raise bad("trainer.eval_every", v, ">= 0 or null")
     v = _get(cfg, "trainer.max_updates")
     if v is not None and v < 1:
         raise bad("trainer.max_updates", v, ">= 1 or null")

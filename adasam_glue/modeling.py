@@ -54,7 +54,7 @@ def resolve_init_from(init_from: str | None) -> str | None:
     return init_from
 
 
-def _hub_hint(name: str, err: Exception) -> ModelError:
+def _hub_hint(name: str, err: Exception, from_init: bool = False) -> ModelError:
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     why = (
         "the Hub is disabled (HF_HUB_OFFLINE=1)"
@@ -63,8 +63,14 @@ def _hub_hint(name: str, err: Exception) -> ModelError:
     )
     return ModelError(
         f"cannot load model/tokenizer {name!r}: {why} and it is not in the local HF cache. "
-        f"Use a local folder (model.path=/path/to/{name}), the offline model (model=minilm), "
-        f"or the test model (model=tiny). Original error: {type(err).__name__}: {str(err)[:300]}"
+        + (
+            f"It is the start checkpoint (task.init_from): point task.init_from or model.mnli_checkpoint "
+            f"at a local copy of {name} or at a run dir of this harness's own MNLI run. "
+            if from_init
+            else f"Use a local folder (model.path=/path/to/{name}). "
+        )
+        + "Offline alternatives: the packaged model (model=minilm), "
+        + f"or the test model (model=tiny). Original error: {type(err).__name__}: {str(err)[:300]}"
     )
 
 
@@ -85,7 +91,7 @@ def build_tokenizer(model_cfg: Any, texts: Iterable[str] | None = None, init_fro
     try:
         return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as e:
-        raise _hub_hint(name, e) from e
+        raise _hub_hint(name, e, from_init=bool(init_from)) from e
 
 
 def build_model(model_cfg: Any, task: TaskInfo, tokenizer, init_from: str | None = None) -> torch.nn.Module:
@@ -138,7 +144,7 @@ def build_model(model_cfg: Any, task: TaskInfo, tokenizer, init_from: str | None
             name, config=config, ignore_mismatched_sizes=True
         )
     except (OSError, ValueError) as e:
-        raise _hub_hint(name, e) from e
+        raise _hub_hint(name, e, from_init=bool(init_from)) from e
     return model
 
 

@@ -103,6 +103,9 @@ class Trainer:
         self.sharpness_fn = sharpness_fn
         self.state = TrainState()
         self._signal: int | None = None
+        every = cfg.trainer.eval_every
+        #: dev evaluation period in updates; default once per epoch of the recipe, as fairseq does
+        self.eval_every = every if every is not None else max(1, cfg.task.total_updates // cfg.task.epochs)
 
     # ------------------------------------------------------------------ one update
     def train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
@@ -202,7 +205,7 @@ class Trainer:
                     st.status = "diverged"  # diverged runs are data: stop, keep the record
                     log.warning("loss is %s at update %d: stopping, status=diverged", loss, st.updates)
                     break
-                if tcfg.eval_every and st.updates % tcfg.eval_every == 0 and st.updates < total:
+                if self.eval_every and st.updates % self.eval_every == 0 and st.updates < total:
                     self.evaluate_and_track()
                 if (
                     self.cfg.sharpness.enabled

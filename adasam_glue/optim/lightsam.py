@@ -85,12 +85,13 @@ class LightSAM(SAMBase):
         raise NotImplementedError
 
     # torch's fused Adam / AdaGrad kernels compute one form's whole update in one pass over memory. They
-    # are exact here: with eps = 0 and a step of +inf the bias corrections are 1 - beta**inf = 1 (beta
-    # < 1), AdaGrad's lr decay is 0, so they compute the LightSAM equations (up to rounding order). A
-    # negative lr gives the ascent ``w + rho * ...`` in the parameters themselves.
-    def _steps(self, ps: list[Tensor]) -> list[Tensor]:
-        inf = torch.full((), float("inf"), dtype=torch.float32, device=ps[0].device)
-        return [inf] * len(ps)
+    # are exact here: with eps = 0 and a step of +inf Adam's bias corrections are 1 - beta**inf = 1
+    # (beta < 1); AdaGrad with lr_decay = 0 uses lr as is. So they compute the LightSAM equations (up
+    # to rounding order). A negative lr gives the ascent ``w + rho * ...`` in the parameters themselves.
+    # The kernels read the step, they do not increment it.
+    @staticmethod
+    def _steps(ps: list[Tensor], value: float = float("inf")) -> list[Tensor]:
+        return [torch.full((), value, dtype=torch.float32, device=ps[0].device)] * len(ps)
 
     @staticmethod
     def _can_fuse(ps: list[Tensor], *betas: float) -> bool:
@@ -153,7 +154,7 @@ class LightSAMAdaGrad(LightSAM):
             us = [self._state(p, group, "u", "v")["u"] for p in ps]
             if self._phase is None and self._can_fuse(ps):  # p = w: w + rho s / sqrt(u) in one pass
                 torch._fused_adagrad_(
-                    ps, gs, us, self._steps(ps), lr=-group["rho"], lr_decay=0.0, weight_decay=0.0,
+                    ps, gs, us, self._steps(ps, 1.0), lr=-group["rho"], lr_decay=0.0, weight_decay=0.0,
                     eps=0.0, maximize=False,
                 )  # fmt: skip
                 out.append((ps, None, None))
@@ -168,7 +169,7 @@ class LightSAMAdaGrad(LightSAM):
         vs = [self._state(p, group, "u", "v")["v"] for p in ps]
         if self._can_fuse(ps):
             torch._fused_adagrad_(
-                ps, gs, vs, self._steps(ps), lr=group["lr"], lr_decay=0.0, weight_decay=0.0, eps=0.0,
+                ps, gs, vs, self._steps(ps, 1.0), lr=group["lr"], lr_decay=0.0, weight_decay=0.0, eps=0.0,
                 maximize=False,
             )  # fmt: skip
             return

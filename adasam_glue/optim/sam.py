@@ -190,14 +190,15 @@ class SAMBase(Optimizer):
     def _apply_perturbation(self, ps: list[Tensor], es: list[Tensor], scale: Tensor | float | None) -> None:
         """``p <- w + scale * e`` (``w + e`` without scale), w read from the weight copy.
 
-        On CPU one out-of-place kernel per tensor (reads w and e, writes p: no temporary, no separate
-        scaling pass; after RSAM's noise it also replaces the restore). Elsewhere torch's multi-tensor
-        kernels (fewer launches), after restoring w if the params hold something else (RSAM).
+        On CPU one kernel per tensor: ``p += scale * e`` in place (no temporary, no separate scaling
+        pass), or, after RSAM's noise, ``p = copy + scale * e`` (which also replaces the restore).
+        Elsewhere torch's multi-tensor kernels (fewer launches), after restoring w if needed (RSAM).
         """
         copies, saved = self._w_copy, self._saved_set
         if ps[0].device.type == "cpu":
+            noisy = self._phase == "prepared"
             for p, e in zip(ps, es):
-                w = copies[p] if p in saved else p
+                w = copies[p] if noisy and p in saved else p
                 if scale is None:
                     torch.add(w, e, out=p)
                 elif isinstance(scale, Tensor):

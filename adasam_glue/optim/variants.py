@@ -22,6 +22,8 @@ from .validation import check_choice, validate
 __all__ = ["ASAM", "ESAM", "GSAM", "RSAM", "SAM", "USAM", "AdaSAM", "VaSSO"]
 
 ADASAM_FORMS = ("library", "paper")
+#: elements per slice for the passes that read a tensor twice (128k fp32 = 512 KiB, within L2)
+_SLICE = 1 << 17
 
 
 def _amsgrad(
@@ -301,13 +303,14 @@ class GSAM(_NormalizedSAM):
         if not pairs:
             return
         dt = torch.promote_types(pairs[0][1][0].dtype, torch.float32)
-        # <g, g_p> and ||g_p||^2 tensor by tensor: g_p is read twice while it is still in cache
+        # <g, g_p> and ||g_p||^2 (fp32 dot products) over cache-sized slices: g_p is read from memory once
         inner, sq = [], []
         for _, gps, gs in pairs:
             for a, b in zip(gs, gps):
                 a, b = a.reshape(-1).to(dt), b.reshape(-1).to(dt)
-                inner.append(torch.vdot(a, b))
-                sq.append(torch.vdot(b, b))
+                for x, y in zip(a.split(_SLICE), b.split(_SLICE)):
+                    inner.append(torch.vdot(x, y))
+                    sq.append(torch.vdot(y, y))
         sq_norm = torch.stack(sq).sum()
         coef = torch.stack(inner).sum() * safe_inverse(sq_norm)  # <g, g_p> / ||g_p||^2
         for alpha, gps, gs in pairs:
