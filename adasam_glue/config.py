@@ -100,7 +100,7 @@ class DataConfig:
 class TrainerConfig:
     max_updates: int | None = None  #: cap on updates (``null``: the task's total_updates)
     grad_accum: int = 1  #: micro-batches per update (per device)
-    eval_every: Optional[int] = None  #: eval every N updates; null: once per recipe epoch; 0: only at the end
+    eval_every: int | None = None  #: eval every N updates; null: once per recipe epoch; 0: only at the end
     eval_batch_size: int = 64
     mixed_precision: str = "no"  #: ``no``, ``bf16`` or ``fp16``
     max_grad_norm: float | None = None  #: clipping (off in the paper)

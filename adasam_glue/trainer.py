@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from adasam_glue.metrics import compute_metrics
 from adasam_glue.modeling import per_sample_loss
@@ -103,9 +104,11 @@ class Trainer:
         self.sharpness_fn = sharpness_fn
         self.state = TrainState()
         self._signal: int | None = None
-        every = cfg.trainer.eval_every
         #: dev evaluation period in updates; default once per epoch of the recipe, as fairseq does
-        self.eval_every = every if every is not None else max(1, cfg.task.total_updates // cfg.task.epochs)
+        self.eval_every = OmegaConf.select(cfg, "trainer.eval_every")
+        if self.eval_every is None:
+            total, epochs = OmegaConf.select(cfg, "task.total_updates"), OmegaConf.select(cfg, "task.epochs")
+            self.eval_every = max(1, total // epochs) if total and epochs else 0
 
     # ------------------------------------------------------------------ one update
     def train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:

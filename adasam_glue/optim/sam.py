@@ -122,7 +122,10 @@ class SAMBase(Optimizer):
         return out
 
     def _norm(self, tensors: list[Tensor]) -> Tensor:
-        sq = global_sq_norm(tensors)
+        return self._finish_sq_norm(global_sq_norm(tensors))
+
+    def _finish_sq_norm(self, sq: Tensor) -> Tensor:
+        """``sqrt(hook(sq))`` for a squared norm summed locally (the hook: e.g. a data-parallel all-reduce)."""
         if self.sq_norm_hook is not None:
             sq = self.sq_norm_hook(sq)
         return sq.sqrt()

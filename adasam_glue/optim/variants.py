@@ -130,30 +130,55 @@ class ASAM(SAMBase):
         super().__init__(params, dict(rho=rho, eta=eta), _amsgrad(lr, beta1, beta2, eps, weight_decay))
 
     def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
-        # T = |w| + eta is built in the parameter itself (w is in the weight copy until w + e is written
-        # back from it), T g in the gradient when it is disposable (else one temporary per tensor):
-        # no parameter-sized temporary, 5 passes per matrix (abs, + eta, T g, T^2 g, w + s T^2 g).
+        # Matrices: T = |w| + eta is recomputed from the weight copy slice by slice (cache-sized slices,
+        # one reused scratch slice): T g is built in the gradient when it is disposable (else in one
+        # temporary per tensor) and its norm taken while the slice is in cache; after the global norm,
+        # w + s T^2 g is written from the copy. No parameter-sized temporary; w, g, p each cross memory
+        # about twice. Vectors (T = 1): w + s g as SAM.
         copies, disposable = self._w_copy, self._grads_disposable
-        parts = []  # per group: (matrix params, T g, vector params, g)
+        dt = torch.promote_types(groups[0][2][0].dtype, torch.float32)
+        norms: list[Tensor] = []
+        parts = []  # per group: (eta, [(p, w slices, T g slices, p slices)], vector params, their grads)
+        scratch: Tensor | None = None
         for group, ps, gs in groups:
-            pm, tg, pv, gv = [], [], [], []
+            eta, mats, pv, gv = group["eta"], [], [], []
             for p, g in zip(ps, gs):
                 if p.ndim < 2:
                     pv.append(p)
                     gv.append(g)
                     continue
-                t = torch.abs(copies[p], out=p).add_(group["eta"])
-                pm.append(p)
-                tg.append(g.mul_(t) if disposable else g * t)
-            parts.append((group, pm, tg, pv, gv))
-        inv = safe_inverse(self._norm([x for *_, tg, _, gv in parts for x in (*tg, *gv)]))
+                x = g if disposable else g.clone(memory_format=torch.preserve_format)
+                if not (x.is_contiguous() and p.is_contiguous() and copies[p].is_contiguous()):
+                    x.mul_(copies[p].abs().add_(eta))
+                    mats.append((p, [copies[p]], [x], [p]))
+                    norms.append(torch.linalg.vector_norm(x, dtype=dt))
+                    continue
+                ws, xs = copies[p].view(-1).split(_SLICE), x.view(-1).split(_SLICE)
+                if scratch is None or scratch.dtype != p.dtype or scratch.device != p.device:
+                    scratch = torch.empty(_SLICE, dtype=p.dtype, device=p.device)
+                for w_s, x_s in zip(ws, xs):
+                    t = torch.abs(w_s, out=scratch[: w_s.numel()]).add_(eta)
+                    norms.append(torch.linalg.vector_norm(x_s.mul_(t), dtype=dt))
+                mats.append((p, ws, xs, p.view(-1).split(_SLICE)))
+            parts.append((eta, mats, pv, gv))
+        gv_all = [g for *_, gv in parts for g in gv]
+        sq = torch.stack(norms).square().sum() if norms else None
+        if gv_all:
+            sq_v = global_sq_norm(gv_all)
+            sq = sq_v if sq is None else sq + sq_v
+        inv = safe_inverse(self._finish_sq_norm(sq))
         out: list[Perturbation] = []
-        for group, pm, tg, pv, gv in parts:
+        for (group, _, _), (eta, mats, pv, gv) in zip(groups, parts):
             scale = inv * group["rho"]
-            for p, x in zip(pm, tg):
-                torch.addcmul(copies[p], x.mul_(p), scale, out=p)  # w + scale T^2 g
-            if pm:
-                out.append((pm, None, None))
+            for _p, ws, xs, p_slices in mats:
+                for w_s, x_s, p_s in zip(ws, xs, p_slices):
+                    if w_s.numel() <= _SLICE and scratch is not None and scratch.dtype == w_s.dtype:
+                        t = torch.abs(w_s, out=scratch[: w_s.numel()]).add_(eta)
+                    else:
+                        t = w_s.abs().add_(eta)
+                    torch.addcmul(w_s, x_s.mul_(t), scale, out=p_s)  # w + s T^2 g
+            if mats:
+                out.append(([m[0] for m in mats], None, None))
             if pv:
                 out.append((pv, gv, scale))
         return out
@@ -316,12 +341,8 @@ class GSAM(_NormalizedSAM):
         for alpha, gps, gs in pairs:
             # g_p - alpha * (g - coef g_p) = (1 + alpha coef) g_p - alpha g
             c = 1 + alpha * coef
-            if gps[0].device.type == "cpu":
-                for gp, g in zip(gps, gs):
-                    gp.mul_(c).add_(g, alpha=-alpha)  # the second pass reads g_p from cache
-            else:
-                torch._foreach_mul_(gps, c)
-                torch._foreach_add_(gps, gs, alpha=-alpha)
+            torch._foreach_mul_(gps, c)
+            torch._foreach_add_(gps, gs, alpha=-alpha)
 
 
 class RSAM(_NormalizedSAM):
