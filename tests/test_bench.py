@@ -24,8 +24,12 @@ def setup(tmp_path_factory):
     )
 
 
-def test_optimizer_rows_cover_the_registry(setup):
-    rows = bench.bench_optimizers(setup, rounds=1, warmup=1)
+@pytest.fixture(scope="module")
+def rows(setup):
+    return bench.bench_optimizers(setup, rounds=1, warmup=1)
+
+
+def test_optimizer_rows_cover_the_registry(rows):
     assert [r["optimizer"] for r in rows] == list(OPTIMIZERS)
     keys = {
         "optimizer",
@@ -119,3 +123,33 @@ def test_peak_flops_by_device_name():
     assert bench.peak_bf16_flops("NVIDIA H200") == 989e12
     assert bench.peak_bf16_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert bench.peak_bf16_flops("Tesla T4") is None
+
+
+def test_render_markdown_from_json(rows, setup, tmp_path):
+    rows = [dict(r) for r in rows]
+    res = {
+        "rows": rows,
+        "env": bench.environment("cpu"),
+        "setups": {"tiny": {"num_params": setup.num_params, "batch_size": 4, "mean_padded_len": 10.0}},
+        "padding": bench.bench_padding("tiny", tasks=("mrpc",), max_lengths=(128,), glue_like_n=200),
+        "gpu": {"skipped": "--device cpu"},
+    }
+    rows[2]["ratio_to_base"] = 9.99  # force one row over the limit: the summary and "Why" name it
+    res["summary"] = bench.summarize(res)
+    path = tmp_path / "bench_quick.json"
+    bench.write_json(path, res)
+    out = tmp_path / "bench.md"
+    assert bench.main(["--render", str(path), "--md", str(out)]) == 0
+    md = out.read_text()
+    lines = md.splitlines()
+    assert lines[0] == "# Benchmarks: what a SAM update costs"
+    header = next(i for i, line in enumerate(lines) if line.startswith("| model | optimizer | base |"))
+    table = [line for line in lines[header + 2 :] if line.startswith("| tiny |")][: len(rows)]
+    assert [line.split(" | ")[1] for line in table] == [r["optimizer"] for r in rows]
+    over = rows[2]["optimizer"]
+    assert f"| tiny | {over} | {rows[2]['base']} | **9.99** |" in md
+    summary = next(line for line in lines if line.startswith("**Summary:"))
+    assert f"tiny {over} 9.99" in summary and "over 2.15" in summary
+    assert "## Why rows over the limit" in md and f"**tiny {over} (9.99)**" in md
+    assert "## Padding" in md and "| glue_like | mrpc |" in md
+    assert "Not measured in this run (--device cpu)" in md

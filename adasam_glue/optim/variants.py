@@ -130,53 +130,43 @@ class ASAM(SAMBase):
         super().__init__(params, dict(rho=rho, eta=eta), _amsgrad(lr, beta1, beta2, eps, weight_decay))
 
     def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
-        # Matrices: T = |w| + eta is recomputed from the weight copy slice by slice (cache-sized slices,
-        # one reused scratch slice): T g is built in the gradient when it is disposable (else in one
-        # temporary per tensor) and its norm taken while the slice is in cache; after the global norm,
-        # w + s T^2 g is written from the copy. No parameter-sized temporary; w, g, p each cross memory
-        # about twice. Vectors (T = 1): w + s g as SAM.
+        # Matrices, slice by slice (cache-sized): T = |w| + eta is written into the parameter itself (w
+        # stays in the weight copy), T g into the gradient when it is disposable (else into a clone),
+        # and the slice's norm is taken while it is in cache; after the global norm, T^2 g and
+        # w + s T^2 g (from the copy, over T). No parameter-sized temporary, no separate scaling pass.
+        # Vectors (T = 1): w + s g as SAM.
         copies, disposable = self._w_copy, self._grads_disposable
         dt = torch.promote_types(groups[0][2][0].dtype, torch.float32)
         norms: list[Tensor] = []
-        parts = []  # per group: (eta, [(p, w slices, T g slices, p slices)], vector params, their grads)
-        scratch: Tensor | None = None
+        parts = []  # per group: ([(p, w slices, T g slices, p slices)], vector params, their grads)
         for group, ps, gs in groups:
-            eta, mats, pv, gv = group["eta"], [], [], []
+            mats, pv, gv = [], [], []
             for p, g in zip(ps, gs):
                 if p.ndim < 2:
                     pv.append(p)
                     gv.append(g)
                     continue
-                x = g if disposable else g.clone(memory_format=torch.preserve_format)
-                if not (x.is_contiguous() and p.is_contiguous() and copies[p].is_contiguous()):
-                    x.mul_(copies[p].abs().add_(eta))
-                    mats.append((p, [copies[p]], [x], [p]))
-                    norms.append(torch.linalg.vector_norm(x, dtype=dt))
-                    continue
-                ws, xs = copies[p].view(-1).split(_SLICE), x.view(-1).split(_SLICE)
-                if scratch is None or scratch.dtype != p.dtype or scratch.device != p.device:
-                    scratch = torch.empty(_SLICE, dtype=p.dtype, device=p.device)
-                for w_s, x_s in zip(ws, xs):
-                    t = torch.abs(w_s, out=scratch[: w_s.numel()]).add_(eta)
+                w, x = copies[p], g if disposable else g.clone(memory_format=torch.preserve_format)
+                if w.is_contiguous() and x.is_contiguous() and p.is_contiguous():
+                    sl = (w.view(-1).split(_SLICE), x.view(-1).split(_SLICE), p.view(-1).split(_SLICE))
+                else:
+                    sl = ([w], [x], [p])
+                for w_s, x_s, p_s in zip(*sl):
+                    t = torch.abs(w_s, out=p_s).add_(group["eta"])
                     norms.append(torch.linalg.vector_norm(x_s.mul_(t), dtype=dt))
-                mats.append((p, ws, xs, p.view(-1).split(_SLICE)))
-            parts.append((eta, mats, pv, gv))
-        gv_all = [g for *_, gv in parts for g in gv]
+                mats.append((p, *sl))
+            parts.append((mats, pv, gv))
         sq = torch.stack(norms).square().sum() if norms else None
+        gv_all = [g for *_, gv in parts for g in gv]
         if gv_all:
-            sq_v = global_sq_norm(gv_all)
-            sq = sq_v if sq is None else sq + sq_v
+            sq = global_sq_norm(gv_all) if sq is None else sq + global_sq_norm(gv_all)
         inv = safe_inverse(self._finish_sq_norm(sq))
         out: list[Perturbation] = []
-        for (group, _, _), (eta, mats, pv, gv) in zip(groups, parts):
+        for (group, _, _), (mats, pv, gv) in zip(groups, parts):
             scale = inv * group["rho"]
-            for _p, ws, xs, p_slices in mats:
+            for _, ws, xs, p_slices in mats:
                 for w_s, x_s, p_s in zip(ws, xs, p_slices):
-                    if w_s.numel() <= _SLICE and scratch is not None and scratch.dtype == w_s.dtype:
-                        t = torch.abs(w_s, out=scratch[: w_s.numel()]).add_(eta)
-                    else:
-                        t = w_s.abs().add_(eta)
-                    torch.addcmul(w_s, x_s.mul_(t), scale, out=p_s)  # w + s T^2 g
+                    torch.addcmul(w_s, x_s.mul_(p_s), scale, out=p_s)  # w + s T^2 g, over T
             if mats:
                 out.append(([m[0] for m in mats], None, None))
             if pv:
