@@ -1418,7 +1418,7 @@ def run_bench(
     # sizes: batch, batches, optimizer rounds, HF-comparison rounds and timed steps per block, warm-up
     sizes = {
         "tiny": (16, 4, 31 if quick else 61, 3 if quick else 5, 3 if quick else 5, 1),
-        "minilm": (16, 4, 5 if quick else 9, 3 if quick else 5, 2 if quick else 4, 1),
+        "minilm": (16, 4, 9 if quick else 15, 3 if quick else 5, 2 if quick else 4, 1),
         "roberta-large": (16, 4, 5, 3, 3, 2),
         "roberta-large-random": (16, 4, 5, 3, 3, 2),
     }
