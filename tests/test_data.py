@@ -4,7 +4,7 @@ tokenization cache, DataLoaders (determinism, subsampling, length grouping, padd
 The ``hub`` source is tested through a local copy of the Hub repo layout (``<task>/<split>-*.parquet``
 plus the README ``configs`` block), which ``datasets.load_dataset`` reads exactly like ``nyu-mll/glue``;
 the offline error path runs ``load_dataset("nyu-mll/glue")`` in offline mode with an empty cache.
-Nothing here reads ../shared.
+Every fixture is built here (tmp_path); no test depends on the sample data shipped beside the repo.
 """
 
 from __future__ import annotations
