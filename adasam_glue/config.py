@@ -69,6 +69,9 @@ class OptimConfig:
 class ModelConfig:
     name: str = MISSING  #: config name (``roberta-large``, ``minilm``, ``tiny`` ...)
     path: str | None = None  #: Hub id or local folder; ``null`` for ``tiny`` / resolved for ``minilm``
+    revision: str | None = None  #: Hub revision (branch, tag or commit) of ``path`` and ``init_from``
+    cache_dir: str | None = None  #: where Hub downloads go (``null``: the HF default cache)
+    trust_remote_code: bool = False  #: allow a Hub model's own modeling code (off by default, as in HF)
     source: str = "hub"  #: ``hub`` (id or folder), ``minilm_package`` or ``tiny`` (random init)
     dropout: float | None = None  #: hidden/attention dropout override (``null``: the model's own)
     mnli_checkpoint: str | None = None  #: this family's MNLI-tuned model (RTE/MRPC/STS-B start there)
@@ -154,7 +157,8 @@ class Config:
     experiment_name: str = "default"
     seed: int = 1
     results_dir: str = "results"
-    run_dir: str | None = None  #: ``null``: results_dir/runs/<experiment>/<task>/<optim>/<params>/seed<k>
+    run_dir: str | None = None  #: ``null``: results_dir/runs/<experiment>/<task>/<optim>/<tag>-<hash>/seed<k>
+    reuse_run_dir: bool = False  #: resume a run dir whose stored identity differs (recorded in ``attempts``)
     dry_run: bool = False  #: print the plan line and exit (used by reproduce-all DRY_RUN=1)
 
 
@@ -190,6 +194,9 @@ def validate_config(cfg: DictConfig) -> None:
     task = _get(cfg, "task.name")
     if task not in TASKS:
         raise bad("task.name", task, f"one of {', '.join(TASKS)}")
+    seed = _get(cfg, "seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise bad("seed", seed, "an integer in [0, 2**32)")
     from adasam_glue.optim import OPTIMIZERS  # the registry owns the optimizer names
 
     name = _get(cfg, "optim.name")
@@ -248,6 +255,39 @@ def validate_config(cfg: DictConfig) -> None:
     metrics = dict.fromkeys((TASKS[task].selection_metric, *TASKS[task].paper_metrics))
     if _get(cfg, "task.metric") not in metrics:
         raise bad("task.metric", _get(cfg, "task.metric"), f"one of {', '.join(metrics)} for {task}")
+    _validate_optimizer(cfg)
+    _validate_batch_split(cfg)
+
+
+def _validate_optimizer(cfg: DictConfig) -> None:
+    """Build the optimizer on a one-element tensor: the registry's own checks (unknown keys, ranges,
+    choices, beta2 = 1 where it divides by zero) run here, before any model loads."""
+    import torch
+
+    from adasam_glue.optim import build_optimizer
+
+    o = OmegaConf.to_container(cfg.optim, resolve=True)
+    kwargs = {k: v for k, v in o.items() if v is not None and k not in ("name", "sync_ascent")}
+    try:
+        build_optimizer(o["name"], [torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    except ValueError as e:
+        raise ConfigError(f"invalid optim (conf/optim/{o['name']}.yaml or an override): {e}") from None
+
+
+def _validate_batch_split(cfg: DictConfig) -> None:
+    """Every batch of the plan must split evenly over processes x accumulation (``WORLD_SIZE`` from the
+    launcher's environment), checked before the model loads."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accum = _get(cfg, "trainer.grad_accum")
+    sizes = list(_get(cfg, "trainer.batch_schedule") or []) or [_get(cfg, "task.batch_size")]
+    for b in sizes:
+        if b % (world * accum):
+            key = "trainer.batch_schedule" if len(sizes) > 1 or _get(cfg, "trainer.batch_schedule") else "task.batch_size"
+            raise ConfigError(
+                f"invalid {key}={b}: must be divisible by processes x trainer.grad_accum = {world} x {accum}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -269,6 +309,14 @@ def _task_recipe(task: str, key: str) -> Any:
     return OmegaConf.select(OmegaConf.load(path), str(key), throw_on_missing=True)
 
 
+def _if_path(path: Any, expected: str, value: str) -> str | None:
+    """``${if_path:${model.path},roberta-large,roberta-large-mnli}``: ``value`` only while the model is
+    still the one the YAML names. A custom ``model.path`` therefore starts from its own weights (or the
+    ``model.mnli_checkpoint`` given with it), never silently from another model's MNLI checkpoint."""
+    return value if str(path) == str(expected) else None
+
+
 OmegaConf.register_new_resolver("sqrt_scale", _sqrt_scale, replace=True)
+OmegaConf.register_new_resolver("if_path", _if_path, replace=True)
 OmegaConf.register_new_resolver("task_recipe", _task_recipe, replace=True)
 # ----------------------------------------------- end of experiment-layer resolvers ------------------

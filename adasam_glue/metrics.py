@@ -91,8 +91,8 @@ def compute_metrics(task: str, predictions, references, split: str | None = None
     """GLUE metrics for one eval split.
 
     predictions: logits (N, C), class ids (N,), or scores (N,)/(N, 1) for STS-B. references: labels.
-    Keys: CoLA ``mcc``; SST-2/QNLI/RTE ``accuracy``; MRPC/QQP ``accuracy``, ``f1``; STS-B ``pearson``,
-    ``spearman``; MNLI ``accuracy_<suffix>`` from the split (``validation_matched`` -> ``accuracy_matched``;
+    Keys: CoLA ``matthews_correlation``; SST-2/QNLI/RTE ``accuracy``; MRPC/QQP ``accuracy``, ``f1``; STS-B ``pearson``,
+    ``spearmanr``; MNLI ``accuracy_<suffix>`` from the split (``validation_matched`` -> ``accuracy_matched``;
     no split: ``accuracy``).
     """
     info = get_task(task)
@@ -101,12 +101,12 @@ def compute_metrics(task: str, predictions, references, split: str | None = None
         pred = _scores(predictions)
         ref = ref.astype(np.float64).reshape(-1)
         _check_len(pred, ref)
-        return {"pearson": pearson(pred, ref), "spearman": spearman(pred, ref)}
+        return {"pearson": pearson(pred, ref), "spearmanr": spearman(pred, ref)}
     pred = _class_ids(predictions)
     ref = ref.astype(np.int64).reshape(-1)
     _check_len(pred, ref)
     if info.name == "cola":
-        return {"mcc": matthews_corrcoef(pred, ref)}
+        return {"matthews_correlation": matthews_corrcoef(pred, ref)}
     out = {"accuracy": accuracy(pred, ref)}
     if info.name in ("mrpc", "qqp"):
         out["f1"] = f1_binary(pred, ref, positive=1)

@@ -54,6 +54,16 @@ def resolve_init_from(init_from: str | None) -> str | None:
     return init_from
 
 
+def hub_kwargs(model_cfg: Any) -> dict[str, Any]:
+    """``revision``, ``cache_dir`` and ``trust_remote_code`` of the model config, for ``from_pretrained``."""
+    get = model_cfg.get if hasattr(model_cfg, "get") else lambda k, d=None: getattr(model_cfg, k, d)
+    return {
+        "revision": get("revision") or None,
+        "cache_dir": get("cache_dir") or None,
+        "trust_remote_code": bool(get("trust_remote_code", False)),
+    }
+
+
 def _hub_hint(name: str, err: Exception, from_init: bool = False) -> ModelError:
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     why = (
@@ -89,7 +99,7 @@ def build_tokenizer(model_cfg: Any, texts: Iterable[str] | None = None, init_fro
 
     name = resolve_init_from(init_from) or resolve_model_path(model_cfg)
     try:
-        return AutoTokenizer.from_pretrained(name)
+        return AutoTokenizer.from_pretrained(name, **hub_kwargs(model_cfg))
     except (OSError, ValueError) as e:
         raise _hub_hint(name, e, from_init=bool(init_from)) from e
 
@@ -136,12 +146,12 @@ def build_model(model_cfg: Any, task: TaskInfo, tokenizer, init_from: str | None
         kwargs.update(hidden_dropout_prob=model_cfg.dropout, attention_probs_dropout_prob=model_cfg.dropout)
     try:
         config = AutoConfig.from_pretrained(
-            name, num_labels=task.num_labels, problem_type=problem, **labels, **kwargs
+            name, num_labels=task.num_labels, problem_type=problem, **labels, **kwargs, **hub_kwargs(model_cfg)
         )
         # A checkpoint with another label space (roberta-large-mnli: 3 labels -> RTE: 2) keeps its body
         # and gets a fresh head, as in the paper's MNLI-initialised runs.
         model = AutoModelForSequenceClassification.from_pretrained(
-            name, config=config, ignore_mismatched_sizes=True
+            name, config=config, ignore_mismatched_sizes=True, **hub_kwargs(model_cfg)
         )
     except (OSError, ValueError) as e:
         raise _hub_hint(name, e, from_init=bool(init_from)) from e

@@ -4,7 +4,7 @@ The report (and nothing else) reads these. Everything a later reader needs to ra
 run is in the record, so runs can be compared long after their checkpoints are gone
 (style guide, "tuning playbook / AlgoPerf").
 
-Record layout (``SCHEMA_VERSION`` 1), top-level keys:
+Record layout (``SCHEMA_VERSION`` 2; version 1 records are still read), top-level keys:
 
 - ``schema_version`` (int), ``run_id`` (str), ``status``: one of ``STATUSES``
 - ``experiment``, ``task``, ``optimizer`` (str), ``seed`` (int), ``params`` (str: the run-dir tag)
@@ -17,6 +17,14 @@ Record layout (``SCHEMA_VERSION`` 1), top-level keys:
 - ``selection_metric`` (str), ``best`` and ``final``: ``{"update", "eval_loss", "metrics"}`` or None
 - ``wall_time_s`` (float), ``started_at``, ``finished_at`` (ISO 8601 UTC)
 - ``error`` (str, failed runs), ``sharpness`` (optional block, see ``adasam_glue.sharpness``)
+- version 2 adds: ``identity`` (``adasam_glue.identity.run_identity``: what can change a result),
+  ``identity_hash`` and ``group_hash`` (the same without the seed: one report cell),
+  ``attempts`` (one entry per launch: started/finished, status, updates at start and end, commit,
+  error; a failed attempt never erases what an earlier one recorded), ``data_quality`` (rows read and
+  skipped per split), ``skipped_updates`` (fp16 overflow skips)
+
+When it is written: at every evaluation, checkpoint, signal and at the end of a run, never per update,
+so the cost of keeping it is independent of the run's length.
 """
 
 from __future__ import annotations
@@ -28,9 +36,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 RECORD_NAME = "record.json"
 STATUSES = ("running", "completed", "diverged", "failed", "preempted")
+#: statuses after which a run is never trained again (the record is the result)
+FINAL_STATUSES = ("completed", "diverged")
 
 
 class RecordError(ValueError):
@@ -56,27 +67,65 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _umask_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 minus the umask): collaborators can read it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder + ``os.replace`` (never torn)."""
+    """Write ``text`` to ``path`` via a temp file in the same folder + ``os.replace`` (never torn).
+
+    The temp name is unique per process (``mkstemp``) and removed on any failure; the file gets the
+    mode the umask allows (``mkstemp`` alone would leave 0600, unreadable for a shared cluster group).
+    An ``OSError`` (disk full, permissions) is re-raised naming the file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
         raise
 
 
 def write_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Atomically write a run record (adds ``schema_version`` if absent)."""
     record = {"schema_version": SCHEMA_VERSION, **record}
-    text = json.dumps(_clean(record), indent=2, sort_keys=False, default=_json_default)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, dumps_record(record))
+
+
+#: keys whose values are long per-update or per-eval lists: written one entry per line, not indented
+_CURVES = ("train_curve", "eval_curve", "sharpness_curve")
+
+
+def dumps_record(record: dict[str, Any]) -> str:
+    """The record as JSON: indented at the top, one line per curve entry (compact and diff-friendly)."""
+    record = _clean(record)
+    head = {k: v for k, v in record.items() if k not in _CURVES}
+    text = json.dumps(head, indent=2, default=_json_default)
+    curves = [k for k in _CURVES if k in record]
+    if not curves:
+        return text + "\n"
+    parts = []
+    for key in curves:
+        rows = ",\n    ".join(json.dumps(r, separators=(",", ":"), default=_json_default) for r in record[key])
+        parts.append(f'  "{key}": [\n    {rows}\n  ]' if rows else f'  "{key}": []')
+    body = text[: text.rstrip().rfind("}")].rstrip()
+    sep = ",\n" if head else "\n"
+    return body + sep + ",\n".join(parts) + "\n}\n"
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
@@ -89,10 +138,10 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise RecordError(f"{path}: a run record must be a JSON object")
     version = record.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise RecordError(
             f"{path}: run record schema_version {version!r} is not supported "
-            f"(this adasam_glue reads version {SCHEMA_VERSION})"
+            f"(this adasam_glue reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
     return record
 
@@ -100,3 +149,118 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
 def find_records(root: str | os.PathLike) -> list[Path]:
     """All ``record.json`` files under ``root``, sorted (deterministic report order)."""
     return sorted(Path(root).rglob(RECORD_NAME))
+
+
+def now() -> str:
+    """ISO 8601 UTC, to the second (record timestamps)."""
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+#: the progress part of a record: taken from the training state, or kept from an earlier attempt
+_PROGRESS = (
+    "optimizer_updates",
+    "forward_backward_passes",
+    "micro_batch_passes",
+    "samples_seen",
+    "skipped_updates",
+    "train_curve",
+    "eval_curve",
+    "best",
+    "final",
+    "wall_time_s",
+    "sharpness",
+    "sharpness_curve",
+)
+
+
+class RunRecorder:
+    """Writes one run's record: its fixed part, the training state's progress and the attempt history.
+
+    Each launch of a run dir is one *attempt*; the record keeps every attempt (start, end, status,
+    updates at start and end, commit, error). An attempt that fails before it has made as much progress
+    as the record already shows (a resume that cannot load its checkpoint, a crash at start-up) keeps
+    the earlier counters and curves: a failure adds its error, it never erases history.
+    """
+
+    def __init__(
+        self, path: Path, base: dict[str, Any], previous: dict[str, Any] | None, write: bool = True
+    ) -> None:
+        self.path, self.base, self.previous, self.enabled = Path(path), base, previous, write
+        self.attempts: list[dict[str, Any]] = list((previous or {}).get("attempts", []))
+        if previous is not None and not self.attempts:  # a version-1 record: its run was one attempt
+            self.attempts.append(_attempt_of(previous))
+        self.attempt = {
+            "started_at": base.get("started_at"),
+            "updates_at_start": (previous or {}).get("optimizer_updates", 0),
+            "git_commit": base.get("git_commit"),
+            "git_dirty": base.get("git_dirty"),
+            "hardware": base.get("hardware"),
+        }
+        if previous is not None and previous.get("identity_changes"):
+            self.attempt["identity_changes"] = previous["identity_changes"]
+        if previous is not None:  # the run started when its first attempt did
+            self.base = base | {"started_at": previous.get("started_at", base.get("started_at"))}
+
+    def progress(self, state: Any) -> dict[str, Any]:
+        out = {
+            "optimizer_updates": state.updates,
+            "forward_backward_passes": state.forward_backward_passes,
+            "micro_batch_passes": state.micro_batch_passes,
+            "samples_seen": state.samples_seen,
+            "skipped_updates": getattr(state, "skipped_updates", 0),
+            "train_curve": state.train_curve,
+            "eval_curve": state.eval_curve,
+            "best": state.best,
+            "final": state.final,
+            "wall_time_s": state.wall_time_s,
+        }
+        if state.sharpness is not None:
+            out["sharpness"] = state.sharpness
+        if state.sharpness_curve:
+            out["sharpness_curve"] = state.sharpness_curve
+        return out
+
+    def write(self, state: Any, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write (atomically) and return the record for ``state`` with ``status``."""
+        progress = self.progress(state)
+        prev = self.previous or {}
+        if prev.get("optimizer_updates", 0) > state.updates:  # this attempt has not caught up: keep history
+            progress = {k: prev[k] for k in _PROGRESS if k in prev}
+        self.attempt |= {
+            "finished_at": now(),
+            "status": status,
+            "updates_at_end": progress.get("optimizer_updates", 0),
+        }
+        if extra and "error" in extra:
+            self.attempt["error"] = extra["error"]
+        record = (
+            self.base
+            | {"status": status}
+            | progress
+            | {"finished_at": now(), "attempts": [*self.attempts, dict(self.attempt)]}
+        )
+        for key in ("data_quality", "padding", "resumed"):  # facts of the data, kept across attempts
+            if key in prev and key not in (extra or {}):
+                record[key] = prev[key]
+        record |= extra or {}
+        if status != "failed":
+            record.pop("error", None)
+        if self.enabled:
+            write_record(self.path, record)
+        return record
+
+
+def _attempt_of(record: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        "started_at": record.get("started_at"),
+        "finished_at": record.get("finished_at"),
+        "status": record.get("status"),
+        "updates_at_start": 0,
+        "updates_at_end": record.get("optimizer_updates", 0),
+        "git_commit": record.get("git_commit"),
+    }
+    if record.get("error"):
+        out["error"] = record["error"]
+    return out

@@ -3,88 +3,40 @@
 Contract (relied on by ``adasam_glue.experiments`` and the report):
 
 - The config is validated before anything heavy is imported or loaded (``validate_config``).
-- The run dir is deterministic: ``cfg.run_dir`` or
-  ``<results_dir>/runs/<experiment_name>/<task>/<optim>/<run_params_tag(cfg)>/seed<seed>``.
-- Idempotent: a run dir whose ``record.json`` says ``completed`` or ``diverged`` is not trained again
-  (the record is returned with ``skipped=True`` added in memory only); a run dir with a resume
-  checkpoint resumes from it; completed records are never overwritten.
+- The run's identity (``adasam_glue.identity``) is what can change its result; the run dir is
+  ``cfg.run_dir`` or ``<results_dir>/runs/<experiment>/<task>/<optim>/<tag>-<group hash>/seed<k>``, so
+  a config that differs in any result-changing key gets a new dir.
+- One process per run dir: a lock held for the run's life; a second launch fails and changes nothing.
+- A run dir whose record is ``completed``/``diverged`` *with the same identity* is not trained again
+  (the record is returned with ``skipped=True`` in memory only); a checkpoint of the same identity is
+  resumed. A different identity in the same dir is refused with the keys that differ (or reused on
+  ``reuse_run_dir=true``, which records the change).
 - ``cfg.dry_run``: print ``run: <overrides>`` and return without loading anything.
 - Every outcome writes the record: ``completed``, ``diverged`` (NaN loss), ``preempted`` (signal or
-  ``trainer.stop_after_updates``), ``failed`` (exception, re-raised after the record is written).
+  ``trainer.stop_after_updates``), ``failed`` (exception or Ctrl-C, re-raised after the record is
+  written, keeping what earlier attempts recorded). The completed record is written before the resume
+  checkpoint is removed, so a kill in between leaves a completed (or resumable) run.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
-import platform
-import subprocess
+import shutil
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from adasam_glue.config import ConfigError, validate_config
-from adasam_glue.records import RECORD_NAME, read_record, write_record
+from adasam_glue.identity import describe_diff, group_hash, identity_diff, identity_hash, run_identity
+from adasam_glue.records import FINAL_STATUSES, RECORD_NAME, RecordError, RunRecorder, now, read_record
+from adasam_glue.run_dir import model_label, resolve_run_dir, run_dir_lock, run_params_tag
 
 log = logging.getLogger(__name__)
 
-_TAG_KEYS = (  # optimizer keys that distinguish grid points, in tag order, with short names
-    ("lr", "lr"),
-    ("beta1", "b1"),
-    ("beta2", "b2"),
-    ("rho", "rho"),
-    ("rho_min", "rhomin"),
-    ("form", ""),
-    ("eta", "eta"),
-    ("alpha", "alpha"),
-    ("theta", "theta"),
-    ("sigma", "sigma"),
-    ("beta", "beta"),
-    ("gamma", "gamma"),
-    ("weight_decay", "wd"),
-)
-
-
-def run_params_tag(cfg: DictConfig) -> str:
-    """Folder name of a grid point: model, optimizer hyperparameters, batch and schedule.
-
-    Every value that differs between two runs of an experiment grid appears, so run dirs never collide.
-    """
-    o = cfg.optim
-    parts = [cfg.model.name]
-    for key, short in _TAG_KEYS:
-        value = o.get(key)
-        if value is not None:
-            parts.append(f"{short}{value:g}" if isinstance(value, float) else f"{short}{value}")
-    parts.append(f"bs{cfg.task.batch_size}")
-    t = cfg.trainer
-    if t.batch_schedule:
-        parts.append("bsched" + "-".join(str(b) for b in t.batch_schedule))
-    if t.schedule != "linear":
-        parts.append(f"sched-{t.schedule}")
-    if t.max_updates:
-        parts.append(f"upd{t.max_updates}")
-    if o.get("sync_ascent"):
-        parts.append("syncasc")
-    return "_".join(parts)
-
-
-def resolve_run_dir(cfg: DictConfig) -> Path:
-    if cfg.run_dir:
-        return Path(cfg.run_dir)
-    return (
-        Path(cfg.results_dir)
-        / "runs"
-        / cfg.experiment_name
-        / cfg.task.name
-        / cfg.optim.name
-        / run_params_tag(cfg)
-        / f"seed{cfg.seed}"
-    )
+__all__ = ["run", "run_params_tag", "resolve_run_dir", "total_updates", "warmup_updates"]
 
 
 def total_updates(cfg: DictConfig) -> int:
@@ -98,80 +50,15 @@ def warmup_updates(cfg: DictConfig, total: int) -> int:
     return round(cfg.task.warmup_updates * total / cfg.task.total_updates)
 
 
-def _overrides(given: list[str] | None) -> list[str]:
-    if given is not None:
-        return list(given)
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task)
-    except Exception:  # not under @hydra.main (tests, notebooks)
-        return []
-
-
-def _git_commit() -> tuple[str | None, bool | None]:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    if commit.returncode != 0:
-        return None, None
-    return commit.stdout.strip(), bool(dirty.stdout.strip())
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("adasam_glue", "torch", "transformers", "datasets", "accelerate", "hydra-core", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def _hardware(accelerator: Any) -> dict[str, Any]:
-    import torch
-
-    gpus = (
-        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        if torch.cuda.is_available()
-        else []
-    )
-    return {
-        "device": str(accelerator.device),
-        "num_processes": accelerator.num_processes,
-        "mixed_precision": str(accelerator.mixed_precision),
-        "gpus": gpus,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-    }
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train (or resume, or skip) one run; return its record."""
     validate_config(cfg)
     overrides = _overrides(overrides)
-    run_dir = resolve_run_dir(cfg)
-    record_path = run_dir / RECORD_NAME
+    identity = run_identity(cfg)
+    run_dir = resolve_run_dir(cfg, group_hash(identity))
     if cfg.dry_run:
         print("run: " + " ".join(overrides), flush=True)
         return {"dry_run": True, "run_dir": str(run_dir), "overrides": overrides}
-    if record_path.exists():
-        previous = read_record(record_path)
-        if previous.get("status") in ("completed", "diverged"):
-            log.info("skipping %s: record says %s", run_dir, previous["status"])
-            return previous | {"skipped": True}
-
     from adasam_glue.optim import get_optim_info
 
     if cfg.trainer.mixed_precision == "fp16" and get_optim_info(cfg.optim.name).two_pass:
@@ -180,170 +67,237 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
             "step cannot cover the ascent and descent passes. Use trainer.mixed_precision=bf16 (no scaler "
             "needed) or no."
         )
-    return _train(cfg, overrides, run_dir)
+    with run_dir_lock(run_dir, enabled=_is_main_rank()):
+        previous = _previous_record(run_dir, identity, cfg)
+        if previous is not None and previous.get("status") in FINAL_STATUSES:
+            log.info("skipping %s: record says %s (same identity)", run_dir, previous["status"])
+            print(f"skipped (already {previous['status']}): {run_dir / RECORD_NAME}", flush=True)
+            return previous | {"skipped": True}
+        with _job_files_in(run_dir):
+            return _train(cfg, overrides, run_dir, identity, previous)
 
 
-def _train(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import set_seed
+def _previous_record(run_dir: Path, identity: dict[str, Any], cfg: DictConfig) -> dict[str, Any] | None:
+    """The record already in ``run_dir`` if it describes the same run; refuse (naming the keys) if not."""
+    path = run_dir / RECORD_NAME
+    if not path.exists():
+        return None
+    try:
+        previous = read_record(path)
+    except RecordError as e:
+        raise RecordError(
+            f"{e}. Move the file away to start this run over (its checkpoint, if any, is kept), "
+            "or pick another run_dir."
+        ) from e
+    stored = previous.get("identity") or run_identity(previous.get("config", {}))
+    diff = identity_diff(stored, identity)
+    if diff:
+        if cfg.reuse_run_dir and previous.get("status") not in FINAL_STATUSES:
+            log.warning("reuse_run_dir=true: resuming %s under a changed config:\n%s", run_dir, describe_diff(diff))
+            return previous | {"identity_changes": [list(d) for d in diff]}
+        raise ConfigError(
+            f"{path} holds a {previous.get('status')} run of a different config:\n{describe_diff(diff)}\n"
+            "Leave run_dir unset to get a new run dir for this config (the default), pick another run_dir"
+            + ("" if previous.get("status") in FINAL_STATUSES else ", or set reuse_run_dir=true to resume it anyway")
+            + "."
+        )
+    return previous
 
-    from adasam_glue.data import build_dataloaders, load_glue
-    from adasam_glue.modeling import build_model, build_tokenizer, param_groups
-    from adasam_glue.optim import build_optimizer, get_optim_info
-    from adasam_glue.schedules import build_batch_plan, build_scheduler
+
+def _is_main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _train(
+    cfg: DictConfig, overrides: list[str], run_dir: Path, identity: dict[str, Any], previous: dict[str, Any] | None
+) -> dict[str, Any]:
     from adasam_glue.tasks import get_task
-    from adasam_glue.trainer import Trainer
-
-    started_at, t0 = _now(), time.perf_counter()
-    task = get_task(cfg.task.name)
-    info = get_optim_info(cfg.optim.name)
-    tc = cfg.trainer
-    # Accelerate keeps one process-wide state; several runs in one process (a notebook, the demo, the
-    # tests) may differ in precision, so forget the previous run's settings (the process group stays).
-    AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(cpu=tc.cpu, mixed_precision=tc.mixed_precision)
-    set_seed(cfg.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    commit, dirty = _git_commit()
-    base: dict[str, Any] = {
-        "run_id": f"{cfg.experiment_name}/{task.name}/{cfg.optim.name}/{run_params_tag(cfg)}/seed{cfg.seed}",
-        "experiment": cfg.experiment_name,
-        "task": task.name,
-        "optimizer": cfg.optim.name,
-        "seed": cfg.seed,
-        "params": run_params_tag(cfg),
-        "config": resolved,
-        "overrides": overrides,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "versions": _versions(),
-        "hardware": _hardware(accelerator),
-        "selection_metric": cfg.task.metric,
-        "started_at": started_at,
-    }
-
-    def write(state: Any, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        record = base | {
-            "status": status,
-            "optimizer_updates": state.updates,
-            "forward_backward_passes": state.forward_backward_passes,
-            "micro_batch_passes": state.micro_batch_passes,
-            "samples_seen": state.samples_seen,
-            "train_curve": state.train_curve,
-            "eval_curve": state.eval_curve,
-            "best": state.best,
-            "final": state.final,
-            "wall_time_s": state.wall_time_s,
-            "finished_at": _now(),
-        }
-        if state.sharpness is not None:
-            record["sharpness"] = state.sharpness
-        if state.sharpness_curve:
-            record["sharpness_curve"] = state.sharpness_curve
-        record |= extra or {}
-        if accelerator.is_main_process:
-            write_record(run_dir / RECORD_NAME, record)
-        return record
-
     from adasam_glue.trainer import TrainState
 
+    t0 = time.perf_counter()
+    task = get_task(cfg.task.name)
+    accelerator = _accelerator(cfg)
+    print(f"run dir: {run_dir}", flush=True)
+    recorder = RunRecorder(
+        run_dir / RECORD_NAME,
+        _provenance(cfg, overrides, identity, task.name, accelerator),
+        previous,
+        write=accelerator.is_main_process,
+    )
     trainer = None
     try:
-        # Model and data. The tiny test model builds its tokenizer from the training texts.
-        init_from = cfg.task.init_from
-        texts = None
-        if cfg.model.source == "tiny" and not init_from:
-            raw = load_glue(
-                task.name,
-                source=cfg.data.source,
-                data_dir=cfg.data.data_dir,
-                hub_name=cfg.data.hub_name,
-                cache_dir=cfg.data.cache_dir,
-                synthetic_train_size=cfg.data.synthetic_train_size,
-                synthetic_eval_size=cfg.data.synthetic_eval_size,
-                synthetic_seed=cfg.data.synthetic_seed,
-            )
-            texts = [t for key in task.text_keys for t in raw["train"][key][:2000]]
-        tokenizer = build_tokenizer(cfg.model, texts=texts, init_from=init_from)
-        model = build_model(cfg.model, task, tokenizer, init_from=init_from)
-
-        total = total_updates(cfg)
-        plan = build_batch_plan(
-            cfg.task.batch_size, total, list(tc.batch_schedule) if tc.batch_schedule else None
-        )
-        micro = _micro_batch_size(cfg, accelerator.num_processes, min(plan.sizes))
-        # Tokenized once per node: build_dataloaders runs the map under main_process_first().
-        loaders = build_dataloaders(
-            cfg.data,
-            task.name,
-            tokenizer,
-            cfg.task.max_length,
-            micro,
-            tc.eval_batch_size,
-            cfg.seed,
-            accelerator=accelerator,
-            mixed_precision=tc.mixed_precision,
-        )
-
-        optimizer = build_optimizer(
-            cfg.optim.name, param_groups(model, cfg.optim.weight_decay), **_optim_kwargs(cfg)
-        )
-        scheduler = build_scheduler(
-            optimizer,
-            tc.schedule,
-            plan.total_updates,
-            warmup_updates(cfg, plan.total_updates),
-            tc.min_lr_ratio,
-        )
+        tokenizer, model = _model_and_tokenizer(cfg, task)
+        plan, micro, loaders = _data(cfg, task, tokenizer, accelerator)
+        optimizer, scheduler = _optimizer_and_schedule(cfg, model, plan)
         # Only the model and loaders go through prepare(): the optimizer's first_step/second_step and
         # the update-counting scheduler stay ours (AcceleratedOptimizer does not forward them).
         model, train_loader = accelerator.prepare(model, loaders.train)
         eval_loaders = {split: accelerator.prepare(dl) for split, dl in loaders.evals.items()}
-
-        wandb_run = _init_wandb(cfg, accelerator, resolved, run_dir)
-
-        def log_metrics(metrics: dict[str, float], step: int) -> None:
-            if wandb_run is not None:
-                wandb_run.log(metrics, step=step)
-
-        trainer = Trainer(
-            cfg,
-            accelerator,
-            model,
-            optimizer,
-            info,
-            scheduler,
-            train_loader,
-            eval_loaders,
-            task,
-            run_dir,
-            plan,
-            micro,
-            tokenizer=tokenizer,
-            on_progress=lambda st: write(st, st.status if st.status != "completed" else "running"),
-            log_metrics=log_metrics,
-            sharpness_fn=_sharpness_fn(cfg, loaders, task, accelerator) if cfg.sharpness.enabled else None,
-        )
+        wandb_run = _init_wandb(cfg, accelerator, recorder.base["config"], run_dir)
+        trainer = _trainer(cfg, accelerator, model, optimizer, scheduler, train_loader, eval_loaders, task,
+                           run_dir, plan, micro, tokenizer, loaders, recorder, wandb_run, identity)
         resumed = trainer.load_checkpoint()
         state = trainer.fit()
-        extra = {"resumed": resumed, "padding": _padding_stats(loaders)}
-        record = write(state, state.status, extra)
+        extra = {"resumed": resumed, "padding": _padding_stats(loaders), "data_quality": _data_quality(loaders)}
+        record = recorder.write(state, state.status, extra)
+        if state.status == "completed" and not cfg.trainer.keep_checkpoint:
+            trainer.remove_checkpoint()  # only now: the completed record is on disk
         if wandb_run is not None:
             wandb_run.finish()
-        log.info(
-            "run %s: %s after %d updates (%.1fs)",
-            run_dir,
-            state.status,
-            state.updates,
-            time.perf_counter() - t0,
-        )
+        if accelerator.is_main_process:
+            print(_summary(record, run_dir, cfg, time.perf_counter() - t0), flush=True)
         return record | {"objective": (state.best or {}).get("metrics", {}).get(cfg.task.metric)}
-    except Exception as e:
+    except BaseException as e:  # Ctrl-C and OSError too: the record gets a final status
         state = trainer.state if trainer is not None else TrainState()
-        write(state, "failed", {"error": f"{type(e).__name__}: {e}"})
+        why = "KeyboardInterrupt (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        try:
+            recorder.write(state, "failed", {"error": why})
+        except OSError as write_error:  # e.g. the disk is full: say so, keep the original error
+            log.error("could not write the failed record: %s", write_error)
         raise
+
+
+# ---------------------------------------------------------------------------------- setup steps
+def _accelerator(cfg: DictConfig) -> Any:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import set_seed
+
+    # Accelerate keeps one process-wide state; several runs in one process (a notebook, the demo, the
+    # tests) may differ in precision, so forget the previous run's settings (the process group stays).
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(cpu=cfg.trainer.cpu, mixed_precision=cfg.trainer.mixed_precision)
+    set_seed(cfg.seed)
+    return accelerator
+
+
+def _provenance(
+    cfg: DictConfig, overrides: list[str], identity: dict[str, Any], task: str, accelerator: Any
+) -> dict[str, Any]:
+    """The record's fixed part: what ran, under which identity, from which code, on which hardware."""
+    from adasam_glue.provenance import git_commit, hardware, versions
+
+    commit, dirty = git_commit()
+    tag, group = run_params_tag(cfg), group_hash(identity)
+    return {
+        "run_id": f"{cfg.experiment_name}/{task}/{cfg.optim.name}/{tag}-{group}/seed{cfg.seed}",
+        "experiment": cfg.experiment_name,
+        "task": task,
+        "optimizer": cfg.optim.name,
+        "model": model_label(cfg.model),
+        "seed": cfg.seed,
+        "params": tag,
+        "identity": identity,
+        "identity_hash": identity_hash(identity),
+        "group_hash": group,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "overrides": overrides,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "versions": versions(),
+        "hardware": hardware(accelerator),
+        "selection_metric": cfg.task.metric,
+        "started_at": now(),
+    }
+
+
+def _model_and_tokenizer(cfg: DictConfig, task: Any) -> tuple[Any, Any]:
+    """The tokenizer and model the run starts from (``task.init_from`` when set: the MNLI checkpoint).
+
+    The tiny test model builds its word-level tokenizer from the training texts, so it reads them first.
+    """
+    from adasam_glue.data import load_glue
+    from adasam_glue.modeling import build_model, build_tokenizer
+
+    init_from = cfg.task.init_from
+    texts = None
+    if cfg.model.source == "tiny" and not init_from:
+        d = cfg.data
+        raw = load_glue(
+            task.name,
+            source=d.source,
+            data_dir=d.data_dir,
+            hub_name=d.hub_name,
+            cache_dir=d.cache_dir,
+            synthetic_train_size=d.synthetic_train_size,
+            synthetic_eval_size=d.synthetic_eval_size,
+            synthetic_seed=d.synthetic_seed,
+        )
+        texts = [t for key in task.text_keys for t in raw["train"][key][:2000]]
+    tokenizer = build_tokenizer(cfg.model, texts=texts, init_from=init_from)
+    return tokenizer, build_model(cfg.model, task, tokenizer, init_from=init_from)
+
+
+def _data(cfg: DictConfig, task: Any, tokenizer: Any, accelerator: Any) -> tuple[Any, int, Any]:
+    """Batch plan, per-device micro-batch size and the loaders (tokenized once per node)."""
+    from adasam_glue.data import build_dataloaders
+    from adasam_glue.schedules import build_batch_plan
+
+    tc = cfg.trainer
+    plan = build_batch_plan(
+        cfg.task.batch_size, total_updates(cfg), list(tc.batch_schedule) if tc.batch_schedule else None
+    )
+    micro = _micro_batch_size(cfg, accelerator.num_processes, min(plan.sizes))
+    loaders = build_dataloaders(
+        cfg.data,
+        task.name,
+        tokenizer,
+        cfg.task.max_length,
+        micro,
+        tc.eval_batch_size,
+        cfg.seed,
+        accelerator=accelerator,
+        mixed_precision=tc.mixed_precision,
+    )
+    return plan, micro, loaders
+
+
+def _optimizer_and_schedule(cfg: DictConfig, model: Any, plan: Any) -> tuple[Any, Any]:
+    from adasam_glue.modeling import param_groups
+    from adasam_glue.optim import build_optimizer
+    from adasam_glue.schedules import build_scheduler
+
+    tc = cfg.trainer
+    optimizer = build_optimizer(cfg.optim.name, param_groups(model, cfg.optim.weight_decay), **optim_kwargs(cfg))
+    scheduler = build_scheduler(
+        optimizer, tc.schedule, plan.total_updates, warmup_updates(cfg, plan.total_updates), tc.min_lr_ratio
+    )
+    return optimizer, scheduler
+
+
+def _trainer(cfg, accelerator, model, optimizer, scheduler, train_loader, eval_loaders, task, run_dir, plan,
+             micro, tokenizer, loaders, recorder, wandb_run, identity) -> Any:  # fmt: skip
+    from adasam_glue.optim import get_optim_info
+    from adasam_glue.trainer import Trainer
+
+    def log_metrics(metrics: dict[str, float], step: int) -> None:
+        if wandb_run is not None:
+            wandb_run.log(metrics, step=step)
+
+    sharpness_fn = None
+    if cfg.sharpness.enabled:
+        from adasam_glue.sharpness import sharpness_for_training
+
+        sharpness_fn = sharpness_for_training(cfg.sharpness, loaders, task, accelerator.device)
+    return Trainer(
+        cfg,
+        accelerator,
+        model,
+        optimizer,
+        get_optim_info(cfg.optim.name),
+        scheduler,
+        train_loader,
+        eval_loaders,
+        task,
+        run_dir,
+        plan,
+        micro,
+        tokenizer=tokenizer,
+        on_progress=lambda st: recorder.write(st, "running" if st.status == "completed" else st.status),
+        log_metrics=log_metrics,
+        sharpness_fn=sharpness_fn,
+        identity_hash=identity_hash(identity),
+    )
 
 
 def _micro_batch_size(cfg: DictConfig, num_processes: int, smallest_batch: int) -> int:
@@ -357,7 +311,7 @@ def _micro_batch_size(cfg: DictConfig, num_processes: int, smallest_batch: int) 
     return smallest_batch // div
 
 
-def _optim_kwargs(cfg: DictConfig) -> dict[str, Any]:
+def optim_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """The optimizer's own keys: everything set in ``optim`` except its name and the trainer's sync flag."""
     o = OmegaConf.to_container(cfg.optim, resolve=True)
     return {k: v for k, v in o.items() if v is not None and k not in ("name", "sync_ascent")}
@@ -371,25 +325,91 @@ def _padding_stats(loaders: Any) -> Any:
         return None
 
 
+def _data_quality(loaders: Any) -> Any:
+    quality = getattr(loaders, "data_quality", None)
+    return quality() if callable(quality) else quality
+
+
+def _overrides(given: list[str] | None) -> list[str]:
+    if given is not None:
+        return list(given)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:  # not under @hydra.main (tests, notebooks)
+        return []
+
+
+class _job_files_in:
+    """Under ``@hydra.main``: the job's ``.hydra/`` config copied into the run dir and the log written to
+    ``run_dir/train.log``, so everything about a run sits in its own folder (not a dated Hydra dir)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir, self.handler = run_dir, None
+
+    def __enter__(self) -> None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            hydra_dir = Path(HydraConfig.get().runtime.output_dir) / ".hydra"
+        except Exception:  # not under @hydra.main
+            return
+        if hydra_dir.is_dir():
+            shutil.copytree(hydra_dir, self.run_dir / ".hydra", dirs_exist_ok=True)
+        self.handler = logging.FileHandler(self.run_dir / "train.log")
+        self.handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        logging.getLogger().addHandler(self.handler)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.handler is not None:
+            logging.getLogger().removeHandler(self.handler)
+            self.handler.close()
+
+
+def _summary(record: dict[str, Any], run_dir: Path, cfg: DictConfig, seconds: float) -> str:
+    """What a person wants to read when a run ends: outcome, numbers, where the record is, what next."""
+
+    def metrics(entry: dict[str, Any] | None) -> str:
+        if not entry:
+            return "none"
+        m = ", ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items() if isinstance(v, (int, float)))
+        return f"{m} (update {entry['update']})"
+
+    runs_root = Path(cfg.results_dir).expanduser().absolute() / "runs"
+    lines = [
+        f"== {record['run_id']}: {record['status']} ==",
+        f"  updates {record['optimizer_updates']}, forward/backward passes {record['forward_backward_passes']}, "
+        f"skipped updates {record.get('skipped_updates', 0)}, wall time {seconds:.1f}s",
+        f"  best dev:  {metrics(record.get('best'))}",
+        f"  final dev: {metrics(record.get('final'))}",
+        f"  record:    {run_dir / RECORD_NAME}",
+        f"  report:    python -m adasam_glue.report {runs_root} <report dir>",
+    ]
+    return "\n".join(lines)
+
+
 def _init_wandb(cfg: DictConfig, accelerator: Any, resolved: dict[str, Any], run_dir: Path) -> Any:
-    if cfg.logging.wandb_mode == "disabled" or not accelerator.is_main_process:
+    """A wandb run whose id lives in the run dir, so a requeued run continues the same wandb run.
+
+    ``WANDB_MODE`` in the environment wins over ``logging.wandb_mode`` (wandb's own convention).
+    """
+    mode = os.environ.get("WANDB_MODE") or cfg.logging.wandb_mode
+    if mode == "disabled" or not accelerator.is_main_process:
         return None
     import wandb
 
+    id_file = run_dir / ".wandb_id"
+    run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+    id_file.write_text(run_id)
     return wandb.init(
-        project=cfg.logging.wandb_project,
-        entity=cfg.logging.wandb_entity,
-        mode=cfg.logging.wandb_mode,
+        project=os.environ.get("WANDB_PROJECT") or cfg.logging.wandb_project,
+        entity=os.environ.get("WANDB_ENTITY") or cfg.logging.wandb_entity,
+        mode=mode,
         config=resolved,
         dir=str(run_dir),
-        name=run_params_tag(cfg),
+        name=f"{run_params_tag(cfg)}/seed{cfg.seed}",
         group=f"{cfg.experiment_name}/{cfg.task.name}",
         resume="allow",
-        id=None,
+        id=run_id,
     )
-
-
-def _sharpness_fn(cfg: DictConfig, loaders: Any, task: Any, accelerator: Any) -> Any:
-    from adasam_glue.sharpness import sharpness_for_training
-
-    return sharpness_for_training(cfg.sharpness, loaders, task, accelerator.device)

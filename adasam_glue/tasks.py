@@ -3,7 +3,8 @@
 Single source of truth for *what a task is* (spec ``../shared/docs/algorithms.md`` §4 "Metrics" and
 §5 "GLUE sizes"). Hyperparameters (lr, batch, updates) are not here: they live in ``conf/task/*.yaml``.
 
-Metric keys used everywhere (records, report): ``mcc``, ``accuracy``, ``f1``, ``pearson``, ``spearman``;
+Metric keys used everywhere (records, report): ``matthews_correlation``, ``accuracy``, ``f1``, ``pearson``, ``spearmanr`` (the names of HF
+``evaluate``'s GLUE metric);
 MNLI's are suffixed by split: ``accuracy_matched``, ``accuracy_mismatched``.
 """
 
@@ -46,8 +47,8 @@ TASKS: dict[str, TaskInfo] = {
             2,
             ("unacceptable", "acceptable"),
             ("validation",),
-            "mcc",
-            ("mcc",),
+            "matthews_correlation",
+            ("matthews_correlation",),
             8551,
             (1043,),
         ),
@@ -83,7 +84,7 @@ TASKS: dict[str, TaskInfo] = {
             (),
             ("validation",),
             "pearson",
-            ("pearson", "spearman"),
+            ("pearson", "spearmanr"),
             5749,
             (1500,),
         ),

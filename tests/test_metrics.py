@@ -24,7 +24,7 @@ def test_classification_metrics_equal_sklearn(seed):
     logits = rng.normal(size=(n, 2)) + 0.8 * np.eye(2)[ref]
     pred = logits.argmax(1)
     assert compute_metrics("cola", logits, ref) == {
-        "mcc": pytest.approx(matthews_corrcoef(ref, pred), abs=1e-12)
+        "matthews_correlation": pytest.approx(matthews_corrcoef(ref, pred), abs=1e-12)
     }
     for task in ("mrpc", "qqp"):
         out = compute_metrics(task, logits, ref)
@@ -54,23 +54,23 @@ def test_stsb_correlations_equal_scipy(shape):
     pred[:20] = np.round(pred[:20])  # ties for Spearman's average ranks
     out = compute_metrics("stsb", pred.reshape(shape), ref)
     assert out["pearson"] == pytest.approx(pearsonr(pred, ref)[0], abs=1e-10)
-    assert out["spearman"] == pytest.approx(spearmanr(pred, ref)[0], abs=1e-10)
+    assert out["spearmanr"] == pytest.approx(spearmanr(pred, ref)[0], abs=1e-10)
 
 
 def test_degenerate_inputs_are_defined_without_warnings():
     ref = np.array([0, 1, 1, 0, 1])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert compute_metrics("cola", np.ones(5, dtype=int), ref) == {"mcc": 0.0}
-        assert compute_metrics("cola", np.ones(5, dtype=int), np.ones(5)) == {"mcc": 0.0}
+        assert compute_metrics("cola", np.ones(5, dtype=int), ref) == {"matthews_correlation": 0.0}
+        assert compute_metrics("cola", np.ones(5, dtype=int), np.ones(5)) == {"matthews_correlation": 0.0}
         assert compute_metrics("mrpc", np.zeros(5, dtype=int), np.zeros(5)) == {"accuracy": 1.0, "f1": 0.0}
         const = compute_metrics("stsb", np.full(5, 2.5), np.array([0.0, 1, 2, 3, 4]))
-        assert const == {"pearson": 0.0, "spearman": 0.0}
+        assert const == {"pearson": 0.0, "spearmanr": 0.0}
         assert compute_metrics("stsb", np.array([0.0, 1, 2]), np.full(3, 4.0)) == {
             "pearson": 0.0,
-            "spearman": 0.0,
+            "spearmanr": 0.0,
         }
-        assert compute_metrics("stsb", np.array([1.0]), np.array([2.0])) == {"pearson": 0.0, "spearman": 0.0}
+        assert compute_metrics("stsb", np.array([1.0]), np.array([2.0])) == {"pearson": 0.0, "spearmanr": 0.0}
         assert compute_metrics("rte", np.zeros((0, 2)), np.zeros(0, dtype=int)) == {"accuracy": 0.0}
     assert matthews_corrcoef(ref, np.ones(5, dtype=int)) == 0.0  # sklearn agrees on the convention
 

@@ -40,11 +40,13 @@ _FALLBACK = ("#17becf", "#bcbd22", "#e377c2", "#2ca02c")
 
 #: Metric key -> short column label.
 METRIC_LABELS: dict[str, str] = {
-    "mcc": "MCC",
+    "matthews_correlation": "MCC",
+    "mcc": "MCC",  # records written before the HF metric names
     "accuracy": "acc",
     "f1": "F1",
     "pearson": "Pearson",
-    "spearman": "Spearman",
+    "spearmanr": "Spearman",
+    "spearman": "Spearman",  # records written before the HF metric names
     "accuracy_matched": "m",
     "accuracy_mismatched": "mm",
 }

@@ -1,0 +1,252 @@
+"""Run identity: the part of a resolved config (plus data and weights fingerprints) that can change a result.
+
+Two runs are *the same run* exactly when their identities are equal. The harness skips a completed run
+and resumes a preempted one only when the stored identity equals the requested one; the report pools
+seeds only of runs whose identities differ in nothing but ``seed``. One definition, used by both.
+
+What is left out is a short, explicit list (:data:`NON_IDENTITY_KEYS`): keys that change where things
+are written, how much is printed, or how fast it runs, but never a number in the record's results.
+Everything else in the resolved config is in, so a key added to the schema later enters the identity
+without anyone remembering to list it. Values that are ``None`` are dropped before hashing, so adding a
+new optional key whose default is ``null`` (feature off, the old behaviour) keeps existing identities.
+
+Keys that only matter under some setting are dropped when that setting is off (``data.synthetic_*``
+unless ``data.source=synthetic``, ``data.hub_name`` unless ``hub``, ``sharpness.*`` unless enabled).
+Data and model *paths* are replaced by fingerprints of what they hold (``fingerprint_path``), so a
+moved copy of the same files is the same run and an edited file under the same path is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+#: Bump when the definition below changes so that old and new identities never compare equal by accident.
+IDENTITY_VERSION = 1
+
+#: Dotted config keys that cannot change a result (output places, logging, speed, test seams).
+NON_IDENTITY_KEYS: tuple[str, ...] = (
+    "results_dir",
+    "run_dir",
+    "dry_run",
+    "experiment_name",  # a folder label: the same config in two experiments is the same run
+    "reuse_run_dir",
+    "logging",
+    "trainer.progress_bar",
+    "trainer.log_every",
+    "trainer.eval_batch_size",
+    "trainer.checkpoint_every",
+    "trainer.save_model",
+    "trainer.keep_checkpoint",
+    "trainer.stop_after_updates",
+    "trainer.cpu",  # the device is recorded under ``hardware``
+    "trainer.predict_test",
+    "data.num_workers",
+    "data.cache_dir",
+    "data.data_dir",  # replaced by the fingerprint of the files it holds
+    "model.cache_dir",
+    "optim.name",  # replaced by the registry record's identity (below)
+)
+
+#: Keys kept only when ``condition(cfg_dict)`` holds.
+_CONDITIONAL: tuple[tuple[str, Any], ...] = (
+    ("data.synthetic_train_size", lambda c: c["data"].get("source") == "synthetic"),
+    ("data.synthetic_eval_size", lambda c: c["data"].get("source") == "synthetic"),
+    ("data.synthetic_seed", lambda c: c["data"].get("source") == "synthetic"),
+    ("data.hub_name", lambda c: c["data"].get("source") == "hub"),
+    ("sharpness", lambda c: bool(c.get("sharpness", {}).get("enabled"))),
+)
+
+#: Files larger than this are fingerprinted by size plus their first and last MiB (weights of GBs).
+_FULL_HASH_LIMIT = 64 * 2**20
+_CHUNK = 2**20
+
+
+def _pop(d: dict[str, Any], dotted: str) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        d = d.get(p)
+        if not isinstance(d, dict):
+            return
+    d.pop(parts[-1], None)
+
+
+def _drop_none(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_drop_none(v) for v in obj]
+    return obj
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        if size <= _FULL_HASH_LIMIT:
+            for chunk in iter(lambda: f.read(_CHUNK), b""):
+                h.update(chunk)
+        else:
+            h.update(f.read(_CHUNK))
+            f.seek(size - _CHUNK)
+            h.update(f.read(_CHUNK))
+            h.update(str(size).encode())
+    return h.hexdigest()[:16]
+
+
+def fingerprint_path(path: str | os.PathLike, patterns: Iterable[str] = ("*",)) -> dict[str, Any]:
+    """Content fingerprint of a local file or folder: ``{relative name: digest}`` (hidden files skipped).
+
+    A folder of model weights (GBs) is fingerprinted from sizes and the first/last MiB of large files:
+    enough to tell two checkpoints apart, cheap enough to run before every launch.
+    """
+    p = Path(path)
+    if p.is_file():
+        return {p.name: _file_digest(p)}
+    files = sorted(
+        f
+        for pattern in patterns
+        for f in p.rglob(pattern)
+        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+    )
+    return {str(f.relative_to(p)): _file_digest(f) for f in dict.fromkeys(files)}
+
+
+def _source_fingerprint(ref: str | None, revision: str | None = None) -> dict[str, Any] | None:
+    """A Hub id stays an id (plus revision); a local path becomes the fingerprint of its files."""
+    if not ref:
+        return None
+    p = Path(ref)
+    if (p / "model" / "config.json").exists():  # one of this harness's run dirs: its saved model
+        p = p / "model"
+    if p.exists():
+        return {"local": fingerprint_path(p, ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model"))}
+    return {"hub": ref, "revision": revision}
+
+
+def data_fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Fingerprint of the data files a ``tsv``/``disk`` source reads (the task's folder only)."""
+    data = cfg["data"]
+    if data.get("source") not in ("tsv", "disk") or not data.get("data_dir"):
+        return None
+    root = Path(data["data_dir"])
+    if not root.exists():
+        return {"missing": str(root)}  # the loader raises the real error; identity must not
+    if data["source"] == "tsv":
+        from adasam_glue.data.load import find_task_dir
+        from adasam_glue.tasks import get_task
+
+        try:
+            root = find_task_dir(root, get_task(cfg["task"]["name"]))
+        except Exception:  # the loader reports the missing folder with its own message
+            return {"missing": str(root)}
+        return fingerprint_path(root, ("*.tsv",))
+    return fingerprint_path(root)
+
+
+def model_fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Fingerprint of the weights the run starts from: ``model.path`` and ``task.init_from``."""
+    model = cfg["model"]
+    path = model.get("path")
+    if model.get("source") == "minilm_package" and not path:
+        from adasam_glue.modeling import resolve_model_path
+
+        path = resolve_model_path(OmegaConf.create(dict(model)))
+    out = {
+        "model": _source_fingerprint(path, model.get("revision")),
+        "init_from": _source_fingerprint(cfg["task"].get("init_from"), model.get("revision")),
+    }
+    return _drop_none(out) or None
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def run_identity(cfg: DictConfig | Mapping[str, Any], world_size: int | None = None) -> dict[str, Any]:
+    """The identity of the run ``cfg`` describes (``seed`` included); JSON-serialisable, ``None``-free.
+
+    ``world_size`` (data-parallel processes) is part of it: with per-device ascent a SAM update depends
+    on how the batch is split across devices.
+    """
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
+    optim_identity = _optim_identity(c.get("optim", {}))
+    data_fp, model_fp = data_fingerprint(c), model_fingerprint(c)
+    for key, keep in _CONDITIONAL:
+        if not keep(c):
+            _pop(c, key)
+    for key in NON_IDENTITY_KEYS:
+        _pop(c, key)
+    c["optim"] = {**optim_identity, **c.get("optim", {})}
+    identity = {
+        "identity_version": IDENTITY_VERSION,
+        "config": c,
+        "data_files": data_fp,
+        "weights": model_fp,
+        "world_size": world_size if world_size is not None else _world_size(),
+    }
+    return _drop_none(identity)
+
+
+def _optim_identity(optim: Mapping[str, Any]) -> dict[str, Any]:
+    """The optimizer's name as the registry spells its identity (one place: the registry record)."""
+    name = optim.get("name")
+    try:
+        from adasam_glue.optim import get_optim_info
+
+        info = get_optim_info(name)
+    except Exception:
+        return {"name": name}
+    keys = getattr(info, "identity", None)
+    return dict(keys(optim)) if callable(keys) else {"name": name}
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def identity_hash(identity: Mapping[str, Any], exclude: Iterable[str] = ()) -> str:
+    """Short stable hash of ``identity`` with the dotted ``exclude`` keys removed (e.g. ``config.seed``)."""
+    ident = json.loads(canonical_json(identity))
+    for key in exclude:
+        _pop(ident, key)
+    return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:10]
+
+
+def group_hash(identity: Mapping[str, Any]) -> str:
+    """Hash of everything but the seed: the seeds of one grid point share it (run dir, report cell)."""
+    return identity_hash(identity, exclude=("config.seed",))
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    if not isinstance(obj, Mapping):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping) and v:
+            out |= flatten(v, key)
+        else:
+            out[key] = v
+    return out
+
+
+def identity_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``[(dotted key, old value, new value)]`` where the identities differ (missing -> ``None``)."""
+    a, b = flatten(old), flatten(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def describe_diff(diff: list[tuple[str, Any, Any]], limit: int = 12) -> str:
+    """One line per differing key, readable in an error message."""
+    lines = [f"  {k}: {old!r} -> {new!r}" for k, old, new in diff[:limit]]
+    if len(diff) > limit:
+        lines.append(f"  ... and {len(diff) - limit} more")
+    return "\n".join(lines)
