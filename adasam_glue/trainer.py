@@ -46,6 +46,8 @@ from adasam_glue.tasks import TaskInfo
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
+#: signals that mean "you are about to be stopped": checkpoint and requeue (SLURM, submitit)
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 MODEL_DIR = "model"
 
 
@@ -93,6 +95,7 @@ class Trainer:
         on_progress: Callable[[TrainState], None] | None = None,
         log_metrics: Callable[[dict[str, float], int], None] | None = None,
         sharpness_fn: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
+        identity_hash: str | None = None,
     ) -> None:
         self.cfg, self.accelerator, self.model = cfg, accelerator, model
         self.optimizer, self.info, self.scheduler = optimizer, optim_info, scheduler
@@ -102,6 +105,7 @@ class Trainer:
         self.on_progress = on_progress or (lambda state: None)
         self.log_metrics = log_metrics or (lambda metrics, step: None)
         self.sharpness_fn = sharpness_fn
+        self.identity_hash = identity_hash  #: stored in checkpoints; a resume checks it
         self.state = TrainState()
         self._signal: int | None = None
         #: dev evaluation period in updates; default once per epoch of the recipe, as fairseq does
@@ -176,7 +180,9 @@ class Trainer:
         stream = self._micro_batches()
         bar = self._progress_bar(total)
         started, updates_at_start = time.perf_counter(), st.updates
+        fit_started = started
         self.model.train()  # from_pretrained returns eval mode: dropout must be on while training
+        self.on_progress(st)  # one "running" record per launch: the run is visible from its start
         with self._signal_handlers():
             while st.updates < total:
                 k = max(1, self.batch_plan.batch_size(st.updates) // self.global_micro)
@@ -198,7 +204,7 @@ class Trainer:
                 if st.updates % tcfg.log_every == 0 or st.updates == total:
                     st.train_curve.append({"update": st.updates, "loss": loss, "lr": lr})
                     self.log_metrics({"train/loss": loss, "train/lr": lr}, st.updates)
-                elapsed = time.perf_counter() - started
+                elapsed = max(time.perf_counter() - fit_started, 1e-9)  # updates/s since this launch
                 bar.set_postfix(
                     loss=f"{loss:.4f}", lr=f"{lr:.2e}", ups=f"{(st.updates - updates_at_start) / elapsed:.2f}"
                 )
@@ -208,8 +214,12 @@ class Trainer:
                     st.status = "diverged"  # diverged runs are data: stop, keep the record
                     log.warning("loss is %s at update %d: stopping, status=diverged", loss, st.updates)
                     break
+                # The record is written at evals, checkpoints, signals and the end, never per update:
+                # its size grows with the run, so a per-update write would make the run quadratic.
+                write_record = False
                 if self.eval_every and st.updates % self.eval_every == 0 and st.updates < total:
                     self.evaluate_and_track()
+                    write_record = True
                 if (
                     self.cfg.sharpness.enabled
                     and self.cfg.sharpness.every
@@ -218,14 +228,16 @@ class Trainer:
                     self._measure_sharpness(final=False)
                 if tcfg.checkpoint_every and st.updates % tcfg.checkpoint_every == 0:
                     self.save_checkpoint()
+                    write_record = True
                 st.wall_time_s += time.perf_counter() - started
                 started = time.perf_counter()
-                self.on_progress(st)
                 if stop and st.updates < total:
                     bar.close()
                     self.save_checkpoint()
                     st.status = "preempted"
                     return st
+                if write_record:
+                    self.on_progress(st)
         bar.close()
         if st.status == "running":
             if not st.eval_curve or st.eval_curve[-1]["update"] != st.updates:
@@ -236,9 +248,13 @@ class Trainer:
                 self.save_model()
             st.status = "completed"
         st.wall_time_s += time.perf_counter() - started
-        if not tcfg.keep_checkpoint and acc.is_main_process:
-            shutil.rmtree(self.run_dir / CHECKPOINT_DIR, ignore_errors=True)
         return st
+
+    def remove_checkpoint(self) -> None:
+        """Delete the resume checkpoint; the caller does this only after the completed record is written."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(self.run_dir / CHECKPOINT_DIR, ignore_errors=True)
 
     def _micro_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """Endless micro-batch stream; epoch and in-epoch position live in the state (resumable)."""
@@ -337,7 +353,10 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def save_checkpoint(self) -> None:
-        """Model, optimizer (SAM state included), scheduler, RNGs and data position; atomic swap."""
+        """Model, optimizer (SAM state included), scheduler, RNGs and data position; atomic swap.
+
+        ``meta.json`` names what wrote it (process count, run identity) so a resume can check both.
+        """
         acc = self.accelerator
         tmp, dst = self.run_dir / f".{CHECKPOINT_DIR}.tmp", self.run_dir / CHECKPOINT_DIR
         if acc.is_main_process:
@@ -353,29 +372,61 @@ class Trainer:
         if acc.is_main_process:
             torch.save(acc.unwrap_model(self.model).state_dict(), tmp / "model.pt")
             (tmp / "trainer_state.json").write_text(json.dumps(asdict(self.state)))
+            meta = {"num_processes": acc.num_processes, "identity_hash": self.identity_hash, "updates": self.state.updates}
+            (tmp / "meta.json").write_text(json.dumps(meta))
         acc.wait_for_everyone()
         if acc.is_main_process:
             _swap_dir(tmp, dst)
         acc.wait_for_everyone()
 
     def load_checkpoint(self) -> bool:
-        """Resume from ``run_dir/checkpoint`` if present; returns whether it did."""
+        """Resume from ``run_dir/checkpoint`` if present; returns whether it did.
+
+        Every failure names the file and the way out; the caller's record keeps the earlier history.
+        """
         ckpt = self.run_dir / CHECKPOINT_DIR
         if not (ckpt / "trainer_state.json").exists():
             return False
         acc = self.accelerator
-        rank_file = ckpt / f"rank{acc.process_index}.pt"
-        if not rank_file.exists():
-            raise RuntimeError(
-                f"{ckpt} was written by a run with fewer processes (no {rank_file.name}); "
-                f"resume with the same number of processes or delete the checkpoint"
+        restart = (
+            f"To restart this run from update 0 instead, delete {ckpt} (the record keeps the earlier "
+            "attempts' history); or restore the folder from a backup."
+        )
+        meta = _read_json(ckpt / "meta.json", restart) if (ckpt / "meta.json").exists() else {}
+        if meta.get("identity_hash") and self.identity_hash and meta["identity_hash"] != self.identity_hash:
+            raise CheckpointError(
+                f"{ckpt} was written by a run of another identity ({meta['identity_hash']}, this run is "
+                f"{self.identity_hash}): it cannot be resumed under this config. {restart}"
             )
-        acc.unwrap_model(self.model).load_state_dict(torch.load(ckpt / "model.pt", map_location="cpu"))
-        rank_state = torch.load(rank_file, map_location="cpu", weights_only=False)
-        self.optimizer.load_state_dict(rank_state["optimizer"])
-        self.scheduler.load_state_dict(rank_state["scheduler"])
+        rank_file = ckpt / f"rank{acc.process_index}.pt"
+        written_by = meta.get("num_processes")
+        if written_by is not None and written_by != acc.num_processes:
+            raise CheckpointError(
+                f"{ckpt} was written by {written_by} process(es); this run has {acc.num_processes}. Resume "
+                f"with {written_by} process(es). {restart}"
+            )
+        if not rank_file.exists():
+            present = sorted(p.name for p in ckpt.glob("rank*.pt"))
+            raise CheckpointError(
+                f"{rank_file} is missing (the checkpoint holds {', '.join(present) or 'no rank files'}): it is "
+                f"incomplete or was written by a different number of processes. {restart}"
+            )
+        model_state = _torch_load(ckpt / "model.pt", restart)
+        try:
+            acc.unwrap_model(self.model).load_state_dict(model_state)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{ckpt / 'model.pt'} does not fit this model ({str(e).splitlines()[0]}): it was written "
+                f"for another architecture. {restart}"
+            ) from e
+        rank_state = _torch_load(rank_file, restart)
+        try:
+            self.optimizer.load_state_dict(rank_state["optimizer"])
+            self.scheduler.load_state_dict(rank_state["scheduler"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{rank_file}: optimizer/scheduler state does not fit ({e}). {restart}") from e
         _set_rng_state(rank_state["rng"])
-        self.state = TrainState(**json.loads((ckpt / "trainer_state.json").read_text()))
+        self.state = TrainState(**_read_json(ckpt / "trainer_state.json", restart))
         self.state.status = "running"
         log.info("resumed from %s at update %d", ckpt, self.state.updates)
         return True
@@ -383,9 +434,12 @@ class Trainer:
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
-        """SIGTERM/SIGUSR1 (SLURM preemption): finish the current update, checkpoint, exit cleanly.
+        """Preemption and Ctrl-C: finish the current update, checkpoint, write the record, exit cleanly.
 
-        The previous handler (e.g. submitit's requeue) is called after the checkpoint is written.
+        :data:`PREEMPT_SIGNALS` covers every signal a SLURM setup may send before a kill: SIGTERM,
+        SIGUSR1 and SIGUSR2 (submitit's default ``--signal=USR2@...`` when ``SUBMITIT_PREEMPT_SIGNAL`` is
+        unset). The previous handler (submitit's requeue) is called after the checkpoint and record are
+        written. SIGINT (Ctrl-C) does the same without chaining; a second Ctrl-C interrupts at once.
         """
         import threading
 
@@ -397,15 +451,17 @@ class Trainer:
         def handler(signum: int, frame: Any) -> None:
             log.warning("received signal %d: checkpointing after this update", signum)
             self._signal = signum
+            if signum == signal.SIGINT:  # a second Ctrl-C raises KeyboardInterrupt right away
+                signal.signal(signal.SIGINT, signal.default_int_handler)
 
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (*PREEMPT_SIGNALS, signal.SIGINT):
             previous[sig] = signal.signal(sig, handler)
         try:
             yield
         finally:
             for sig, prev in previous.items():
                 signal.signal(sig, prev)
-            if self._signal is not None and callable(previous.get(self._signal)):
+            if self._signal is not None and self._signal != signal.SIGINT and callable(previous.get(self._signal)):
                 self.on_progress(self.state)  # the record says "preempted" before the old handler runs
                 previous[self._signal](self._signal, None)
 
@@ -416,6 +472,26 @@ class Trainer:
         return tqdm(
             total=total, initial=self.state.updates, disable=disable, desc="updates", dynamic_ncols=True
         )
+
+
+class CheckpointError(RuntimeError):
+    """A resume checkpoint that cannot be used; the message names the file and how to recover."""
+
+
+def _torch_load(path: Path, recover: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: the checkpoint is incomplete. {recover}") from None
+    except Exception as e:  # truncated or corrupt file: torch raises OSError, RuntimeError, EOFError, ...
+        raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: {e}). {recover}") from e
+
+
+def _read_json(path: Path, recover: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: {e}). {recover}") from e
 
 
 def _swap_dir(tmp: Path, dst: Path) -> None:
