@@ -59,14 +59,6 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     if cfg.dry_run:
         print("run: " + " ".join(overrides), flush=True)
         return {"dry_run": True, "run_dir": str(run_dir), "overrides": overrides}
-    from adasam_glue.optim import get_optim_info
-
-    if cfg.trainer.mixed_precision == "fp16" and get_optim_info(cfg.optim.name).two_pass:
-        raise ConfigError(
-            "trainer.mixed_precision=fp16 is refused for two-pass (SAM-family) optimizers: one GradScaler "
-            "step cannot cover the ascent and descent passes. Use trainer.mixed_precision=bf16 (no scaler "
-            "needed) or no."
-        )
     with run_dir_lock(run_dir, enabled=_is_main_rank()):
         previous = _previous_record(run_dir, identity, cfg)
         if previous is not None and previous.get("status") in FINAL_STATUSES:
@@ -136,6 +128,7 @@ def _train(
         wandb_run = _init_wandb(cfg, accelerator, recorder.base["config"], run_dir)
         trainer = _trainer(cfg, accelerator, model, optimizer, scheduler, train_loader, eval_loaders, task,
                            run_dir, plan, micro, tokenizer, loaders, recorder, wandb_run, identity)
+        trainer.verify_identity = not (previous or {}).get("identity_changes")  # reuse_run_dir=true
         resumed = trainer.load_checkpoint()
         state = trainer.fit()
         extra = {"resumed": resumed, "padding": _padding_stats(loaders), "data_quality": _data_quality(loaders)}

@@ -41,6 +41,7 @@ from adasam_glue.metrics import compute_metrics
 from adasam_glue.modeling import per_sample_loss
 from adasam_glue.optim import OptimInfo
 from adasam_glue.schedules import BatchPlan
+from adasam_glue.step import UpdateStep, all_reduce_mean_
 from adasam_glue.tasks import TaskInfo
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ class TrainState:
     updates: int = 0
     forward_backward_passes: int = 0
     micro_batch_passes: int = 0
+    #: fp16 updates skipped for a non-finite gradient (counted in ``updates``; the lr schedule did not
+    #: advance for them, as HF Trainer/Accelerate do; weights and optimizer state untouched)
+    skipped_updates: int = 0
     samples_seen: int = 0
     epoch: int = 0
     micro_in_epoch: int = 0  #: micro-batches of ``epoch`` already consumed (per process)
@@ -106,8 +110,29 @@ class Trainer:
         self.log_metrics = log_metrics or (lambda metrics, step: None)
         self.sharpness_fn = sharpness_fn
         self.identity_hash = identity_hash  #: stored in checkpoints; a resume checks it
+        self.verify_identity = True  #: False when the user asked to reuse a run dir (``reuse_run_dir``)
         self.state = TrainState()
         self._signal: int | None = None
+        # fp16 is the trainer's on every device (spec §2.2): autocast in _losses, one GradScaler for both
+        # passes of an update. On CUDA Accelerate made one (and autocasts the prepared forward): reuse it,
+        # one scale; on CPU its fp16 is a no-op, so the scaler is ours. Under fp16 the backward is a plain
+        # loss.backward() of the already scaled loss (accelerator.backward would scale it again).
+        self.fp16 = OmegaConf.select(cfg, "trainer.mixed_precision", default="no") == "fp16"
+        self.scaler: torch.amp.GradScaler | None = None
+        if self.fp16:
+            self.scaler = getattr(accelerator, "scaler", None) or torch.amp.GradScaler(accelerator.device.type)
+        #: the one update of any optimizer (adasam_glue.step; shared with the transformers integration)
+        self.update = UpdateStep(
+            optimizer,
+            optim_info,
+            self._losses,
+            backward=(lambda loss: loss.backward()) if self.scaler is not None else accelerator.backward,
+            sync=self._sync,
+            sync_ascent=bool(OmegaConf.select(cfg, "optim.sync_ascent", default=False)),
+            clip=self._clip,
+            scaler=self.scaler,
+            all_reduce_mean=all_reduce_mean_ if accelerator.num_processes > 1 else None,
+        )
         #: dev evaluation period in updates; default once per epoch of the recipe, as fairseq does
         self.eval_every = OmegaConf.select(cfg, "trainer.eval_every")
         if self.eval_every is None:
@@ -116,61 +141,42 @@ class Trainer:
 
     # ------------------------------------------------------------------ one update
     def train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """One optimizer update over ``micro_batches``; returns the summed loss at w (local examples)."""
-        opt, last = self.optimizer, len(micro_batches) - 1
-        n = sum(len(mb["labels"]) for mb in micro_batches)  # local examples in this update
-        loss_at_w = torch.zeros((), device=self.accelerator.device)
+        """One optimizer update over ``micro_batches``; returns the summed loss at w (local examples).
 
-        if self.info.two_pass:
-            # 1. Ascent pass at w: accumulate the gradient over every micro-batch. No all-reduce
-            #    unless optim.sync_ascent (then once, on the last micro-batch).
-            opt.prepare_ascent()
-            ascent_losses = []
-            for i, mb in enumerate(micro_batches):
-                with self._sync(self.cfg.optim.sync_ascent and i == last):
-                    losses = self._losses(mb)
-                    self.accelerator.backward(losses.sum() / n)
-                ascent_losses.append(losses.detach())
-                loss_at_w += ascent_losses[-1].sum()
-            opt.first_step(zero_grad=True)  # w <- w + e(g); a copy of w is kept
-            # 2. Descent pass at w + e on the same micro-batches; all-reduced once, on the last.
-            for i, mb in enumerate(micro_batches):
-                with self._sync(i == last):
-                    losses = self._losses(mb)
-                    loss = opt.descent_loss(ascent_losses[i], losses) * (len(losses) / n)
-                    self.accelerator.backward(loss)
-            self._clip()
-            opt.second_step(zero_grad=True)  # w <- copy; base update with g(w + e)
-            self.state.forward_backward_passes += 2
-            self.state.micro_batch_passes += 2 * len(micro_batches)
+        The update is ``self.update`` (:class:`adasam_glue.step.UpdateStep`, the one copy of the SAM step):
+        1. ascent pass at w over every micro-batch, all-reduced only with ``optim.sync_ascent``;
+           fp16: unscale, an overflow skips the update here; ``first_step``: w <- w + e;
+        2. descent pass at w + e on the same micro-batches, all-reduced on the last one; each loss
+           weighted by its share of the update's examples (ESAM: selection over the whole batch);
+           fp16: unscale, an overflow restores w and skips; clipping; ``second_step``: w <- copy, base step;
+        (one pass and ``step()`` for SGD/AMSGrad). Here: the counters and the schedule (§3).
+        """
+        out = self.update(micro_batches)
+        st = self.state
+        st.forward_backward_passes += out.passes
+        st.micro_batch_passes += out.passes * len(micro_batches)
+        if out.skipped:
+            st.skipped_updates += 1  # fp16 overflow: nothing applied; the schedule waits (HF/Accelerate)
         else:
-            # Base optimizer: one pass, gradients accumulated, all-reduced on the last micro-batch.
-            for i, mb in enumerate(micro_batches):
-                with self._sync(i == last):
-                    losses = self._losses(mb)
-                    self.accelerator.backward(losses.sum() / n)
-                loss_at_w += losses.detach().sum()
-            self._clip()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            self.state.forward_backward_passes += 1
-            self.state.micro_batch_passes += len(micro_batches)
-
-        self.scheduler.step()  # the schedule counts updates
-        self.state.updates += 1
-        return loss_at_w
+            self.scheduler.step()  # the schedule counts applied updates
+        st.updates += 1
+        return out.loss_sum
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-example losses (fp32) of a forward pass; per example so ESAM can select samples."""
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "idx")}
-        logits = self.model(**inputs).logits
+        # fp16: the trainer's autocast (a no-op nest inside Accelerate's on CUDA; the only one on CPU)
+        with torch.autocast(self.accelerator.device.type, dtype=torch.float16, enabled=self.fp16):
+            logits = self.model(**inputs).logits
         return per_sample_loss(logits, batch["labels"], self.task.num_labels)
 
     def _sync(self, sync: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)
 
     def _clip(self) -> None:
-        if self.cfg.trainer.max_grad_norm:
+        # fp16: UpdateStep unscaled the gradients already; accelerator.clip_grad_norm_ unscales only
+        # optimizers passed to prepare(), and ours is not, so nothing is unscaled twice.
+        if OmegaConf.select(self.cfg, "trainer.max_grad_norm"):
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.max_grad_norm)
 
     # ------------------------------------------------------------------ the loop
@@ -368,6 +374,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": _rng_state(),
         }
+        if self.scaler is not None:  # fp16: the loss scale and its growth tracker (adasam_glue.step)
+            rank_state["grad_scaler"] = self.scaler.state_dict()
         torch.save(rank_state, tmp / f"rank{acc.process_index}.pt")
         if acc.is_main_process:
             torch.save(acc.unwrap_model(self.model).state_dict(), tmp / "model.pt")
@@ -393,7 +401,8 @@ class Trainer:
             "attempts' history); or restore the folder from a backup."
         )
         meta = _read_json(ckpt / "meta.json", restart) if (ckpt / "meta.json").exists() else {}
-        if meta.get("identity_hash") and self.identity_hash and meta["identity_hash"] != self.identity_hash:
+        stored = meta.get("identity_hash")
+        if self.verify_identity and stored and self.identity_hash and stored != self.identity_hash:
             raise CheckpointError(
                 f"{ckpt} was written by a run of another identity ({meta['identity_hash']}, this run is "
                 f"{self.identity_hash}): it cannot be resumed under this config. {restart}"
@@ -426,6 +435,8 @@ class Trainer:
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{rank_file}: optimizer/scheduler state does not fit ({e}). {restart}") from e
         _set_rng_state(rank_state["rng"])
+        if self.scaler is not None and rank_state.get("grad_scaler"):  # fp16 (adasam_glue.step)
+            self.scaler.load_state_dict(rank_state["grad_scaler"])
         self.state = TrainState(**_read_json(ckpt / "trainer_state.json", restart))
         self.state.status = "running"
         log.info("resumed from %s at update %d", ckpt, self.state.updates)

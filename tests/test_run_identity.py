@@ -1,0 +1,280 @@
+"""Results you can trust: run identity, skip/resume only for the same identity, crash order, attempts
+history, one process per run dir, validation before anything loads (tiny model, CPU, seconds)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+import adasam_glue.modeling as modeling
+from adasam_glue.config import ConfigError
+from adasam_glue.identity import group_hash, identity_hash, run_identity
+from adasam_glue.records import read_record
+from adasam_glue.run import run
+from adasam_glue.run_dir import RunDirLocked, resolve_run_dir, run_dir_lock
+from adasam_glue.trainer import CheckpointError
+from tests.conftest import compose_cfg
+
+#: every key that was once skipped as "completed" under another value: each must change the run
+RESULT_KEYS = [
+    "model.dropout=0.3",
+    "task.max_length=16",
+    "trainer.grad_accum=2",
+    "task.warmup_updates=100",
+    "trainer.max_grad_norm=1.0",
+    "trainer.eval_every=1",
+    "trainer.min_lr_ratio=0.1",
+    "sharpness.enabled=true",
+    "model.hidden_size=64",
+    "model.num_layers=3",
+    "data.synthetic_seed=7",
+    "optim.rho=0.05",
+    "trainer.mixed_precision=bf16",
+    "optim.sync_ascent=true",
+]
+#: keys that cannot change a number in the record: the same run
+NEUTRAL_KEYS = [
+    "trainer.progress_bar=true",
+    "trainer.eval_batch_size=7",
+    "trainer.log_every=3",
+    "trainer.checkpoint_every=2",
+    "trainer.save_model=none",
+    "data.num_workers=1",
+    "logging.wandb_mode=offline",
+]
+
+
+@pytest.mark.parametrize("override", RESULT_KEYS)
+def test_a_result_changing_key_gives_a_new_run_dir(tiny_cfg, override):
+    a, b = tiny_cfg("optim=adasam"), tiny_cfg("optim=adasam", override)
+    assert group_hash(run_identity(a)) != group_hash(run_identity(b))
+    assert resolve_run_dir(a) != resolve_run_dir(b)
+
+
+@pytest.mark.parametrize("override", NEUTRAL_KEYS)
+def test_a_neutral_key_keeps_the_identity(tiny_cfg, override):
+    assert identity_hash(run_identity(tiny_cfg("optim=adasam"))) == identity_hash(
+        run_identity(tiny_cfg("optim=adasam", override))
+    )
+
+
+def test_seed_changes_identity_but_not_group(tiny_cfg):
+    a, b = run_identity(tiny_cfg("seed=1")), run_identity(tiny_cfg("seed=2"))
+    assert identity_hash(a) != identity_hash(b) and group_hash(a) == group_hash(b)
+
+
+def _glue_tsv(root, rows: int = 40, extra: str = ""):
+    d = root / "MRPC"
+    d.mkdir(parents=True, exist_ok=True)
+    head = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    body = "".join(f"{i % 2}\t{i}\t{i + 1000}\tthe cat sat {i}\ta cat sat {i}{extra}\n" for i in range(rows))
+    for name in ("train.tsv", "dev.tsv"):
+        (d / name).write_text(head + body, encoding="utf-8")
+    return root
+
+
+def test_data_files_enter_the_identity_by_content_not_path(tiny_cfg, tmp_path):
+    one, two, three = _glue_tsv(tmp_path / "a"), _glue_tsv(tmp_path / "b"), _glue_tsv(tmp_path / "c", extra=" x")
+    ids = [run_identity(tiny_cfg("data.source=tsv", f"data.data_dir={d}")) for d in (one, two, three)]
+    assert identity_hash(ids[0]) == identity_hash(ids[1])  # same files elsewhere: same run
+    assert identity_hash(ids[0]) != identity_hash(ids[2])  # one edited file: another run
+    synthetic = run_identity(tiny_cfg())
+    assert group_hash(synthetic) != group_hash(ids[0])
+
+
+def test_local_model_path_enters_the_identity_and_names_the_run(tmp_path):
+    folder = tmp_path / "my-bert"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    cfg = compose_cfg("task=mrpc", f"model.path={folder}", f"results_dir={tmp_path}")
+    assert cfg.task.init_from is None  # never silently roberta-large-mnli for a custom model
+    assert resolve_run_dir(cfg).parent.name.startswith("my-bert_")
+    before = identity_hash(run_identity(cfg))
+    (folder / "config.json").write_text('{"model_type": "bert", "hidden_size": 8}')
+    assert identity_hash(run_identity(cfg)) != before
+    assert compose_cfg("task=mrpc").task.init_from == "roberta-large-mnli"  # the paper's default stays
+
+
+def test_completed_run_is_skipped_only_for_the_same_identity(tiny_cfg, tmp_path):
+    first = run(tiny_cfg("optim=amsgrad"))
+    again = run(tiny_cfg("optim=amsgrad", "trainer.progress_bar=true"))
+    assert again.get("skipped") and again["run_id"] == first["run_id"]
+    other = run(tiny_cfg("optim=amsgrad", "model.dropout=0.2"))
+    assert not other.get("skipped") and other["run_id"] != first["run_id"]
+    assert other["identity"]["config"]["model"]["dropout"] == 0.2
+
+
+def test_pinned_run_dir_refuses_another_identity_naming_the_keys(tiny_cfg, tmp_path):
+    d = tmp_path / "pinned"
+    run(tiny_cfg("optim=amsgrad", run_dir=d))
+    with pytest.raises(ConfigError, match=r"model\.dropout: 0\.0 -> 0\.3") as e:
+        run(tiny_cfg("optim=amsgrad", "model.dropout=0.3", run_dir=d))
+    assert "run_dir" in str(e.value)
+    assert read_record(d / "record.json")["status"] == "completed"
+
+
+@pytest.mark.parametrize("override", ["data.synthetic_seed=3", "model.dropout=0.2", "task.max_length=16"])
+def test_preempted_run_does_not_resume_under_another_identity(tiny_cfg, tmp_path, override):
+    d = tmp_path / "r"
+    first = run(tiny_cfg("optim=adasam", "trainer.stop_after_updates=2", run_dir=d))
+    assert first["status"] == "preempted"
+    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+        run(tiny_cfg("optim=adasam", override, run_dir=d))
+    rec = read_record(d / "record.json")
+    assert rec["status"] == "preempted" and rec["optimizer_updates"] == 2
+    resumed = run(tiny_cfg("optim=adasam", override, "reuse_run_dir=true", run_dir=d))  # the explicit way
+    assert resumed["status"] == "completed" and resumed["attempts"][-1]["identity_changes"]
+
+
+@pytest.mark.parametrize("damage", ["truncate_model", "remove_rank", "corrupt_state"])
+def test_failed_resume_keeps_the_history_and_names_the_file(tiny_cfg, tmp_path, damage):
+    d = tmp_path / "r"
+    run(tiny_cfg("optim=adasam", "trainer.max_updates=6", "trainer.stop_after_updates=3", run_dir=d))
+    ckpt = d / "checkpoint"
+    target = {"truncate_model": "model.pt", "remove_rank": "rank0.pt", "corrupt_state": "trainer_state.json"}[damage]
+    if damage == "truncate_model":
+        data = (ckpt / target).read_bytes()
+        (ckpt / target).write_bytes(data[: len(data) // 3])
+    elif damage == "remove_rank":
+        (ckpt / target).unlink()
+    else:
+        (ckpt / target).write_text("{not json")
+    with pytest.raises(CheckpointError, match=target.replace(".", r"\.")) as e:
+        run(tiny_cfg("optim=adasam", "trainer.max_updates=6", run_dir=d))
+    assert "delete" in str(e.value)  # says how to recover
+    rec = read_record(d / "record.json")
+    assert rec["status"] == "failed" and rec["optimizer_updates"] == 3
+    assert [p["update"] for p in rec["train_curve"]] == [1, 2, 3]
+    assert [a["status"] for a in rec["attempts"]] == ["preempted", "failed"]
+    assert target in rec["attempts"][-1]["error"]
+
+
+def test_kill_between_last_update_and_record_leaves_a_resumable_run(tiny_cfg, tmp_path, monkeypatch):
+    """The completed record is written before the checkpoint goes: a kill in between loses nothing."""
+    from adasam_glue import records
+
+    d = tmp_path / "r"
+    original = records.RunRecorder.write
+
+    def killed_at_the_end(self, state, status, extra=None):
+        if status == "completed":
+            raise SystemExit("killed")
+        return original(self, state, status, extra)
+
+    monkeypatch.setattr(records.RunRecorder, "write", killed_at_the_end)
+    with pytest.raises(SystemExit):
+        run(tiny_cfg("optim=amsgrad", "trainer.checkpoint_every=2", run_dir=d))
+    assert (d / "checkpoint" / "trainer_state.json").exists()
+    monkeypatch.setattr(records.RunRecorder, "write", original)
+    rec = run(tiny_cfg("optim=amsgrad", "trainer.checkpoint_every=2", run_dir=d))
+    assert rec["status"] == "completed" and rec["resumed"] and rec["optimizer_updates"] == 4
+    assert not (d / "checkpoint").exists()
+
+
+def test_checkpoint_is_removed_only_after_the_completed_record(tiny_cfg, tmp_path, monkeypatch):
+    import adasam_glue.trainer as trainer_mod
+
+    d, seen = tmp_path / "r", []
+    original = trainer_mod.Trainer.remove_checkpoint
+
+    def check(self):
+        seen.append(read_record(d / "record.json")["status"])
+        original(self)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "remove_checkpoint", check)
+    run(tiny_cfg("optim=amsgrad", "trainer.checkpoint_every=2", run_dir=d))
+    assert seen == ["completed"]
+
+
+def test_second_launch_of_a_run_dir_fails_and_changes_nothing(tiny_cfg, tmp_path):
+    d = tmp_path / "r"
+    run(tiny_cfg("optim=amsgrad", run_dir=d))
+    before = (d / "record.json").read_bytes()
+    with run_dir_lock(d):  # a live first launch holds it
+        with pytest.raises(RunDirLocked, match=f"pid {os.getpid()}"):
+            run(tiny_cfg("optim=amsgrad", run_dir=d))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+        cli = subprocess.run(
+            [sys.executable, "-m", "adasam_glue", *_tiny_cli(tmp_path), f"run_dir={d}", "optim=amsgrad"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+        )
+        assert cli.returncode != 0 and "in use by another process" in cli.stderr
+    assert (d / "record.json").read_bytes() == before
+
+
+def _tiny_cli(tmp_path) -> list[str]:
+    from tests.conftest import TINY
+
+    return [*TINY, f"results_dir={tmp_path}"]
+
+
+def test_stray_temp_files_are_cleaned_and_a_half_swap_is_repaired(tiny_cfg, tmp_path):
+    d = tmp_path / "r"
+    run(tiny_cfg("optim=adasam", "trainer.max_updates=6", "trainer.stop_after_updates=3", run_dir=d))
+    (d / ".record.json.abc.tmp").write_text("partial")
+    (d / ".checkpoint.tmp").mkdir()
+    (d / "checkpoint").rename(d / ".checkpoint.old")  # killed inside the swap: only the old copy is left
+    rec = run(tiny_cfg("optim=adasam", "trainer.max_updates=6", run_dir=d))
+    assert rec["status"] == "completed" and rec["resumed"]
+    assert not list(d.glob(".*.tmp*")) and not list(d.glob(".*.old"))
+
+
+def test_record_and_files_honour_the_umask(tiny_cfg, tmp_path):
+    old = os.umask(0o022)
+    try:
+        run(tiny_cfg("optim=amsgrad", run_dir=tmp_path / "r"))
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "r" / "record.json").stat().st_mode)
+    assert mode == 0o644
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("a model was loaded before the config was validated")
+
+    monkeypatch.setattr(modeling, "build_model", fail)
+    monkeypatch.setattr(modeling, "build_tokenizer", fail)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("seed=-1", "seed"),
+        ("+optim.rhoo=0.1", "rhoo"),
+        ("optim.beta2=1.0", "beta2"),
+        ("trainer.grad_accum=3", "task.batch_size"),
+        ("optim.form=nosuch", "form"),
+    ],
+)
+def test_bad_values_are_refused_before_any_model_loads(tiny_cfg, tmp_path, no_model, override, key):
+    with pytest.raises(ConfigError, match=key):
+        run(tiny_cfg("optim=adasam", override, run_dir=tmp_path / "r"))
+    assert not (tmp_path / "r" / "record.json").exists()
+
+
+def test_ctrl_c_gives_a_final_status_and_keeps_the_history(tiny_cfg, tmp_path, monkeypatch):
+    import adasam_glue.trainer as trainer_mod
+
+    d = tmp_path / "r"
+    run(tiny_cfg("optim=amsgrad", "trainer.max_updates=6", "trainer.stop_after_updates=2", run_dir=d))
+    original = trainer_mod.Trainer.train_step
+
+    def interrupted(self, micro_batches):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_cfg("optim=amsgrad", "trainer.max_updates=6", run_dir=d))
+    rec = read_record(d / "record.json")
+    assert rec["status"] == "failed" and "KeyboardInterrupt" in rec["error"] and rec["optimizer_updates"] == 2
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", original)
+    assert run(tiny_cfg("optim=amsgrad", "trainer.max_updates=6", run_dir=d))["status"] == "completed"
