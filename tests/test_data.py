@@ -391,20 +391,40 @@ def test_tsv_parser_reproduces_hub_schema(task, glue_root, tmp_path):
                 )
 
 
-def test_tsv_accepts_task_folder_and_counts_malformed_rows_once(glue_root, tmp_path, caplog):
+def test_tsv_accepts_task_folder_and_counts_malformed_rows_on_every_load(
+    glue_root, tmp_path, caplog, monkeypatch
+):
+    import adasam_glue.data as data
+    import adasam_glue.data.load as load_module
+
     with caplog.at_level(logging.WARNING):
         dd = load_glue("qqp", source="tsv", data_dir=glue_root / "QQP", cache_dir=tmp_path)
     # 6 data lines: the broken question gives 2 short rows, one row has label "x": 3 skipped.
     assert len(dd["train"]) == 3
     assert dd["train"]["idx"] == [0, 1, 5]  # Hub-style idx: position among the file's rows
-    warns = [r for r in caplog.records if "malformed" in r.getMessage()]
-    assert len(warns) == 1 and "skipped 3 malformed row(s) of 6" in warns[0].getMessage()
-    assert "QQP/train.tsv" in warns[0].getMessage()
-    # the parsed Arrow copy is reused: a second load does not re-parse (no second warning)
+    warns = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(warns) == 1 and "skipped 3 malformed row(s) of 6" in warns[0]
+    assert "QQP/train.tsv" in warns[0] and "lines 4, 5, 6" in warns[0]
+    assert (
+        "expected 6 tab-separated fields (id | qid1 | qid2 | question1 | question2 | is_duplicate)"
+        in warns[0]
+    )
+    _, quality = data.load_glue_with_quality("qqp", source="tsv", data_dir=glue_root, cache_dir=tmp_path)
+    assert {k: quality["train"][k] for k in ("rows", "skipped", "reasons", "first_lines")} == {
+        "rows": 3,
+        "skipped": 3,
+        "reasons": {"too_few_fields": 2, "bad_label": 1},
+        "first_lines": [4, 5, 6],
+    }
+    # the parsed Arrow copy is reused (no re-parse), and the counts are reported again from the cache
+    monkeypatch.setattr(load_module, "parse_glue_tsv", lambda *a: pytest.fail("cached load re-parsed"))
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        again = load_glue("qqp", source="tsv", data_dir=glue_root, cache_dir=tmp_path)
-    assert not [r for r in caplog.records if "malformed" in r.getMessage()]
+        again, cached = data.load_glue_with_quality(
+            "qqp", source="tsv", data_dir=glue_root, cache_dir=tmp_path
+        )
+    assert [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()] == warns
+    assert cached == quality
     assert again["train"]._fingerprint == dd["train"]._fingerprint
 
 

@@ -6,6 +6,10 @@ Schema (identical for every source): splits ``train``, the task's ``eval_splits`
 ``test*`` splits (a TSV folder without ``test.tsv`` simply has no test split); columns = the task's
 ``text_keys`` (strings), ``label`` (``ClassLabel`` with the Hub's names, ``-1`` on test; ``float32``
 for STS-B) and ``idx`` (``int32``).
+
+Data quality (``load_glue_with_quality``): per split, the rows kept and the malformed TSV rows skipped
+(reasons, first line numbers). It is saved beside the cached Arrow copy (``data_quality.json``), so a
+cached load reports the same counts as the first parse and every run can record them.
 """
 
 from __future__ import annotations
@@ -17,20 +21,22 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from adasam_glue.data.glue_tsv import SPLIT_FILES, TsvFormatError, read_glue_tsv
+from adasam_glue.data.glue_tsv import SPLIT_FILES, TsvFormatError, describe_skipped, parse_glue_tsv
 from adasam_glue.tasks import TASK_ORDER, TaskInfo, get_task
 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("hub", "tsv", "disk", "synthetic")
-_TSV_CACHE_VERSION = "1"  # bump when the parser's output changes (invalidates cached TSV datasets)
+_TSV_CACHE_VERSION = "2"  # bump when the parser's output changes (invalidates cached TSV datasets)
+QUALITY_FILE = "data_quality.json"  #: per-split skipped-row counts, saved beside the cached TSV dataset
 
 _GET_DATA = (
     "Get the data with one of: data.source=hub (needs the Hugging Face Hub or a local HF cache of "
@@ -195,7 +201,38 @@ def _dev_names(info: TaskInfo) -> str:
     return ", ".join(SPLIT_FILES[s] for s in info.eval_splits)
 
 
-def _load_tsv(info: TaskInfo, data_dir, cache_dir) -> DatasetDict:
+def _parse_tsv_files(info: TaskInfo, files: dict[str, Path]) -> tuple[DatasetDict, dict[str, dict]]:
+    """Parse every split file; a file that cannot be used becomes one ``DataError`` naming it."""
+    features = hub_features(info)
+    splits, quality = {}, {}
+    try:
+        for split, path in files.items():
+            columns, quality[split] = parse_glue_tsv(path, info, split)
+            splits[split] = Dataset.from_dict(columns, features=features)
+    except TsvFormatError as err:
+        raise DataError(f"{err}. {_GET_DATA}") from None
+    return DatasetDict(splits), quality
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Atomic write (unique temp name, then rename): readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _read_quality(target: Path, splits: Iterable[str]) -> dict[str, dict] | None:
+    """The saved counts of a cached TSV dataset, or None when absent, unreadable or incomplete."""
+    try:
+        quality = json.loads((target / QUALITY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(quality, dict) or any(not isinstance(quality.get(s), dict) for s in splits):
+        return None
+    return quality
+
+
+def _load_tsv(info: TaskInfo, data_dir, cache_dir) -> tuple[DatasetDict, dict[str, dict]]:
     if data_dir is None:
         raise DataError(f"data.source=tsv needs data.data_dir (the glue_data folder). {_GET_DATA}")
     task_dir = find_task_dir(data_dir, info)
@@ -222,21 +259,42 @@ def _load_tsv(info: TaskInfo, data_dir, cache_dir) -> DatasetDict:
     ).hexdigest()[:16]
     target = _default_cache_root(cache_dir) / "tsv" / f"{info.name}-{key}"
     if not (target / "dataset_dict.json").is_file():
-        features = hub_features(info)
-        try:
-            dd = DatasetDict(
-                {s: Dataset.from_dict(read_glue_tsv(p, info, s), features=features) for s, p in files.items()}
-            )
-        except TsvFormatError as err:
-            raise DataError(f"{err}. {_GET_DATA}") from None
+        dd, quality = _parse_tsv_files(info, files)
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         with _quiet_progress():
             dd.save_to_disk(str(tmp))
+        _write_json(tmp / QUALITY_FILE, quality)  # saved with the dataset: cached loads report it too
         try:
             os.replace(tmp, target)  # atomic: another process may have won the race, that is fine
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-    return _conform(datasets.load_from_disk(str(target)), info, str(task_dir))
+    quality = _read_quality(target, files)
+    if quality is None:  # a cached folder without its counts (removed by hand): parsing again is cheap
+        _, quality = _parse_tsv_files(info, files)
+        with contextlib.suppress(OSError):
+            _write_json(target / QUALITY_FILE, quality)
+    for split, path in files.items():  # every load, cached or not: the skipped rows are facts of this data
+        quality[split] = {**quality[split], "file": str(path)}  # as this run spells it (cache may be shared)
+        message = describe_skipped(quality[split])
+        if message:
+            logger.warning("%s", message)
+    dd = _conform(datasets.load_from_disk(str(target)), info, str(task_dir))
+    return dd, {s: quality[s] for s in dd}
+
+
+def _clean_quality(dd: DatasetDict) -> dict[str, dict]:
+    """Sources that hold parsed rows already (hub, disk): nothing was skipped here."""
+    return {
+        split: {
+            "file": None,
+            "rows": len(ds),
+            "skipped": 0,
+            "reasons": {},
+            "first_lines": [],
+            "expected": None,
+        }
+        for split, ds in dd.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------- disk
@@ -273,7 +331,7 @@ def _load_disk(info: TaskInfo, data_dir, cache_dir) -> DatasetDict:
 # ------------------------------------------------------------------------------------------ synthetic
 def _load_synthetic(
     info: TaskInfo, data_dir, cache_dir, num_train: int, num_eval: int, seed: int
-) -> DatasetDict:
+) -> tuple[DatasetDict, dict[str, dict]]:
     from adasam_glue.data.synthetic import GENERATOR_VERSION, make_synthetic_glue
 
     root = Path(data_dir) if data_dir else _default_cache_root(cache_dir) / "synthetic"
@@ -289,6 +347,40 @@ def _load_synthetic(
             pass
         shutil.rmtree(tmp, ignore_errors=True)
     return _load_tsv(info, task_dir, cache_dir)
+
+
+def load_glue_with_quality(
+    task: str,
+    source: str = "hub",
+    data_dir: str | os.PathLike | None = None,
+    hub_name: str = "nyu-mll/glue",
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    synthetic_train_size: int = 512,
+    synthetic_eval_size: int = 128,
+    synthetic_seed: int = 0,
+) -> tuple[DatasetDict, dict[str, dict]]:
+    """``load_glue`` plus the data quality of every split, so a run can record what was skipped.
+
+    Quality per split (JSON-serialisable, the same on a cached load as on the first parse):
+    ``{"file", "rows", "skipped", "reasons": {reason: count}, "first_lines": [<= 10 line numbers],
+    "expected"}`` (see ``glue_tsv.parse_glue_tsv``). Hub/disk sources: ``skipped`` 0, ``file`` and
+    ``expected`` None.
+    """
+    info = _task(task)
+    if source == "hub":
+        dd = _load_hub(info, hub_name, cache_dir)
+        return dd, _clean_quality(dd)
+    if source == "tsv":
+        return _load_tsv(info, data_dir, cache_dir)
+    if source == "disk":
+        dd = _load_disk(info, data_dir, cache_dir)
+        return dd, _clean_quality(dd)
+    if source == "synthetic":
+        return _load_synthetic(
+            info, data_dir, cache_dir, synthetic_train_size, synthetic_eval_size, synthetic_seed
+        )
+    raise DataError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
 
 
 def load_glue(
@@ -310,20 +402,31 @@ def load_glue(
     files) or ``synthetic`` (generated into ``data_dir`` or the cache, then read as TSV).
     TSV and synthetic data are parsed once and cached as Arrow under ``cache_dir/adasam_glue``
     (``cache_dir`` null: the ``datasets`` cache).
+    Malformed TSV rows are skipped and logged on every load (cached or not);
+    ``load_glue_with_quality`` also returns their counts.
     Raises ``DataError`` with the expected layout and how to get the data.
     """
-    info = _task(task)
-    if source == "hub":
-        return _load_hub(info, hub_name, cache_dir)
-    if source == "tsv":
-        return _load_tsv(info, data_dir, cache_dir)
-    if source == "disk":
-        return _load_disk(info, data_dir, cache_dir)
-    if source == "synthetic":
-        return _load_synthetic(
-            info, data_dir, cache_dir, synthetic_train_size, synthetic_eval_size, synthetic_seed
-        )
-    raise DataError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
+    dd, _ = load_glue_with_quality(
+        task,
+        source,
+        data_dir,
+        hub_name,
+        cache_dir,
+        synthetic_train_size=synthetic_train_size,
+        synthetic_eval_size=synthetic_eval_size,
+        synthetic_seed=synthetic_seed,
+    )
+    return dd
 
 
-__all__ = ["DataError", "SOURCES", "TASK_ORDER", "hub_features", "hub_splits", "load_glue", "find_task_dir"]
+__all__ = [
+    "DataError",
+    "QUALITY_FILE",
+    "SOURCES",
+    "TASK_ORDER",
+    "find_task_dir",
+    "hub_features",
+    "hub_splits",
+    "load_glue",
+    "load_glue_with_quality",
+]

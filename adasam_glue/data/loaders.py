@@ -26,7 +26,7 @@ import torch
 from datasets import Dataset, DatasetDict, Value
 from torch.utils.data import DataLoader, Sampler, SequentialSampler
 
-from adasam_glue.data.load import load_glue
+from adasam_glue.data.load import load_glue_with_quality
 from adasam_glue.tasks import get_task
 
 _TOKENIZE_VERSION = "1"  # bump when tokenize_glue's output changes (invalidates the map cache)
@@ -261,7 +261,13 @@ def pad_stats(
 # --------------------------------------------------------------------------------------- dataloaders
 @dataclass
 class GlueLoaders:
-    """Everything ``build_dataloaders`` makes. ``evals`` is keyed by Hub split name."""
+    """Everything ``build_dataloaders`` makes. ``evals`` is keyed by Hub split name.
+
+    ``data_quality``: per split of the loaded files (before subsampling), JSON-serialisable, the same
+    on a cached load as on the first parse, so every run can record what its data lacked:
+    ``{split: {"file", "rows" (kept), "skipped", "reasons": {reason: count}, "first_lines": [line
+    numbers of the first 10 skipped rows], "expected"}}`` (``load_glue_with_quality``).
+    """
 
     train: DataLoader
     evals: dict[str, DataLoader]
@@ -269,6 +275,7 @@ class GlueLoaders:
     eval_datasets: dict[str, Dataset]
     collator: GlueCollator
     padding_stats: dict[str, float] = field(default_factory=dict)
+    data_quality: dict[str, dict] = field(default_factory=dict)
 
 
 def _cfg(data_cfg: Any, key: str, default: Any = None) -> Any:
@@ -331,7 +338,7 @@ def build_dataloaders(
     info = get_task(task)
     first = accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext()
     with first:
-        raw = load_glue(
+        raw, quality = load_glue_with_quality(
             task,
             source=_cfg(data_cfg, "source", "hub"),
             data_dir=_cfg(data_cfg, "data_dir"),
@@ -374,4 +381,5 @@ def build_dataloaders(
         eval_datasets={s: tokenized[s] for s in info.eval_splits},
         collator=collator,
         padding_stats=stats,
+        data_quality=quality,
     )

@@ -1,0 +1,115 @@
+"""CPU-scale reproduction on real GLUE: one process per run, most useful runs first, resumable.
+
+    python scripts/cpu_scale.py --data-dir /path/to/glue_data [--results-dir results/cpu_scale]
+        [--stage table1,tune,table2] [--seeds 1,2,3] [--tasks rte,mrpc,stsb,cola] [--dry-run]
+
+Order: seed-major (every task and method of seed 1, then seed 2, ...), so a stopped sweep still holds
+whole paired comparisons. Each run is ``python -m adasam_glue experiment=<exp> task=T method=M seed=S``:
+a completed run of the same identity is skipped, a preempted one resumes from its checkpoint, so the
+sweep can be stopped (Ctrl-C, SIGTERM) and started again at any time. A failed run is reported and the
+sweep goes on. The stages and their grids live in ``conf/experiment/cpu_scale*.yaml``; this script only
+orders and launches them. Rebuild the report afterwards with
+``python -m adasam_glue.report <results-dir>/runs <results-dir>/report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from adasam_glue.config import CONF_DIR
+
+#: stage -> experiment config (conf/experiment/<name>.yaml)
+STAGES = {"table1": "cpu_scale", "tune": "cpu_scale_tune", "table2": "cpu_scale_table2"}
+
+
+def sweep(experiment: str) -> dict[str, list[str]]:
+    """The experiment's own sweep (``hydra.sweeper.params``) as lists: the grid is read, not repeated."""
+    path = CONF_DIR / "experiment" / f"{experiment}.yaml"
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist: stage {experiment!r} is not defined yet")
+    params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}
+    return {k: [v.strip() for v in str(vals).split(",")] for k, vals in params.items()}
+
+
+def plan(stages: list[str], seeds: list[str] | None, tasks: list[str] | None) -> list[list[str]]:
+    runs = []
+    for stage in stages:
+        exp = STAGES[stage]
+        grid = sweep(exp)
+        grid_seeds = seeds or grid.pop("seed", ["1"])
+        grid.pop("seed", None)
+        grid_tasks = tasks or grid.pop("task", [])
+        grid.pop("task", None)
+        others = [[]]
+        for key, values in grid.items():
+            others = [[*o, f"{key}={v}"] for o in others for v in values]
+        for seed in grid_seeds:
+            for task in grid_tasks:
+                for o in others:
+                    runs.append([f"experiment={exp}", f"task={task}", *o, f"seed={seed}"])
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True, help="GLUE TSV root (glue_data/ with RTE/ MRPC/ CoLA/ STS-B/)")
+    p.add_argument("--results-dir", default="results/cpu_scale")
+    p.add_argument("--stage", default="table1", help=f"comma list of {', '.join(STAGES)} (in that order)")
+    p.add_argument("--seeds", default=None, help="override the experiment's seeds, e.g. 1")
+    p.add_argument("--tasks", default=None, help="override the experiment's tasks, e.g. rte,mrpc")
+    p.add_argument("--dry-run", action="store_true", help="print the run lines and exit")
+    p.add_argument("overrides", nargs="*", help="extra overrides for every run")
+    a = p.parse_args(argv)
+
+    data_dir = Path(a.data_dir).expanduser().absolute()
+    if not data_dir.is_dir():
+        raise SystemExit(f"--data-dir {data_dir}: not a folder (expected glue_data/ with RTE/, MRPC/, ...)")
+    results = Path(a.results_dir).expanduser().absolute()
+    stages = [s.strip() for s in a.stage.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"unknown --stage {', '.join(unknown)}; valid: {', '.join(STAGES)}")
+    runs = plan(
+        stages, a.seeds.split(",") if a.seeds else None, a.tasks.split(",") if a.tasks else None
+    )
+    hydra_root = Path(tempfile.mkdtemp(prefix="cpu_scale_hydra_"))
+    common = [f"data.data_dir={data_dir}", f"results_dir={results}", *a.overrides]
+    print(f"{len(runs)} runs -> {results}", flush=True)
+    stop = {"now": False}
+
+    def on_signal(signum, frame):  # let the current run checkpoint (it gets the signal too), then stop
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    failed = 0
+    for i, overrides in enumerate(runs, 1):
+        line = " ".join(overrides)
+        if a.dry_run:
+            print(f"run: {line}")
+            continue
+        if stop["now"]:
+            print("stopping: signal received", flush=True)
+            break
+        t0 = time.time()
+        cmd = [sys.executable, "-m", "adasam_glue", *overrides, *common, f"hydra.run.dir={hydra_root / str(i)}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+        status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+        failed += proc.returncode != 0
+        print(f"[{i}/{len(runs)}] {status} {time.time() - t0:7.1f}s  {line}", flush=True)
+        if proc.returncode != 0:
+            print("    " + "\n    ".join(tail), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
