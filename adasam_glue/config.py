@@ -30,10 +30,10 @@ class TaskConfig:
     num_labels: int = MISSING
     lr: float = MISSING  #: the recipe's lr for adaptive optimizers (AMSGrad/AdaSAM and variants)
     batch_size: int = MISSING  #: global batch per optimizer update (all devices x accumulation)
-    total_updates: int = MISSING
-    warmup_updates: int = MISSING
+    total_updates: int = MISSING  #: optimizer updates of the recipe (the schedule's length)
+    warmup_updates: int = MISSING  #: linear warmup updates (scaled with trainer.max_updates)
     epochs: int = 10
-    max_length: int = 512
+    max_length: int = 512  #: tokens per example after truncation
     metric: str = MISSING  #: selection metric key (must match adasam_glue.tasks)
     init_from: str | None = None  #: checkpoint to start from (Hub id or local run dir)
 
@@ -47,12 +47,12 @@ class OptimConfig:
     """
 
     name: str = MISSING
-    lr: float = MISSING
-    beta1: float | None = None
+    lr: float = MISSING  #: peak learning rate (adaptive optimizers: the task's recipe lr)
+    beta1: float | None = None  #: momentum / first-moment decay (Tables 1/2: 0.9, Tables 3/4: 0)
     beta2: float | None = None
     eps: float | None = None
     weight_decay: float | None = None
-    rho: float | None = None
+    rho: float | None = None  #: SAM-family perturbation radius (paper grid 0.01, 0.005, 0.001)
     form: str | None = None  #: AdaSAM ``library``/``paper``; LightSAM ``adagrad_norm``/``adagrad``/``adam``
     eta: float | None = None  #: ASAM
     alpha: float | None = None  #: GSAM
@@ -85,12 +85,12 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "hub"  #: ``hub``, ``tsv``, ``disk`` or ``synthetic``
+    source: str = "hub"  #: where GLUE comes from (tsv: the original GLUE TSV folder)
     data_dir: str | None = None  #: GLUE TSV root (``glue_data``) or saved dataset folder
     hub_name: str = "nyu-mll/glue"
-    max_train_samples: int | None = None
+    max_train_samples: int | None = None  #: a seeded subset of the training rows (low-resource runs)
     max_eval_samples: int | None = None
-    group_by_length: bool = False
+    group_by_length: bool = False  #: batch examples of similar length (less padding, same epochs)
     pad_to_multiple_of: int | None = None  #: ``null``: 8 under mixed precision, else none
     num_workers: int = 0
     synthetic_train_size: int = 512
@@ -105,23 +105,24 @@ class TrainerConfig:
     grad_accum: int = 1  #: micro-batches per update (per device)
     eval_every: int | None = None  #: eval every N updates; null: once per recipe epoch; 0: only at the end
     eval_batch_size: int = 64
-    mixed_precision: str = "no"  #: ``no``, ``bf16`` or ``fp16``
+    mixed_precision: str = "no"  #: autocast precision (fp16 with a GradScaler for every optimizer)
     max_grad_norm: float | None = None  #: clipping (off in the paper)
-    schedule: str = "linear"  #: ``linear`` (warmup + linear decay), ``constant``, ``cosine``, ...
+    schedule: str = "linear"  #: lr schedule over optimizer updates (linear: warmup + linear decay to 0)
     min_lr_ratio: float = 0.0  #: cosine floor as a fraction of the peak lr
     batch_schedule: list[int] | None = None  #: increasing batch sizes, equal shares of the updates
     log_every: int = 1
     checkpoint_every: int = 0  #: save a resume checkpoint every N updates (0: only on preemption/end)
-    save_model: str = "best"  #: ``best``, ``final`` or ``none`` (HF folder under run_dir/model)
+    save_model: str = "best"  #: keep the best/final weights as an HF folder under run_dir/model
     keep_checkpoint: bool = False  #: keep the resume checkpoint after a completed run
     progress_bar: bool = True
     cpu: bool = False  #: force CPU even when a GPU is visible
+    predict_test: bool = False  #: write GLUE-submission TSVs of the test split(s) from the best model
     stop_after_updates: int | None = None  #: test seam: behave as if preempted after N updates
 
 
 @dataclass
 class LoggingConfig:
-    wandb_mode: str = "disabled"  #: ``online``, ``offline`` or ``disabled``
+    wandb_mode: str = "disabled"  #: Weights & Biases logging (WANDB_MODE in the environment wins)
     wandb_project: str = "adasam_glue"
     wandb_entity: str | None = None
 
@@ -154,9 +155,9 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)
-    experiment_name: str = "default"
-    seed: int = 1
-    results_dir: str = "results"
+    experiment_name: str = "default"  #: folder under results_dir/runs (set by experiment=...)
+    seed: int = 1  #: seeds model init, dropout and data order (and the max_train_samples subset)
+    results_dir: str = "results"  #: root of runs/ (resolved to an absolute path)
     run_dir: str | None = None  #: ``null``: results_dir/runs/<experiment>/<task>/<optim>/<tag>-<hash>/seed<k>
     reuse_run_dir: bool = False  #: resume a run dir whose stored identity differs (recorded in ``attempts``)
     dry_run: bool = False  #: print the plan line and exit (used by reproduce-all DRY_RUN=1)

@@ -132,6 +132,10 @@ def _train(
         resumed = trainer.load_checkpoint()
         state = trainer.fit()
         extra = {"resumed": resumed, "padding": _padding_stats(loaders), "data_quality": _data_quality(loaders)}
+        if cfg.trainer.predict_test and state.status == "completed":
+            from adasam_glue.predict import predict_test
+
+            extra["predictions"] = predict_test(cfg, task, model, tokenizer, loaders.collator, accelerator, run_dir)
         record = recorder.write(state, state.status, extra)
         if state.status == "completed" and not cfg.trainer.keep_checkpoint:
             trainer.remove_checkpoint()  # only now: the completed record is on disk

@@ -278,3 +278,24 @@ def test_ctrl_c_gives_a_final_status_and_keeps_the_history(tiny_cfg, tmp_path, m
     assert rec["status"] == "failed" and "KeyboardInterrupt" in rec["error"] and rec["optimizer_updates"] == 2
     monkeypatch.setattr(trainer_mod.Trainer, "train_step", original)
     assert run(tiny_cfg("optim=amsgrad", "trainer.max_updates=6", run_dir=d))["status"] == "completed"
+
+
+@pytest.mark.parametrize("task, files", [("rte", ["RTE.tsv"]), ("stsb", ["STS-B.tsv"]), ("mnli", ["MNLI-m.tsv", "MNLI-mm.tsv"])])
+def test_predict_test_writes_glue_submission_files(tiny_cfg, tmp_path, task, files):
+    from adasam_glue.data import load_glue
+    from adasam_glue.tasks import get_task
+
+    rec = run(tiny_cfg(f"task={task}", "optim=amsgrad", "trainer.predict_test=true", run_dir=tmp_path / "r"))
+    info = get_task(task)
+    raw = load_glue(task, source="synthetic", synthetic_train_size=64, synthetic_eval_size=32, cache_dir=str(tmp_path / "c"))
+    assert rec["predictions"]["model"] == "best"
+    for split, name in zip([s.replace("validation", "test") for s in info.eval_splits], files):
+        path = tmp_path / "r" / "predictions" / name
+        lines = path.read_text().splitlines()
+        assert lines[0] == "index\tprediction" and len(lines) - 1 == len(raw[split])
+        assert rec["predictions"]["files"][split] == {"file": f"predictions/{name}", "rows": len(raw[split])}
+        values = [line.split("\t")[1] for line in lines[1:]]
+        if info.is_regression:
+            assert all(float(v) == float(v) for v in values)
+        else:
+            assert set(values) <= set(info.label_names)  # RTE/MNLI spell labels by name
