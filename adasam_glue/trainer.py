@@ -244,16 +244,18 @@ class Trainer:
                     return st
                 if write_record:
                     self.on_progress(st)
-        bar.close()
-        if st.status == "running":
-            if not st.eval_curve or st.eval_curve[-1]["update"] != st.updates:
-                self.evaluate_and_track()
-            if self.cfg.sharpness.enabled:
-                self._measure_sharpness(final=True)
-            if tcfg.save_model == "final":
-                self.save_model()
-            st.status = "completed"
-        st.wall_time_s += time.perf_counter() - started
+            bar.close()
+            # The final phase stays under the handlers: a signal now lets it finish (it is short), so a
+            # preemption here never kills the run between its last update and its completed record.
+            if st.status == "running":
+                if not st.eval_curve or st.eval_curve[-1]["update"] != st.updates:
+                    self.evaluate_and_track()
+                if self.cfg.sharpness.enabled:
+                    self._measure_sharpness(final=True)
+                if tcfg.save_model == "final":
+                    self.save_model()
+                st.status = "completed"
+            st.wall_time_s += time.perf_counter() - started
         return st
 
     def remove_checkpoint(self) -> None:
@@ -472,7 +474,8 @@ class Trainer:
         finally:
             for sig, prev in previous.items():
                 signal.signal(sig, prev)
-            if self._signal is not None and self._signal != signal.SIGINT and callable(previous.get(self._signal)):
+            chain = self._signal is not None and self._signal != signal.SIGINT and self.state.status == "preempted"
+            if chain and callable(previous.get(self._signal)):  # a run that completed anyway just ends
                 self.on_progress(self.state)  # the record says "preempted" before the old handler runs
                 previous[self._signal](self._signal, None)
 
