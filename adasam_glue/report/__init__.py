@@ -10,7 +10,13 @@ checkpoint) and writes into ``OUT_DIR``:
 - ``claims.md`` (:mod:`adasam_glue.report.claims`);
 - ``speedup.png/.pdf``, ``curves_<task>_beta<b>.png/.pdf`` (:mod:`adasam_glue.report.figures`);
 - ``sharpness.md``, ``sharpness.csv`` and ``sharpness_<task>.png/.pdf`` (:mod:`adasam_glue.report.sharpness`);
-- ``README.md``: what was produced, and every record skipped or not used, with the reason.
+- ``README.md``: what was produced, the settings the runs were trained on, and every record skipped,
+  dropped as a duplicate or not used, with the reason.
+
+Like with like (docs/algorithms.md §4.4): every table, figure and claim reads the runs without
+duplicates (one record per identity and seed) and pools, selects and pairs them only through their
+identities (:mod:`adasam_glue.report.grouping`); every caption states the setting
+(:mod:`adasam_glue.report.setting`) and says SYNTHETIC DATA where generated data went in.
 
 Output is deterministic: no timestamps or absolute paths in text files, fixed figure metadata, a fixed
 bootstrap seed; a rerun on the same records gives byte-identical files.
@@ -74,7 +80,8 @@ def build_report(
         atomic_write_text(out / name, content)
         written.append(out / name)
 
-    tables = [build_table(spec, col.runs) for spec in TABLES]
+    runs = col.unique
+    tables = [build_table(spec, col.runs) for spec in TABLES]  # each dedupes its own eligible runs
     for res in tables:
         text(f"{res.spec.name}.md", render_markdown(res))
         text(f"{res.spec.name}.tex", render_tex(res))
@@ -84,8 +91,8 @@ def build_report(
 
     from adasam_glue.report.figures import compute_speedup
 
-    speedup = compute_speedup(col.runs)
-    sharp = build_sharpness(col.runs)
+    speedup = compute_speedup(col.runs)  # dedupes the speedup runs it selects
+    sharp = build_sharpness(runs)
     text("sharpness.md", render_sharpness_md(sharp))
     text("sharpness.csv", render_sharpness_csv(sharp))
     text("claims.md", render_claims(check_claims(tables, speedup), tables, sharp))
@@ -103,23 +110,37 @@ def build_report(
 
 def _index(col, tables, speedup, sharp, files: list[str]) -> str:
     from adasam_glue.report.palette import method_name
+    from adasam_glue.report.setting import SYNTHETIC_BANNER, is_synthetic, setting_text
+    from adasam_glue.report.tables import eligible
 
+    runs = col.unique
     by_status: dict[str, int] = {}
     for r in col.runs:
         by_status[r.status] = by_status.get(r.status, 0) + 1
-    out = [
-        "# Report index",
-        "",
+    n_synth = sum(is_synthetic(r) for r in runs)
+    out = ["# Report index" + (" — SYNTHETIC DATA" if n_synth else ""), ""]
+    if n_synth:
+        out += [f"> **{SYNTHETIC_BANNER}** ({n_synth} of {len(runs)} runs.)", ""]
+    out += [
         "Rebuilt by `python -m adasam_glue.report RUNS_DIR OUT_DIR` (`make report`) from run records only. "
-        "Table numbers are ×100 (points); see each table for the protocol.",
+        "Table numbers are ×100 (points); see each table for the protocol. Runs are pooled, selected and "
+        "paired only within one identity or setting; unlike runs go to separate, labelled rows.",
         "",
         f"Records read: {len(col.runs)} ("
         + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))
-        + f"); skipped: {len(col.skipped)}.",
+        + f"); skipped: {len(col.skipped)}; duplicates dropped: {len(col.duplicates)}.",
         "",
-        "## Files",
+        "## Settings",
+        "",
+        "What the runs were trained on (model; data; updates; precision), with the number of runs:",
         "",
     ]
+    settings: dict[str, int] = {}
+    for r in runs:
+        key = setting_text([r])
+        settings[key] = settings.get(key, 0) + 1
+    out += [f"- {k} ({v} run{'s' if v != 1 else ''})" for k, v in sorted(settings.items())] or ["- none"]
+    out += ["", "## Files", ""]
     desc = {
         "claims.md": "the paper's claims (spec §4) checked against these results",
         "paired.csv": "paired per-task comparison with bootstrap CI, all tables (long form)",
@@ -129,36 +150,48 @@ def _index(col, tables, speedup, sharp, files: list[str]) -> str:
         "README.md": "this index",
     }
     for res in tables:
-        desc[f"{res.spec.name}.md"] = f"{res.spec.title} — {res.win_line()}"
+        desc[f"{res.spec.name}.md"] = f"{res.spec.title} — {res.win_line()}" + (
+            " (SYNTHETIC DATA)" if res.synthetic else ""
+        )
     for f in [*files, "README.md"]:
         d = desc.get(f)
         if d is None and f.startswith("curves_") and f.endswith(".png"):
-            d = "loss and dev metric vs updates, four optimizers (paper Figs. 2-5)"
+            d = "loss and dev metric vs updates, four optimizers, one setting (paper Figs. 2-5)"
         if d is None and f.startswith("sharpness_") and f.endswith(".png"):
             d = "sharpness vs dev metric, one point per run"
         out.append(f"- `{f}`" + (f": {d}" if d else ""))
     out += ["", "## Speedup", "", f"Runs: {speedup.source}. {speedup.statement()}", ""]
     out += ["## Records skipped", ""]
     out += [f"- `{rel}`: {why}" for rel, why in col.skipped] or ["- none"]
+    out += ["", "## Duplicate runs dropped", ""]
+    out += [
+        f"- `{d.rel}` [{d.status}]: same identity and seed as `{k.rel}` [{k.status}] (kept)"
+        for d, k in col.duplicates
+    ] or ["- none"]
     out += ["", "## Runs not used in any table", ""]
-    from adasam_glue.report.tables import eligible
-
-    incomplete = [r for r in col.runs if r.status not in ("completed", "diverged")]
+    incomplete = [r for r in runs if r.status not in ("completed", "diverged")]
     out += [f"- `{r.rel}`: status {r.status}" for r in incomplete]
     outside = [
         r
-        for r in col.runs
+        for r in runs
         if r.status in ("completed", "diverged") and not any(eligible(res.spec, r) for res in tables)
     ]
     out += [
         f"- `{r.rel}`: {method_name(r.optimizer)}, experiment {r.experiment or '?'}, "
         f"beta1={'?' if r.beta1 is None else f'{r.beta1:g}'} (not a table's method/beta1, or a "
-        "speedup/schedules run)"
+        "speedup/schedules/lr-tuning run)"
         for r in outside
     ]
     if not incomplete and not outside:
         out.append("- none")
-    dups = sorted({(d.rel, k.rel) for res in tables for d, k in res.duplicates})
-    if dups:
-        out += ["", "## Duplicate runs dropped", ""] + [f"- `{d}` (kept `{k}`)" for d, k in dups]
+    derived = [r for r in runs if r.identity_derived]
+    if derived:
+        out += [
+            "",
+            "## Identities derived from old records",
+            "",
+            f"{len(derived)} record(s) of schema version 1 store no identity; it was derived from their "
+            "config (data and weights fingerprinted as found now).",
+        ]
+        out += [f"- `{r.rel}`: {r.identity_note}" for r in derived if r.identity_note]
     return "\n".join(out) + "\n"

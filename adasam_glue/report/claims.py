@@ -11,6 +11,12 @@ Verdict rules (stated in ``claims.md``):
 - Figure 1, "batch 32 needs about half the updates of batch 16": holds when every measured ratio
   U(32)/U(16) lies in [0.35, 0.65] (0.5 ± 30%).
 - A claim without the data it needs is *not testable*, never a pass.
+- Like with like (docs/algorithms.md §4.4): a table claim is checked once per comparison (a base row and
+  a SAM row of one setting, :class:`adasam_glue.report.tables.Comparison`), never across settings; the
+  cross-table claim compares two cells of a task only when their identities differ in optimizer keys
+  alone. Every verdict lists the identities (group hashes) it rests on.
+- On synthetic data a claim about GLUE is *not testable*; the verdict the numbers alone would give is
+  shown in parentheses, as a check of the pipeline.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from adasam_glue.report.collect import Run
 from adasam_glue.report.figures import SpeedupResult
+from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, short_key
 from adasam_glue.report.palette import method_name, metric_label, task_name
+from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, data_text, model_text, setting_text
 from adasam_glue.report.sharpness import SharpnessReport
-from adasam_glue.report.tables import TableResult
+from adasam_glue.report.tables import Comparison, TableResult
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 __all__ = ["REFERENCE_DEV", "SPEEDUP_BAND", "Claim", "check_claims", "render_claims"]
@@ -42,31 +51,47 @@ REFERENCE_DEV = {
 
 @dataclass(frozen=True)
 class Claim:
-    source: str  #: where the paper makes it
+    source: str  #: where the paper makes it (plus the row setting, for a comparison of marked rows)
     claim: str
     measured: str
     verdict: str  #: holds | holds on the m tasks available | partly holds | does not hold | not testable
+    setting: str = ""  #: what the runs behind the verdict were trained on
+    identities: tuple[str, ...] = ()  #: the identities (group hashes) the verdict rests on, in words
 
 
 def _names(tasks: Sequence[str]) -> str:
     return ", ".join(task_name(t) for t in tasks) or "none"
 
 
-def _table_claim(res: TableResult) -> Claim:
+def _on_synthetic(verdict: str, synthetic: bool) -> str:
+    """Generated data cannot test a claim about GLUE: say so, keep the pipeline's answer visible."""
+    if not synthetic or verdict == "not testable":
+        return verdict
+    return f"not testable on synthetic data (the numbers alone would say: {verdict})"
+
+
+def _table_claim(res: TableResult, comp: Comparison | None = None) -> Claim:
+    """The table's claim checked on one comparison (the unmarked pair by default)."""
     spec = res.spec
-    s, b = method_name(spec.sam), method_name(spec.base)
+    comp = comp or res.main
+    s = comp.sam.label
     not_ = f" (not {', '.join(task_name(t) for t in spec.paper_losses)})" if spec.paper_losses else ""
     avg = f", average +{spec.paper_average:.2f}" if spec.paper_average is not None else ""
-    claim = f"{s} beats {b} on {spec.paper_wins} of 8 tasks{not_}{avg}"
-    common = res.common_tasks
+    claim = (
+        f"{method_name(spec.sam)} beats {method_name(spec.base)} on {spec.paper_wins} of 8 tasks{not_}{avg}"
+    )
+    marks = [x for x in (comp.base.suffix, comp.sam.suffix) if x]
+    source = spec.title + (f" [{' vs '.join(dict.fromkeys(marks))}]" if marks else "")
+    setting = setting_text(comp.runs) if comp.runs else ""
+    common = comp.common_tasks
     m = len(common)
     if m == 0:
-        return Claim(spec.title, claim, "no task has results for both methods", "not testable")
-    won, lost, tied = res.wins()
-    d = (res.average(spec.sam) - res.average(spec.base)) * 100
+        return Claim(source, claim, "no task has results for both methods", "not testable", setting)
+    won, lost, tied = comp.wins()
+    d = (comp.average(comp.sam.method) - comp.average(comp.base.method)) * 100
     paper_won = set(TASK_ORDER) - set(spec.paper_losses)
     agree = sum((t in won) == (t in paper_won) for t in common)
-    tested = [p for p in res.paired if p.ci is not None]
+    tested = [p for p in comp.paired if p.ci is not None]
     sig_pos = [p.task for p in tested if p.ci[0] > 0]
     sig_neg = [p.task for p in tested if p.ci[1] < 0]
     measured = (
@@ -85,13 +110,20 @@ def _table_claim(res: TableResult) -> Claim:
         verdict = "partly holds"
     else:
         verdict = "does not hold"
-    return Claim(spec.title, claim, measured, verdict)
+    return Claim(
+        source, claim, measured, _on_synthetic(verdict, comp.synthetic), setting, tuple(comp.identities())
+    )
 
 
 def _adaptive_claim(tables: Sequence[TableResult]) -> Claim:
+    """AMSGrad vs SGD and AdaSAM vs SAM per beta1, over the tasks where the two unmarked cells' runs
+    differ only in optimizer keys (a task whose cells differ in model, data, ... is left out, named)."""
     claim = "adaptive methods (AMSGrad, AdaSAM) beat SGD-based ones (SGD, SAM)"
-    parts, oks = [], []
-    by_beta = {}
+    parts: list[str] = []
+    oks: list[bool] = []
+    idents: list[str] = []
+    runs: list[Run] = []
+    by_beta: dict[float, dict[str, TableResult]] = {}
     for res in tables:
         by_beta.setdefault(res.spec.beta1, {})[res.spec.base] = res
     for beta1 in sorted(by_beta, reverse=True):
@@ -103,44 +135,103 @@ def _adaptive_claim(tables: Sequence[TableResult]) -> Claim:
             rs = got["sgd"] if sgd in got["sgd"].spec.methods else None
             if ra is None or rs is None:
                 continue
-            common = [
-                t
-                for t in TASK_ORDER
-                if ra.cell(t, ada).score is not None and rs.cell(t, sgd).score is not None
-            ]
+            common, unlike = [], []
+            for t in TASK_ORDER:
+                ca, cs = ra.cell(t, ada), rs.cell(t, sgd)
+                if ca.score is None or cs.score is None:
+                    continue
+                keys = differs_outside(
+                    ca.chosen.completed[0].flat, cs.chosen.completed[0].flat, (OPTIM, SEED)
+                )
+                if keys:
+                    more = f", +{len(keys) - 3} more" if len(keys) > 3 else ""
+                    unlike.append(f"{task_name(t)} ({', '.join(short_key(k) for k in keys[:3])}{more})")
+                    continue
+                common.append(t)
+                idents.append(
+                    f"β1={beta1:g} {task_name(t)}: {method_name(ada)} {ca.chosen.group_hash}, "
+                    f"{method_name(sgd)} {cs.chosen.group_hash}"
+                )
+                runs += [*ca.chosen.completed, *cs.chosen.completed]
+            skipped = (
+                f" ({len(unlike)} task(s) not compared, settings differ: {'; '.join(unlike)})"
+                if unlike
+                else ""
+            )
             if not common:
+                if unlike:
+                    parts.append(
+                        f"β1={beta1:g}: {method_name(ada)} vs {method_name(sgd)}: none comparable{skipped}"
+                    )
                 continue
             wins = sum(ra.cell(t, ada).score > rs.cell(t, sgd).score for t in common)
             d = sum(ra.cell(t, ada).score - rs.cell(t, sgd).score for t in common) / len(common) * 100
             oks.append(d > 0 and wins > len(common) / 2)
             parts.append(
                 f"β1={beta1:g}: {method_name(ada)} beats {method_name(sgd)} on {wins} of {len(common)}, "
-                f"average {d:+.2f}"
+                f"average {d:+.2f}{skipped}"
             )
-    if not parts:
-        return Claim(
-            "Tables 1-4", claim, "no task has both an adaptive and an SGD-based result", "not testable"
-        )
+    if not oks:
+        measured = "; ".join(parts) or "no task has both an adaptive and an SGD-based result"
+        return Claim("Tables 1-4", claim, measured, "not testable")
     verdict = "holds" if all(oks) else "does not hold" if not any(oks) else "partly holds"
-    return Claim("Tables 1-4", claim, "; ".join(parts), verdict)
+    return Claim(
+        "Tables 1-4",
+        claim,
+        "; ".join(parts),
+        _on_synthetic(verdict, any_synthetic(runs)),
+        setting_text(runs),
+        tuple(idents),
+    )
 
 
 def _speedup_claim(sp: SpeedupResult) -> Claim:
     claim = "batch 32 needs about half the updates of batch 16 to reach the same training loss"
     ratios = {t: r for t in sp.runs if (r := sp.ratio(t)) is not None}
+    runs = [r for by_b in sp.runs.values() for rs in by_b.values() for r in rs]
+    setting = setting_text(runs) if runs else ""
+    idents = tuple(
+        f"{task_name(t)} batch {b}: " + ", ".join(sorted({r.group_hash for r in rs}))
+        for t, by_b in sp.runs.items()
+        for b, rs in by_b.items()
+    )
     if not ratios:
-        return Claim("Figure 1", claim, sp.statement(), "not testable")
+        return Claim("Figure 1", claim, sp.statement(), "not testable", setting, idents)
     lo, hi = SPEEDUP_BAND
     inside = [lo <= r <= hi for r in ratios.values()]
     measured = "; ".join(f"{task_name(t)}: U(32)/U(16) = {r:.2f}" for t, r in ratios.items())
     verdict = "holds" if all(inside) else "does not hold" if not any(inside) else "partly holds"
     if verdict == "holds" and len(ratios) < len(sp.runs):
         verdict = f"holds on the {len(ratios)} task(s) available"
-    return Claim("Figure 1", claim, measured + f" (ideal 0.50; band {lo}–{hi})", verdict)
+    return Claim(
+        "Figure 1",
+        claim,
+        measured + f" (ideal 0.50; band {lo}–{hi})",
+        _on_synthetic(verdict, any_synthetic(runs)),
+        setting,
+        idents,
+    )
 
 
 def check_claims(tables: Sequence[TableResult], speedup: SpeedupResult) -> list[Claim]:
-    return [*(_table_claim(r) for r in tables), _adaptive_claim(tables), _speedup_claim(speedup)]
+    """One claim per table comparison with results (the unmarked pair always), then the cross-table
+    and the speedup claims."""
+    out = []
+    for res in tables:
+        out += [_table_claim(res, c) for c in res.comparisons if c.main or c.common_tasks]
+    return [*out, _adaptive_claim(tables), _speedup_claim(speedup)]
+
+
+def _comparable(runs: Sequence[Run]) -> str:
+    """Whether a fairseq RoBERTa-large reference number applies to these runs, and if not, why."""
+    why = []
+    models = sorted({model_text(r) for r in runs})
+    if any(not m.startswith("roberta-large") for m in models):
+        why.append(f"model {', '.join(models)}")
+    data = sorted({data_text(r) for r in runs})
+    if any(not d.startswith(("GLUE TSV", "Hub dataset")) or "first" in d for d in data):
+        why.append("; ".join(data))
+    return "yes" if not why else "no: " + "; ".join(why)
 
 
 def _reference_lines(tables: Sequence[TableResult]) -> list[str]:
@@ -154,40 +245,47 @@ def _reference_lines(tables: Sequence[TableResult]) -> list[str]:
         s = c.metrics.get(metric) if c.present else None
         if s is None:
             continue
-        models = sorted({str((r.config.get("model") or {}).get("name", "?")) for r in c.chosen.completed})
+        models = sorted({model_text(r) for r in c.chosen.completed})
         lines.append(
             f"| {task_name(t)} {metric_label(metric)} | {s.mean * 100:.2f} | {REFERENCE_DEV[t]:.1f} | "
-            f"{s.mean * 100 - REFERENCE_DEV[t]:+.2f} | {', '.join(models)} |"
+            f"{s.mean * 100 - REFERENCE_DEV[t]:+.2f} | {', '.join(models)} | {c.chosen.group_hash} | "
+            f"{_comparable(c.chosen.completed)} |"
         )
     return lines
 
 
 def render_claims(claims: Sequence[Claim], tables: Sequence[TableResult], sharpness: SharpnessReport) -> str:
-    out = [
-        "# The paper's claims checked against these runs",
-        "",
+    synthetic = any(t.synthetic for t in tables) or any_synthetic([p.run for p in sharpness.points])
+    out = ["# The paper's claims checked against these runs" + (" — SYNTHETIC DATA" if synthetic else ""), ""]
+    if synthetic:
+        out += [f"> **{SYNTHETIC_BANNER}**", ""]
+    out += [
         "Paper: AdaSAM (arXiv 2303.00565), spec §4. Each claim with what these run records measure and "
         "a verdict. Rules: a table claim holds when the SAM method wins on at least the paper's fraction "
         "of the tasks that have results for both methods and (where the paper states one) the average "
         "gain is positive; one of the two: partly holds. The speedup claim holds when U(32)/U(16) lies in "
-        f"[{SPEEDUP_BAND[0]}, {SPEEDUP_BAND[1]}]. Missing data makes a claim not testable, never a pass.",
+        f"[{SPEEDUP_BAND[0]}, {SPEEDUP_BAND[1]}]. Missing data makes a claim not testable, never a pass. "
+        "A verdict rests only on runs of one setting that differ in optimizer keys alone (one line per "
+        "comparison; its identities are listed below); on synthetic data no claim is testable.",
         "",
-        "| Source | Paper's claim | Measured here | Verdict |",
-        "|---|---|---|---|",
+        "| Source | Setting | Paper's claim | Measured here | Verdict |",
+        "|---|---|---|---|---|",
     ]
     for c in claims:
-        out.append(f"| {c.source} | {c.claim} | {c.measured} | **{c.verdict}** |")
-    out += ["", "## Flatter minima (sharpness, issue 9)", ""]
+        out.append(f"| {c.source} | {c.setting or '—'} | {c.claim} | {c.measured} | **{c.verdict}** |")
+    out += ["", "## Identities behind each verdict", ""]
+    out += [f"- {c.source}: " + ("; ".join(c.identities) if c.identities else "none") for c in claims]
+    out += ["", "## Flatter minima (sharpness)", ""]
     out += [f"- {line}" for line in sharpness.claims]
     ref = _reference_lines(tables)
     out += ["", "## Sanity check: AMSGrad (β1 = 0.9) vs fairseq RoBERTa-large dev results (spec §5)", ""]
     if ref:
         out += [
             "Reference: median of 5 runs, RoBERTa-large, fairseq README. Only comparable when the model is "
-            "roberta-large and the data is real GLUE.",
+            "roberta-large and the data is the full real GLUE (column comparable).",
             "",
-            "| Task metric | measured ×100 | reference | difference | model |",
-            "|---|---:|---:|---:|---|",
+            "| Task metric | measured ×100 | reference | difference | model | identity | comparable |",
+            "|---|---:|---:|---:|---|---|---|",
         ]
         out += ref
     else:

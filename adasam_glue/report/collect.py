@@ -1,6 +1,6 @@
 """Load run records for the report: validate, parse, and sort them into usable / skipped runs.
 
-Rules (issue 6, "Robustness"):
+Rules:
 
 - a record of another ``schema_version`` is refused: :func:`load_runs` raises :class:`RecordError`
   naming the file (``skip_unknown_schema=True`` lists it as skipped instead);
@@ -10,6 +10,18 @@ Rules (issue 6, "Robustness"):
 
 Only ``completed`` runs enter the tables; ``diverged`` runs are counted and shown; ``running``,
 ``failed`` and ``preempted`` runs are listed as incomplete.
+
+Every run carries its *identity* (:func:`adasam_glue.identity.run_identity`: everything in the resolved
+config that can change a result, plus data and weights fingerprints and the number of processes). A
+schema-2 record stores it; for a schema-1 record it is derived here from the stored config (marked
+``identity_derived``), so old and new records are grouped by one definition. The report pools, selects
+and pairs runs only through identities (:mod:`adasam_glue.report.grouping`, docs/algorithms.md §4.4).
+
+Two records of one identity *and* seed (a copied folder, a run filed under two experiment names) are
+one run: :func:`dedupe` keeps one deterministically and lists the other, with both statuses.
+
+Metric keys are read under the Hugging Face names (``matthews_correlation``, ``spearmanr``) and the
+names records used before them (``mcc``, ``spearman``), so old records still render.
 """
 
 from __future__ import annotations
@@ -21,10 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adasam_glue.records import RECORD_NAME, RecordError, find_records, read_record
+from adasam_glue.identity import canonical_json, flatten, group_hash, identity_hash, run_identity
+from adasam_glue.records import FINAL_STATUSES, RECORD_NAME, RecordError, find_records, read_record
 from adasam_glue.tasks import TASKS
 
-__all__ = ["Collection", "NoRecordsError", "Run", "load_runs", "to_float"]
+__all__ = ["METRIC_ALIASES", "Collection", "NoRecordsError", "Run", "dedupe", "load_runs", "to_float"]
+
+#: metric key a record may use -> the key the report uses (Hugging Face ``evaluate`` names)
+METRIC_ALIASES: dict[str, str] = {"mcc": "matthews_correlation", "spearman": "spearmanr"}
 
 
 class NoRecordsError(FileNotFoundError):
@@ -52,10 +68,22 @@ def finite(x: Any) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
-def _metrics(block: Any) -> dict[str, float]:
-    if not isinstance(block, dict) or not isinstance(block.get("metrics"), dict):
+def normalize_metrics(metrics: Any) -> dict[str, Any]:
+    """``metrics`` with old key names mapped to the current ones (a current key present wins)."""
+    if not isinstance(metrics, dict):
         return {}
-    return {k: v for k, v in ((k, finite(v)) for k, v in block["metrics"].items()) if v is not None}
+    out = {k: v for k, v in metrics.items() if k not in METRIC_ALIASES}
+    for old, new in METRIC_ALIASES.items():
+        if old in metrics and new not in out:
+            out[new] = metrics[old]
+    return out
+
+
+def _metrics(block: Any) -> dict[str, float]:
+    if not isinstance(block, dict):
+        return {}
+    metrics = normalize_metrics(block.get("metrics"))
+    return {k: v for k, v in ((k, finite(v)) for k, v in metrics.items()) if v is not None}
 
 
 def schedule_label(config: dict[str, Any]) -> str:
@@ -84,6 +112,12 @@ class Run:
     schedule: str  #: see :func:`schedule_label`
     best: dict[str, float]  #: best-checkpoint metrics (fractions); empty when absent
     final: dict[str, float]
+    identity: dict[str, Any] = field(default_factory=dict, compare=False)  #: see the module docstring
+    flat: dict[str, Any] = field(default_factory=dict, compare=False)  #: ``flatten(identity)``
+    identity_hash: str = ""  #: hash of the identity (seed included): one run
+    group_hash: str = ""  #: hash of the identity without the seed: the seeds of one grid point
+    identity_derived: bool = False  #: True: derived from a schema-1 record's config, not stored
+    identity_note: str = ""  #: why a derived identity is incomplete (weights not fingerprinted)
 
     @property
     def completed(self) -> bool:
@@ -103,8 +137,33 @@ class Run:
         rho = "" if self.rho is None else f", rho={self.rho:g}"
         return (
             f"{method_name(self.optimizer)} {task_name(self.task)} beta1={_fmt(self.beta1)}{rho} "
-            f"seed {self.seed} ({self.rel})"
+            f"seed {self.seed}, identity {self.group_hash} ({self.rel})"
         )
+
+
+def derive_identity(record: dict[str, Any]) -> tuple[dict[str, Any], bool, str]:
+    """``(identity, derived, note)`` of a record: the stored one, else derived from its config.
+
+    A derived identity fingerprints the data and weights the config points at *now* (a schema-1 record
+    did not store them); ``world_size`` comes from the record's ``hardware.num_processes``. When the
+    weights cannot be located (the MiniLM package missing, say), the identity is derived without them
+    and ``note`` says so: such a run never pools with one whose weights were fingerprinted.
+    """
+    stored = record.get("identity")
+    if isinstance(stored, dict) and stored:
+        return stored, False, ""
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    config = {"task": {}, "model": {}, "data": {}, **json.loads(canonical_json(config))}
+    hardware = record.get("hardware") if isinstance(record.get("hardware"), dict) else {}
+    world = hardware.get("num_processes")
+    world = int(world) if isinstance(world, int) and not isinstance(world, bool) and world > 0 else 1
+    try:
+        return run_identity(config, world_size=world), True, ""
+    except Exception as e:  # the weights' location cannot be resolved on this machine
+        model = dict(config.get("model") or {})
+        model["source"] = f"unresolved:{model.get('source')}"
+        ident = run_identity({**config, "model": model}, world_size=world)
+        return ident, True, f"weights not fingerprinted ({type(e).__name__}: {e})"
 
 
 def _fmt(x: float | None) -> str:
@@ -118,10 +177,47 @@ class Collection:
     root: Path
     runs: list[Run] = field(default_factory=list)  #: every parsed run, any status, sorted by path
     skipped: list[tuple[str, str]] = field(default_factory=list)  #: (relative path, reason)
+    duplicates: list[tuple[Run, Run]] = field(default_factory=list)  #: (dropped, kept), see :func:`dedupe`
+
+    @property
+    def unique(self) -> list[Run]:
+        """The runs without the dropped duplicates (what every table, figure and claim reads)."""
+        dropped = {d.rel for d, _ in self.duplicates}
+        return [r for r in self.runs if r.rel not in dropped]
 
     @property
     def incomplete(self) -> list[Run]:
-        return [r for r in self.runs if r.status not in ("completed", "diverged")]
+        return [r for r in self.unique if r.status not in ("completed", "diverged")]
+
+
+def dedupe(runs: list[Run], prefer: str = "") -> list[tuple[Run, Run]]:
+    """``(dropped, kept)`` for every record whose identity and seed another record already has.
+
+    One identity and seed is one run, however many folders hold a record of it (the speedup study's
+    batch-16 MRPC run *is* Table 1's AdaSAM rho 0.01 run when their configs agree). Kept, in this
+    order: a record with a final status (``completed``/``diverged``) over an unfinished one, a record
+    of the experiment ``prefer`` (a table's own), of a table's experiment (``table1`` ...), then the
+    first by path. Runs of different identities are never duplicates: a diverged run at one lr is
+    counted even when a completed run at another lr has the same task, optimizer, rho and seed.
+    Each consumer dedupes the runs it selected (a table its eligible runs, the speedup figure its
+    speedup runs), so a copy filed under another experiment never hides a run from it.
+    """
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.identity_hash, []).append(r)
+    out = []
+    for rs in groups.values():
+        rs = sorted(
+            rs,
+            key=lambda r: (
+                r.status not in FINAL_STATUSES,
+                r.experiment != prefer,
+                not r.experiment.startswith("table"),
+                r.rel,
+            ),
+        )
+        out += [(d, rs[0]) for d in rs[1:]]
+    return sorted(out, key=lambda p: p[0].rel)
 
 
 def _parse(rel: str, record: dict[str, Any]) -> Run:
@@ -141,6 +237,7 @@ def _parse(rel: str, record: dict[str, Any]) -> Run:
     if not isinstance(status, str):
         raise ValueError(f"status {status!r} is not a string")
     bs = task_cfg.get("batch_size")
+    identity, derived, note = derive_identity(record)
     return Run(
         rel=rel,
         record=record,
@@ -155,6 +252,12 @@ def _parse(rel: str, record: dict[str, Any]) -> Run:
         schedule=schedule_label(config),
         best=_metrics(record.get("best")),
         final=_metrics(record.get("final")),
+        identity=identity,
+        flat=flatten(identity),
+        identity_hash=identity_hash(identity),
+        group_hash=group_hash(identity),
+        identity_derived=derived,
+        identity_note=note,
     )
 
 
@@ -196,4 +299,5 @@ def load_runs(runs_dir: str | os.PathLike, *, skip_unknown_schema: bool = False)
             out.runs.append(_parse(rel, record))
         except ValueError as e:
             out.skipped.append((rel, f"incomplete record: {e}"))
+    out.duplicates = dedupe(out.runs)
     return out

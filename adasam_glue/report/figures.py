@@ -6,6 +6,12 @@
 - ``curves_<task>_beta<b>``: training loss and dev metric vs updates for SGD, SAM, AMSGrad, AdaSAM at
   one beta1 (the paper's Figures 2-5), each optimizer at the rho its table selected.
 
+Like with like (docs/algorithms.md §4.4): a figure never mixes settings. The speedup runs of a task are
+runs identical but for seed, batch size and the lr scaled with it; the curves of one figure are table
+cells whose runs differ only in optimizer keys (a second setting of the same task and beta1 gets its own
+figure, ``curves_<task>_beta<b>_<setting hash>``). Every title states the setting (model, data, updates,
+precision; synthetic data in capitals).
+
 Every figure is written as PNG and PDF with fixed metadata (no dates, no software version), so a rerun
 on the same records gives the same bytes. Colours come from :mod:`adasam_glue.report.palette`.
 """
@@ -23,9 +29,12 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from adasam_glue.report.collect import Run, to_float
+from adasam_glue.identity import identity_hash
+from adasam_glue.report.collect import Run, normalize_metrics, to_float
+from adasam_glue.report.grouping import non_optim_part, setting_hash
 from adasam_glue.report.palette import color, linestyle, method_name, metric_label, task_name
-from adasam_glue.report.tables import TableResult
+from adasam_glue.report.setting import setting_text
+from adasam_glue.report.tables import Cell, Row, TableResult
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 __all__ = [
@@ -54,6 +63,8 @@ PNG_METADATA = {"Software": None}
 SPEEDUP_TASKS = ("mrpc", "rte", "cola")
 TARGET_MARGIN = 1.05  #: target loss = 1.05 × the highest of the per-batch minima of the smoothed loss
 BATCH_COLORS = ("#9ecae1", "#4292c6", "#08519c", "#08306b", "#3f007d", "#54278f")
+#: identity keys the runs of one speedup curve set may differ in (besides nothing else)
+SPEEDUP_FREE = ("config.seed", "config.task.batch_size", "config.optim.lr")
 
 
 def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
@@ -169,7 +180,12 @@ class SpeedupResult:
 
 
 def _speedup_candidates(runs: Sequence[Run]) -> tuple[list[Run], str]:
+    """The runs Figure 1 reads: the speedup experiment's (else AdaSAM's), without duplicates."""
+    from adasam_glue.report.collect import dedupe
+
     done = [r for r in runs if r.completed and r.batch_size]
+    dropped = {d.rel for d, _ in dedupe(done, prefer="speedup")}
+    done = [r for r in done if r.rel not in dropped]
     sp = [r for r in done if r.experiment == "speedup"]
     if sp:
         if any(r.optimizer == "adasam" for r in sp):
@@ -187,8 +203,9 @@ def _speedup_candidates(runs: Sequence[Run]) -> tuple[list[Run], str]:
 def compute_speedup(runs: Sequence[Run]) -> SpeedupResult:
     """Pick the runs for Figure 1 and measure updates-to-target-loss per (task, batch size).
 
-    Within a task, when several (beta1, rho) settings exist (fallback mode), the setting covering the
-    most batch sizes (then most runs, then smallest values) is used so batch size is the only variable.
+    Within a task, runs are grouped by identity without seed, batch size and lr (the speedup study
+    scales the lr with the batch, docs/algorithms.md §4.6); the group covering the most batch sizes
+    (then most runs, then the smallest hash) is used, so batch size is the only variable.
     """
     cands, source = _speedup_candidates(runs)
     res = SpeedupResult(source, cands[0].optimizer if cands else "adasam")
@@ -197,9 +214,9 @@ def compute_speedup(runs: Sequence[Run]) -> SpeedupResult:
         by_task[r.task].append(r)
     tasks = [t for t in SPEEDUP_TASKS if t in by_task] or [t for t in TASK_ORDER if t in by_task]
     for t in tasks:
-        groups: dict[tuple, list[Run]] = defaultdict(list)
+        groups: dict[str, list[Run]] = defaultdict(list)
         for r in by_task[t]:
-            groups[(r.beta1 if r.beta1 is not None else -1.0, r.rho if r.rho is not None else -1.0)].append(r)
+            groups[identity_hash(r.identity, exclude=SPEEDUP_FREE)].append(r)
         key = max(sorted(groups), key=lambda k: (len({r.batch_size for r in groups[k]}), len(groups[k])))
         by_b: dict[int, list[Run]] = defaultdict(list)
         for r in sorted(groups[key], key=lambda r: r.rel):
@@ -273,7 +290,9 @@ def plot_speedup(res: SpeedupResult, out_dir: Path) -> list[Path]:
             bot.set_xlabel("batch size (samples per update, log2)")
             bot.set_ylabel("optimizer updates to target (log)")
             bot.legend(loc="upper right")
+        runs = [r for by_b in res.runs.values() for rs in by_b.values() for r in rs]
         title = "Speedup with batch size (paper Fig. 1). Runs: " + res.source
+        title += ". Setting: " + setting_text(runs) if runs else ""
         fig.suptitle(textwrap.fill(title, width=42 * len(tasks)))
         return save_figure(fig, out_dir, "speedup")
 
@@ -286,7 +305,7 @@ def eval_curve(runs: Sequence[Run], metric: str) -> tuple[np.ndarray, np.ndarray
         for p in r.record.get("eval_curve") or []:
             if not isinstance(p, dict) or not isinstance(p.get("metrics"), dict):
                 continue
-            v = to_float(p["metrics"].get(metric))
+            v = to_float(normalize_metrics(p["metrics"]).get(metric))
             if v is not None and math.isfinite(v) and isinstance(p.get("update"), (int, float)):
                 acc[int(p["update"])].append(v * 100)
     if not acc:
@@ -295,15 +314,36 @@ def eval_curve(runs: Sequence[Run], metric: str) -> tuple[np.ndarray, np.ndarray
     return np.asarray(us, dtype=float), np.asarray([np.mean(acc[u]) for u in us])
 
 
-def curve_groups(results: Sequence[TableResult]) -> dict[tuple[str, float], dict[str, TableResult]]:
-    """(task, beta1) -> optimizer -> the table result whose selected rho its curve uses."""
-    out: dict[tuple[str, float], dict[str, TableResult]] = defaultdict(dict)
+def curve_groups(results: Sequence[TableResult]) -> dict[tuple[str, float, str], list[tuple[Row, Cell]]]:
+    """(task, beta1, setting hash) -> the present cells of that setting, over all tables of that beta1.
+
+    The setting hash is that of the cell's identity without seed and optimizer keys, so one figure holds
+    only cells whose runs differ in optimizer keys alone (Table 1's and Table 2's unmarked rows share a
+    figure when their settings are equal, and get one figure each when they are not).
+    """
+    out: dict[tuple[str, float, str], list[tuple[Row, Cell]]] = defaultdict(list)
     for res in results:
-        for t in TASK_ORDER:
-            for m in res.spec.methods:
-                if res.cell(t, m).present:
-                    out[(t, res.spec.beta1)][m] = res
+        for row in res.rows:
+            for t in TASK_ORDER:
+                cell = res.row_cell(row, t)
+                if cell.present:
+                    key = setting_hash(non_optim_part(cell.chosen.completed[0].flat))
+                    out[(t, res.spec.beta1, key)].append((row, cell))
     return dict(out)
+
+
+def curve_stems(groups: dict[tuple[str, float, str], list[tuple[Row, Cell]]]) -> dict[tuple, str]:
+    """File stem per group: ``curves_<task>_beta<b>`` for the setting with the most runs of that (task,
+    beta1), then ``..._<setting hash>`` for the others."""
+    by_tb: dict[tuple[str, float], list[tuple[str, float, str]]] = defaultdict(list)
+    for key in groups:
+        by_tb[key[:2]].append(key)
+    stems = {}
+    for (t, beta1), keys in by_tb.items():
+        keys.sort(key=lambda k: (-sum(c.n for _, c in groups[k]), k[2]))
+        for i, k in enumerate(keys):
+            stems[k] = f"curves_{t}_{beta_tag(beta1)}" + ("" if i == 0 else f"_{k[2][:6]}")
+    return stems
 
 
 def beta_tag(beta1: float) -> str:
@@ -311,20 +351,26 @@ def beta_tag(beta1: float) -> str:
 
 
 def plot_curves(results: Sequence[TableResult], out_dir: Path) -> list[Path]:
-    """``curves_<task>_beta<b>`` for every (task, beta1) with at least one selected cell."""
+    """``curves_<task>_beta<b>[_<setting>]`` for every (task, beta1, setting) with a present cell."""
     written = []
     order = ("sgd", "sam", "amsgrad", "adasam")
-    for (t, beta1), by_opt in sorted(
-        curve_groups(results).items(), key=lambda kv: (TASK_ORDER.index(kv[0][0]), -kv[0][1])
-    ):
+    groups = curve_groups(results)
+    stems = curve_stems(groups)
+    for key in sorted(groups, key=lambda k: (TASK_ORDER.index(k[0]), -k[1], stems[k])):
+        t, beta1, _ = key
         metric = TASKS[t].selection_metric
+        items = sorted(
+            dict(groups[key]).items(),
+            key=lambda rc: (order.index(rc[0].method) if rc[0].method in order else len(order), rc[0].label),
+        )
+        setting = setting_text([r for _, c in items for r in c.chosen.completed])
         with matplotlib.rc_context(RC):
-            fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+            fig = Figure(figsize=(10.0, 4.3), layout="constrained")
             ax_l, ax_m = fig.subplots(1, 2)
-            for m in sorted(by_opt, key=lambda k: order.index(k) if k in order else len(order)):
-                cell = by_opt[m].cell(t, m)
+            for row, cell in items:
+                m = row.method
                 rs = cell.chosen.completed
-                label = method_name(m) + ("" if cell.rho is None else f" (ρ={cell.rho:g})") + f", n={len(rs)}"
+                label = row.label + ("" if cell.rho is None else f" (ρ={cell.rho:g})") + f", n={len(rs)}"
                 c = mean_curve(rs)
                 if c is not None:
                     ax_l.plot(c[0], c[1], color=color(m), ls=linestyle(m), lw=1.4, label=label)
@@ -335,6 +381,7 @@ def plot_curves(results: Sequence[TableResult], out_dir: Path) -> list[Path]:
                     ax_m.plot(
                         e[0], e[1], marker="o", ms=3, color=color(m), ls=linestyle(m), lw=1.4, label=label
                     )
+            fig.suptitle(textwrap.fill("Setting: " + setting, width=120))
             ax_l.set_title(f"{task_name(t)}, β1 = {beta1:g}: training loss (smoothed; band = seed range)")
             ax_l.set_xlabel("optimizer updates")
             ax_l.set_ylabel("training loss (nats)")
@@ -346,5 +393,5 @@ def plot_curves(results: Sequence[TableResult], out_dir: Path) -> list[Path]:
                     ax.legend(loc="best")
                 else:
                     ax.text(0.5, 0.5, "no curve recorded", ha="center", va="center", transform=ax.transAxes)
-            written += save_figure(fig, out_dir, f"curves_{t}_{beta_tag(beta1)}")
+            written += save_figure(fig, out_dir, stems[key])
     return written

@@ -1,4 +1,4 @@
-"""Sharpness in the report (issue 9): a table per configuration, a figure per task, the claims checked.
+"""Sharpness in the report: a table per configuration, a figure per task, the claims checked.
 
 Reads the optional ``sharpness`` block of run records (see :mod:`adasam_glue.sharpness`); any missing
 key is simply a missing value. Measures shown: top Hessian eigenvalue (``eigenvalue``, or the first of
@@ -8,8 +8,14 @@ The dev metric a measurement is compared with is the selection metric at the che
 measured: ``best`` when the block says ``"checkpoint": "best"`` (post-hoc CLI on a best model), else the
 final evaluation (measured at the end of training), falling back to ``best`` when there is no final.
 
-Configurations are (task, optimizer, beta1, rho, schedule); cells are mean ± sample std (ddof=1) over
-the seeds of the configuration (completed and diverged runs with a block; non-finite values skipped).
+A configuration is one identity without its seed (the group hash: docs/algorithms.md §4.4), shown as
+(task, optimizer, beta1, rho, schedule) plus its identity and setting; cells are mean ± sample std
+(ddof=1) over its seeds (completed and diverged runs with a block; non-finite values skipped).
+
+Like with like: "SAM-family vs base" pairs configurations whose runs differ only in optimizer keys;
+"schedule vs constant" pairs configurations that differ only in the schedule keys
+(:data:`SCHEDULE_KEYS`); the rank correlation is taken per task over runs of one setting (identity
+without seed, optimizer and schedule keys). The table and every figure title state the setting.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +36,9 @@ from matplotlib.figure import Figure
 
 from adasam_glue.report.collect import Run, to_float
 from adasam_glue.report.figures import RC, save_figure
+from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, setting_hash, under
 from adasam_glue.report.palette import METHOD_NAMES, color, method_name, metric_label, task_name
+from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
 from adasam_glue.report.stats import Summary, summarize
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
@@ -56,6 +65,8 @@ SAM_BASE = {
     "esam": "amsgrad",
 }
 DECAYING = ("linear", "cosine", "inverse", "inverse_sqrt")
+#: the identity keys a schedule point of the schedules experiment sets (conf/schedule/*.yaml)
+SCHEDULE_KEYS = ("config.trainer.schedule", "config.trainer.batch_schedule", "config.trainer.min_lr_ratio")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
@@ -72,7 +83,7 @@ class SharpPoint:
     @property
     def key(self) -> tuple:
         r = self.run
-        return (r.task, r.optimizer, r.beta1, r.rho, r.schedule)
+        return (r.task, r.optimizer, r.beta1, r.rho, r.schedule, r.group_hash)
 
 
 def _rho_sorted(d: dict) -> list[tuple[str, float | None]]:
@@ -126,6 +137,7 @@ class ConfigRow:
     beta1: float | None
     rho: float | None
     schedule: str
+    group_hash: str  #: the identity without the seed: one configuration
     points: list[SharpPoint]
     values: dict[str, Summary | None] = field(default_factory=dict)
     dev: Summary | None = None
@@ -136,6 +148,15 @@ class ConfigRow:
     def label(self) -> str:
         rho = "" if self.rho is None else f", ρ={self.rho:g}"
         return f"{method_name(self.optimizer)} (β1={_g(self.beta1)}{rho}, {self.schedule})"
+
+    @property
+    def flat(self) -> dict:
+        """The flattened identity of the configuration (its first seed's)."""
+        return self.points[0].run.flat
+
+    @property
+    def setting(self) -> str:
+        return setting_text([p.run for p in self.points])
 
 
 def _g(x: float | None) -> str:
@@ -156,7 +177,7 @@ def _opt_order(k: str) -> int:
 
 
 def _row_sort(key: tuple) -> tuple:
-    t, o, b, rho, s = key
+    t, o, b, rho, s, g = key
     return (
         TASK_ORDER.index(t),
         _opt_order(o),
@@ -164,6 +185,7 @@ def _row_sort(key: tuple) -> tuple:
         -(b if b is not None else -1),
         -(rho if rho is not None else -1),
         s,
+        g,
     )
 
 
@@ -194,22 +216,33 @@ def build_sharpness(runs: Sequence[Run]) -> SharpnessReport:
 
 
 def _cmp_line(title: str, pairs: list[tuple[ConfigRow, ConfigRow]], measure: str) -> str:
-    """ "<title>: k of m comparisons lower (...)" on ``measure`` (first is expected lower)."""
-    items, lower = [], 0
+    """ "<title>: k of m comparisons lower (...)" on ``measure`` (first is expected lower); each pair
+    names its two identities, and on synthetic data the verdict is "not testable"."""
+    items, lower, runs = [], 0, []
     for a, b in pairs:
         va, vb = a.values.get(measure), b.values.get(measure)
         if va is None or vb is None:
             continue
         lower += va.mean < vb.mean
-        items.append(f"{task_name(a.task)} {a.label} {va.mean:.4g} vs {b.label} {vb.mean:.4g}")
+        runs += [p.run for p in (*a.points, *b.points)]
+        items.append(
+            f"{task_name(a.task)} {a.label} [{a.group_hash}] {va.mean:.4g} vs {b.label} [{b.group_hash}] "
+            f"{vb.mean:.4g}"
+        )
     if not items:
         return f"{title}: cannot be tested (no pair of configurations with {measure} measured)."
     verdict = "holds" if lower == len(items) else "does not hold" if lower == 0 else "holds partly"
+    if any_synthetic(runs):
+        verdict = f"not testable on synthetic data (the numbers alone would say: {verdict})"
     return (
         f"{title} ({measure}): {verdict}, lower in {lower} of {len(items)} comparisons — "
         + "; ".join(items)
         + "."
     )
+
+
+def _only_differ(a: ConfigRow, b: ConfigRow, allowed: tuple[str, ...]) -> bool:
+    return not differs_outside(a.flat, b.flat, (SEED, *allowed))
 
 
 def _claims(rows: list[ConfigRow], pts: list[SharpPoint], measures: list[str]) -> list[str]:
@@ -219,38 +252,46 @@ def _claims(rows: list[ConfigRow], pts: list[SharpPoint], measures: list[str]) -
             "`python -m adasam_glue.sharpness RUN_DIR`), so the flatter-minima claims cannot be tested."
         ]
     measure = "top eigenvalue" if "top eigenvalue" in measures else measures[0]
-    index = {(r.task, r.optimizer, r.beta1, r.rho, r.schedule): r for r in rows}
     fam = []
     for r in rows:
         base = SAM_BASE.get(r.optimizer)
-        b = index.get((r.task, base, r.beta1, None, r.schedule)) if base else None
-        if b is None and base:
-            b = next(
-                (
-                    x
-                    for x in rows
-                    if (x.task, x.optimizer, x.beta1, x.schedule) == (r.task, base, r.beta1, r.schedule)
-                ),
-                None,
-            )
+        b = next(
+            (
+                x
+                for x in rows
+                if x.task == r.task
+                and x.optimizer == base
+                and x.beta1 == r.beta1
+                and _only_differ(r, x, (OPTIM,))
+            ),
+            None,
+        )
         if b is not None:
             fam.append((r, b))
     sched = []
     for r in rows:
-        if r.schedule == "constant":
+        if r.schedule == "constant" or not (r.schedule.startswith("batch") or r.schedule in DECAYING):
             continue
-        c = index.get((r.task, r.optimizer, r.beta1, r.rho, "constant"))
-        if c is not None and (r.schedule.startswith("batch") or r.schedule in DECAYING):
+        c = next(
+            (
+                x
+                for x in rows
+                if x.task == r.task and x.schedule == "constant" and _only_differ(r, x, SCHEDULE_KEYS)
+            ),
+            None,
+        )
+        if c is not None:
             sched.append((r, c))
     lines = [
         _cmp_line(
-            "SAM-family optimizers find flatter minima than their base optimizer (same task, β1, schedule)",
+            "SAM-family optimizers find flatter minima than their base optimizer (same task, β1, and "
+            "runs that differ only in optimizer keys)",
             fam,
             measure,
         ),
         _cmp_line(
-            "Increasing batch / decaying lr find flatter minima than a constant schedule (same task, "
-            "optimizer, β1, ρ)",
+            "Increasing batch / decaying lr find flatter minima than a constant schedule (same task, and "
+            "runs that differ only in the schedule keys)",
             sched,
             measure,
         ),
@@ -258,22 +299,31 @@ def _claims(rows: list[ConfigRow], pts: list[SharpPoint], measures: list[str]) -
     corr = []
     for t in TASK_ORDER:
         tp = [p for p in pts if p.run.task == t and p.dev is not None and measure in p.values]
-        if len(tp) < 3:
-            if tp:
-                corr.append(f"{task_name(t)}: {len(tp)} runs, too few for a rank correlation")
-            continue
-        rho_s = _spearman([p.values[measure] for p in tp], [p.dev for p in tp])
-        if rho_s is None:
-            corr.append(f"{task_name(t)}: constant values, no rank correlation")
-            continue
-        word = (
-            "lower sharpness went with a better dev metric"
-            if rho_s < 0
-            else ("lower sharpness went with a worse dev metric" if rho_s > 0 else "no monotone relation")
-        )
-        corr.append(f"{task_name(t)}: Spearman r = {rho_s:+.2f} over {len(tp)} runs ({word})")
+        groups: dict[str, list[SharpPoint]] = defaultdict(list)
+        for p in tp:
+            part = {k: v for k, v in p.run.flat.items() if k != SEED and not under(k, OPTIM)}
+            part = {k: v for k, v in part.items() if not any(under(k, s) for s in SCHEDULE_KEYS)}
+            groups[setting_hash(part)].append(p)
+        for g in sorted(groups):
+            gp = groups[g]
+            name = task_name(t) + (
+                f" [setting {g[:6]}: {setting_text([p.run for p in gp])}]" if len(groups) > 1 else ""
+            )
+            if len(gp) < 3:
+                corr.append(f"{name}: {len(gp)} runs, too few for a rank correlation")
+                continue
+            rho_s = _spearman([p.values[measure] for p in gp], [p.dev for p in gp])
+            if rho_s is None:
+                corr.append(f"{name}: constant values, no rank correlation")
+                continue
+            word = (
+                "lower sharpness went with a better dev metric"
+                if rho_s < 0
+                else ("lower sharpness went with a worse dev metric" if rho_s > 0 else "no monotone relation")
+            )
+            corr.append(f"{name}: Spearman r = {rho_s:+.2f} over {len(gp)} runs ({word})")
     lines.append(
-        f"Sharpness vs dev metric ({measure} vs the selection metric, across runs): "
+        f"Sharpness vs dev metric ({measure} vs the selection metric, across the runs of one setting): "
         + ("; ".join(corr) if corr else "no task has a run with both measured")
         + "."
     )
@@ -295,18 +345,31 @@ def _fmt(s: Summary | None) -> str:
     return f"{s.mean:.4g}" + (f" ± {s.std:.2g}" if s.std is not None else "")
 
 
+def _setting_tags(rep: SharpnessReport) -> dict[str, str]:
+    """Setting text -> a short tag (a, b, ...) in order of first appearance."""
+    tags: dict[str, str] = {}
+    for r in rep.rows:
+        tags.setdefault(r.setting, chr(ord("a") + len(tags)) if len(tags) < 26 else str(len(tags)))
+    return tags
+
+
 def render_sharpness_md(rep: SharpnessReport) -> str:
-    out = ["# Sharpness at the end of training", ""]
+    synthetic = any_synthetic([p.run for p in rep.points])
+    out = ["# Sharpness at the end of training" + (" — SYNTHETIC DATA" if synthetic else ""), ""]
+    if synthetic:
+        out += [f"> **{SYNTHETIC_BANNER}**", ""]
     if not rep.rows:
         out += [rep.claims[0], ""]
         return "\n".join(out)
+    tags = _setting_tags(rep)
+    out += [f"Setting {tag}: {text}." for text, tag in tags.items()] + [""]
     header = (
         ["Task", "Optimizer", "β1", "ρ", "Schedule", "n"]
         + rep.measures
-        + ["dev metric ×100", "cost s", "HVPs"]
+        + ["dev metric ×100", "cost s", "HVPs", "setting", "identity"]
     )
     out.append("| " + " | ".join(header) + " |")
-    out.append("|" + "|".join(["---"] * 5 + ["---:"] * (len(header) - 5)) + "|")
+    out.append("|" + "|".join(["---"] * 5 + ["---:"] * (len(header) - 7) + ["---"] * 2) + "|")
     for r in rep.rows:
         dev = (
             f"{metric_label(TASKS[r.task].selection_metric)} "
@@ -326,7 +389,7 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
                     str(len(r.points)),
                 ]
                 + [_fmt(r.values.get(m)) for m in rep.measures]
-                + [dev, _fmt(r.seconds), _fmt(r.hvps)]
+                + [dev, _fmt(r.seconds), _fmt(r.hvps), tags[r.setting], r.group_hash]
             )
             + " |"
         )
@@ -363,6 +426,8 @@ def render_sharpness_csv(rep: SharpnessReport) -> str:
             "dev_std",
             "cost_seconds",
             "hvp_count",
+            "identity",
+            "setting",
         ]
     )
     for r in rep.rows:
@@ -385,6 +450,8 @@ def render_sharpness_csv(rep: SharpnessReport) -> str:
             "" if r.dev is None or r.dev.std is None else f"{r.dev.std:.6g}",
             "" if r.seconds is None else f"{r.seconds.mean:.6g}",
             "" if r.hvps is None else f"{r.hvps.mean:.6g}",
+            r.group_hash,
+            r.setting,
         ]
         w.writerow(row)
     return buf.getvalue()
@@ -449,6 +516,12 @@ def plot_sharpness(rep: SharpnessReport, out_dir: Path) -> list[Path]:
                 if any(p.run.schedule == s for p in tp)
             ]
             fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)))
-            fig.suptitle(f"{task_name(t)}: sharpness vs dev {metric_label(metric)}, one point per run")
+            fig.suptitle(
+                textwrap.fill(
+                    f"{task_name(t)}: sharpness vs dev {metric_label(metric)}, one point per run. Setting: "
+                    + setting_text([p.run for p in tp]),
+                    width=max(45, 30 * ncol),
+                )
+            )
             written += save_figure(fig, out_dir, f"sharpness_{t}")
     return written

@@ -1,0 +1,154 @@
+"""What a group of runs was trained on, in words: every table caption and figure title states it.
+
+A number means little without its setting: a 40-update MiniLM run on generated data and a full-recipe
+RoBERTa-large run on GLUE give numbers of the same shape. So each caption names the model, the data
+source (``synthetic`` / ``tsv`` / ``hub`` / ``disk``, plus the number of training rows when
+``data.max_train_samples`` caps it), the number of updates against the task's recipe, and the
+precision; synthetic data is written in capitals (docs/algorithms.md §4.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from adasam_glue.report.collect import Run
+from adasam_glue.report.palette import task_name
+from adasam_glue.run_dir import model_label
+from adasam_glue.tasks import TASK_ORDER
+
+__all__ = [
+    "SYNTHETIC_BANNER",
+    "any_synthetic",
+    "data_text",
+    "is_synthetic",
+    "model_text",
+    "precision_text",
+    "setting_text",
+    "updates_text",
+]
+
+SYNTHETIC_BANNER = (
+    "SYNTHETIC DATA: these runs trained and were evaluated on generated data (data.source=synthetic), "
+    "not GLUE. They show that the pipeline works; they are no evidence for or against the paper."
+)
+
+
+def _section(run: Run, name: str) -> dict[str, Any]:
+    v = run.config.get(name)
+    return v if isinstance(v, dict) else {}
+
+
+def is_synthetic(run: Run) -> bool:
+    return _section(run, "data").get("source") == "synthetic"
+
+
+def any_synthetic(runs: Sequence[Run]) -> bool:
+    return any(is_synthetic(r) for r in runs)
+
+
+def model_text(run: Run) -> str:
+    """The record's model label (schema 2), else the one the harness would give its config."""
+    label = run.record.get("model")
+    if isinstance(label, str) and label:
+        return label
+    model = _section(run, "model")
+    if not (model.get("name") or model.get("path")):
+        return "model not recorded"
+    return model_label(OmegaConf.create({"name": model.get("name"), "path": model.get("path")}))
+
+
+def data_text(run: Run) -> str:
+    data = _section(run, "data")
+    source = data.get("source")
+    if source == "synthetic":
+        text = (
+            f"SYNTHETIC data (generated: {data.get('synthetic_train_size', '?')} train / "
+            f"{data.get('synthetic_eval_size', '?')} dev rows; not GLUE)"
+        )
+    elif source == "tsv":
+        text = "GLUE TSV files (data.source=tsv)"
+    elif source == "hub":
+        text = f"Hub dataset {data.get('hub_name') or '?'} (data.source=hub)"
+    elif source == "disk":
+        text = "saved dataset (data.source=disk)"
+    elif source:
+        text = f"data.source={source}"
+    else:
+        text = "data source not recorded"
+    if data.get("max_train_samples"):
+        text += f", first {data['max_train_samples']} training rows"
+    if data.get("max_eval_samples"):
+        text += f", first {data['max_eval_samples']} dev rows"
+    return text
+
+
+def precision_text(run: Run) -> str:
+    mp = _section(run, "trainer").get("mixed_precision")
+    text = "fp32" if mp in (None, "no", False) else f"{mp} mixed precision"
+    world = run.identity.get("world_size", 1)
+    if isinstance(world, int) and world > 1:
+        text += f", {world} processes"
+    return text
+
+
+def _updates(run: Run) -> tuple[int | None, int | None]:
+    """(updates the run was set to make, the task recipe's total updates)."""
+    trainer, task = _section(run, "trainer"), _section(run, "task")
+    recipe = task.get("total_updates") if isinstance(task.get("total_updates"), int) else None
+    cap = trainer.get("max_updates") if isinstance(trainer.get("max_updates"), int) else None
+    planned = cap or recipe
+    if planned is None and isinstance(run.record.get("optimizer_updates"), int):
+        planned = run.record["optimizer_updates"]
+    return planned, recipe
+
+
+def updates_text(runs: Sequence[Run]) -> str:
+    """``40 updates per run (1.7% of the 2296-update recipe)``, or per task when they differ."""
+    per_task: dict[str, set[tuple[int | None, int | None]]] = {}
+    for r in runs:
+        per_task.setdefault(r.task, set()).add(_updates(r))
+    pairs = {p for v in per_task.values() for p in v}
+    planned = {p for p, _ in pairs}
+    if not pairs or planned == {None}:
+        return "updates not recorded"
+    if len(planned) == 1:
+        (n,) = planned
+        recipes = sorted({rec for _, rec in pairs if rec})
+        if not recipes:
+            return f"{n} updates per run"
+        if recipes == [n]:
+            return f"{n} updates per run (the full recipe)"
+        if len(recipes) == 1:
+            return f"{n} updates per run ({100 * n / recipes[0]:.2g}% of the {recipes[0]}-update recipe)"
+        return f"{n} updates per run (capped; recipes {recipes[0]}–{recipes[-1]})"
+    items = []
+    for t in sorted(per_task, key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else len(TASK_ORDER)):
+        vals = sorted(per_task[t], key=lambda p: (p[0] or 0, p[1] or 0))
+        items.append(
+            f"{task_name(t)} "
+            + "/".join(
+                "?" if p is None else (f"{p}" if rec in (None, p) else f"{p} of {rec}") for p, rec in vals
+            )
+        )
+    return "updates per task: " + ", ".join(items)
+
+
+def _distinct(values: Sequence[str]) -> str:
+    return " | ".join(sorted(set(values))) or "?"
+
+
+def setting_text(runs: Sequence[Run]) -> str:
+    """``model minilm; SYNTHETIC data (...); 40 updates per run (...); fp32`` (distinct values joined)."""
+    if not runs:
+        return "no runs"
+    return "; ".join(
+        [
+            "model " + _distinct([model_text(r) for r in runs]),
+            _distinct([data_text(r) for r in runs]),
+            updates_text(runs),
+            _distinct([precision_text(r) for r in runs]),
+        ]
+    )
