@@ -120,7 +120,9 @@ class Trainer:
         self.fp16 = OmegaConf.select(cfg, "trainer.mixed_precision", default="no") == "fp16"
         self.scaler: torch.amp.GradScaler | None = None
         if self.fp16:
-            self.scaler = getattr(accelerator, "scaler", None) or torch.amp.GradScaler(accelerator.device.type)
+            self.scaler = getattr(accelerator, "scaler", None)
+            if self.scaler is None:
+                self.scaler = torch.amp.GradScaler(accelerator.device.type)
         #: the one update of any optimizer (adasam_glue.step; shared with the transformers integration)
         self.update = UpdateStep(
             optimizer,

@@ -147,6 +147,7 @@ class LightSAMAdaGrad(LightSAM):
     """
 
     form = "adagrad"
+    _ascent_state_keys = ("u",)  # first_step accumulates u: kept for skip_update (fp16 overflow)
 
     def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
         out: list[Perturbation] = []
@@ -185,6 +186,7 @@ class LightSAMAdam(LightSAM):
     """
 
     form = "adam"
+    _ascent_state_keys = ("r", "u")  # first_step updates r, u: kept for skip_update (fp16 overflow)
 
     def _st(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         return self._state(p, group, "u", "v", zeros=("r", "m"))

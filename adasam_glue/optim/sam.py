@@ -10,7 +10,12 @@ One update evaluates the gradient twice on the same mini-batch. The trainer driv
     opt.second_step(zero_grad=True)           # w <- copy (exact); base update with the descent grad
 
 or ``opt.step(closure)``, which runs both passes itself. Subclasses override ``_perturbation`` (the
-ascent step e), and optionally ``_descent_grad`` (GSAM) and ``_base_step`` (LightSAM).
+ascent step e), and optionally ``_prepare_ascent`` (RSAM), ``_descent_grad`` (GSAM) and ``_base_step``
+(LightSAM). The trainer's driver of this protocol is :class:`adasam_glue.step.UpdateStep`.
+
+A skipped update (fp16 overflow, spec ``docs/algorithms.md`` §2.2): with ``undoable = True`` every update
+keeps what ``prepare_ascent``/``first_step`` change in the optimizer's state, and ``skip_update()`` puts
+w, that state and the RNG back exactly as they were before the update.
 
 Invariants: ``self.param_groups is self.base_optimizer.param_groups`` (a scheduler on the wrapper
 drives the base lr); w is restored from one reused parameter-sized copy, never by subtracting e;
@@ -72,7 +77,18 @@ class SAMBase(Optimizer):
         base_optimizer: the descent optimizer; shares ``param_groups`` (the same list object).
         sq_norm_hook: optional ``f(squared_norm) -> squared_norm`` applied to every perturbation norm,
             e.g. an all-reduce for a global norm under data parallelism (default: local norm).
+        grad_mean_hook: optional ``f(tensors)``, an in-place mean over the data-parallel processes, for
+            variants that combine a per-device descent gradient themselves (``reduces_descent_grad``).
+        undoable: keep what an update changes in the optimizer's state until it ends, so that
+            :meth:`skip_update` can undo it (set by the fp16 driver; costs one copy of that state).
     """
+
+    #: the variant's descent step needs the per-device descent gradient under per-device ascent and
+    #: all-reduces its own result through ``grad_mean_hook`` (GSAM, spec §2.10); the driver then runs
+    #: the descent pass without all-reduce
+    reduces_descent_grad: bool = False
+    #: per-parameter state keys that ``prepare_ascent``/``first_step`` modify (saved for ``skip_update``)
+    _ascent_state_keys: tuple[str, ...] = ()
 
     #: the generator's seed offset, so RSAM/ESAM draws differ from the global stream seeded alike
     _SEED_OFFSET = 0x5A3
@@ -89,6 +105,10 @@ class SAMBase(Optimizer):
         if self.base_optimizer is not None:
             self.param_groups = self.base_optimizer.param_groups
         self.sq_norm_hook: Callable[[Tensor], Tensor] | None = None
+        self.grad_mean_hook: Callable[[list[Tensor]], None] | None = None
+        self.undoable = False
+        self._undo: dict[str, Any] | None = None  # the pre-update state while an update is undoable
+        self._undo_bufs: dict[tuple[Tensor, str], Tensor] = {}  # reused copies of the ascent state
         #: state not tied to one parameter (LightSAM-I scalars); saved in state_dict
         self.global_state: dict[str, Tensor] = {}
         self._seed = int(seed) if seed is not None else (torch.initial_seed() + self._SEED_OFFSET) % 2**63
@@ -165,9 +185,97 @@ class SAMBase(Optimizer):
             self._gen = g
         return g
 
+    # ------------------------------------------------------------------ undo (skipped updates)
+    def _keep_undo(self) -> None:
+        """Record what this update may change before it changes it (only when ``undoable``).
+
+        Weights are not copied here: the weight copy of ``first_step`` (RSAM: ``prepare_ascent``) already
+        holds w. Kept: the RNG (RSAM noise, ESAM masks), ``global_state`` (LightSAM-I), the group
+        scalars (GSAM's ``rho_t``) and the per-parameter keys of ``_ascent_state_keys`` (VaSSO's ``d``,
+        LightSAM's ``u``/``r``; a parameter without state yet is marked, and emptied again on undo).
+        """
+        if not self.undoable or self._undo is not None:
+            return
+        fresh, keep, bufs = [], [], []
+        if self._ascent_state_keys:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    st = self.state.get(p)
+                    if not st:
+                        fresh.append(p)
+                        continue
+                    for k in self._ascent_state_keys:
+                        t = st.get(k)
+                        if isinstance(t, Tensor):
+                            b = self._undo_bufs.get((p, k))
+                            if b is None or b.shape != t.shape or b.dtype != t.dtype or b.device != t.device:
+                                b = self._undo_bufs[(p, k)] = torch.empty_like(t)
+                            keep.append((p, k, b))
+                            bufs.append((b, t))
+            if bufs:
+                torch._foreach_copy_([b for b, _ in bufs], [t for _, t in bufs])
+        gen = self._gen
+        self._undo = {
+            "gen": gen,
+            "gen_state": gen.get_state() if gen is not None else None,
+            "pending_rng": (self._pending_rng, self._pending_rng_device),
+            "global": {k: v.clone() for k, v in self.global_state.items()},
+            "groups": [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups],
+            "fresh": fresh,
+            "keep": keep,
+        }
+
+    @torch.no_grad()
+    def skip_update(self) -> None:
+        """Abandon the update in progress (after the ascent or the descent pass) without a base step.
+
+        w is copied back from the weight copy (bit-identical; nothing to do when ``first_step`` was not
+        reached and ``prepare_ascent`` moved nothing), gradients are dropped, and, with ``undoable``,
+        the optimizer's state (RNG included) is as it was before ``prepare_ascent``. Spec §2.2: an fp16
+        update whose gradient is not finite in either pass is skipped as a whole.
+        """
+        self._restore_weights()
+        self._saved, self._saved_set, self._phase = None, set(), None
+        undo, self._undo = self._undo, None
+        if undo is not None:
+            gen, gen_state = undo["gen"], undo["gen_state"]
+            if gen is not None:
+                gen.set_state(gen_state)
+            self._gen = gen
+            self._pending_rng, self._pending_rng_device = undo["pending_rng"]
+            self.global_state = undo["global"]
+            for group, saved in zip(self.param_groups, undo["groups"]):
+                group.update(saved)
+            for p in undo["fresh"]:
+                self.state.pop(p, None)
+            if undo["keep"]:
+                torch._foreach_copy_(
+                    [self.state[p][k] for p, k, _ in undo["keep"]], [b for *_, b in undo["keep"]]
+                )
+        self._abandon()
+        self.zero_grad()
+
+    def _abandon(self) -> None:
+        """Drop the variant's transient per-update buffers on a skipped update (GSAM's kept gradient)."""
+
     # ------------------------------------------------------------------ protocol
     def prepare_ascent(self) -> None:
         """Called by the trainer before the ascent forward of every update. No-op except RSAM."""
+        self._undo = None  # an update starts here (drops what an update abandoned by an error kept)
+        self._keep_undo()
+        self._prepare_ascent()
+
+    def _prepare_ascent(self) -> None:
+        """Variant hook of :meth:`prepare_ascent` (RSAM's noise)."""
+
+    def descent_weights(self, ascent_losses: Tensor, descent_losses: Tensor) -> Tensor:
+        """Per-sample weights ``c`` (summing to 1) with ``descent_loss == (c * descent_losses).sum()``.
+
+        Lets a driver select over an update's whole batch when the descent pass is split into
+        micro-batches (ESAM, spec §2.3, §2.11): the weights come from a no-grad forward over all of
+        them, then each micro-batch backpropagates its share. Default: the mean (``1/B`` each).
+        """
+        return torch.full_like(descent_losses, 1.0 / descent_losses.numel())
 
     def descent_loss(self, ascent_losses: Tensor, descent_losses: Tensor) -> Tensor:
         """Scalar loss to backpropagate in the descent pass.
@@ -228,6 +336,7 @@ class SAMBase(Optimizer):
         if self._phase == "perturbed":
             raise RuntimeError("first_step() called twice without second_step() in between")
         groups = self._with_grads()
+        self._keep_undo()  # no-op unless undoable and prepare_ascent() was not called this update
         if self._phase is None:
             self._save_weights([p for _, ps, _ in groups for p in ps])
         # With zero_grad the ascent gradients are discarded after this step, so a variant may build
@@ -255,6 +364,7 @@ class SAMBase(Optimizer):
         self._restore_weights()
         self._saved, self._saved_set = None, set()
         self._phase = None
+        self._undo = None  # the update is no longer undoable: the base step follows
         self._descent_grad(self._with_grads())
         self._base_step()
         self._opt_called = True  # tells torch LR schedulers an update happened (no spurious warning)
@@ -318,3 +428,4 @@ class SAMBase(Optimizer):
         self._pending_rng = rng.detach().to("cpu", copy=True) if rng is not None else None
         self._pending_rng_device = glob.get("rng_device")
         self._w_copy, self._saved, self._saved_set, self._phase = {}, None, set(), None
+        self._undo, self._undo_bufs = None, {}

@@ -204,6 +204,8 @@ class VaSSO(SAMBase):
     ascent step.
     """
 
+    _ascent_state_keys = ("d",)  # first_step updates d: kept for skip_update (fp16 overflow)
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -247,7 +249,26 @@ class GSAM(_NormalizedSAM):
     The ascent gradient g is kept until the descent step: with ``first_step(zero_grad=True)`` the
     gradient tensor itself (``zero_grad`` only drops ``.grad``'s reference; no copy), else a copy in one
     reused parameter-sized buffer.
+
+    Data parallelism (spec §2.4, §2.10). The direction mixes g and g_p, so both must come from the
+    same examples, or the devices take different steps and the replicas drift apart (measured: 4e-2
+    after 4 updates on 2 processes when the all-reduced g_p met each device's own g). Two consistent
+    forms, chosen by the driver (:class:`adasam_glue.step.UpdateStep`):
+
+    * global ascent (``sync_ascent=true``): g and g_p are both all-reduced; the direction is the one of
+      the whole batch on every device (equals the single-device update);
+    * per-device ascent (default): as the official GSAM code (``maybe_no_sync`` around both passes,
+      ``gradient_decompose`` on each device, then ``_sync_grad``), each device decomposes its *own* g_p
+      against its own g and the directions are averaged, through :attr:`grad_mean_hook`, an in-place
+      mean over the processes (``reduces_descent_grad``: the driver runs the descent pass without
+      DDP's all-reduce and sets the hook). Still one gradient all-reduce per update, and the
+      direction is the mean of the per-device GSAM directions, as m-sharpness SAM is the mean of the
+      per-device SAM gradients. (All-reducing g as well would cost a second parameter-sized
+      all-reduce and is ``sync_ascent=true`` in all but name.) Clipping, when set, acts on each
+      device's g_p before the decomposition, as it acts on g_p in the single-device case (§2.1).
     """
+
+    reduces_descent_grad = True
 
     def __init__(
         self,
@@ -308,7 +329,16 @@ class GSAM(_NormalizedSAM):
         self._g_kept = kept
         return super()._perturbation(groups)  # reads g, does not modify it
 
+    def _abandon(self) -> None:
+        self._g_kept = {}
+
     def _descent_grad(self, groups: list[Groups]) -> None:
+        self._decompose(groups)
+        if self.grad_mean_hook is not None:  # per-device directions -> their mean (class docstring)
+            self.grad_mean_hook([g for _, _, gps in groups for g in gps])
+
+    def _decompose(self, groups: list[Groups]) -> None:
+        """``g_p <- (1 + alpha c) g_p - alpha g`` in place, ``c = <g, g_p> / ||g_p||^2`` (spec §2.10)."""
         kept, self._g_kept = self._g_kept, {}
         pairs = []  # (alpha, g_p list, g list) per group
         for group, ps, gps in groups:
@@ -369,7 +399,7 @@ class RSAM(_NormalizedSAM):
         self._noise: dict[str, Tensor] = {}  # {"z": the reused randn buffer}
 
     @torch.no_grad()
-    def prepare_ascent(self) -> None:
+    def _prepare_ascent(self) -> None:
         if self._phase is not None:
             raise RuntimeError("prepare_ascent() called again before second_step()")
         params, sigmas = [], []
@@ -414,7 +444,9 @@ class ESAM(_NormalizedSAM):
     generator, saved in ``state_dict``). The full ascent gradient is still computed (the official
     code's compute saving from skipping unperturbed tensors' gradients is not reproduced).
     Descent: :meth:`descent_loss` averages the ``round(gamma * B)`` samples (at least 1) with the largest
-    loss increase ``L_i(w+e) - L_i(w)``.
+    loss increase ``L_i(w+e) - L_i(w)``. Under accumulation the selection is over the update's whole
+    (per-device) batch, through :meth:`descent_weights` (the driver's no-grad forward over all
+    micro-batches, :class:`adasam_glue.step.UpdateStep`), never per micro-batch.
     """
 
     def __init__(
@@ -452,7 +484,8 @@ class ESAM(_NormalizedSAM):
                 out.append(([ps[i] for i in keep], [gs[i] for i in keep], scale))
         return out
 
-    def descent_loss(self, ascent_losses: Tensor, descent_losses: Tensor) -> Tensor:
+    def _selected(self, ascent_losses: Tensor, descent_losses: Tensor) -> Tensor | None:
+        """Indices of the ``round(gamma B)`` samples with the largest increase; ``None``: all of them."""
         if descent_losses.ndim != 1 or ascent_losses.shape != descent_losses.shape:
             raise ValueError(
                 "ESAM needs per-sample losses of equal shape [B]: got ascent "
@@ -461,6 +494,23 @@ class ESAM(_NormalizedSAM):
         b = descent_losses.numel()
         k = max(1, min(b, int(self.param_groups[0]["gamma"] * b + 0.5)))
         if k == b:
-            return descent_losses.mean()
+            return None
         increase = descent_losses.detach() - ascent_losses.detach()
-        return descent_losses[torch.topk(increase, k).indices].mean()
+        return torch.topk(increase, k).indices
+
+    def descent_loss(self, ascent_losses: Tensor, descent_losses: Tensor) -> Tensor:
+        idx = self._selected(ascent_losses, descent_losses)
+        return descent_losses.mean() if idx is None else descent_losses[idx].mean()
+
+    def descent_weights(self, ascent_losses: Tensor, descent_losses: Tensor) -> Tensor:
+        """``1/k`` on the selected samples, 0 elsewhere: the selection over the update's whole batch.
+
+        Under gradient accumulation the driver calls this once with the losses of all micro-batches
+        (the descent losses from a no-grad forward at w + e), so k micro-batches select exactly the
+        samples one batch k times the size would (spec §2.3, §2.11).
+        """
+        idx = self._selected(ascent_losses, descent_losses)
+        if idx is None:
+            return super().descent_weights(ascent_losses, descent_losses)
+        w = torch.zeros_like(descent_losses, dtype=torch.float32)
+        return w.index_fill_(0, idx, 1.0 / idx.numel())
