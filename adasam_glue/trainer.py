@@ -196,7 +196,9 @@ class Trainer:
                 k = max(1, self.batch_plan.batch_size(st.updates) // self.global_micro)
                 micro_batches = [next(stream) for _ in range(k)]
                 lr = self.scheduler.get_last_lr()[0]
+                skipped_before = st.skipped_updates
                 loss_sum = self.train_step(micro_batches)
+                skipped = st.skipped_updates > skipped_before  # fp16 overflow: the same on every rank
 
                 # One scalar all-reduce per update: loss, examples, and "stop" (signal on any rank).
                 stop = float(self._signal is not None or st.updates == tcfg.stop_after_updates)
@@ -218,7 +220,7 @@ class Trainer:
                 )
                 bar.update(1)
 
-                if not math.isfinite(loss):
+                if not math.isfinite(loss) and not skipped:  # an fp16 overflow is a skipped update
                     st.status = "diverged"  # diverged runs are data: stop, keep the record
                     log.warning("loss is %s at update %d: stopping, status=diverged", loss, st.updates)
                     break

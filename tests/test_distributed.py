@@ -78,3 +78,36 @@ def test_two_process_per_device_ascent_completes(tmp_path, data_cache):
     assert out.returncode == 0, out.stderr[-3000:]
     rec = read_record(tmp_path / "r" / "record.json")
     assert rec["status"] == "completed" and rec["optimizer_updates"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["optim=gsam", "trainer.grad_accum=2"],  # per-device GSAM directions, averaged (spec §2.10)
+        ["optim=esam", "trainer.grad_accum=2"],  # selection forward under DDP (spec §2.11)
+        ["optim=adasam", "trainer.mixed_precision=fp16"],  # the trainer's own GradScaler on CPU
+    ],
+    ids=["gsam-accum2", "esam-accum2", "adasam-fp16"],
+)
+def test_two_process_trainer_applies_the_same_update_on_both_ranks(tmp_path, data_cache, overrides):
+    """Through the real trainer (per-device ascent): both ranks' AMSGrad moments are the same bytes,
+    so both applied the same descent direction (the weights themselves are saved by rank 0 only).
+    The registry-wide, weight-level version is tests/test_replicas.py."""
+    run_dir = tmp_path / "r"
+    out = _launch(
+        tmp_path,
+        data_cache,
+        *overrides,
+        "trainer.max_updates=4",
+        "trainer.stop_after_updates=3",  # preempted: the checkpoint (one file per rank) stays
+        f"run_dir={run_dir}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert read_record(run_dir / "record.json")["status"] == "preempted"
+    ranks = [torch.load(run_dir / "checkpoint" / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    moments = [r["optimizer"]["base_state"] for r in ranks]
+    assert moments[0].keys() == moments[1].keys() and moments[0]
+    for k in moments[0]:
+        for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            assert torch.equal(moments[0][k][name], moments[1][k][name]), (k, name)

@@ -280,3 +280,20 @@ def test_no_scaler_means_the_plain_path():
     assert step.scaler is None
     out = step(_batches())
     assert not out.skipped and out.passes == 2 and out.examples == 16
+
+
+def test_fp16_overflow_in_the_forward_is_a_skipped_update_not_a_divergence(tiny_cfg, tmp_path, monkeypatch):
+    """An inf loss from an fp16 forward skips that update (weights kept); the run goes on and completes."""
+    import adasam_glue.trainer as trainer_mod
+    from adasam_glue.run import run
+
+    original, calls = trainer_mod.Trainer._losses, {"n": 0}
+
+    def overflow_once(self, batch):
+        calls["n"] += 1
+        losses = original(self, batch)
+        return losses * float("inf") if calls["n"] == 3 else losses  # update 2's ascent pass
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_losses", overflow_once)
+    rec = run(tiny_cfg("optim=adasam", "trainer.mixed_precision=fp16", run_dir=tmp_path / "r"))
+    assert rec["status"] == "completed" and rec["skipped_updates"] == 1 and rec["optimizer_updates"] == 4
