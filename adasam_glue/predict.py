@@ -52,25 +52,15 @@ def predict_test(
     from datasets import DatasetDict
     from torch.utils.data import DataLoader, SequentialSampler
 
-    from adasam_glue.data import load_glue
+    from adasam_glue.data import load_glue_config
     from adasam_glue.data.loaders import tokenize_glue
 
-    d = cfg.data
-    raw = load_glue(
-        task.name,
-        source=d.source,
-        data_dir=d.data_dir,
-        hub_name=d.hub_name,
-        cache_dir=d.cache_dir,
-        synthetic_train_size=d.synthetic_train_size,
-        synthetic_eval_size=d.synthetic_eval_size,
-        synthetic_seed=d.synthetic_seed,
-    )
+    raw, _ = load_glue_config(cfg.data, task.name)
     missing = [s for s in test_splits(task) if s not in raw]
     if missing:
         raise FileNotFoundError(
             f"trainer.predict_test=true: no {', '.join(missing)} split for {task.name} in data.source="
-            f"{d.source} (data_dir={d.data_dir}); the GLUE test files (test.tsv) are needed"
+            f"{cfg.data.source} (data_dir={cfg.data.data_dir}); the GLUE test files (test.tsv) are needed"
         )
     which = _load_best(model, run_dir, accelerator) if cfg.trainer.save_model == "best" else "final"
     tokenized = tokenize_glue(DatasetDict({s: raw[s] for s in test_splits(task)}), task.name, tokenizer, cfg.task.max_length)

@@ -203,23 +203,13 @@ def _model_and_tokenizer(cfg: DictConfig, task: Any) -> tuple[Any, Any]:
 
     The tiny test model builds its word-level tokenizer from the training texts, so it reads them first.
     """
-    from adasam_glue.data import load_glue
+    from adasam_glue.data import load_glue_config
     from adasam_glue.modeling import build_model, build_tokenizer
 
     init_from = cfg.task.init_from
     texts = None
     if cfg.model.source == "tiny" and not init_from:
-        d = cfg.data
-        raw = load_glue(
-            task.name,
-            source=d.source,
-            data_dir=d.data_dir,
-            hub_name=d.hub_name,
-            cache_dir=d.cache_dir,
-            synthetic_train_size=d.synthetic_train_size,
-            synthetic_eval_size=d.synthetic_eval_size,
-            synthetic_seed=d.synthetic_seed,
-        )
+        raw, _ = load_glue_config(cfg.data, task.name)
         texts = [t for key in task.text_keys for t in raw["train"][key][:2000]]
     tokenizer = build_tokenizer(cfg.model, texts=texts, init_from=init_from)
     return tokenizer, build_model(cfg.model, task, tokenizer, init_from=init_from)

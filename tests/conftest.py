@@ -35,6 +35,15 @@ def compose_cfg(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
+def data_config(**values):
+    """``conf/data/default.yaml`` with ``values`` replaced: the ``data`` node a real run passes on."""
+    from omegaconf import OmegaConf
+
+    from adasam_glue.config import CONF_DIR
+
+    return {**OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / "default.yaml")), **values}
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data_cache")

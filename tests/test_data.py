@@ -30,6 +30,7 @@ from adasam_glue.data import (
 )
 from adasam_glue.tasks import TASK_ORDER, get_task
 from adasam_glue.tokenizer_offline import build_offline_tokenizer
+from tests.conftest import data_config
 
 datasets.disable_progress_bars()
 
@@ -605,13 +606,13 @@ def test_tokenize_columns_dtypes_and_cache_reuse(syn_cache):
 
 
 def _loaders(syn_cache, **over):
-    cfg = {
+    cfg = data_config(**{
         "source": "synthetic",
         "cache_dir": str(syn_cache),
         "synthetic_train_size": 200,
         "synthetic_eval_size": 40,
         **over,
-    }
+    })
     dd = load_glue(
         "mrpc", source="synthetic", cache_dir=syn_cache, synthetic_train_size=200, synthetic_eval_size=40
     )
@@ -714,12 +715,12 @@ def _train_tiny_mrpc(tmp_path) -> float:
     from adasam_glue.metrics import compute_metrics
 
     torch.manual_seed(1)
-    cfg = {
+    cfg = data_config(**{
         "source": "synthetic",
         "cache_dir": str(tmp_path),
         "synthetic_train_size": 1024,
         "synthetic_eval_size": 256,
-    }
+    })
     dd = load_glue(
         "mrpc", source="synthetic", cache_dir=tmp_path, synthetic_train_size=1024, synthetic_eval_size=256
     )

@@ -20,6 +20,7 @@ import adasam_glue.data.load as load_module
 from adasam_glue.data import DataError, load_glue
 from adasam_glue.tasks import TASK_ORDER, get_task
 from adasam_glue.tokenizer_offline import build_offline_tokenizer
+from tests.conftest import data_config
 from tests.test_data import write_glue_fixture
 
 datasets.disable_progress_bars()
@@ -259,7 +260,7 @@ def test_cached_load_reports_the_same_counts_through_build_dataloaders(tmp_path,
             f"x{T}7{T}8{T}Bad label .{T}Bad .",
         ],
     )
-    cfg = {"source": "tsv", "data_dir": str(root), "cache_dir": str(tmp_path / "c")}
+    cfg = data_config(source="tsv", data_dir=str(root), cache_dir=str(tmp_path / "c"))
     tok = _tokenizer(["Amrozi accused his brother", "Shares rose", "The pie business"])
 
     def build():

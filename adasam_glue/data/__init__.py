@@ -13,6 +13,7 @@ from adasam_glue.data.load import (
     hub_features,
     hub_splits,
     load_glue,
+    load_glue_config,
     load_glue_with_quality,
 )
 from adasam_glue.data.loaders import (
@@ -48,6 +49,7 @@ __all__ = [
     "hub_features",
     "hub_splits",
     "load_glue",
+    "load_glue_config",
     "load_glue_with_quality",
     "make_synthetic_glue",
     "pad_stats",

@@ -383,6 +383,32 @@ def load_glue_with_quality(
     raise DataError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
 
 
+#: the ``data`` config keys that choose where a task's rows come from (conf/data/default.yaml holds them)
+SOURCE_KEYS = (
+    "source",
+    "data_dir",
+    "hub_name",
+    "cache_dir",
+    "synthetic_train_size",
+    "synthetic_eval_size",
+    "synthetic_seed",
+)
+
+
+def load_glue_config(data_cfg: Any, task: str) -> tuple[DatasetDict, dict[str, dict]]:
+    """The one place a ``data`` config node becomes a load: ``(splits, data quality)``.
+
+    No fallbacks: every key is in ``conf/data/default.yaml`` (a record's stored ``config["data"]``
+    carries them too), so a missing key is a ``KeyError`` naming it, never a silently different default.
+    """
+    get = data_cfg.get if hasattr(data_cfg, "get") else lambda k: getattr(data_cfg, k)
+    missing = [k for k in SOURCE_KEYS if k not in data_cfg] if hasattr(data_cfg, "__contains__") else []
+    if missing:
+        raise KeyError(f"data config lacks {', '.join(missing)} (see conf/data/default.yaml)")
+    kw = {k: get(k) for k in SOURCE_KEYS}
+    return load_glue_with_quality(task, kw.pop("source"), kw.pop("data_dir"), kw.pop("hub_name"), kw.pop("cache_dir"), **kw)
+
+
 def load_glue(
     task: str,
     source: str = "hub",

@@ -26,7 +26,7 @@ import torch
 from datasets import Dataset, DatasetDict, Value
 from torch.utils.data import DataLoader, Sampler, SequentialSampler
 
-from adasam_glue.data.load import load_glue_with_quality
+from adasam_glue.data.load import load_glue_config
 from adasam_glue.tasks import get_task
 
 _TOKENIZE_VERSION = "1"  # bump when tokenize_glue's output changes (invalidates the map cache)
@@ -278,12 +278,14 @@ class GlueLoaders:
     data_quality: dict[str, dict] = field(default_factory=dict)
 
 
-def _cfg(data_cfg: Any, key: str, default: Any = None) -> Any:
-    if data_cfg is None:
-        return default
+def _cfg(data_cfg: Any, key: str) -> Any:
+    """A key of the ``data`` config node (DictConfig, dataclass or dict). No default: every key lives in
+    ``conf/data/default.yaml``, so a missing one is an error naming it, not a silent second default."""
     if isinstance(data_cfg, dict):
-        return data_cfg.get(key, default)
-    return getattr(data_cfg, key, default)
+        if key not in data_cfg:
+            raise KeyError(f"data config lacks {key!r} (see conf/data/default.yaml)")
+        return data_cfg[key]
+    return getattr(data_cfg, key)
 
 
 def subsample(ds: Dataset, n: int | None, seed: int | None) -> Dataset:
@@ -338,16 +340,7 @@ def build_dataloaders(
     info = get_task(task)
     first = accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext()
     with first:
-        raw, quality = load_glue_with_quality(
-            task,
-            source=_cfg(data_cfg, "source", "hub"),
-            data_dir=_cfg(data_cfg, "data_dir"),
-            hub_name=_cfg(data_cfg, "hub_name", "nyu-mll/glue"),
-            cache_dir=_cfg(data_cfg, "cache_dir"),
-            synthetic_train_size=_cfg(data_cfg, "synthetic_train_size", 512),
-            synthetic_eval_size=_cfg(data_cfg, "synthetic_eval_size", 128),
-            synthetic_seed=_cfg(data_cfg, "synthetic_seed", 0),
-        )
+        raw, quality = load_glue_config(data_cfg, task)
         splits = DatasetDict({"train": subsample(raw["train"], _cfg(data_cfg, "max_train_samples"), seed)})
         for split in info.eval_splits:
             splits[split] = subsample(raw[split], _cfg(data_cfg, "max_eval_samples"), None)
@@ -358,8 +351,8 @@ def build_dataloaders(
         pad_to_multiple_of=pad_multiple,
         padding_side=getattr(tokenizer, "padding_side", "right") or "right",
     )
-    group = bool(_cfg(data_cfg, "group_by_length", False))
-    workers = int(_cfg(data_cfg, "num_workers", 0) or 0)
+    group = bool(_cfg(data_cfg, "group_by_length"))
+    workers = int(_cfg(data_cfg, "num_workers") or 0)
     train_ds = tokenized["train"]
     lengths = sequence_lengths(train_ds)
     train = build_train_loader(train_ds, collator, micro_batch_size, seed, group, workers, lengths)
