@@ -16,9 +16,18 @@ from adasam_glue.config import CONF_DIR
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from adasam_glue.run import run
+    from adasam_glue.run import USER_ERRORS, run
 
-    return run(cfg).get("objective")
+    try:
+        return run(cfg).get("objective")
+    except USER_ERRORS as e:  # bad input: one clear message, no traceback (a multirun job re-raises)
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode != RunMode.RUN:
+            raise
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

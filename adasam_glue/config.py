@@ -43,10 +43,12 @@ class OptimConfig:
     """Union of every optimizer's keys; ``None`` means "not used by this optimizer".
 
     Only non-None keys (minus ``name``/``sync_ascent``) reach ``build_optimizer``, so setting a key an
-    optimizer does not know (``optim.theta`` on AdaSAM) is an error rather than silently ignored.
+    optimizer does not know (``optim.theta`` on AdaSAM) is an error rather than silently ignored. What
+    each optimizer takes, and the valid ranges, are its registry record's (``adasam_glue.optim``).
     """
 
     name: str = MISSING
+    base: str | None = None  #: descent optimizer of a perturbation (asam ... esam): sgd, amsgrad or adamw
     lr: float = MISSING  #: peak learning rate (adaptive optimizers: the task's recipe lr)
     beta1: float | None = None  #: momentum / first-moment decay (Tables 1/2: 0.9, Tables 3/4: 0)
     beta2: float | None = None
@@ -198,29 +200,10 @@ def validate_config(cfg: DictConfig) -> None:
     seed = _get(cfg, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise bad("seed", seed, "an integer in [0, 2**32)")
-    from adasam_glue.optim import OPTIMIZERS  # the registry owns the optimizer names
-
-    name = _get(cfg, "optim.name")
-    if name not in OPTIMIZERS:
-        raise bad("optim.name", name, f"one of {', '.join(sorted(OPTIMIZERS))}")
-    for key in ("optim.lr", "task.lr"):
-        v = _get(cfg, key)
-        if v is None or not v > 0:
-            raise bad(key, v, "> 0")
-    for key in ("optim.rho", "optim.rho_min", "optim.weight_decay", "optim.eps", "optim.sigma", "optim.eta"):
-        v = _get(cfg, key)
-        if v is not None and not v >= 0:
-            raise bad(key, v, ">= 0")
-    for key in ("optim.beta1", "optim.beta2", "optim.theta", "optim.alpha"):
-        v = _get(cfg, key)
-        if v is not None and not 0 <= v < 1:
-            if key == "optim.beta2" and v == 1.0:
-                continue  # Remark 3.1 of the paper: beta2 = 1 is a legitimate (checkable) limit
-            raise bad(key, v, "in [0, 1)")
-    for key in ("optim.beta", "optim.gamma"):
-        v = _get(cfg, key)
-        if v is not None and not 0 < v <= 1:
-            raise bad(key, v, "in (0, 1]")
+    _validate_optim_keys(cfg, bad)
+    v = _get(cfg, "task.lr")
+    if v is None or not v > 0:
+        raise bad("task.lr", v, "> 0")
     for key in (
         "task.batch_size",
         "trainer.grad_accum",
@@ -256,8 +239,37 @@ def validate_config(cfg: DictConfig) -> None:
     metrics = dict.fromkeys((TASKS[task].selection_metric, *TASKS[task].paper_metrics))
     if _get(cfg, "task.metric") not in metrics:
         raise bad("task.metric", _get(cfg, "task.metric"), f"one of {', '.join(metrics)} for {task}")
+    if _get(cfg, "data.source") in ("tsv", "disk") and not _get(cfg, "data.data_dir"):
+        raise bad(
+            "data.data_dir", None, f"the folder to read for data.source={_get(cfg, 'data.source')} (e.g. the glue_data root)"
+        )
     _validate_optimizer(cfg)
     _validate_batch_split(cfg)
+
+
+def _validate_optim_keys(cfg: DictConfig, bad: Any) -> None:
+    """The optimizer's name, then each ``optim.<key>`` against its record's rule (the registry's one range
+    table: ``adasam_glue.optim.validation.RULES`` plus the record's choices), reported as ``optim.<key>``.
+    Keys the optimizer does not take, and checks across keys, are ``_validate_optimizer``'s."""
+    from adasam_glue.optim import OPTIMIZERS  # the registry owns the optimizer names and ranges
+
+    name = _get(cfg, "optim.name")
+    if name not in OPTIMIZERS:
+        raise bad("optim.name", name, f"one of {', '.join(OPTIMIZERS)}")
+    info = OPTIMIZERS[name]
+    if _get(cfg, "optim.lr") is None:
+        raise bad("optim.lr", None, str(info.rule("lr")))
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    if optim.get("base") is not None and not info.bases:
+        raise ConfigError(f"invalid optim.base={optim['base']!r}: {info.no_base_message()}")
+    for key, value in optim.items():
+        rule = info.rule(key) if value is not None and key not in ("name", "sync_ascent") else None
+        if rule is None:
+            continue
+        try:
+            rule(key, value)
+        except ValueError:
+            raise bad(f"optim.{key}", value, str(rule)) from None
 
 
 def _validate_optimizer(cfg: DictConfig) -> None:
@@ -291,6 +303,22 @@ def _validate_batch_split(cfg: DictConfig) -> None:
             )
 
 
+def _if_base_takes(base: Any, value: Any, *, _node_: Any) -> Any:
+    """``beta2: ${if_base_takes:${.base},0.98}`` in ``conf/optim``: ``value`` when the base optimizer
+    ``base`` takes this key (the node's own name), else ``None`` (not passed, not in the run identity).
+
+    So one YAML serves a perturbation on every base: ``optim=vasso optim.base=sgd`` drops AMSGrad's
+    ``beta2``/``eps``, which SGD does not have. An unknown base keeps ``value``; ``validate_config`` then
+    reports ``optim.base`` itself."""
+    from adasam_glue.optim.base import BASES
+
+    spec = BASES.get(str(base))
+    return value if spec is None or _node_._key() in spec.keys else None
+
+
+OmegaConf.register_new_resolver("if_base_takes", _if_base_takes, replace=True)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Experiment-layer resolvers (owned by adasam_glue/experiments.py; used by conf/experiment/speedup.yaml)
 # ---------------------------------------------------------------------------------------------------
@@ -319,5 +347,6 @@ def _if_path(path: Any, expected: str, value: str) -> str | None:
 
 OmegaConf.register_new_resolver("sqrt_scale", _sqrt_scale, replace=True)
 OmegaConf.register_new_resolver("if_path", _if_path, replace=True)
+import adasam_glue.tuned_lr  # noqa: E402,F401  registers ${tuned_lr:...} on every path (compose API too)
 OmegaConf.register_new_resolver("task_recipe", _task_recipe, replace=True)
 # ----------------------------------------------- end of experiment-layer resolvers ------------------

@@ -1,7 +1,8 @@
 """The paper's experiments as Hydra multiruns: plan them, print the plan, launch them in order.
 
 ``python -m adasam_glue.experiments reproduce-all [--launcher local|slurm|submitit_local] [--dry-run]
-[--only table1,speedup] [--own-mnli] [hydra overrides ...]`` (``make reproduce-all [DRY_RUN=1] [LAUNCHER=slurm]``).
+[--only table1,speedup] [--own-mnli] [hydra overrides ...]`` (``make reproduce-all [DRY_RUN=1] [LAUNCHER=slurm]``);
+``python -m adasam_glue.experiments select-lr <tuning experiment> [hydra overrides ...]``.
 
 How a grid is written (``conf/experiment/*.yaml``): Hydra's basic sweeper takes the cartesian product
 of ``hydra.sweeper.params``. The rho grid belongs to the SAM-family optimizer only, so the tables sweep
@@ -12,6 +13,13 @@ module adds the plan (``run:`` lines, counts, GPU-hours, done / to do), ordering
 the launcher choice. Skipping completed runs and resuming preempted ones is :func:`adasam_glue.run.run`'s
 job; the plan only reads ``record.json`` to report it.
 
+The lr-tuning stage: SGD and SAM have no recipe lr, so Tables 2/4 (and ``cpu_scale_table2``) set
+``optim.lr: ${tuned_lr:<tuning experiment>}`` (:mod:`adasam_glue.tuned_lr`). reproduce-all puts every
+tuning experiment the chosen experiments depend on first (``table2_tune``, ``table4_tune``), runs it,
+then ``select-lr`` writes ``<results_dir>/runs/<tuning>/<task>/<optim>/tuned_lr.json``, which the tables'
+jobs read. The dry run prints the tuning runs first, a ``select:`` line, then the dependent runs marked
+``# optim.lr: tuned by <tuning>``.
+
 Each planned run is shown as ``run: <overrides>``: the explicit form ``experiment=X task=T optim=O
 [optim.rho=R] optim.beta1=B <other values the experiment changes> <your overrides> seed=S``, which
 ``python -m adasam_glue`` accepts as is and which composes the same config as the multirun's job
@@ -21,10 +29,13 @@ Each planned run is shown as ``run: <overrides>``: the explicit form ``experimen
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
+import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -34,14 +45,29 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from adasam_glue import tuned_lr as tl
 from adasam_glue.config import CONF_DIR
 
-#: ``make reproduce-all``: the four tables and the speedup study (``--only`` adds the others).
+#: ``make reproduce-all``: the four tables and the speedup study (``--only`` adds the others); the
+#: lr-tuning stages Tables 2/4 depend on (``table2_tune``, ``table4_tune``) are added in front of them.
 PAPER_EXPERIMENTS = ("table1", "table2", "table3", "table4", "speedup")
 #: The experiment that trains this harness's own MNLI start point (``--own-mnli``).
 MNLI_EXPERIMENT = "mnli_init"
 #: Suffix of ``experiment_name`` for runs started from the own MNLI run (never mixed with Hub-init runs).
-OWN_MNLI_SUFFIX = "-own-mnli"
+OWN_MNLI_SUFFIX = tl.OWN_MNLI_SUFFIX
+#: The paper's precision (fairseq, fp16), stated next to each experiment's ``trainer.mixed_precision``.
+PAPER_PRECISION = "fp16"
+
+#: Parameters of each model config (``model.name``), for the disk estimate of ``save_model``: weights
+#: are saved as fp32 safetensors (4 bytes per parameter). Hub configs as published; ``tiny`` is computed.
+MODEL_PARAMS = {
+    "roberta-large": 355e6,
+    "roberta-large-mnli": 355e6,
+    "roberta-large-random": 355e6,
+    "bert-base-uncased": 110e6,
+    "deberta-v3-large": 435e6,
+    "minilm": 22.7e6,
+}
 #: Sweep keys that select a grid point; the ``run:`` line writes them out explicitly.
 _SWEEP_CHOICES = ("experiment", "task", "method", "optim", "schedule", "seed")
 
@@ -62,6 +88,9 @@ SECONDS_PER_SAMPLE_PASS = {
 }
 
 _LAUNCHERS_NEEDING_SUBMITIT = ("slurm", "submitit_slurm", "submitit_local", "submitit_local_test")
+#: Launchers that submit to SLURM: they need its ``sbatch`` (submit) and ``srun`` (submitit checks it).
+_LAUNCHERS_NEEDING_SLURM = ("slurm", "submitit_slurm")
+_SLURM_COMMANDS = ("sbatch", "srun")
 
 
 class ExperimentError(ValueError):
@@ -91,8 +120,10 @@ def check_experiments(names: Iterable[str]) -> list[str]:
     return names
 
 
-def check_launcher(launcher: str) -> None:
-    """Unknown launcher -> the valid ones; a submitit launcher without the plugin -> how to install it."""
+def check_launcher(launcher: str, dry_run: bool = False) -> list[str]:
+    """Unknown launcher -> the valid ones; a submitit launcher without the plugin -> how to install it;
+    a SLURM launcher without ``sbatch``/``srun`` on PATH -> one line saying so (an error, or a warning
+    returned for a dry run, which only prints the plan)."""
     if launcher not in available_launchers():
         raise ExperimentError(
             f"unknown launcher {launcher!r}: valid launchers are {', '.join(available_launchers())}"
@@ -104,6 +135,26 @@ def check_launcher(launcher: str) -> None:
                 f"--launcher {launcher} needs hydra-submitit-launcher (and submitit), which is not installed "
                 f"(missing: {', '.join(missing)}). Install the slurm extra: pip install -e '.[slurm]'"
             )
+    problem = slurm_commands_problem(launcher)
+    if problem is None:
+        return []
+    if dry_run:
+        return [f"warning: {problem} (the plan is printed anyway)"]
+    raise ExperimentError(problem)
+
+
+def slurm_commands_problem(launcher: str) -> str | None:
+    """Why ``launcher`` cannot submit from this machine (no ``sbatch``/``srun`` on PATH), or None."""
+    if launcher not in _LAUNCHERS_NEEDING_SLURM:
+        return None
+    missing = [c for c in _SLURM_COMMANDS if shutil.which(c) is None]
+    if not missing:
+        return None
+    return (
+        f"--launcher {launcher} submits SLURM jobs, but {' and '.join(missing)} "
+        f"{'is' if len(missing) == 1 else 'are'} not on PATH: run it on a SLURM login node "
+        "(or load the slurm module), or use --launcher local / submitit_local on this machine"
+    )
 
 
 def _importable(module: str) -> bool:
@@ -121,7 +172,7 @@ class PlannedRun:
     experiment: str  #: conf/experiment name (the multirun)
     job_overrides: tuple[str, ...]  #: what Hydra's basic sweeper hands the job
     line: tuple[str, ...]  #: the explicit overrides printed after ``run:``
-    run_dir: Path
+    run_dir: Path | None  #: None while its lr waits for the tuning stage (the dir depends on the lr)
     task: str
     optim: str
     seed: int
@@ -131,6 +182,23 @@ class PlannedRun:
     gpu_hours: float
     status: str | None  #: record.json status, None if there is no record
     depends_on_mnli: bool  #: the task starts from ``model.mnli_checkpoint``
+    lr: float | None = None  #: optim.lr (None: not selected yet by the tuning stage)
+    #: where optim.lr comes from: recipe (an interpolation such as ``${task.lr}``), tuned (the tuning
+    #: stage's file), grid (swept by the experiment), override (given on the command line), experiment
+    #: (a literal in the experiment's YAML) or placeholder (a literal from conf/task_optim for an
+    #: optimizer without a recipe lr: untuned)
+    lr_source: str = "recipe"
+    tuned_by: str | None = None  #: the tuning experiment of ``${tuned_lr:...}``
+    tuned_lr_file: Path | None = None  #: the selection file it reads
+    lr_problem: str | None = None  #: why there is no tuned lr yet
+    experiment_name: str = ""  #: the runs' folder under runs/ (differs from ``experiment`` with --own-mnli)
+    results_dir: Path | None = None
+    model_name: str = ""
+    model_params: float | None = None  #: parameters of the model (disk estimate), None if unknown
+    save_model: str = "best"
+    mixed_precision: str = "no"
+    tuning_recipe: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    tuned_at: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def done(self) -> bool:
@@ -140,6 +208,10 @@ class PlannedRun:
     def to_do(self) -> bool:
         return self.status not in ("completed", "diverged")  # run() skips both
 
+    @property
+    def pending_lr(self) -> bool:
+        return self.tuned_by is not None and self.lr is None
+
 
 @dataclass
 class Block:
@@ -148,6 +220,14 @@ class Block:
     experiment: str
     overrides: list[str]
     runs: list[PlannedRun] = field(default_factory=list)
+
+    @property
+    def tuning(self) -> bool:
+        """An lr-tuning stage: its multirun is followed by ``select-lr`` (writes the tuned_lr files)."""
+        return tl.is_tuning_experiment(self.experiment)
+
+    def select_command(self, python: str = sys.executable) -> list[str]:
+        return [python, "-m", "adasam_glue.experiments", "select-lr", self.experiment, *self.overrides]
 
     def command(self, launcher: str, python: str = sys.executable) -> list[str]:
         return [
@@ -206,6 +286,7 @@ class Planner:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, ...], DictConfig] = {}
+        self._swept: dict[str, set[str]] = {}  #: experiment -> keys its sweep sets (always shown)
 
     def compose(self, overrides: Sequence[str], hydra_cfg: bool = False) -> DictConfig:
         from hydra import compose
@@ -224,6 +305,7 @@ class Planner:
         # The master config, as Hydra's multirun builds it: without the sweeps' values.
         cfg = self.compose([a for a in args if not _is_sweep(a)], hydra_cfg=True)
         params = cfg.hydra.sweeper.params or {}
+        self._swept[experiment] = {str(k) for k in params}
         conf = [f"{k}={v}" for k, v in params.items()] + [a for a in args if not _is_hydra_override(a)]
         parsed = OverridesParser.create().parse_overrides(conf)
         return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
@@ -243,23 +325,32 @@ class Planner:
                 cfg = cfg.copy()
                 cfg.seed = int(seed_ov[-1].split("=", 1)[1])
             task, optim = cfg.task.name, cfg.optim.name
-            # The baseline: the same task, optimizer and user overrides without the experiment.
             fixed = [o for o in user if _key(o) not in _SWEEP_CHOICES and not _is_sweep(o)]
+            user_keys = {_key(o) for o in fixed}
+            lr_source = _lr_source(cfg, experiment, job, user_keys)
+            tuning = tl.tuned_by(cfg)
+            found = tl.lookup(cfg, tuning) if tuning else None
+            if found is not None:  # the tuned lr as a literal (or NaN while pending): resolvable below
+                cfg = cfg.copy()
+                cfg.optim.lr = found.lr if found.lr is not None else math.nan
+            # The baseline: the same task, optimizer and user overrides without the experiment.
             base = self.compose([f"task={task}", f"optim={optim}", *fixed])
             line = [f"experiment={experiment}", f"task={task}", f"optim={optim}"]
             shown = {"task.name", "optim.name", "experiment_name", "seed"}
+            if tuning:
+                shown.add("optim.lr")  # comes from the tuning stage's file (annotated by print_plan)
             for key in ("optim.rho", "optim.beta1"):
                 value = OmegaConf.select(cfg, key)
                 if value is not None:
                     line.append(f"{key}={_fmt(value)}")
                 shown.add(key)
-            user_keys = {_key(o) for o in fixed}
+            swept = {k for k in self._swept.get(experiment, ()) if "." in k}  # e.g. optim.lr of a tuning grid
             now = _flatten(OmegaConf.to_container(cfg, resolve=True))
             before = _flatten(OmegaConf.to_container(base, resolve=True))
             line += [
                 f"{k}={_fmt(v)}"
                 for k, v in now.items()
-                if k not in shown and k not in user_keys and before.get(k, object()) != v
+                if k not in shown and k not in user_keys and (k in swept or before.get(k, object()) != v)
             ]
             line += fixed + [f"seed={cfg.seed}"]
 
@@ -267,8 +358,10 @@ class Planner:
             passes = 2 if get_optim_info(optim).two_pass else 1
             samples = updates * cfg.task.batch_size  # a batch schedule keeps the samples (fewer updates)
             hours = samples * passes * SECONDS_PER_SAMPLE_PASS.get(task, 0.003) / 3600
-            run_dir = resolve_run_dir(cfg)
+            pending = found is not None and found.lr is None
+            run_dir = None if pending else resolve_run_dir(cfg)
             init_raw = OmegaConf.to_container(cfg.task, resolve=False).get("init_from")
+            lr = None if pending else float(cfg.optim.lr)
             runs.append(
                 PlannedRun(
                     experiment=experiment,
@@ -282,11 +375,68 @@ class Planner:
                     batch_size=int(cfg.task.batch_size),
                     passes=passes,
                     gpu_hours=hours,
-                    status=_record_status(run_dir),
+                    status=_record_status(run_dir) if run_dir is not None else None,
                     depends_on_mnli=isinstance(init_raw, str) and "model.mnli_checkpoint" in init_raw,
+                    lr=lr,
+                    lr_source=lr_source,
+                    tuned_by=tuning,
+                    tuned_lr_file=found.path if found is not None else None,
+                    lr_problem=found.problem if found is not None else None,
+                    experiment_name=str(cfg.experiment_name),
+                    results_dir=Path(str(cfg.results_dir)).expanduser().absolute(),
+                    model_name=str(cfg.model.name),
+                    model_params=_model_params(cfg),
+                    save_model=str(cfg.trainer.save_model),
+                    mixed_precision=str(cfg.trainer.mixed_precision),
+                    tuning_recipe=tl.recipe(cfg) if tl.is_tuning_experiment(experiment) else None,
+                    tuned_at={
+                        k: OmegaConf.select(cfg, f"optim.{k}") for k in ("beta1", "rho", "weight_decay")
+                    },
                 )
             )
         return runs
+
+
+@functools.cache
+def _yaml_select(path: Path, key: str) -> Any:
+    """A value of a YAML file as written (``"???"`` for a missing one), None if absent."""
+    if not path.exists():
+        return None
+    node: Any = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _lr_source(cfg: DictConfig, experiment: str, job: Sequence[str], user_keys: set[str]) -> str:
+    """Where ``optim.lr`` of a composed job comes from (see :attr:`PlannedRun.lr_source`)."""
+    if tl.tuned_by(cfg):
+        return "tuned"
+    if "optim.lr" in user_keys:
+        return "override"
+    if any(_key(o) == "optim.lr" for o in job):
+        return "grid"
+    raw = OmegaConf.to_container(cfg.optim, resolve=False).get("lr")
+    if isinstance(raw, str) and "${" in raw:
+        return "recipe"
+    if _yaml_select(CONF_DIR / "optim" / f"{cfg.optim.name}.yaml", "lr") not in (None, "???"):
+        return "recipe"  # the optimizer's own YAML gives it
+    if _yaml_select(CONF_DIR / "experiment" / f"{experiment}.yaml", "optim.lr") is not None:
+        return "experiment"
+    return "placeholder"
+
+
+def _model_params(cfg: DictConfig) -> float | None:
+    name = str(cfg.model.name)
+    if name in MODEL_PARAMS:
+        return MODEL_PARAMS[name]
+    m = cfg.model
+    if m.get("source") == "tiny":  # embeddings + layers (attention 4h^2, MLP 2 h i), biases ignored
+        h, i, n, v = m.hidden_size, m.intermediate_size, m.num_layers, m.vocab_size
+        return float(v * h + n * (4 * h * h + 2 * h * i))
+    return None
 
 
 def _record_status(run_dir: Path) -> str | None:
@@ -308,6 +458,8 @@ def build_blocks(
 ) -> list[Block]:
     """The multirun invocations of reproduce-all, in launch order.
 
+    The lr-tuning stages the chosen experiments depend on (``optim.lr: ${tuned_lr:<tuning>}``) come
+    first, with the same overrides (so ``task=rte`` tunes RTE only), each followed by its selection.
     With ``own_mnli``: first ``mnli_init`` (this harness's MNLI run); then, per experiment, the tasks that do
     not start from MNLI as usual, and those that do (RTE, MRPC, STS-B) with ``model.mnli_checkpoint=<the
     MNLI run dir>`` under ``experiment_name=<name>-own-mnli`` (their run dirs never mix with Hub-init runs).
@@ -320,16 +472,21 @@ def build_blocks(
         planner = Planner()
         mnli_dir = None
         if own_mnli:
-            mnli_overrides = [o for o in overrides if _key(o) not in ("task", "seed")]
+            mnli_overrides = [o for o in overrides if _key(o) not in ("task", "seed", "method")]
             mnli = Block(MNLI_EXPERIMENT, mnli_overrides, planner.plan(MNLI_EXPERIMENT, mnli_overrides))
             if len(mnli.runs) != 1:
                 raise ExperimentError(f"{MNLI_EXPERIMENT} must be a single run, got {len(mnli.runs)}")
             mnli_dir = mnli.runs[0].run_dir
             blocks.append(mnli)
-        for name in experiments:
-            if name == MNLI_EXPERIMENT and own_mnli:
-                continue
-            runs = planner.plan(name, overrides)
+        names = [n for n in experiments if not (n == MNLI_EXPERIMENT and own_mnli)]
+        planned = {n: planner.plan(n, overrides) for n in names}
+        tunings = [n for n in names if tl.is_tuning_experiment(n)]
+        for n in names:
+            for r in planned[n]:
+                if r.tuned_by and r.tuned_by not in tunings:
+                    tunings.append(check_experiments([r.tuned_by])[0])
+        for name in tunings + [n for n in names if n not in tunings]:
+            runs = planned[name] if name in planned else planner.plan(name, overrides)
             dependent = [r for r in runs if r.depends_on_mnli]
             if mnli_dir is None or not dependent:
                 blocks.append(Block(name, overrides, runs))
@@ -345,6 +502,42 @@ def build_blocks(
             ]
             blocks.append(Block(name, ov, planner.plan(name, ov)))
     return blocks
+
+
+def select_lr(experiment: str, overrides: Sequence[str] = (), write: bool = True) -> tuple[list[str], bool]:
+    """Plan the tuning experiment's runs (as its multirun would) and write its selections.
+
+    Returns the lines to print and whether every (task, optimizer) got a selection."""
+    from hydra import initialize_config_dir
+
+    if not tl.is_tuning_experiment(experiment):
+        raise ExperimentError(
+            f"{experiment!r} is not an lr-tuning experiment (conf/experiment/*{tl.TUNING_SUFFIX}.yaml): "
+            f"tuning experiments are {', '.join(n for n in available_experiments() if tl.is_tuning_experiment(n))}"
+        )
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="select_lr"):
+        runs = Planner().plan(experiment, list(overrides))
+    return _select_block(Block(experiment, list(overrides), runs), write=write)
+
+
+def _select_block(block: Block, write: bool = True) -> tuple[list[str], bool]:
+    lines: list[str] = []
+    ok = True
+    by_name: dict[tuple[str, Path | None], list[PlannedRun]] = {}
+    for r in block.runs:
+        by_name.setdefault((r.experiment_name, r.results_dir), []).append(r)
+    for (name, results_dir), runs in by_name.items():
+        missing = [r for r in runs if r.lr is None or r.run_dir is None or r.tuning_recipe is None]
+        if missing:
+            raise ExperimentError(f"{block.experiment}: {len(missing)} tuning runs have no lr of their own")
+        tuning_runs = [
+            tl.TuningRun(r.task, r.optim, float(r.lr), r.seed, r.run_dir, r.tuning_recipe, r.tuned_at or {})
+            for r in runs
+        ]
+        out = tl.select(tuning_runs, name, results_dir or "results", write=write)
+        ok = ok and all(line.startswith("selected") for line in out)
+        lines += out
+    return lines, ok
 
 
 # ------------------------------------------------------------------------------------------- reporting
@@ -364,8 +557,21 @@ def summary_lines(blocks: Sequence[Block]) -> list[str]:
             f"{sum(r.gpu_hours for r in todo):.1f} of {sum(r.gpu_hours for r in rs):.1f} GPU-hours to do"
         )
 
+    def role(name: str) -> str:
+        users = sorted({r.experiment for r in runs if r.tuned_by == name})
+        return (
+            f" (lr-tuning stage of {', '.join(users)})"
+            if users
+            else " (lr-tuning stage)"
+            if tl.is_tuning_experiment(name)
+            else ""
+        )
+
     lines = [f"summary: {stats(runs)}"]
-    lines += [f"  {name}: {stats(rs)}" for name, rs in per_exp.items()]
+    lines += [f"  {name}{role(name)}: {stats(rs)}" for name, rs in per_exp.items()]
+    lines += lr_lines(runs)
+    lines += disk_lines(runs)
+    lines += precision_lines(runs)
     lines.append(
         "  GPU-hours assume RoBERTa-large on one A100 (fp16/bf16): updates x batch x passes x seconds per sample "
         "pass ("
@@ -379,32 +585,178 @@ def summary_lines(blocks: Sequence[Block]) -> list[str]:
     return lines
 
 
+def lr_lines(runs: Sequence[PlannedRun]) -> list[str]:
+    """Where the lrs come from: the tuning stage (selected / pending), its grids, and any placeholder."""
+    lines = []
+    tuned = [r for r in runs if r.tuned_by]
+    if tuned:
+        pending = [r for r in tuned if r.pending_lr]
+        stages = ", ".join(dict.fromkeys(r.tuned_by for r in tuned))
+        users = ", ".join(dict.fromkeys(r.experiment for r in tuned))
+        lines.append(
+            f"  lr: {len(tuned)} runs ({users}) take optim.lr from the lr-tuning stage ({stages}): "
+            f"{len(tuned) - len(pending)} selected, {len(pending)} wait for the selection"
+        )
+    edge = {
+        (r.tuned_lr_file, r.lr)
+        for r in tuned
+        if r.lr is not None and r.tuned_lr_file is not None and _selection(r.tuned_lr_file).get("at_edge")
+    }
+    for path, lr in sorted(edge, key=str):
+        sel = _selection(path)
+        lines.append(
+            f"  warning: tuned lr at the {sel.get('edge')} edge of its grid: {sel.get('task')}/{sel.get('optimizer')} "
+            f"lr={lr:g} of {sel.get('grid')} ({path}); extend the grid there and rerun the tuning stage"
+        )
+    placeholder = [r for r in runs if r.lr_source == "placeholder"]
+    if placeholder:
+        where = sorted(
+            {
+                f"{r.experiment} {r.task}/{r.optim} (conf/task_optim/{r.task}_{r.optim}.yaml)"
+                for r in placeholder
+            }
+        )
+        lines.append(
+            f"  warning: {len(placeholder)} runs use a placeholder lr (no recipe lr, not tuned): "
+            + "; ".join(where[:8])
+            + (f"; +{len(where) - 8} more" if len(where) > 8 else "")
+            + ". Give them optim.lr: ${tuned_lr:<tuning experiment>} (conf/experiment/*_tune.yaml) or optim.lr=..."
+        )
+    elif runs:
+        lines.append("  lr: no placeholder lr in this plan (every lr is the recipe's, tuned, swept or given)")
+    return lines
+
+
+def _selection(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _gb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:,.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:,.1f} MB"
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:,.1f}M" if n >= 1e6 else f"{n / 1e3:,.0f}k"
+
+
+def disk_lines(runs: Sequence[PlannedRun]) -> list[str]:
+    """Disk for ``trainer.save_model`` (one fp32 model per run: parameters x 4 bytes)."""
+    saving = [r for r in runs if r.save_model in ("best", "final")]
+    if not runs:
+        return []
+    known = [r for r in saving if r.model_params is not None]
+    total = sum(r.model_params * 4 for r in known)
+    todo = sum(r.model_params * 4 for r in known if r.to_do)
+    per_model: dict[str, list[PlannedRun]] = {}
+    for r in known:
+        per_model.setdefault(r.model_name, []).append(r)
+    parts = [
+        f"{name} {_count(rs[0].model_params)} params = {_gb(rs[0].model_params * 4)} x {len(rs)} runs"
+        for name, rs in per_model.items()
+    ]
+    unknown = sorted({r.model_name for r in saving if r.model_params is None})
+    line = (
+        f"  disk: save_model=best/final keeps one fp32 model per run for {len(saving)} of {len(runs)} runs: "
+        + ("; ".join(parts) if parts else "none")
+        + f" -> {_gb(total)} in all ({_gb(todo)} for the runs to do)"
+        + (f"; size unknown for {', '.join(unknown)}" if unknown else "")
+        + ". A resume checkpoint (model + optimizer state, up to ~4x the model) exists only while a run is "
+        "unfinished (removed when it completes unless trainer.keep_checkpoint=true)"
+    )
+    return [line]
+
+
+def precision_lines(runs: Sequence[PlannedRun]) -> list[str]:
+    by_prec: dict[str, list[str]] = {}
+    for r in runs:
+        names = by_prec.setdefault(r.mixed_precision, [])
+        if r.experiment not in names:
+            names.append(r.experiment)
+    if not by_prec:
+        return []
+    shown = "; ".join(
+        f"trainer.mixed_precision={p} ({'fp32' if p == 'no' else p}) for {', '.join(n)}"
+        for p, n in by_prec.items()
+    )
+    note = ""
+    if "no" in by_prec:
+        note = "; fp32 runs take longer than the GPU-hours below, which assume fp16/bf16 (trainer.mixed_precision=bf16 or fp16 to match)"
+    return [f"  precision: {shown}; the paper trained in {PAPER_PRECISION} (fairseq){note}"]
+
+
+def _annotation(r: PlannedRun) -> str:
+    if not r.tuned_by:
+        return ""
+    name = r.tuned_lr_file.parents[2].name if r.tuned_lr_file is not None else r.tuned_by  # own-MNLI variant
+    if r.lr is None:
+        return f"  # optim.lr: tuned by {name} (not selected yet)"
+    return f"  # optim.lr={r.lr:g} tuned by {name}"
+
+
+def _select_line(b: Block) -> str:
+    pairs = sorted({(r.experiment_name, r.task, r.optim) for r in b.runs})
+    if not pairs:
+        return f"select: {b.experiment}: no runs"
+    root = b.runs[0].results_dir or Path("results")
+    names = sorted({p[0] for p in pairs})
+    present = sum(tl.selection_path(root, n, t, o).exists() for n, t, o in pairs)
+    seeds = sorted({r.seed for r in b.runs})
+    return (
+        f"select: {b.experiment} -> {root}/runs/{'|'.join(names)}/<task>/<optim>/{tl.FILE_NAME} for "
+        f"{len(pairs)} task x optimizer pairs ({present} written): per pair the lr with the best dev metric "
+        f"(seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}; a diverged run never wins)"
+    )
+
+
 def print_plan(blocks: Sequence[Block], launcher: str, file: Any = None) -> None:
     file = file or sys.stdout
     for b in blocks:
         for r in b.runs:
-            print("run: " + " ".join(r.line), file=file)
+            print("run: " + " ".join(r.line) + _annotation(r), file=file)
+        if b.tuning:
+            print(_select_line(b), file=file)
     for line in summary_lines(blocks):
         print(line, file=file)
     print("multiruns, in order:", file=file)
     for b in blocks:
         print("  " + " ".join(b.command(launcher, python="python")), file=file)
+        if b.tuning:
+            print("  " + " ".join(b.select_command(python="python")), file=file)
 
 
 # ---------------------------------------------------------------------------------------------- launch
 def launch(blocks: Sequence[Block], launcher: str, own_mnli: bool = False) -> int:
-    """Run the blocks one after another (each a blocking Hydra multirun); return the exit code."""
-    env = dict(os.environ)
-    if launcher in ("slurm", "submitit_slurm"):
-        env.setdefault("SUBMITIT_PREEMPT_SIGNAL", "USR1")  # sbatch --signal: the trainer checkpoints on USR1
+    """Run the blocks one after another (each a blocking Hydra multirun); return the exit code.
+
+    A tuning block is followed by its selection (written even when some of its runs failed: the
+    (task, optimizer) pairs whose grid finished are selected); a block whose runs need a tuned lr that
+    was not written is not launched."""
+    env = dict(os.environ)  # the SLURM signal is fixed by conf/hydra/launcher/slurm.yaml, not by the env
     failed = []
     for i, b in enumerate(blocks):
+        missing = sorted(
+            {str(r.tuned_lr_file) for r in b.runs if r.tuned_by and not Path(r.tuned_lr_file).exists()}
+        )
+        if missing:
+            stages = ", ".join(sorted({r.tuned_by for r in b.runs if r.tuned_by}))
+            print(
+                f"error: not launching experiment={b.experiment}: no tuned lr in {len(missing)} file(s) "
+                f"({missing[0]}{', ...' if len(missing) > 1 else ''}); finish the tuning stage ({stages}) first",
+                file=sys.stderr,
+                flush=True,
+            )
+            failed.append(b.experiment)
+            continue
         if b.runs and not any(r.to_do for r in b.runs):
             print(f"skip: experiment={b.experiment} ({len(b.runs)} runs already done)", flush=True)
-            continue
-        cmd = b.command(launcher)
-        print("launch: " + " ".join(cmd[1:]), flush=True)
-        rc = subprocess.call(cmd, env=env)
+            rc = 0
+        else:
+            cmd = b.command(launcher)
+            print("launch: " + " ".join(cmd[1:]), flush=True)
+            rc = subprocess.call(cmd, env=env)
         if rc != 0:
             failed.append(b.experiment)
             if own_mnli and i == 0 and b.experiment == MNLI_EXPERIMENT:
@@ -413,6 +765,12 @@ def launch(blocks: Sequence[Block], launcher: str, own_mnli: bool = False) -> in
                     file=sys.stderr,
                 )
                 return rc
+        if b.tuning:
+            lines, ok = _select_block(b)
+            for line in lines:
+                print(("" if line.startswith("selected") else "error: ") + line, flush=True)
+            if not ok and b.experiment not in failed:
+                failed.append(f"{b.experiment} (selection)")
     if failed:
         print(
             f"error: multiruns failed: {', '.join(failed)} (rerun: completed runs are skipped, "
@@ -438,6 +796,18 @@ class SlurmDistributedEnv(_Callback):  # type: ignore[misc,valid-type]
     job before ``run(cfg)`` builds its ``Accelerator``, which is what ``accelerate launch`` would export.
     A no-op outside submitit or with one task (then the run is a single process, as with ``local``).
     """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Before submitting: a SLURM launcher on a machine without ``sbatch``/``srun`` stops here with one
+        line (instead of submitit's traceback)."""
+        target = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+        if target.endswith("SlurmLauncher"):
+            problem = slurm_commands_problem("slurm")
+            if problem is not None:
+                print(
+                    f"error: {problem.replace('--launcher slurm', 'hydra/launcher=slurm')}", file=sys.stderr
+                )
+                raise SystemExit(2)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if "RANK" in os.environ:
@@ -471,7 +841,8 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         default=None,
         help=f"comma-separated experiments (default: {','.join(PAPER_EXPERIMENTS)}; "
-        "also variants, schedules, mnli_init, smoke)",
+        "also variants, schedules, mnli_init, smoke, cpu_scale, cpu_scale_table2, the *_tune stages). "
+        "The lr-tuning stages the chosen experiments need are added in front of them",
     )
     r.add_argument(
         "--own-mnli",
@@ -479,6 +850,15 @@ def _parser() -> argparse.ArgumentParser:
         help="train this harness's MNLI run first (experiment mnli_init) and start RTE/MRPC/STS-B from it",
     )
     r.add_argument("overrides", nargs="*", help="Hydra overrides for every run (e.g. seed=1 results_dir=...)")
+    sel = sub.add_parser(
+        "select-lr",
+        help="write the tuned_lr.json files of an lr-tuning experiment from its finished runs' records",
+    )
+    sel.add_argument(
+        "experiment", help="the tuning experiment (e.g. table2_tune, table4_tune, cpu_scale_tune)"
+    )
+    sel.add_argument("--dry-run", action="store_true", help="print what would be selected, write nothing")
+    sel.add_argument("overrides", nargs="*", help="the Hydra overrides its multirun was given")
     sub.add_parser("list", help="list the experiments")
     return p
 
@@ -488,18 +868,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         print("\n".join(available_experiments()))
         return 0
+    if args.command == "select-lr":
+        try:
+            check_experiments([args.experiment])
+            lines, ok = select_lr(args.experiment, args.overrides, write=not args.dry_run)
+        except ExperimentError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for line in lines:
+            if line.startswith("selected"):
+                print(line)
+            else:
+                print(f"error: {line}", file=sys.stderr)
+        return 0 if ok else 1
     try:
         names = check_experiments(args.only.split(",")) if args.only is not None else list(PAPER_EXPERIMENTS)
         if not names:
             raise ExperimentError(
                 f"--only is empty: valid experiments are {', '.join(available_experiments())}"
             )
-        check_launcher(args.launcher)
+        warnings = check_launcher(args.launcher, dry_run=args.dry_run)
         blocks = build_blocks(names, args.overrides, own_mnli=args.own_mnli)
     except ExperimentError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bad override: Hydra's or OmegaConf's own message, without the traceback
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        if not isinstance(e, (HydraException, OmegaConfBaseException)):
+            raise
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     if args.dry_run:
+        for w in warnings:
+            print(w, file=sys.stderr)
         print_plan(blocks, args.launcher)
         return 0
     print("\n".join(summary_lines(blocks)), flush=True)

@@ -36,7 +36,20 @@ from adasam_glue.run_dir import model_label, resolve_run_dir, run_dir_lock, run_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run", "run_params_tag", "resolve_run_dir", "total_updates", "warmup_updates"]
+__all__ = ["USER_ERRORS", "run", "run_params_tag", "resolve_run_dir", "total_updates", "warmup_updates"]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the input is wrong" (their messages say what and how to fix): the CLI prints
+    them as one line instead of a traceback."""
+    from adasam_glue.data.load import DataError
+    from adasam_glue.modeling import ModelError
+    from adasam_glue.trainer import CheckpointError
+
+    return (ConfigError, RecordError, DataError, ModelError, CheckpointError)
+
+
+USER_ERRORS = _user_errors()
 
 
 def total_updates(cfg: DictConfig) -> int:
@@ -255,7 +268,7 @@ def _optimizer_and_schedule(cfg: DictConfig, model: Any, plan: Any) -> tuple[Any
 def _trainer(cfg, accelerator, model, optimizer, scheduler, train_loader, eval_loaders, task, run_dir, plan,
              micro, tokenizer, loaders, recorder, wandb_run, identity) -> Any:  # fmt: skip
     from adasam_glue.optim import get_optim_info
-    from adasam_glue.trainer import Trainer
+    from adasam_glue.trainer import Trainer, TrainerSettings
 
     def log_metrics(metrics: dict[str, float], step: int) -> None:
         if wandb_run is not None:
@@ -267,7 +280,7 @@ def _trainer(cfg, accelerator, model, optimizer, scheduler, train_loader, eval_l
 
         sharpness_fn = sharpness_for_training(cfg.sharpness, loaders, task, accelerator.device)
     return Trainer(
-        cfg,
+        TrainerSettings.from_config(cfg),
         accelerator,
         model,
         optimizer,

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from adasam_glue.metrics import compute_metrics
 from adasam_glue.modeling import per_sample_loss
@@ -50,6 +49,47 @@ CHECKPOINT_DIR = "checkpoint"
 #: signals that mean "you are about to be stopped": checkpoint and requeue (SLURM, submitit)
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 MODEL_DIR = "model"
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """What the loop needs from the config, typed: built once from the composed config by
+    :meth:`from_config` (the YAML holds the values; no defaults here)."""
+
+    eval_every: int  #: dev evaluation period in updates (0: only at the end)
+    log_every: int
+    checkpoint_every: int
+    stop_after_updates: int | None
+    save_model: str  #: ``best``, ``final`` or ``none``
+    max_grad_norm: float | None
+    mixed_precision: str
+    sync_ascent: bool
+    selection_metric: str  #: the task's metric that picks the best checkpoint (higher wins)
+    sharpness_enabled: bool
+    sharpness_every: int
+    progress_bar: bool
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> TrainerSettings:
+        """``trainer.eval_every: null`` means once per epoch of the recipe, as fairseq evaluates."""
+        t = cfg.trainer
+        eval_every = t.eval_every
+        if eval_every is None:
+            eval_every = max(1, cfg.task.total_updates // cfg.task.epochs)
+        return cls(
+            eval_every=eval_every,
+            log_every=t.log_every,
+            checkpoint_every=t.checkpoint_every,
+            stop_after_updates=t.stop_after_updates,
+            save_model=t.save_model,
+            max_grad_norm=t.max_grad_norm,
+            mixed_precision=t.mixed_precision,
+            sync_ascent=bool(cfg.optim.sync_ascent),
+            selection_metric=cfg.task.metric,
+            sharpness_enabled=bool(cfg.sharpness.enabled),
+            sharpness_every=cfg.sharpness.every,
+            progress_bar=t.progress_bar,
+        )
 
 
 @dataclass
@@ -83,7 +123,7 @@ class Trainer:
 
     def __init__(
         self,
-        cfg: Any,
+        settings: TrainerSettings,
         accelerator: Any,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
@@ -101,7 +141,7 @@ class Trainer:
         sharpness_fn: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
         identity_hash: str | None = None,
     ) -> None:
-        self.cfg, self.accelerator, self.model = cfg, accelerator, model
+        self.settings, self.accelerator, self.model = settings, accelerator, model
         self.optimizer, self.info, self.scheduler = optimizer, optim_info, scheduler
         self.train_loader, self.eval_loaders, self.task = train_loader, eval_loaders, task
         self.run_dir, self.batch_plan, self.tokenizer = Path(run_dir), batch_plan, tokenizer
@@ -117,7 +157,7 @@ class Trainer:
         # passes of an update. On CUDA Accelerate made one (and autocasts the prepared forward): reuse it,
         # one scale; on CPU its fp16 is a no-op, so the scaler is ours. Under fp16 the backward is a plain
         # loss.backward() of the already scaled loss (accelerator.backward would scale it again).
-        self.fp16 = OmegaConf.select(cfg, "trainer.mixed_precision", default="no") == "fp16"
+        self.fp16 = settings.mixed_precision == "fp16"
         self.scaler: torch.amp.GradScaler | None = None
         if self.fp16:
             self.scaler = getattr(accelerator, "scaler", None)
@@ -130,16 +170,12 @@ class Trainer:
             self._losses,
             backward=(lambda loss: loss.backward()) if self.scaler is not None else accelerator.backward,
             sync=self._sync,
-            sync_ascent=bool(OmegaConf.select(cfg, "optim.sync_ascent", default=False)),
+            sync_ascent=settings.sync_ascent,
             clip=self._clip,
             scaler=self.scaler,
             all_reduce_mean=all_reduce_mean_ if accelerator.num_processes > 1 else None,
         )
-        #: dev evaluation period in updates; default once per epoch of the recipe, as fairseq does
-        self.eval_every = OmegaConf.select(cfg, "trainer.eval_every")
-        if self.eval_every is None:
-            total, epochs = OmegaConf.select(cfg, "task.total_updates"), OmegaConf.select(cfg, "task.epochs")
-            self.eval_every = max(1, total // epochs) if total and epochs else 0
+        self.eval_every = settings.eval_every
 
     # ------------------------------------------------------------------ one update
     def train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
@@ -178,12 +214,12 @@ class Trainer:
     def _clip(self) -> None:
         # fp16: UpdateStep unscaled the gradients already; accelerator.clip_grad_norm_ unscales only
         # optimizers passed to prepare(), and ours is not, so nothing is unscaled twice.
-        if OmegaConf.select(self.cfg, "trainer.max_grad_norm"):
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.max_grad_norm)
+        if self.settings.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainState:
-        st, tcfg, acc = self.state, self.cfg.trainer, self.accelerator
+        st, tcfg, acc = self.state, self.settings, self.accelerator
         total = self.batch_plan.total_updates
         stream = self._micro_batches()
         bar = self._progress_bar(total)
@@ -231,9 +267,9 @@ class Trainer:
                     self.evaluate_and_track()
                     write_record = True
                 if (
-                    self.cfg.sharpness.enabled
-                    and self.cfg.sharpness.every
-                    and st.updates % self.cfg.sharpness.every == 0
+                    tcfg.sharpness_enabled
+                    and tcfg.sharpness_every
+                    and st.updates % tcfg.sharpness_every == 0
                 ):
                     self._measure_sharpness(final=False)
                 if tcfg.checkpoint_every and st.updates % tcfg.checkpoint_every == 0:
@@ -254,7 +290,7 @@ class Trainer:
             if st.status == "running":
                 if not st.eval_curve or st.eval_curve[-1]["update"] != st.updates:
                     self.evaluate_and_track()
-                if self.cfg.sharpness.enabled:
+                if tcfg.sharpness_enabled:
                     self._measure_sharpness(final=True)
                 if tcfg.save_model == "final":
                     self.save_model()
@@ -321,13 +357,13 @@ class Trainer:
     def evaluate_and_track(self) -> dict[str, Any]:
         """Evaluate, append to the curve, keep the best by the task's selection metric (higher wins)."""
         entry = self.evaluate()
-        st, key = self.state, self.cfg.task.metric
+        st, key = self.state, self.settings.selection_metric
         st.eval_curve.append(entry)
         value = entry["metrics"].get(key, float("nan"))
         best = st.best["metrics"].get(key, float("nan")) if st.best else float("-inf")
         if st.best is None or (math.isfinite(value) and not value <= best):
             st.best = entry
-            if self.cfg.trainer.save_model == "best":
+            if self.settings.save_model == "best":
                 self.save_model()
         self.log_metrics(
             {f"eval/{k}": v for k, v in entry["metrics"].items()} | {"eval/loss": entry["eval_loss"]},
@@ -486,7 +522,7 @@ class Trainer:
     def _progress_bar(self, total: int) -> Any:
         from tqdm.auto import tqdm
 
-        disable = not (self.cfg.trainer.progress_bar and self.accelerator.is_main_process)
+        disable = not (self.settings.progress_bar and self.accelerator.is_main_process)
         return tqdm(
             total=total, initial=self.state.updates, disable=disable, desc="updates", dynamic_ncols=True
         )

@@ -4,7 +4,8 @@
         [--stage table1,tune,table2] [--seeds 1,2,3] [--tasks rte,mrpc,stsb,cola] [--dry-run]
 
 Order: seed-major (every task and method of seed 1, then seed 2, ...), so a stopped sweep still holds
-whole paired comparisons. Each run is ``python -m adasam_glue experiment=<exp> task=T method=M seed=S``:
+whole paired comparisons. The ``tune`` stage (one seed) ends with ``python -m adasam_glue.experiments
+select-lr cpu_scale_tune``, which writes the lr that ``table2`` reads. Each run is ``python -m adasam_glue experiment=<exp> task=T method=M seed=S``:
 a completed run of the same identity is skipped, a preempted one resumes from its checkpoint, so the
 sweep can be stopped (Ctrl-C, SIGTERM) and started again at any time. A failed run is reported and the
 sweep goes on. The stages and their grids live in ``conf/experiment/cpu_scale*.yaml``; this script only
@@ -45,7 +46,8 @@ def plan(stages: list[str], seeds: list[str] | None, tasks: list[str] | None) ->
     for stage in stages:
         exp = STAGES[stage]
         grid = sweep(exp)
-        grid_seeds = seeds or grid.pop("seed", ["1"])
+        # the tuning stage keeps its own seed (one): --seeds applies to the tables
+        grid_seeds = (seeds if stage != "tune" else None) or grid.pop("seed", ["1"])
         grid.pop("seed", None)
         grid_tasks = tasks or grid.pop("task", [])
         grid.pop("task", None)
@@ -56,6 +58,8 @@ def plan(stages: list[str], seeds: list[str] | None, tasks: list[str] | None) ->
             for task in grid_tasks:
                 for o in others:
                     runs.append([f"experiment={exp}", f"task={task}", *o, f"seed={seed}"])
+        if stage == "tune":  # pick the lr per (task, optimizer) from the finished grid: Table 2 reads it
+            runs.append(["SELECT", exp])
     return runs
 
 
@@ -100,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             print("stopping: signal received", flush=True)
             break
         t0 = time.time()
-        cmd = [sys.executable, "-m", "adasam_glue", *overrides, *common, f"hydra.run.dir={hydra_root / str(i)}"]
+        if overrides[0] == "SELECT":
+            cmd = [sys.executable, "-m", "adasam_glue.experiments", "select-lr", overrides[1], *common]
+        else:
+            cmd = [sys.executable, "-m", "adasam_glue", *overrides, *common, f"hydra.run.dir={hydra_root / str(i)}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
         status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"

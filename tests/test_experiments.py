@@ -3,6 +3,7 @@ bad input, launcher configs, and (tiny model, a few updates) multiruns that comp
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from adasam_glue import experiments as ex
+from adasam_glue import tuned_lr as tl
 from adasam_glue.config import CONF_DIR
 
 TASKS = ["mnli", "qnli", "qqp", "rte", "sst2", "mrpc", "cola", "stsb"]
@@ -39,7 +41,20 @@ EXPECTED_RUNS = {
     "mnli_init": 1,
     "smoke": 2 * 2 * 1,
     "demo": 1,  # make demo (MiniLM, synthetic): one run, no sweep
+    "table2_tune": 8 * 2 * 4 * 1,  # SGD + SAM (rho 0.01) x 4 lrs, seed 1
+    "table4_tune": 8 * 2 * 4 * 1,
+    "cpu_scale": 4 * (1 + 3) * 3,  # CPU-scale Table 1 on the small tasks
+    "cpu_scale_tune": 4 * 2 * 4 * 1,
+    "cpu_scale_table2": 4 * (1 + 2) * 3,
 }
+#: table -> the lr-tuning stage its SGD/SAM lr comes from, with the grid and momentum it is tuned at
+TUNED = {
+    "table2": ("table2_tune", [1e-3, 3e-3, 1e-2, 3e-2], 0.9),
+    "table4": ("table4_tune", [1e-2, 3e-2, 1e-1, 3e-1], 0.0),
+    "cpu_scale_table2": ("cpu_scale_tune", [3e-3, 1e-2, 3e-2, 1e-1], 0.9),
+}
+#: the CPU-scale experiments need a GLUE folder; composing and planning never read it
+DATA = "data.data_dir=/nonexistent/glue_data"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -144,9 +159,15 @@ def test_variants_cover_every_sam_variant():
     assert optims == {"asam", "usam", "gsam", "vasso", "rsam", "esam", "lightsam"}
 
 
-def test_task_optim_specialisation_applies():
+def test_task_optim_specialisation_applies_to_direct_runs_only():
+    # conf/task_optim keeps an untuned default for direct runs, tests and the benchmark ...
     cfg = _compose(["task=rte", "optim=sam"], hydra_cfg=True)
     assert cfg.hydra.runtime.choices.task_optim == "rte_sam" and cfg.optim.lr == 1e-3
+    # ... which no table reads: their SGD/SAM lr is the tuning stage's (the experiment merges later)
+    for table, (tuning, _, _) in TUNED.items():
+        cfg = _compose([f"experiment={table}", "task=rte", "method=sam_rho0.005", DATA])
+        raw = OmegaConf.to_container(cfg.optim, resolve=False)["lr"]
+        assert raw == f"${{tuned_lr:{tuning}}}" and tl.tuned_by(cfg) == tuning
 
 
 def test_slurm_launcher_config():
@@ -157,7 +178,10 @@ def test_slurm_launcher_config():
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert launcher["tasks_per_node"] == 4 and launcher["nodes"] == 2  # one process per GPU
     assert launcher["max_num_timeout"] > 0 and launcher["additional_parameters"]["requeue"] is True
-    assert any("SUBMITIT_PREEMPT_SIGNAL=USR1" in line for line in launcher["setup"])
+    # The signal is fixed by the config, for sbatch and for submitit's handler in the job alike
+    # (the sbatch text itself: tests/test_slurm_sbatch.py).
+    assert launcher["additional_parameters"]["signal"] == f"USR2@{launcher['signal_delay_s']}"
+    assert any("SUBMITIT_PREEMPT_SIGNAL=USR2" in line for line in launcher["setup"])
     assert cfg.hydra.callbacks.slurm_distributed_env._target_ == "adasam_glue.experiments.SlurmDistributedEnv"
     local = _compose(["hydra/launcher=submitit_local_test"], hydra_cfg=True)
     assert local.hydra.launcher._target_.endswith("LocalLauncher")
@@ -175,22 +199,48 @@ def test_dry_run_plan_lines_and_summary(capsys, tmp_path):
         ["reproduce-all", "--dry-run", "task=rte", "seed=1", f"results_dir={tmp_path}"], capsys
     )
     assert rc == 0
-    runs = [line for line in out.splitlines() if line.startswith("run: ")]
-    assert len(runs) == 4 + 3 + 4 + 3 + 4  # tables 1-4 + speedup (4 batch sizes) for one task and seed
-    r = f"results_dir={tmp_path} seed=1"
+    lines = out.splitlines()
+    runs = [line for line in lines if line.startswith("run: ")]
+    # the lr-tuning stages of tables 2/4 (2 optimizers x 4 lrs each), then tables 1-4 + speedup
+    assert len(runs) == 2 * 8 + 4 + 3 + 4 + 3 + 4
+    r, fp = f"results_dir={tmp_path} seed=1", "trainer.mixed_precision=fp16"
+    tuned2 = "  # optim.lr: tuned by table2_tune (not selected yet)"
+    tuned4 = "  # optim.lr: tuned by table4_tune (not selected yet)"
     for line in [
-        f"run: experiment=table1 task=rte optim=amsgrad optim.beta1=0.9 {r}",
-        f"run: experiment=table1 task=rte optim=adasam optim.rho=0.001 optim.beta1=0.9 {r}",
-        f"run: experiment=table2 task=rte optim=sgd optim.beta1=0.9 {r}",
-        f"run: experiment=table2 task=rte optim=sam optim.rho=0.005 optim.beta1=0.9 {r}",
-        f"run: experiment=table3 task=rte optim=adasam optim.rho=0.01 optim.beta1=0.0 {r}",
-        f"run: experiment=table4 task=rte optim=sam optim.rho=0.01 optim.beta1=0.0 {r}",
+        f"run: experiment=table2_tune task=rte optim=sgd optim.beta1=0.9 optim.lr=0.001 trainer.mixed_precision=fp16 trainer.save_model=none {r}",
+        f"run: experiment=table2_tune task=rte optim=sam optim.rho=0.01 optim.beta1=0.9 optim.lr=0.03 "
+        f"trainer.mixed_precision=fp16 trainer.save_model=none {r}",
+        f"run: experiment=table4_tune task=rte optim=sgd optim.beta1=0.0 optim.lr=0.3 trainer.mixed_precision=fp16 trainer.save_model=none {r}",
+        f"run: experiment=table1 task=rte optim=amsgrad optim.beta1=0.9 {fp} {r}",
+        f"run: experiment=table1 task=rte optim=adasam optim.rho=0.001 optim.beta1=0.9 {fp} {r}",
+        f"run: experiment=table2 task=rte optim=sgd optim.beta1=0.9 {fp} {r}{tuned2}",
+        f"run: experiment=table2 task=rte optim=sam optim.rho=0.005 optim.beta1=0.9 {fp} {r}{tuned2}",
+        f"run: experiment=table3 task=rte optim=adasam optim.rho=0.01 optim.beta1=0.0 {fp} {r}",
+        f"run: experiment=table4 task=rte optim=sam optim.rho=0.01 optim.beta1=0.0 {fp} {r}{tuned4}",
         f"run: experiment=speedup task=rte optim=adasam optim.rho=0.01 optim.beta1=0.9 task.batch_size=4 "
-        f"optim.lr=1e-05 {r}",
+        f"optim.lr=1e-05 {fp} {r}",
     ]:
-        assert line in runs
-    assert "summary: 18 runs, 0 done, 0 diverged, 18 to do" in out
+        assert line in runs, line
+    # The tuning runs come first, each stage followed by its selection; the tables after them.
+    first_table = next(i for i, line in enumerate(lines) if "experiment=table1 " in line)
+    is_tuning = [line.split()[1] in ("experiment=table2_tune", "experiment=table4_tune") for line in runs]
+    assert is_tuning == [True] * 16 + [False] * (len(runs) - 16)
+    selects = [i for i, line in enumerate(lines) if line.startswith("select: ")]
+    assert len(selects) == 2 and selects[-1] < first_table
+    assert lines[selects[0]].startswith(
+        f"select: table2_tune -> {tmp_path}/runs/table2_tune/<task>/<optim>/tuned_lr.json"
+    )
+    assert "summary: 34 runs, 0 done, 0 diverged, 34 to do" in out
+    assert "table2_tune (lr-tuning stage of table2): 8 runs" in out
+    assert "lr: 6 runs (table2, table4) take optim.lr from the lr-tuning stage" in out
+    assert "no placeholder lr in this plan" in out and "placeholder lr (no recipe" not in out
     assert "GPU-hours" in out and "2 passes per update for the SAM family" in out
+    multiruns = out.split("multiruns, in order:")[1]
+    assert (
+        multiruns.index("experiment=table2_tune")
+        < multiruns.index("select-lr table2_tune")
+        < multiruns.index("experiment=table1")
+    )
     assert "python -m adasam_glue -m experiment=table1 hydra/launcher=local" in out
 
 
@@ -217,15 +267,20 @@ def test_plan_counts_done_runs(tmp_path, capsys):
 
 
 def test_run_dirs_never_collide_across_grid_points(tmp_path):
+    _fake_tuning(tmp_path, "table2_tune", ["task=rte"], best=0.01)
+    _fake_tuning(tmp_path, "table4_tune", ["task=rte"], best=0.1)
     names = ["table1", "table2", "table3", "table4", "speedup", "variants", "schedules", "mnli_init"]
+    names += ["table2_tune", "table4_tune"]
     dirs = [r.run_dir for n in names for r in _plan(n, ["task=rte", f"results_dir={tmp_path}"])]
-    assert len(dirs) == len(set(dirs)) == (4 + 3 + 4 + 3) * 3 + 4 * 3 + 7 * 3 + 2 * 4 * 3 + 1
+    assert None not in dirs  # every tuned lr selected, so every run dir is known
+    assert len(dirs) == len(set(dirs)) == (4 + 3 + 4 + 3) * 3 + 4 * 3 + 7 * 3 + 2 * 4 * 3 + 1 + 2 * 8
 
 
 @pytest.mark.slow
 def test_full_plan_covers_the_paper(capsys, tmp_path):
     rc, out, _ = _main(
-        ["reproduce-all", "--dry-run", "--only", ",".join(EXPECTED_RUNS), f"results_dir={tmp_path}"], capsys
+        ["reproduce-all", "--dry-run", "--only", ",".join(EXPECTED_RUNS), DATA, f"results_dir={tmp_path}"],
+        capsys,
     )
     assert rc == 0
     runs = [line for line in out.splitlines() if line.startswith("run: ")]
@@ -276,6 +331,297 @@ def test_own_mnli_orders_mnli_first_and_points_dependents_at_it(capsys, tmp_path
         "experiment=table1",
         "experiment=table1",
     ]
+
+
+# ------------------------------------------------------------------------------- lr-tuning stage
+def _fake_tuning(results_dir, tuning, overrides, best, diverged=(), missing=(), select=True):
+    """Records for a tuning experiment's planned runs (dev metric peaks at lr=best, in log10; ``diverged``:
+    (optimizer, lr) pairs; ``missing``: lrs without a record), then select."""
+    import math
+
+    from adasam_glue.tasks import TASKS
+
+    overrides = [*overrides, f"results_dir={results_dir}"]
+    for r in _plan(tuning, overrides):
+        if r.lr in missing:
+            continue
+        metric = TASKS[r.task].selection_metric
+        value = 0.8 - 0.1 * abs(math.log10(r.lr) - math.log10(best))
+        status = "diverged" if (r.optim, r.lr) in diverged else "completed"
+        r.run_dir.mkdir(parents=True, exist_ok=True)
+        rec = {
+            "status": status,
+            "selection_metric": metric,
+            "best": {"update": 7, "metrics": {metric: value}},
+        }
+        (r.run_dir / "record.json").write_text(json.dumps(rec))
+    if select:
+        return ex.select_lr(tuning, overrides)
+    return None
+
+
+def test_tuning_grids_seeds_and_methods():
+    def values_of(jobs, key):
+        return {o.split("=", 1)[1] for j in jobs for o in j if o.startswith(key + "=")}
+
+    for table, (tuning, grid, beta1) in TUNED.items():
+        jobs = _jobs(tuning, [DATA])
+        values = functools.partial(values_of, jobs)
+        assert sorted(float(v) for v in values("optim.lr")) == grid
+        assert values("method") == {"sgd", "sam_rho0.01"}  # SAM tuned at one rho: 0.01
+        assert values("seed") == {"1"}
+        assert values("task") == {
+            o.split("=", 1)[1] for j in _jobs(table, [DATA]) for o in j if o.startswith("task=")
+        }
+        cfg = _compose([f"experiment={tuning}", "task=rte", "method=sam_rho0.01", "optim.lr=0.01", DATA])
+        assert cfg.optim.beta1 == beta1 and cfg.optim.rho == 0.01 and tl.is_tuning_experiment(tuning)
+
+
+@pytest.mark.parametrize("table", sorted(TUNED))
+def test_tuning_stage_and_table_share_the_recipe(table):
+    tuning = TUNED[table][0]
+    for task in ("rte", "cola"):
+        for tune_method, table_methods in (
+            ("sgd", ["sgd"]),
+            ("sam_rho0.01", ["sam_rho0.01", "sam_rho0.005"]),
+        ):
+            tuned = tl.recipe(
+                _compose([f"experiment={tuning}", f"task={task}", f"method={tune_method}", DATA])
+            )
+            for m in table_methods:
+                assert (
+                    tl.recipe(_compose([f"experiment={table}", f"task={task}", f"method={m}", DATA])) == tuned
+                )
+
+
+def test_cpu_scale_family_follows_cpu_scale_recipe():
+    base = _compose(["experiment=cpu_scale", "task=mrpc", DATA])
+    for name in ("cpu_scale_tune", "cpu_scale_table2"):
+        cfg = _compose([f"experiment={name}", "task=mrpc", "method=sgd", "optim.lr=0.01", DATA])
+        for group in ("task", "model", "data"):
+            assert cfg[group] == base[group], (name, group)
+        trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k != "save_model"}
+        assert trainer == {k: v for k, v in OmegaConf.to_container(base.trainer).items() if k != "save_model"}
+        assert cfg.optim.beta1 == 0.9 and cfg.data.source == "tsv" and cfg.model.name == "minilm"
+    table2 = _compose(["experiment=cpu_scale_table2", "task=rte", DATA])
+    assert table2.sharpness == base.sharpness and table2.trainer.save_model == base.trainer.save_model
+    assert _compose(["experiment=cpu_scale_tune", "task=rte", DATA]).trainer.save_model == "none"
+
+
+def test_cpu_scale_data_dir_is_an_argument():
+    for name in ("cpu_scale", "cpu_scale_tune", "cpu_scale_table2"):
+        data = _compose([f"experiment={name}"]).data  # unset: `???` in the YAML merges as the schema's None
+        assert OmegaConf.is_missing(data, "data_dir") or data.data_dir is None
+        assert _compose([f"experiment={name}", "data.data_dir=/my/glue"]).data.data_dir == "/my/glue"
+    for name in ("cpu_scale_tune", "cpu_scale_table2"):
+        assert (
+            OmegaConf.select(OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml"), "data.data_dir")
+            is None
+        )
+
+
+def test_table_run_without_tuned_lr_fails_naming_the_tuning_command(tmp_path):
+    from omegaconf.errors import InterpolationResolutionError
+
+    cfg = _compose(["experiment=table2", "task=rte", "method=sgd", f"results_dir={tmp_path}"])
+    with pytest.raises(InterpolationResolutionError) as e:
+        OmegaConf.to_container(cfg, resolve=True)
+    msg = str(e.value)
+    assert "python -m adasam_glue.experiments reproduce-all --only table2_tune" in msg
+    assert str(tmp_path / "runs" / "table2_tune" / "rte" / "sgd" / "tuned_lr.json") in msg
+
+
+def test_select_lr_best_dev_metric_never_a_diverged_run_and_edge_flag(tmp_path, capsys):
+    # 0.01 would be best but diverged for SGD: 0.03 wins (closer than 0.003), at the high edge of the grid.
+    _fake_tuning(tmp_path, "table2_tune", ["task=rte"], best=0.01, diverged=(("sgd", 0.01),), select=False)
+    rc, out, err = _main(["select-lr", "table2_tune", "task=rte", f"results_dir={tmp_path}"], capsys)
+    assert rc == 0, err
+    assert "selected rte/sgd: lr=0.03" in out and "AT THE HIGH EDGE" in out
+    sel = json.loads((tmp_path / "runs/table2_tune/rte/sgd/tuned_lr.json").read_text())
+    assert sel["schema_version"] == 1 and sel["kind"] == "tuned_lr" and sel["selection_metric"] == "accuracy"
+    assert sel["grid"] == [0.001, 0.003, 0.01, 0.03] and sel["seeds"] == [1]
+    assert [p["status"] for p in sel["points"]] == ["completed", "completed", "diverged", "completed"]
+    assert sel["points"][2]["metric"] is None and sel["points"][0]["metric"] == pytest.approx(0.7)
+    assert sel["lr"] == 0.03 and sel["at_edge"] is True and sel["edge"] == "high"
+    assert sel["tuned_at"] == {"beta1": 0.9, "rho": None, "weight_decay": 0.1}
+    sam = json.loads((tmp_path / "runs/table2_tune/rte/sam/tuned_lr.json").read_text())
+    assert (
+        sam["lr"] == 0.01
+        and sam["at_edge"] is False
+        and sam["edge"] is None
+        and sam["tuned_at"]["rho"] == 0.01
+    )
+    # The table's jobs now read it (SAM at rho 0.005 too) ...
+    for method, lr in (("sgd", 0.03), ("sam_rho0.005", 0.01)):
+        cfg = _compose(["experiment=table2", "task=rte", f"method={method}", f"results_dir={tmp_path}"])
+        assert cfg.optim.lr == lr
+    # ... and the plan shows the lr, the dir it gives, and the edge warning.
+    rc, out, _ = _main(
+        ["reproduce-all", "--dry-run", "--only", "table2", "task=rte", "seed=1", f"results_dir={tmp_path}"],
+        capsys,
+    )
+    assert rc == 0
+    assert (
+        f"run: experiment=table2 task=rte optim=sgd optim.beta1=0.9 trainer.mixed_precision=fp16 results_dir={tmp_path} "
+        "seed=1  # optim.lr=0.03 tuned by table2_tune"
+        in out
+    )
+    assert "table2_tune (lr-tuning stage of table2): 8 runs, 7 done, 1 diverged, 0 to do" in out
+    assert "warning: tuned lr at the high edge of its grid: rte/sgd lr=0.03" in out
+    assert "(2 written)" in out
+
+
+def test_select_choice_ties_go_to_the_smaller_lr():
+    pts = [
+        {"lr": lr, "metric": m, "status": "completed"}
+        for lr, m in ((1e-3, 0.5), (3e-3, 0.7), (1e-2, 0.7), (3e-2, 0.1))
+    ]
+    assert tl.choose(pts) == (3e-3, None)
+    assert tl.choose([{**p, "status": "diverged", "metric": None} for p in pts]) == (None, None)
+    assert tl.choose(pts[:1]) == (1e-3, "both")
+
+
+def test_select_lr_refuses_an_unfinished_grid(tmp_path, capsys):
+    _fake_tuning(
+        tmp_path, "table2_tune", ["task=rte", "method=sgd"], best=0.01, missing=(0.003,), select=False
+    )
+    rc, out, err = _main(
+        ["select-lr", "table2_tune", "task=rte", "method=sgd", f"results_dir={tmp_path}"], capsys
+    )
+    assert rc == 1 and "not selected rte/sgd: unfinished grid points (lr 0.003 seed 1: not run)" in err
+    assert not (tmp_path / "runs/table2_tune/rte/sgd/tuned_lr.json").exists()
+    rc, _, err = _main(["select-lr", "table1"], capsys)
+    assert rc == 2 and "not an lr-tuning experiment" in err and "table2_tune" in err
+
+
+def test_tuned_lr_of_another_recipe_is_refused(tmp_path):
+    from omegaconf.errors import InterpolationResolutionError
+
+    _fake_tuning(tmp_path, "table2_tune", ["task=rte", "method=sgd", "trainer.max_updates=50"], best=0.01)
+    ok = _compose(
+        ["experiment=table2", "task=rte", "method=sgd", "trainer.max_updates=50", f"results_dir={tmp_path}"]
+    )
+    assert ok.optim.lr == 0.01
+    cfg = _compose(["experiment=table2", "task=rte", "method=sgd", f"results_dir={tmp_path}"])
+    with pytest.raises(
+        InterpolationResolutionError, match=r"another recipe \(trainer.max_updates: tuned 50, this run None"
+    ):
+        OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_no_placeholder_lr_in_any_table_path(tmp_path):
+    names = ["table1", "table2", "table3", "table4", "speedup", "cpu_scale", "cpu_scale_table2", "mnli_init"]
+    for name in names:
+        for r in _plan(name, ["task=rte", "seed=1", DATA, f"results_dir={tmp_path}"]):
+            assert r.lr_source != "placeholder", (name, r.line)
+            if r.optim in ("sgd", "sam"):
+                assert r.lr_source == "tuned" and r.tuned_by == TUNED[name][0]
+
+
+def test_plan_warns_about_a_placeholder_lr(tmp_path, capsys):
+    rc, out, _ = _main(
+        ["reproduce-all", "--dry-run", "--only", "smoke", "method=sgd", "seed=1", f"results_dir={tmp_path}"],
+        capsys,
+    )
+    assert rc == 0
+    assert (
+        "warning: 2 runs use a placeholder lr (no recipe lr, not tuned): smoke rte/sgd (conf/task_optim/rte_sgd.yaml)"
+        in out
+    )
+
+
+def test_plan_estimates_disk_and_states_precision(tmp_path, capsys):
+    rc, out, _ = _main(
+        [
+            "reproduce-all",
+            "--dry-run",
+            "--only",
+            "table1,smoke",
+            "task=rte",
+            "seed=1",
+            f"results_dir={tmp_path}",
+        ],
+        capsys,
+    )
+    assert rc == 0
+    assert (
+        "disk: save_model=best/final keeps one fp32 model per run for 6 of 6 runs: roberta-large 355.0M params = "
+        "1.4 GB x 4 runs; tiny 48k params = 0.2 MB x 2 runs -> 5.7 GB in all (5.7 GB for the runs to do)"
+        in out
+    )
+    assert (
+        "precision: trainer.mixed_precision=fp16 (fp16) for table1; trainer.mixed_precision=no (fp32) for smoke; "
+        "the paper trained in fp16" in out
+    )
+
+
+def test_only_table_adds_its_tuning_stage_first(tmp_path, capsys):
+    rc, out, _ = _main(
+        [
+            "reproduce-all",
+            "--dry-run",
+            "--only",
+            "cpu_scale_table2",
+            "task=rte",
+            "seed=1",
+            DATA,
+            f"results_dir={tmp_path}",
+        ],
+        capsys,
+    )
+    assert rc == 0
+    runs = [line for line in out.splitlines() if line.startswith("run: ")]
+    assert len(runs) == 8 + 3
+    assert all(line.startswith("run: experiment=cpu_scale_tune ") for line in runs[:8])
+    assert all(
+        line.startswith("run: experiment=cpu_scale_table2 ")
+        and line.endswith("# optim.lr: tuned by cpu_scale_tune (not selected yet)")
+        for line in runs[8:]
+    )
+    assert "select: cpu_scale_tune ->" in out
+
+
+# ------------------------------------------------------------------------------------ launchers
+def test_slurm_launcher_without_sbatch_or_srun_is_a_one_line_error(capsys, monkeypatch):
+    monkeypatch.setattr(ex.shutil, "which", lambda cmd, *a, **k: None)
+    rc, out, err = _main(["reproduce-all", "--launcher", "slurm", "--only", "smoke"], capsys)
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "error: --launcher slurm submits SLURM jobs, but sbatch and srun are not on PATH: run it on a SLURM "
+        "login node (or load the slurm module), or use --launcher local / submitit_local on this machine"
+    ]
+    rc, out, err = _main(["reproduce-all", "--dry-run", "--launcher", "slurm", "--only", "smoke"], capsys)
+    assert (
+        rc == 0 and "warning: --launcher slurm submits SLURM jobs" in err and "run: experiment=smoke" in out
+    )
+    monkeypatch.setattr(ex.shutil, "which", lambda cmd, *a, **k: "/usr/bin/" + cmd if cmd == "srun" else None)
+    rc, _, err = _main(["reproduce-all", "--launcher", "slurm", "--only", "smoke"], capsys)
+    assert rc == 2 and "but sbatch is not on PATH" in err
+
+
+def test_hydra_slurm_launcher_without_srun_stops_with_one_line(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adasam_glue",
+            "-m",
+            "experiment=smoke",
+            "hydra/launcher=slurm",
+            f"results_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**ENV, "PATH": str(empty)},
+        timeout=300,
+        cwd=CONF_DIR.parent,
+    )
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "error: hydra/launcher=slurm submits SLURM jobs, but sbatch and srun are not on PATH" in p.stderr
+    assert "Traceback" not in p.stderr and "Could not detect" not in p.stderr
 
 
 # --------------------------------------------------------------------------------------- bad input
@@ -366,9 +712,9 @@ def test_preempted_run_resumes(tmp_path):
     "name,shrink",
     [
         ("table1", ["task=rte", "seed=1"]),
-        ("table2", ["task=mrpc", "seed=1"]),
+        ("table2", ["task=mrpc", "seed=1", "optim.lr=0.01"]),  # a given lr replaces the tuned one
         ("table3", ["task=stsb", "seed=1"]),
-        ("table4", ["task=cola", "seed=1"]),
+        ("table4", ["task=cola", "seed=1", "optim.lr=0.1"]),
         ("speedup", ["task=rte", "seed=1"]),
         ("variants", ["task=rte", "seed=1"]),
         (
@@ -417,3 +763,28 @@ def test_reproduce_all_own_mnli_end_to_end(tmp_path, capsys):
     assert all(
         r["config"]["task"]["init_from"] == str(Path(tmp_path, "runs", mnli[0]["run_id"])) for r in own
     )
+
+
+@pytest.mark.slow
+def test_reproduce_all_tunes_then_trains_the_table_with_the_selected_lr(tmp_path, capsys):
+    rc, out, _ = _main(
+        [
+            "reproduce-all",
+            "--only",
+            "table2",
+            "task=rte",
+            "seed=1",
+            "method=sgd",
+            *SHRINK,
+            f"results_dir={tmp_path}",
+        ],
+        capsys,
+    )
+    assert rc == 0, out
+    sel = json.loads((tmp_path / "runs/table2_tune/rte/sgd/tuned_lr.json").read_text())
+    assert "selected rte/sgd: lr=" in out and len(sel["points"]) == 4
+    records = _records(tmp_path)
+    tune = [r for k, r in records.items() if k.startswith("runs/table2_tune/")]
+    table = [r for k, r in records.items() if k.startswith("runs/table2/")]
+    assert len(tune) == 4 and len(table) == 1 and {r["status"] for r in records.values()} == {"completed"}
+    assert table[0]["config"]["optim"]["lr"] == sel["lr"]
