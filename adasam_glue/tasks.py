@@ -1,7 +1,7 @@
 """The eight GLUE tasks as records: schema, label space, eval splits and metrics.
 
-Single source of truth for *what a task is* (spec ``../shared/docs/algorithms.md`` §4 "Metrics" and
-§5 "GLUE sizes"). Hyperparameters (lr, batch, updates) are not here: they live in ``conf/task/*.yaml``.
+Single source of truth for *what a task is* (spec ``docs/algorithms.md`` §4.7 "Metrics" and
+§5.2 "GLUE sizes"). Hyperparameters (lr, batch, updates) are not here: they live in ``conf/task/*.yaml``.
 
 Metric keys used everywhere (records, report): ``matthews_correlation``, ``accuracy``, ``f1``, ``pearson``, ``spearmanr`` (the names of HF
 ``evaluate``'s GLUE metric);
