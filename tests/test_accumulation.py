@@ -27,9 +27,14 @@ def _weights(run_dir) -> dict[str, torch.Tensor]:
 
 
 #: run() is ~2 s a pair here: ESAM (the one whose selection needed the whole batch) in the fast suite,
-#: the rest with ``slow`` (UpdateStep covers every form fast, below; tests/test_trainer.py adasam/amsgrad)
+#: the rest with ``slow``, each on its default base only (UpdateStep covers every form and base fast,
+#: below; tests/test_trainer.py adasam/amsgrad)
+_DEFAULT_BASE = [(name, form) for name, info in OPTIMIZERS.items() for form in info.forms(bases=False)]
 RUN_CASES = [
-    pytest.param(n, f, id=i, marks=() if n == "esam" else pytest.mark.slow) for (n, f), i in zip(CASES, IDS)
+    pytest.param(
+        n, f, id=n + "".join(f"-{v}" for v in f.values()), marks=() if n == "esam" else pytest.mark.slow
+    )
+    for n, f in _DEFAULT_BASE
 ]
 
 
@@ -97,8 +102,16 @@ def _run_updates(name, form, k, batch=8, updates=3, dropout=0.0, calls=None):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]) - w0
 
 
+#: UpdateStep's accumulation is the perturbation's and the driver's: every form on its default base in the
+#: fast suite, the other bases with ``slow``
+STEP_CASES = [
+    pytest.param(n, f, id=i, marks=() if OPTIMIZERS[n].base_of(f) == OPTIMIZERS[n].base else pytest.mark.slow)
+    for (n, f), i in zip(CASES, IDS)
+]
+
+
 @pytest.mark.parametrize("k", [4, 8], ids=["4x2", "8x1"])
-@pytest.mark.parametrize(("name", "form"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "form"), STEP_CASES)
 def test_update_step_accumulation_equals_one_batch(name, form, k):
     """UpdateStep in fp64: k micro-batches == one batch of 8 to rounding (measured <= 1e-14 relative;
     ESAM selecting per micro-batch: 0.43 for 4x8 vs 1x32, 0.72 for 32x1)."""

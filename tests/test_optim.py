@@ -1,8 +1,11 @@
-"""Every registered optimizer against a plain per-tensor re-derivation of its spec equation.
+"""Every registered optimizer, on every base it takes, against a plain per-tensor re-derivation of its
+spec equation.
 
 The references below are written from ``docs/algorithms.md`` (§1 base optimizers and AdaSAM Algorithm 1,
 §2 SAM variants) in plain per-tensor python on fp64 tensors, independent of the ``_foreach`` code they
-check. Each test is parametrised over the registry: a new record without a reference here fails.
+check. Each test is parametrised over the registry (``OptimInfo.forms()``: its forms and its bases): a
+new record without a reference here fails, pointing here. Test values come from :func:`hp_for`: every
+key explicit, a record without an ``OWN_HP`` entry taking its Python API defaults.
 """
 
 from __future__ import annotations
@@ -20,20 +23,32 @@ TWO_PASS = [(n, f) for n, f in CASES if OPTIMIZERS[n].two_pass]
 TWO_PASS_IDS = [name + "".join(f"-{v}" for v in form.values()) for name, form in TWO_PASS]
 
 ADAPT = dict(lr=0.01, beta1=0.9, beta2=0.98, eps=1e-3, weight_decay=0.1)
-#: test hyperparameters per record (all keys explicit so the references need no defaults)
-HP = {
+#: test values of each base's keys
+BASE_HP = {
     "sgd": dict(lr=0.05, beta1=0.9, weight_decay=0.1, nesterov=False),
     "amsgrad": ADAPT,
-    "sam": dict(lr=0.05, beta1=0.9, weight_decay=0.1, nesterov=False, rho=0.05),
-    "adasam": dict(ADAPT, rho=0.05),
-    "asam": dict(ADAPT, rho=0.5, eta=0.01),
-    "usam": dict(ADAPT, rho=0.05),
-    "gsam": dict(ADAPT, rho=0.05, rho_min=0.01, alpha=0.3),
-    "vasso": dict(ADAPT, rho=0.05, theta=0.4),
-    "rsam": dict(ADAPT, rho=0.05, sigma=0.1),
-    "esam": dict(ADAPT, rho=0.05, beta=0.6, gamma=0.5),
+    "adamw": ADAPT,
+}
+#: test values of a record's own keys where its Python API defaults would test less (rho_min = 0 ...)
+OWN_HP = {
+    "sam": dict(rho=0.05),
+    "adasam": dict(rho=0.05),
+    "gsam": dict(rho=0.05, rho_min=0.01, alpha=0.3),
+    "vasso": dict(rho=0.05, theta=0.4),
+    "rsam": dict(rho=0.05, sigma=0.1),
     "lightsam": dict(ADAPT, rho=0.05),
 }
+
+
+def hp_for(name: str, form: dict | None = None) -> dict:
+    """Every key of ``name`` on the form's base, explicit (the references need no defaults); the choice
+    keys (``form``, ``base``) come with the form. A new record needs no entry here."""
+    info = OPTIMIZERS[name]
+    base = info.base_of(form)
+    pool = {**info.defaults_for(base), **BASE_HP.get(base, {}), **OWN_HP.get(name, {})}
+    return {k: pool[k] for k in info.hparams_for(base) if k not in info.choices and k != "base"}
+
+
 STEPS = 4
 SCHED = lambda t: 1.0 / (1.0 + 0.3 * t)  # lr factor after t updates (LambdaLR on the wrapper)
 
@@ -124,8 +139,8 @@ def ref_sgd(ws, gs, st, hp, lr):
         ws[i] = w - lr * st[i]
 
 
-def ref_amsgrad(ws, gs, st, hp, lr):
-    """torch AdamW(amsgrad=True): bias correction, eps outside the root, v_hat_0 = 0."""
+def ref_amsgrad(ws, gs, st, hp, lr, amsgrad=True):
+    """torch AdamW(amsgrad=True): bias correction, eps outside the root, v_hat_0 = 0 (False: AdamW)."""
     b1, b2, eps = hp["beta1"], hp["beta2"], hp["eps"]
     st["t"] = t = st.get("t", 0) + 1
     for i, (w, g) in enumerate(zip(ws, gs)):
@@ -133,7 +148,7 @@ def ref_amsgrad(ws, gs, st, hp, lr):
         w = w * (1 - lr * hp["weight_decay"] * WD_MASK[i])
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        vh = torch.maximum(vh, v)
+        vh = torch.maximum(vh, v) if amsgrad else v
         ws[i] = w - lr / (1 - b1**t) * m / (vh.sqrt() / math.sqrt(1 - b2**t) + eps)
         st[i] = (m, v, vh)
 
@@ -192,18 +207,29 @@ def ref_lightsam(form, ws, x, y, st, hp, lr):
         ws[:] = [w - lr * mi / vi.sqrt() for w, mi, vi in zip(ws, st["m"], st["v"])]
 
 
+#: the descent step of each base (spec §1.1-1.3)
+BASE_REF = {
+    "sgd": ref_sgd,
+    "amsgrad": ref_amsgrad,
+    "adamw": lambda *a: ref_amsgrad(*a, amsgrad=False),
+    "amsgrad_paper": ref_amsgrad_paper,
+}
+
+
 def reference(name, form, hp, seed=None):
     """The spec's update, per tensor, for STEPS updates under the SCHED learning rate."""
     ws, st, base = init_weights(), {}, {}
+    info = OPTIMIZERS[name]
+    descent = BASE_REF.get("amsgrad_paper" if form.get("form") == "paper" else info.base_of(form))
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     for t, (x, y) in enumerate(batches(STEPS)):
         lr = hp["lr"] * SCHED(t)
         if name == "lightsam":
             ref_lightsam(form["form"], ws, x, y, st, hp, lr)
             continue
-        if name in ("sgd", "amsgrad"):
+        if not info.two_pass:
             _, g = grads_at(ws, x, y)
-            (ref_sgd if name == "sgd" else ref_amsgrad)(ws, g, base, hp, lr)
+            descent(ws, g, base, hp, lr)
             continue
         rho, select, asc = hp["rho"], None, ws
         if name == "rsam":  # delta_0 ~ N(0, sigma^2 rms(w)^2), one randn over the group-ordered params
@@ -246,19 +272,15 @@ def reference(name, form, hp, seed=None):
         if name == "gsam":
             coef = sum(float((si * gi).sum()) for si, gi in zip(s, g)) / norm(g) ** 2
             g = [gi - hp["alpha"] * (si - coef * gi) for si, gi in zip(s, g)]
-        if name == "sam":
-            ref_sgd(ws, g, base, hp, lr)
-        elif form.get("form") == "paper":
-            ref_amsgrad_paper(ws, g, base, hp, lr)
-        else:
-            ref_amsgrad(ws, g, base, hp, lr)
+        descent(ws, g, base, hp, lr)
     return ws
 
 
 @pytest.mark.parametrize(("name", "form"), CASES, ids=IDS)
 def test_matches_spec_reference(name, form):
-    params, opt, _ = run_optimizer(name, form, HP[name])
-    expected = reference(name, form, HP[name], seed=getattr(opt, "_seed", None))
+    hp = hp_for(name, form)
+    params, opt, _ = run_optimizer(name, form, hp)
+    expected = reference(name, form, hp, seed=getattr(opt, "_seed", None))
     for p, w in zip(params, expected):
         torch.testing.assert_close(p.detach(), w, rtol=1e-10, atol=1e-12)
     # the updates are not trivially zero: every tensor moved
@@ -266,10 +288,11 @@ def test_matches_spec_reference(name, form):
         assert not torch.equal(p.detach(), w0)
 
 
-def test_every_record_has_test_hparams():
-    assert set(HP) == set(OPTIMIZERS)
-    for name, info in OPTIMIZERS.items():
-        assert set(HP[name]) | set(info.choices) == set(info.hparams), name
+@pytest.mark.parametrize(("name", "form"), CASES, ids=IDS)
+def test_test_hparams_cover_every_key(name, form):
+    info = OPTIMIZERS[name]
+    assert set(hp_for(name, form)) | set(info.choices) | {"base"} >= set(info.hparams_for(info.base_of(form)))
+    assert set(OWN_HP) <= set(OPTIMIZERS) and set(BASE_HP) >= set(info.bases)
 
 
 # ----------------------------------------------------------------------------- pytorch_optimizer
@@ -382,6 +405,6 @@ def test_vasso_theta_one_is_sam_ascent():
     """theta = 1: d = g, VaSSO's ascent is SAM's; with the same base it equals library AdaSAM."""
     a = [torch.nn.Parameter(w) for w in init_weights()]
     b = [torch.nn.Parameter(w) for w in init_weights()]
-    vasso = build_optimizer("vasso", groups_of(a), **dict(HP["vasso"], theta=1.0))
-    adasam = build_optimizer("adasam", groups_of(b), **HP["adasam"])
+    vasso = build_optimizer("vasso", groups_of(a), **dict(hp_for("vasso"), theta=1.0))
+    adasam = build_optimizer("adasam", groups_of(b), **hp_for("adasam"))
     _drive_pair(vasso, adasam, a, b)

@@ -14,7 +14,6 @@ from omegaconf import OmegaConf
 try:
     from tests.test_optim import (  # noqa: F401
         CASES,
-        HP,
         IDS,
         SCHED,
         TWO_PASS,
@@ -22,6 +21,7 @@ try:
         _fp64,
         batches,
         groups_of,
+        hp_for,
         init_weights,
         per_sample_loss,
         run_optimizer,
@@ -30,7 +30,6 @@ try:
 except ImportError:  # pragma: no cover
     from test_optim import (  # type: ignore[no-redef]  # noqa: F401
         CASES,
-        HP,
         IDS,
         SCHED,
         TWO_PASS,
@@ -38,6 +37,7 @@ except ImportError:  # pragma: no cover
         _fp64,
         batches,
         groups_of,
+        hp_for,
         init_weights,
         per_sample_loss,
         run_optimizer,
@@ -60,7 +60,7 @@ def _fresh(name, form, hp, weights, seed=1234):
 # ----------------------------------------------------------------------------- state_dict
 @pytest.mark.parametrize(("name", "form"), CASES, ids=IDS)
 def test_state_dict_round_trip_continues_bit_exactly(name, form):
-    hp, data = HP[name], batches(6, seed=3)
+    hp, data = hp_for(name, form), batches(6, seed=3)
     params, opt, sched = _fresh(name, form, hp, init_weights(), seed=0)
     run_optimizer(name, form, hp, data=data[:3], opt_and_params=(params, opt, sched))
     buf = io.BytesIO()
@@ -97,7 +97,7 @@ def separable(n=64, seed=0):
 def test_lowers_loss_on_separable_problem(name, form):
     x, y = separable()
     w, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(()))
-    hp = dict(HP[name], lr=0.5 if name in ("sgd", "sam", "lightsam") else 0.1)
+    hp = dict(hp_for(name, form), lr=0.5 if OPTIMIZERS[name].base_of(form) in ("sgd", None) else 0.1)
     opt = build_optimizer(name, [{"params": [w]}, {"params": [b], "weight_decay": 0.0}], **hp, **form)
     bce = lambda: torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, reduction="none")
     first = bce().mean().item()
@@ -120,7 +120,7 @@ def test_lowers_loss_on_separable_problem(name, form):
 def test_zero_gradient_gives_no_nan(name, form):
     """||g|| = 0: no perturbation and no NaN; without weight decay the weights do not move at all."""
     params = [torch.nn.Parameter(w.clone()) for w in init_weights()]
-    opt = build_optimizer(name, params, **dict(HP[name], weight_decay=0.0), **form)
+    opt = build_optimizer(name, params, **dict(hp_for(name, form), weight_decay=0.0), **form)
     zero_loss = lambda: sum((p * 0).sum() for p in params)
     for _ in range(2):
         opt.zero_grad()
@@ -143,14 +143,14 @@ def test_zero_gradient_gives_no_nan(name, form):
 @pytest.mark.parametrize(("name", "form"), TWO_PASS, ids=TWO_PASS_IDS)
 def test_param_groups_shared_with_base(name, form):
     params = [torch.nn.Parameter(w.clone()) for w in init_weights()]
-    opt = build_optimizer(name, groups_of(params), **HP[name], **form)
+    opt = build_optimizer(name, groups_of(params), **hp_for(name, form), **form)
     base = opt.base_optimizer or opt  # LightSAM does its own descent with its own groups
     assert opt.param_groups is base.param_groups
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5**t)
     update(opt, params, *batches(1)[0])
     sched.step()
-    assert [g["lr"] for g in base.param_groups] == [HP[name]["lr"] * 0.5] * 2
-    assert [g["weight_decay"] for g in base.param_groups] == [HP[name]["weight_decay"], 0.0]
+    assert [g["lr"] for g in base.param_groups] == [hp_for(name, form)["lr"] * 0.5] * 2
+    assert [g["weight_decay"] for g in base.param_groups] == [hp_for(name, form)["weight_decay"], 0.0]
     opt.load_state_dict(opt.state_dict())
     assert (
         opt.param_groups is base.param_groups
@@ -168,8 +168,8 @@ def test_param_groups_shared_with_base(name, form):
 def test_step_closure_equals_explicit_protocol(name, form):
     a = [torch.nn.Parameter(w.clone()) for w in init_weights()]
     b = [torch.nn.Parameter(w.clone()) for w in init_weights()]
-    oa = build_optimizer(name, groups_of(a), **HP[name], **form)
-    ob = build_optimizer(name, groups_of(b), **HP[name], **form)
+    oa = build_optimizer(name, groups_of(a), **hp_for(name, form), **form)
+    ob = build_optimizer(name, groups_of(b), **hp_for(name, form), **form)
     for x, y in batches(3):
 
         def closure(x=x, y=y):  # forward + backward, no zero_grad (step does it), returns the loss
@@ -188,21 +188,33 @@ def test_step_closure_equals_explicit_protocol(name, form):
 @pytest.mark.parametrize(("name", "form"), TWO_PASS, ids=TWO_PASS_IDS)
 def test_two_pass_protocol_misuse_raises(name, form):
     params = [torch.nn.Parameter(w.clone()) for w in init_weights()]
-    opt = build_optimizer(name, params, **HP[name], **form)
+    opt = build_optimizer(name, params, **hp_for(name, form), **form)
     with pytest.raises(RuntimeError, match=r"first_step\(\).*second_step\(\).*closure"):
         opt.step()
     with pytest.raises(RuntimeError, match="without a preceding first_step"):
         opt.second_step()
 
 
-def test_registry_flags_match_classes():
-    params = [torch.nn.Parameter(torch.zeros(2))]
-    for name, info in OPTIMIZERS.items():
-        opt = build_optimizer(name, params)
-        assert isinstance(opt, info.cls)
-        assert isinstance(opt, SAMBase) == info.two_pass, name
-        assert info.needs_per_sample_loss == (name == "esam")
-        assert get_optim_info(name) is info
+@pytest.mark.parametrize(("name", "form"), CASES, ids=IDS)
+def test_registry_flags_match_classes(name, form):
+    from adasam_glue.optim import BASES
+
+    info = OPTIMIZERS[name]
+    opt = build_optimizer(name, [torch.nn.Parameter(torch.zeros(2))], **form)
+    assert isinstance(opt, info.cls)
+    assert isinstance(opt, SAMBase) == info.two_pass, name
+    assert info.needs_per_sample_loss == (name == "esam")
+    assert get_optim_info(name) is info
+    base = "amsgrad_paper" if form.get("form") == "paper" else info.base_of(form)
+    built = opt.base_optimizer if info.two_pass else opt
+    if info.own_descent:
+        assert built is None
+    else:  # the base the record says is the base built (a fresh one of its factory: same class, settings)
+        ref = BASES[base].factory([torch.nn.Parameter(torch.zeros(2))])
+        assert type(built) is type(ref)
+        keep = lambda g: {k: v for k, v in g.items() if k not in ("params", "rho", "eta", "theta", "sigma",
+                          "beta", "gamma", "alpha", "rho_min", "initial_lr", "rho_t")}  # fmt: skip
+        assert keep(built.param_groups[0]) == keep(ref.param_groups[0])
 
 
 def test_esam_descent_loss_selects_largest_increase():
@@ -222,7 +234,7 @@ def test_norm_is_fp32_for_bf16_and_hook_sees_one_reduction():
     g = [torch.ones(3, dtype=torch.bfloat16), torch.ones(2, 2, dtype=torch.bfloat16)]
     assert global_sq_norm(g).dtype == torch.float32 and global_sq_norm(g).item() == 7.0
     params = [torch.nn.Parameter(w.clone()) for w in init_weights()]
-    opt = build_optimizer("sam", params, **HP["sam"])
+    opt = build_optimizer("sam", params, **hp_for("sam"))
     calls = []
     opt.sq_norm_hook = lambda sq: calls.append(1) or sq * 4  # e.g. an all-reduce over 4 equal ranks
     per_sample_loss(params, *batches(1)[0]).mean().backward()
@@ -230,7 +242,7 @@ def test_norm_is_fp32_for_bf16_and_hook_sees_one_reduction():
     opt.first_step()
     n = sum(float((g * g).sum()) for g in grads) ** 0.5
     for p, w, g in zip(params, init_weights(), grads):
-        torch.testing.assert_close(p.detach() - w, HP["sam"]["rho"] * g / (2 * n))
+        torch.testing.assert_close(p.detach() - w, hp_for("sam")["rho"] * g / (2 * n))
     assert calls == [1]
     buf = [opt._w_copy[p].data_ptr() for p in params]
     per_sample_loss(params, *batches(1)[0]).mean().backward()
@@ -268,6 +280,24 @@ def test_unknown_key_names_key_and_valid_keys():
         ValueError, match="'theta' for optimizer 'adasam'; valid keys: beta1, beta2, eps, form"
     ):
         build_optimizer("adasam", _p(), theta=0.5)
+    with pytest.raises(
+        ValueError, match="'beta2' for optimizer 'vasso' on base 'sgd'; valid keys: base, beta1, lr, nesterov"
+    ):
+        build_optimizer("vasso", _p(), base="sgd", beta2=0.98)
+
+
+@pytest.mark.parametrize(
+    ("name", "msg"),
+    [
+        ("lightsam", "'lightsam' replaces the descent step itself"),
+        ("sam", "'sam' is a preset with its base fixed"),
+        ("adasam", "'adasam' is a preset with its base fixed"),
+        ("sgd", "'sgd' is a base optimizer itself"),
+    ],
+)
+def test_base_is_refused_where_the_record_takes_none(name, msg):
+    with pytest.raises(ValueError, match=msg + ".*takes no 'base'.*asam, usam, gsam, vasso, rsam, esam"):
+        build_optimizer(name, _p(), base="sgd")
 
 
 @pytest.mark.parametrize(
@@ -294,6 +324,10 @@ def test_unknown_key_names_key_and_valid_keys():
         ("sam", dict(nesterov=True, beta1=0.0), "nesterov=True needs momentum"),
         ("usam", dict(weight_decay=-0.1), "weight_decay must be >= 0"),
         ("lightsam", dict(eps=0.0), "eps must be > 0 for LightSAM"),
+        ("vasso", dict(base="lion"), "base must be one of 'sgd', 'amsgrad', 'adamw', got 'lion'"),
+        ("vasso", dict(base="amsgrad_paper"), "base must be one of 'sgd', 'amsgrad', 'adamw'"),
+        ("gsam", dict(base="adamw", beta2=1.0), r"beta2 must be in \[0, 1\) for AdamW"),
+        ("esam", dict(base="sgd", nesterov=True, beta1=0.0), "nesterov=True needs momentum"),
     ],
 )
 def test_bad_values_name_key_value_and_range(name, hp, msg):
@@ -308,24 +342,46 @@ def test_beta2_one_accepted_for_paper_form_and_none_means_default():
     assert opt.param_groups[0]["rho"] == get_optim_info("adasam").defaults["rho"]
 
 
+def test_theta_one_is_accepted():
+    """VaSSO's documented theta = 1 (d = s: SAM's ascent, spec §2.8) is in range."""
+    assert build_optimizer("vasso", _p(), theta=1.0).param_groups[0]["theta"] == 1.0
+
+
 def test_direct_construction_validates_too():
-    from adasam_glue.optim import AdaSAM
+    from adasam_glue.optim import AdaSAM, VaSSO
 
     with pytest.raises(ValueError, match="rho must be >= 0, got -1"):
         AdaSAM(_p(), rho=-1)
+    with pytest.raises(ValueError, match="base 'sgd' takes no 'beta2'; valid keys: lr, beta1, weight_decay"):
+        VaSSO(_p(), base="sgd", beta2=0.9)
+
+
+def test_direct_construction_takes_any_optimizer_class_as_base():
+    """``base=`` may be an optimizer class with its own argument names, as davda54/sam's base_optimizer."""
+    from adasam_glue.optim import VaSSO
+
+    opt = VaSSO(_p(), theta=0.5, base=torch.optim.Adam, lr=0.1, betas=(0.8, 0.9))
+    assert type(opt.base_optimizer) is torch.optim.Adam and opt.param_groups[0]["betas"] == (0.8, 0.9)
 
 
 # ----------------------------------------------------------------------------- conf/optim
-def test_conf_optim_yaml_matches_registry():
-    files = {f.stem: OmegaConf.to_container(OmegaConf.load(f), resolve=False) for f in CONF.glob("*.yaml")}
-    assert set(files) == set(OPTIMIZERS), "one conf/optim/<name>.yaml per record"
-    for stem, cfg in files.items():
-        info = OPTIMIZERS[stem]
-        assert cfg["name"] == stem
-        keys = set(cfg) - {"name", "sync_ascent"}
-        assert keys <= set(info.hparams), f"{stem}: {sorted(keys - set(info.hparams))} not accepted"
-        for k in keys - {"lr"}:  # lr comes from the task
-            assert cfg[k] == info.defaults[k], f"{stem}.{k}: yaml {cfg[k]!r} != default {info.defaults[k]!r}"
-        assert info.two_pass == ("sync_ascent" in cfg), stem
-        values = {k: v for k, v in cfg.items() if k in keys - {"lr"}}
-        build_optimizer(stem, _p(), lr=1e-5, **values)  # the shipped defaults are valid
+@pytest.mark.parametrize(("name", "form"), CASES, ids=IDS)
+def test_conf_optim_yaml_matches_registry(name, form):
+    """One ``conf/optim/<name>.yaml`` per record: its keys are the record's on every base it takes, its
+    values build (the YAML is the only place they live: no equality with Python defaults to keep)."""
+    from tests.conftest import compose_cfg
+
+    assert {f.stem for f in CONF.glob("*.yaml")} == set(OPTIMIZERS), "one conf/optim/<name>.yaml per record"
+    info = OPTIMIZERS[name]
+    raw = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+    assert raw["name"] == name and info.two_pass == ("sync_ascent" in raw)
+    assert ("base" in raw) == bool(info.bases), "a perturbation's YAML names its base (and only theirs)"
+    if info.bases:
+        assert raw["base"] == info.base
+    cfg = OmegaConf.to_container(
+        compose_cfg(f"optim={name}", *(f"optim.{k}={v}" for k, v in form.items())).optim, resolve=True
+    )
+    values = {k: v for k, v in cfg.items() if v is not None and k not in ("name", "sync_ascent")}
+    base = info.base_of(values)
+    assert set(values) == set(info.hparams_for(base)) - {"nesterov"}, "every key the base takes is set"
+    build_optimizer(name, _p(), **values)

@@ -1,13 +1,25 @@
-"""Base (descent) optimizers of the SAM family: torch SGD, torch AMSGrad and the paper's AMSGrad.
+"""Base (descent) optimizers of the SAM family: SGD, AMSGrad, AdamW and the paper's AMSGrad (spec §1).
 
-Spec §1. ``sgd`` and ``amsgrad`` are torch classes with settings (see :func:`make_sgd`,
-:func:`make_amsgrad`); :class:`AMSGradPaper` is Algorithm 1 of AdaSAM (arXiv 2303.00565) written out,
-used by ``adasam form=paper``.
+:data:`BASES` is the catalogue a perturbation composes with (``optim=vasso optim.base=sgd``): one
+:class:`BaseInfo` per base, whose factory takes the YAML keys (``lr``, ``beta1``, ...) as keywords.
+``sgd``, ``amsgrad`` and ``adamw`` are torch classes with settings (:func:`make_sgd`,
+:func:`make_amsgrad`, :func:`make_adamw`); :class:`AMSGradPaper` is Algorithm 1 of AdaSAM (arXiv
+2303.00565) written out, the base of ``adasam form=paper`` (``amsgrad_paper``).
+
+**Python API defaults** (a key not given to ``build_optimizer`` or to a class): torch's, so that a
+Python user gets what ``torch.optim`` would give: lr 1e-3; SGD momentum (``beta1``) 0, no nesterov;
+Adam betas (0.9, 0.999), eps 1e-8; weight decay 0 for every base (torch's AdamW would decay by 0.01:
+no base decays unless asked). They live in the factories' signatures below and nowhere else; the
+paper's values (weight decay 0.1, betas (0.9, 0.98), eps 1e-6) live only in ``conf/optim/*.yaml``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -15,27 +27,38 @@ from torch.optim import Optimizer
 
 from .validation import check_beta2_below_one, check_bool, validate
 
-__all__ = ["AMSGradPaper", "make_amsgrad", "make_sgd"]
+__all__ = [
+    "BASES",
+    "BASE_CHOICES",
+    "AMSGradPaper",
+    "BaseInfo",
+    "get_base",
+    "make_adamw",
+    "make_amsgrad",
+    "make_amsgrad_paper",
+    "make_base",
+    "make_sgd",
+]
 
 
-def make_sgd(params: Iterable[Any], *, lr: float, beta1: float, weight_decay: float, nesterov: bool = False):
-    """``torch.optim.SGD(momentum=beta1)`` (spec §1, SGD row). Weight decay is torch's (coupled L2)."""
+def make_sgd(
+    params: Iterable[Any],
+    *,
+    lr: float = 1e-3,
+    beta1: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+) -> torch.optim.SGD:
+    """``torch.optim.SGD(momentum=beta1)`` (spec §1.1). Weight decay is torch's (coupled L2)."""
     validate(lr=lr, beta1=beta1, weight_decay=weight_decay, nesterov=nesterov)
     if nesterov and beta1 == 0:
         raise ValueError("nesterov=True needs momentum: beta1 must be > 0, got 0")
     return torch.optim.SGD(params, lr=lr, momentum=beta1, weight_decay=weight_decay, nesterov=nesterov)
 
 
-def make_amsgrad(
-    params: Iterable[Any], *, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float
-) -> torch.optim.AdamW:
-    """Library AMSGrad: ``torch.optim.AdamW(amsgrad=True)`` (spec §1, AMSGrad row).
-
-    Decoupled weight decay as fairseq's Adam; bias-corrected moments, eps added outside the root,
-    ``v_hat`` starts at 0 (the max is taken over the uncorrected ``v``).
-    """
+def _adam(params, *, amsgrad, where, lr, beta1, beta2, eps, weight_decay) -> torch.optim.AdamW:
     validate(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
-    check_beta2_below_one(beta2, "the library (bias-corrected) AMSGrad")
+    check_beta2_below_one(beta2, where)
     params = list(params)
     return torch.optim.AdamW(
         params,
@@ -43,9 +66,128 @@ def make_amsgrad(
         betas=(beta1, beta2),
         eps=eps,
         weight_decay=weight_decay,
-        amsgrad=True,
+        amsgrad=amsgrad,
         fused=_can_fuse(params) or None,
     )
+
+
+def make_amsgrad(
+    params: Iterable[Any],
+    *,
+    lr: float = 1e-3,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> torch.optim.AdamW:
+    """Library AMSGrad: ``torch.optim.AdamW(amsgrad=True)`` (spec §1.2).
+
+    Decoupled weight decay as fairseq's Adam; bias-corrected moments, eps added outside the root,
+    ``v_hat`` starts at 0 (the max is taken over the uncorrected ``v``).
+    """
+    return _adam(
+        params, amsgrad=True, where="the library (bias-corrected) AMSGrad", lr=lr, beta1=beta1, beta2=beta2,
+        eps=eps, weight_decay=weight_decay,
+    )  # fmt: skip
+
+
+def make_adamw(
+    params: Iterable[Any],
+    *,
+    lr: float = 1e-3,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> torch.optim.AdamW:
+    """AdamW: ``torch.optim.AdamW`` (spec §1.2 without the max: ``v_hat = v``)."""
+    return _adam(
+        params, amsgrad=False, where="AdamW (bias-corrected)", lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+        weight_decay=weight_decay,
+    )  # fmt: skip
+
+
+def make_amsgrad_paper(
+    params: Iterable[Any],
+    *,
+    lr: float = 1e-3,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> AMSGradPaper:
+    """AMSGrad as Algorithm 1 of AdaSAM writes it (:class:`AMSGradPaper`, spec §1.3)."""
+    return AMSGradPaper(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    """One descent optimizer a perturbation can wrap.
+
+    Attributes:
+        name: ``optim.base`` value.
+        factory: ``factory(params, **keys) -> Optimizer``; its keyword-only parameters are the YAML
+            keys the base takes, their defaults the Python API's (module docstring).
+        display: report spelling.
+        spec: section of ``docs/algorithms.md``.
+    """
+
+    name: str
+    factory: Callable[..., Optimizer]
+    display: str
+    spec: str
+
+    @cached_property
+    def defaults(self) -> Mapping[str, Any]:
+        """Key -> Python API default, read from the factory's signature (the one place they live)."""
+        sig = inspect.signature(self.factory).parameters.values()
+        return MappingProxyType({p.name: p.default for p in sig if p.kind is p.KEYWORD_ONLY})
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.defaults)
+
+
+#: name -> base, the ``optim.base`` choices first
+BASES: dict[str, BaseInfo] = {
+    b.name: b
+    for b in (
+        BaseInfo("sgd", make_sgd, "SGD", "§1.1"),
+        BaseInfo("amsgrad", make_amsgrad, "AMSGrad", "§1.2"),
+        BaseInfo("adamw", make_adamw, "AdamW", "§1.2"),
+        BaseInfo("amsgrad_paper", make_amsgrad_paper, "AMSGrad (Algorithm 1)", "§1.3"),
+    )
+}
+#: what ``optim.base`` accepts for a perturbation record (``amsgrad_paper`` is ``adasam form=paper``)
+BASE_CHOICES: tuple[str, ...] = ("sgd", "amsgrad", "adamw")
+
+
+def get_base(name: str) -> BaseInfo:
+    try:
+        return BASES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"base must be one of {', '.join(map(repr, BASES))}, got {name!r}") from None
+
+
+def make_base(
+    base: str | Callable[..., Optimizer], **hparams: Any
+) -> Callable[[list[dict[str, Any]]], Optimizer]:
+    """What :class:`~adasam_glue.optim.sam.SAMBase` takes: ``groups -> base optimizer``.
+
+    ``base`` is a name of :data:`BASES` (``hparams`` are its YAML keys; missing ones take the Python API
+    defaults; unknown ones raise ``ValueError`` naming the valid keys) or any optimizer class or
+    factory, called as ``base(groups, **hparams)`` with its own argument names (``betas=...``), as
+    davda54/sam's ``base_optimizer``.
+    """
+    if not isinstance(base, str):
+        return lambda groups: base(groups, **hparams)
+    info = get_base(base)
+    unknown = sorted(set(hparams) - set(info.keys))
+    if unknown:
+        raise ValueError(
+            f"base {base!r} takes no {', '.join(map(repr, unknown))}; valid keys: {', '.join(info.keys)}"
+        )
+    return lambda groups: info.factory(groups, **hparams)
 
 
 def _can_fuse(params: list[Any]) -> bool:

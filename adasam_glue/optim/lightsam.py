@@ -1,4 +1,4 @@
-r"""LightSAM (Cheng et al. 2025, arXiv 2505.24399): parameter-agnostic SAM, spec §2 LightSAM rows.
+r"""LightSAM (Cheng et al. 2025, arXiv 2505.24399): parameter-agnostic SAM, spec §2.12.
 
 Both the ascent radius and the descent step are adaptive, with their own accumulators (``u`` for the
 ascent gradient s, ``v`` for the descent gradient g, both starting at ``eps**2``), so LightSAM has no
@@ -105,7 +105,7 @@ class LightSAM(SAMBase):
 
 
 class LightSAMAdaGradNorm(LightSAM):
-    r"""LightSAM-I (arXiv 2505.24399; spec §2 LightSAM-I row): AdaGrad-Norm in both steps,
+    r"""LightSAM-I (arXiv 2505.24399; spec §2.12, LightSAM-I): AdaGrad-Norm in both steps,
     :math:`u \mathrel{+}= \|s\|^2,\ e = \rho s/\sqrt u`; :math:`v \mathrel{+}= \|g\|^2,\ w \leftarrow w - \eta g/\sqrt v`.
     ``u``, ``v`` are global scalars (``global_state``), the norms over all groups.
     """
@@ -142,7 +142,7 @@ class LightSAMAdaGradNorm(LightSAM):
 
 
 class LightSAMAdaGrad(LightSAM):
-    r"""LightSAM-II (arXiv 2505.24399; spec §2 LightSAM-II row): coordinate-wise AdaGrad in both steps,
+    r"""LightSAM-II (arXiv 2505.24399; spec §2.12, LightSAM-II): coordinate-wise AdaGrad in both steps,
     :math:`u \mathrel{+}= s\odot s,\ e = \rho s/\sqrt u`; :math:`v \mathrel{+}= g\odot g,\ w \leftarrow w - \eta g/\sqrt v`.
     """
 
@@ -179,7 +179,7 @@ class LightSAMAdaGrad(LightSAM):
 
 
 class LightSAMAdam(LightSAM):
-    r"""LightSAM-III (arXiv 2505.24399; spec §2 LightSAM-III row): Adam-style, no bias correction,
+    r"""LightSAM-III (arXiv 2505.24399; spec §2.12, LightSAM-III): Adam-style, no bias correction,
     :math:`r = \beta_1 r + (1-\beta_1) s,\ u = \beta_2 u + (1-\beta_2) s\odot s,\ e = \rho r/\sqrt u`;
     :math:`m = \beta_1 m + (1-\beta_1) g,\ v = \beta_2 v + (1-\beta_2) g\odot g,\ w \leftarrow w - \eta m/\sqrt v`
     (``r, m`` start at 0, ``u, v`` at ``eps**2``).

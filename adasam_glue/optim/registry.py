@@ -1,12 +1,34 @@
-"""The optimizer registry: one frozen record per ``conf/optim/<name>.yaml`` (timm ``OptimInfo`` style).
+"""The optimizer registry: one frozen record per ``conf/optim/<name>.yaml`` holding that optimizer's facts.
 
-The trainer branches only on ``OptimInfo.two_pass`` (and ``needs_per_sample_loss`` for ESAM's data
-selection). Records map the YAML keys onto the class arguments; variants of a class (``form``) are
-settings, not new records.
+A record says what the optimizer is (class, factory, one or two passes, the perturbation's own keys,
+its base, paper, equation and spec section), how the report draws it (display name, colour, line
+style) and how its keys are checked (one range table, :data:`~adasam_glue.optim.validation.RULES`,
+plus the record's own choices and ranges). Readers: :func:`build_optimizer`, the trainer
+(``two_pass`` and ``needs_per_sample_loss`` only), ``config.validate_config`` (ranges),
+``identity`` (the optimizer's name in the run identity), the report (palette, sharpness pairing) and the
+registry-parametrised tests (``forms()``).
+
+**Perturbation x base.** A perturbation record (ASAM ... ESAM) takes ``base`` (``optim.base``: ``sgd``,
+``amsgrad`` or ``adamw``, :data:`~adasam_glue.optim.base.BASES`), and then the keys of that base: its
+accepted keys and their defaults are ``BASES[base]``'s plus the perturbation's own. The paper's four
+are presets with a fixed base: ``sgd`` and ``amsgrad`` (no perturbation), ``sam`` (SAM on SGD) and
+``adasam`` (SAM on AMSGrad; ``form=paper``: Algorithm 1's AMSGrad). LightSAM replaces the descent step
+itself (``own_descent``) and has no base.
+
+**Values.** The values runs use live only in ``conf/optim/*.yaml``. A key not given to
+:func:`build_optimizer` takes the Python API default, read from the signatures of the class and of the
+base factory (torch-like: lr 1e-3, weight decay 0; see :mod:`adasam_glue.optim.base`), never a value
+written here.
+
+**A new variant** is one class (a :class:`~adasam_glue.optim.sam.SAMBase` subclass taking
+``base=`` and ``**base_hparams``), one record (:func:`register`, or a line in ``_RECORDS``) and one
+YAML; a key no optimizer had before also needs a field in ``config.OptimConfig`` (the typed schema)
+and, if its range is not in ``RULES``, an entry in the record's ``ranges``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,145 +37,252 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .base import make_amsgrad, make_sgd
+from .base import BASE_CHOICES, BASES, make_amsgrad, make_sgd
 from .lightsam import LIGHTSAM_FORMS, LightSAM, lightsam
-from .validation import check_choice, validate
+from .validation import RULES, OneOf, Rule
 from .variants import ADASAM_FORMS, ASAM, ESAM, GSAM, RSAM, SAM, USAM, AdaSAM, VaSSO
 
-__all__ = ["OPTIMIZERS", "OptimInfo", "build_optimizer", "get_optim_info"]
+__all__ = ["OPTIMIZERS", "OptimInfo", "baseline_of", "build_optimizer", "get_optim_info", "register"]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
 class OptimInfo:
-    """What the trainer and the tests need to know about one optimizer.
+    """Everything the code and the report need to know about one optimizer.
 
     Attributes:
-        name: registry / ``conf/optim`` name.
+        name: registry / ``conf/optim`` name (``optim=<name>``).
         cls: the class built (torch's for ``sgd``/``amsgrad``; the family base class for LightSAM).
-        factory: ``factory(params, **hparams) -> Optimizer`` taking the YAML keys.
+        factory: ``factory(params, **keys) -> Optimizer`` taking the YAML keys (``base`` included).
         two_pass: needs the ascent + descent protocol (``prepare_ascent`` ... ``second_step``).
-        hparams: accepted YAML keys.
-        defaults: value of every key when not given (``lr`` included).
-        choices: the valid values of string keys (``form``).
+        display: the name in reports and figures (``VaSSO``).
+        color: its colour in every figure (hex).
         paper: citation (arXiv id) of the update rule.
+        equation: the rule in one line (the perturbation ``e``, or the update of a one-pass optimizer).
+        spec: section of ``docs/algorithms.md`` with the rule, its keys and ranges.
+        keys: the optimizer's own keys beyond its base's (``("rho", "theta")``); LightSAM: all of them.
+        base: the descent optimizer by default (a name of ``BASES``); ``None``: it does its own (LightSAM).
+        bases: the values ``optim.base`` may take; ``()``: the base is fixed (presets, LightSAM).
+        choices: valid values of the record's own string keys (``form``).
+        ranges: rules for own keys that :data:`RULES` lacks or that are narrower here.
+        linestyle: matplotlib line style (dashed: the one-pass base optimizers).
         needs_per_sample_loss: ``descent_loss`` uses the per-sample losses (ESAM's data selection).
+        own_descent: the record replaces the descent step itself (LightSAM); it takes no ``base``.
     """
 
     name: str
     cls: type[Optimizer]
     factory: Callable[..., Optimizer]
     two_pass: bool
-    hparams: tuple[str, ...]
-    defaults: Mapping[str, Any]
+    display: str
+    color: str
     paper: str
-    choices: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    equation: str
+    spec: str
+    keys: tuple[str, ...] = ()
+    base: str | None = None
+    bases: tuple[str, ...] = ()
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _EMPTY)
+    ranges: Mapping[str, Rule] = field(default_factory=lambda: _EMPTY)
+    linestyle: str = "-"
     needs_per_sample_loss: bool = False
+    own_descent: bool = False
 
     def __post_init__(self) -> None:
-        missing = set(self.hparams) ^ set(self.defaults)
-        if missing:
-            raise ValueError(f"record {self.name!r}: hparams and defaults differ on {sorted(missing)}")
-        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
-        object.__setattr__(self, "choices", MappingProxyType(dict(self.choices)))
+        object.__setattr__(self, "choices", MappingProxyType({k: tuple(v) for k, v in self.choices.items()}))
+        object.__setattr__(self, "ranges", MappingProxyType(dict(self.ranges)))
+        problems = []
+        if self.own_descent == (self.base is not None):
+            problems.append("exactly one of base and own_descent must be set")
+        if self.base is not None and self.base not in BASES:
+            problems.append(f"base {self.base!r} is not one of {', '.join(BASES)}")
+        if self.bases and (self.base not in self.bases or not set(self.bases) <= set(BASES)):
+            problems.append(f"bases {self.bases} must be names of BASES and hold the default {self.base!r}")
+        for key in (*self.keys, *self.choices):
+            if self._own_default(key) is inspect.Parameter.empty:
+                problems.append(
+                    f"{key!r} has no default in the signature of {self.factory.__name__}/{self.cls.__name__}"
+                )
+        for key in self.keys:
+            if key not in self.ranges and key not in RULES:
+                problems.append(f"{key!r} has no range (RULES or the record's ranges)")
+        if problems:
+            raise ValueError(f"record {self.name!r}: " + "; ".join(problems))
 
-    def forms(self) -> tuple[dict[str, Any], ...]:
-        """One ``{key: value}`` per combination of choices (``({},)`` when none): the variants to test."""
+    # ------------------------------------------------------------------ keys and defaults
+    def _own_default(self, key: str) -> Any:
+        """The Python API default of an own key: the factory's signature, else the class's."""
+        for fn in (self.factory, self.cls.__init__):
+            try:
+                p = inspect.signature(fn).parameters.get(key)
+            except (TypeError, ValueError):
+                continue
+            if p is not None and p.default is not inspect.Parameter.empty:
+                return p.default
+        return inspect.Parameter.empty
+
+    def base_of(self, values: Mapping[str, Any] | None = None) -> str | None:
+        """The base in effect for ``values`` (a form or the YAML keys): its ``base``, else the default."""
+        return (values or {}).get("base") or self.base
+
+    def hparams_for(self, base: str | None = None) -> tuple[str, ...]:
+        """The keys accepted on ``base`` (``None``: the default base), in YAML order."""
+        base = base or self.base
+        base_keys = BASES[base].keys if base is not None else ()
+        return (*base_keys, *self.keys, *self.choices, *(("base",) if self.bases else ()))
+
+    @property
+    def hparams(self) -> tuple[str, ...]:
+        """Every key the optimizer accepts on some base (the union over ``bases``)."""
+        bases = (self.base, *self.bases) if self.base is not None else ()
+        base_keys = dict.fromkeys(k for b in bases for k in BASES[b].keys)
+        return (*base_keys, *self.keys, *self.choices, *(("base",) if self.bases else ()))
+
+    def defaults_for(self, base: str | None = None) -> Mapping[str, Any]:
+        """Key -> Python API default on ``base`` (torch-like; module docstring)."""
+        base = base or self.base
+        out = dict(BASES[base].defaults) if base is not None else {}
+        out.update({k: self._own_default(k) for k in (*self.keys, *self.choices)})
+        if self.bases:
+            out["base"] = self.base
+        return MappingProxyType(out)
+
+    @property
+    def defaults(self) -> Mapping[str, Any]:
+        """The Python API defaults on the default base (``build_optimizer(name, params)``)."""
+        return self.defaults_for()
+
+    def rule(self, key: str) -> Rule | None:
+        """The check of ``key`` (``rule(key, value)``; ``str(rule)`` says what is valid); ``None``: no such key."""
+        if key == "base" and self.bases:
+            return OneOf(self.bases)
+        if key in self.choices:
+            return OneOf(self.choices[key])
+        if key in self.ranges:
+            return self.ranges[key]
+        return RULES.get(key) if key in self.hparams else None
+
+    def forms(self, bases: bool = True) -> tuple[dict[str, Any], ...]:
+        """One ``{key: value}`` per combination of choices (``({},)`` when none): the variants to test.
+
+        With ``bases`` the ``base`` choices are one of the axes (``{"base": "sgd"}``, ...); without, the
+        forms on the default base only (what the costly tests run: one base per perturbation).
+        """
+        axes = dict(self.choices)
+        if bases and self.bases:
+            axes["base"] = self.bases
         combos: list[dict[str, Any]] = [{}]
-        for key, values in self.choices.items():
+        for key, values in axes.items():
             combos = [{**c, key: v} for c in combos for v in values]
         return tuple(combos)
 
+    # ------------------------------------------------------------------ identity and report
+    def identity(self, optim: Mapping[str, Any]) -> dict[str, Any]:
+        """What names the optimizer in the run identity: ``{"name": name}``.
 
-# fairseq RoBERTa GLUE settings (spec §4); lr is the task's (conf/task/*.yaml), these are fallbacks
-_ADAPTIVE = dict(lr=1e-5, beta1=0.9, beta2=0.98, eps=1e-6, weight_decay=0.1)
-_SGD = dict(lr=1e-3, beta1=0.9, weight_decay=0.1)
+        Every other key of the ``optim`` config enters the identity as configured (``None`` dropped, so
+        a key the chosen base does not take, null under it, is not in it): :meth:`identity_keys`.
+        """
+        return {"name": self.name}
+
+    def identity_keys(self, base: str | None = None) -> tuple[str, ...]:
+        """The ``optim`` keys in the run identity on ``base``: the name, the accepted keys, the trainer's
+        ``sync_ascent`` for a two-pass optimizer."""
+        return ("name", *self.hparams_for(base), *(("sync_ascent",) if self.two_pass else ()))
+
+    def label(self, base: str | None = None) -> str:
+        """The display name, with the base when it is not the record's own (``VaSSO (SGD)``)."""
+        if base is None or base == self.base:
+            return self.display
+        return f"{self.display} ({BASES[base].display})"
+
+    def no_base_message(self) -> str:
+        takes = ", ".join(n for n, r in OPTIMIZERS.items() if r.bases) or "none"
+        if self.own_descent:
+            why = (
+                f"replaces the descent step itself (docs/algorithms.md {self.spec}): it has no base optimizer"
+            )
+        elif not self.two_pass:
+            why = "is a base optimizer itself (no perturbation)"
+        else:
+            why = f"is a preset with its base fixed ({self.base}; SAM on SGD is sam, on AMSGrad adasam)"
+        return f"optimizer {self.name!r} {why}, so it takes no 'base' (the records that take one: {takes})"
 
 
-def _record(name, cls, factory, two_pass, defaults, paper, **kw) -> OptimInfo:
-    return OptimInfo(name, cls, factory, two_pass, tuple(defaults), defaults, paper, **kw)
+def _variant(name, cls, keys, display, color, paper, equation, spec, **kw) -> OptimInfo:
+    """A perturbation on any base (default AMSGrad, library form: what the variants ran on before)."""
+    return OptimInfo(
+        name, cls, cls, True, display, color, paper, equation, spec, keys=keys, base="amsgrad",
+        bases=BASE_CHOICES, **kw,
+    )  # fmt: skip
 
 
+# Colours: colour-blind-safe Okabe-Ito / Tol hues; the paper's four are four distinct hues (SGD sky blue,
+# SAM dark blue, AMSGrad green, AdaSAM vermillion), the base optimizers also dashed.
 _RECORDS = [
-    _record(
-        "sgd", torch.optim.SGD, make_sgd, False, {**_SGD, "nesterov": False}, "torch.optim.SGD (spec §1)"
+    OptimInfo(
+        "sgd", torch.optim.SGD, make_sgd, False, "SGD", "#56B4E9", "torch.optim.SGD",
+        "b <- beta1 b + g + wd w; w <- w - lr b", "§1.1", base="sgd", linestyle="--",
     ),
-    _record(
-        "amsgrad",
-        torch.optim.AdamW,
-        make_amsgrad,
-        False,
-        _ADAPTIVE,
-        "Reddi et al. 2018 (arXiv 1904.09237); torch.optim.AdamW(amsgrad=True) (spec §1)",
+    OptimInfo(
+        "amsgrad", torch.optim.AdamW, make_amsgrad, False, "AMSGrad", "#009E73",
+        "Reddi et al. 2018, arXiv 1904.09237; torch.optim.AdamW(amsgrad=True)",
+        "v_hat <- max(v_hat, v); w <- w - lr m_hat / (sqrt(v_hat_hat) + eps)", "§1.2", base="amsgrad",
+        linestyle="--",
     ),
-    _record(
-        "sam", SAM, SAM, True, {**_SGD, "nesterov": False, "rho": 0.01}, "Foret et al. 2021, arXiv 2010.01412"
+    OptimInfo(
+        "sam", SAM, SAM, True, "SAM", "#0072B2", "Foret et al. 2021, arXiv 2010.01412",
+        "e = rho s / ||s||; SGD step with g", "§1.4", keys=("rho",), base="sgd",
     ),
-    _record(
-        "adasam",
-        AdaSAM,
-        AdaSAM,
-        True,
-        {**_ADAPTIVE, "rho": 0.01, "form": "library"},
-        "Sun et al. 2023, arXiv 2303.00565 (Algorithm 1)",
+    OptimInfo(
+        "adasam", AdaSAM, AdaSAM, True, "AdaSAM", "#D55E00", "Sun et al. 2023, arXiv 2303.00565 (Algorithm 1)",
+        "e = rho s / ||s||; AMSGrad step with g", "§1.5", keys=("rho",), base="amsgrad",
         choices={"form": ADASAM_FORMS},
     ),
-    _record(
-        "asam", ASAM, ASAM, True, {**_ADAPTIVE, "rho": 0.5, "eta": 0.01}, "Kwon et al. 2021, arXiv 2102.11600"
+    _variant(
+        "asam", ASAM, ("rho", "eta"), "ASAM", "#CC79A7", "Kwon et al. 2021, arXiv 2102.11600",
+        "e = rho T^2 s / ||T s||, T = |w| + eta (ndim >= 2)", "§2.6",
     ),
-    _record(
-        "usam",
-        USAM,
-        USAM,
-        True,
-        {**_ADAPTIVE, "rho": 0.01},
-        "Andriushchenko & Flammarion 2022, arXiv 2206.06232",
+    _variant(
+        "usam", USAM, ("rho",), "USAM", "#999933", "Andriushchenko & Flammarion 2022, arXiv 2206.06232",
+        "e = rho s", "§2.7",
     ),
-    _record(
-        "gsam",
-        GSAM,
-        GSAM,
-        True,
-        {**_ADAPTIVE, "rho": 0.01, "rho_min": 0.001, "alpha": 0.1},
-        "Zhuang et al. 2022, arXiv 2203.08065",
+    _variant(
+        "gsam", GSAM, ("rho", "rho_min", "alpha"), "GSAM", "#882255", "Zhuang et al. 2022, arXiv 2203.08065",
+        "e = rho_t s / ||s||; descent g - alpha g_perp", "§2.10",
     ),
-    _record(
-        "vasso",
-        VaSSO,
-        VaSSO,
-        True,
-        {**_ADAPTIVE, "rho": 0.01, "theta": 0.9},
-        "Li & Giannakis 2023, arXiv 2309.15639",
+    _variant(
+        "vasso", VaSSO, ("rho", "theta"), "VaSSO", "#7f7f7f", "Li & Giannakis 2023, arXiv 2309.15639",
+        "d <- (1 - theta) d + theta s; e = rho d / ||d||", "§2.8",
     ),
-    _record(
-        "rsam",
-        RSAM,
-        RSAM,
-        True,
-        {**_ADAPTIVE, "rho": 0.01, "sigma": 0.001},
-        "Liu et al., NeurIPS 2022 (Random SAM)",
+    _variant(
+        "rsam", RSAM, ("rho", "sigma"), "RSAM", "#8c564b", "Liu et al., NeurIPS 2022 (Random SAM)",
+        "s~ = grad at w + N(0, sigma^2 rms(w)^2); e = rho s~ / ||s~||", "§2.9",
     ),
-    _record(
-        "esam",
-        ESAM,
-        ESAM,
-        True,
-        {**_ADAPTIVE, "rho": 0.01, "beta": 0.6, "gamma": 0.5},
-        "Du et al. 2022, arXiv 2110.03141",
+    _variant(
+        "esam", ESAM, ("rho", "beta", "gamma"), "ESAM", "#9467bd", "Du et al. 2022, arXiv 2110.03141",
+        "e_i = m_i rho s_i / (beta ||s||), m_i ~ Bernoulli(beta); descent on the top-gamma samples", "§2.11",
         needs_per_sample_loss=True,
     ),
-    _record(
-        "lightsam",
-        LightSAM,
-        lightsam,
-        True,
-        {**_ADAPTIVE, "weight_decay": 0.0, "rho": 0.01, "form": "adam"},
-        "Cheng et al. 2025, arXiv 2505.24399",
-        choices={"form": LIGHTSAM_FORMS},
+    OptimInfo(
+        "lightsam", LightSAM, lightsam, True, "LightSAM", "#000000", "Cheng et al. 2025, arXiv 2505.24399",
+        "e = rho s / sqrt(u); w <- w - lr g / sqrt(v) (adaptive ascent and descent)", "§2.12",
+        keys=("lr", "rho", "beta1", "beta2", "eps", "weight_decay"), choices={"form": LIGHTSAM_FORMS},
+        own_descent=True,
     ),
-]
+]  # fmt: skip
 
-#: name -> record, in the order above
+#: name -> record, in the order above (the report's order)
 OPTIMIZERS: dict[str, OptimInfo] = {r.name: r for r in _RECORDS}
+
+
+def register(info: OptimInfo, replace: bool = False) -> OptimInfo:
+    """Add a record (a new variant: its class, this record and ``conf/optim/<name>.yaml``)."""
+    if info.name in OPTIMIZERS and not replace:
+        raise ValueError(f"optimizer {info.name!r} is already registered")
+    OPTIMIZERS[info.name] = info
+    return info
 
 
 def get_optim_info(name: str) -> OptimInfo:
@@ -164,25 +293,48 @@ def get_optim_info(name: str) -> OptimInfo:
         raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}") from None
 
 
+def baseline_of(name: str, base: str | None = None) -> str | None:
+    """The one-pass optimizer a two-pass one is compared with: the record of its base (``base``: the run's
+    ``optim.base``, ``None`` for the record's default). ``vasso`` -> ``amsgrad``; ``vasso`` on ``sgd``
+    -> ``sgd``; ``None`` for one-pass optimizers, LightSAM and bases without a record (``adamw``)."""
+    info = OPTIMIZERS.get(name)
+    if info is None or not info.two_pass or info.own_descent:
+        return None
+    base = base or info.base
+    if base == "amsgrad_paper":  # adasam form=paper is compared with AMSGrad, as the paper does
+        base = "amsgrad"
+    return next((n for n, r in OPTIMIZERS.items() if not r.two_pass and r.base == base), None)
+
+
 def build_optimizer(name: str, params: Iterable[Any], **hparams: Any) -> Optimizer:
     """Build optimizer ``name`` on ``params`` (tensors or param-group dicts) from YAML keys.
 
-    Missing keys (and keys given as ``None``) take the record's defaults. Raises ``ValueError`` for an
-    unknown name, a key the optimizer does not take (naming its valid keys) or a value out of range
-    (``rho must be >= 0, got -1``).
+    Missing keys (and keys given as ``None``) take the Python API defaults (torch-like: lr 1e-3, weight
+    decay 0; :mod:`adasam_glue.optim.base`), not the paper's values, which live in ``conf/optim``.
+    ``base`` picks the descent optimizer of a perturbation record. Raises ``ValueError`` for an unknown
+    name, a key the optimizer does not take on its base (naming the valid keys), a ``base`` where the
+    record takes none, or a value out of range (``rho must be >= 0, got -1``).
     """
     info = get_optim_info(name)
-    unknown = sorted(k for k in hparams if k not in info.hparams)
-    if unknown:
+    given = {k: v for k, v in hparams.items() if v is not None}
+    base = info.base_of(given)
+    valid = info.hparams_for(base) if base in BASES or base is None else info.hparams
+    unknown = sorted(k for k in hparams if k not in valid and (k in given or k not in info.hparams))
+    if unknown and not ("base" in given and not info.bases):
+        on = f" on base {base!r}" if info.bases else ""
         raise ValueError(
             f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
-            f"optimizer {name!r}; valid keys: {', '.join(sorted(info.hparams))}"
+            f"optimizer {name!r}{on}; valid keys: {', '.join(sorted(valid))}"
         )
-    values = {**info.defaults, **{k: v for k, v in hparams.items() if v is not None}}
     try:
-        for key, choices in info.choices.items():
-            check_choice(key, values[key], choices)
-        validate(**values)
+        if "base" in given and not info.bases:
+            raise ValueError(info.no_base_message())
+        values = {**info.defaults_for(base if base in BASES else None), **given}
+        for key, value in values.items():
+            info.rule(key)(key, value)
         return info.factory(params, **values)
     except ValueError as e:
-        raise ValueError(f"optimizer {name!r}: {e}") from None
+        msg = str(e)
+        raise ValueError(
+            msg if msg.startswith(f"optimizer {name!r}") else f"optimizer {name!r}: {msg}"
+        ) from None

@@ -41,7 +41,8 @@ Perturbation = tuple[list[Tensor], list[Tensor] | None, Tensor | float | None]
 
 _NO_CLOSURE = (
     "{cls} needs two gradient evaluations per update: call first_step() after the ascent backward and "
-    "second_step() after the descent backward, or pass a closure to step(closure)"
+    "second_step() after the descent backward, or pass a closure to step(closure). In a transformers.Trainer "
+    "script use adasam_glue.integrations.transformers.SAMTrainer, whose training step runs both passes"
 )
 
 

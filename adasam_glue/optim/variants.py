@@ -1,7 +1,11 @@
 """The SAM family (spec §1-2): one small class per perturbation rule, all on :class:`SAMBase`.
 
-Base (descent) optimizer: SGD(momentum=beta1) for :class:`SAM`; AMSGrad for everything else (the
-library form, ``torch.optim.AdamW(amsgrad=True)``; AdaSAM also offers the paper's form).
+Each class is a perturbation around a base (descent) optimizer, ``base=`` a name of
+:data:`~adasam_glue.optim.base.BASES` (``sgd``, ``amsgrad``, ``adamw``) or any optimizer class, its
+keys as keywords (``VaSSO(params, theta=0.9, base="sgd", lr=0.1, beta1=0.9)``). Default base:
+SGD for :class:`SAM`, the library AMSGrad (``torch.optim.AdamW(amsgrad=True)``) for the others;
+:class:`AdaSAM` is SAM's perturbation on AMSGrad with the paper's form as an option. A key not given
+takes the Python API default (torch's: weight decay 0; see :mod:`adasam_glue.optim.base`).
 Hyperparameters are per param group (``group["rho"]`` ...); norms are global over all groups.
 """
 
@@ -15,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .base import AMSGradPaper, make_amsgrad, make_sgd
+from .base import make_base
 from .sam import Groups, Perturbation, SAMBase, global_sq_norm, safe_inverse
 from .validation import check_choice, validate
 
@@ -25,14 +29,8 @@ ADASAM_FORMS = ("library", "paper")
 #: elements per slice for the passes that read a tensor twice (128k fp32 = 512 KiB, within L2)
 _SLICE = 1 << 17
 
-
-def _amsgrad(
-    lr: float, beta1: float, beta2: float, eps: float, weight_decay: float
-) -> Callable[[list], Optimizer]:
-    validate(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
-    return lambda groups: make_amsgrad(
-        groups, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay
-    )
+#: ``base=`` of the classes: a name of ``BASES`` or an optimizer class / factory ``f(groups, **kw)``
+Base = str | Callable[..., Optimizer]
 
 
 class _NormalizedSAM(SAMBase):
@@ -48,32 +46,21 @@ class _NormalizedSAM(SAMBase):
 
 
 class SAM(_NormalizedSAM):
-    r"""SAM (Foret et al. 2021, arXiv 2010.01412): :math:`e = \rho\, g/\|g\|`, then
-    ``torch.optim.SGD(momentum=beta1)`` with the gradient at :math:`w + e`. Spec §1 SAM row, §2 SAM row.
+    r"""SAM (Foret et al. 2021, arXiv 2010.01412): :math:`e = \rho\, g/\|g\|`, then the base step with
+    the gradient at :math:`w + e`; by default ``torch.optim.SGD(momentum=beta1)``. Spec §1.4, §2.5.
     """
 
     def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float = 1e-3,
-        beta1: float = 0.9,
-        weight_decay: float = 0.0,
-        rho: float = 0.05,
-        nesterov: bool = False,
+        self, params: Iterable[Any], rho: float = 0.05, base: Base = "sgd", **base_hparams: Any
     ) -> None:
-        validate(lr=lr, beta1=beta1, weight_decay=weight_decay, rho=rho, nesterov=nesterov)
-        if nesterov and beta1 == 0:
-            raise ValueError("nesterov=True needs momentum: beta1 must be > 0, got 0")
-        super().__init__(
-            params,
-            dict(rho=rho),
-            lambda groups: make_sgd(groups, lr=lr, beta1=beta1, weight_decay=weight_decay, nesterov=nesterov),
-        )
+        validate(rho=rho)
+        super().__init__(params, dict(rho=rho), make_base(base, **base_hparams))
 
 
 class AdaSAM(_NormalizedSAM):
     r"""AdaSAM (Sun et al. 2023, arXiv 2303.00565, Algorithm 1): SAM's :math:`e = \rho\, s/\|s\|`, then
-    AMSGrad with the gradient at :math:`x + e`. Spec §1 AdaSAM.
+    AMSGrad with the gradient at :math:`x + e`. Spec §1.5. (SAM's perturbation on another base:
+    :class:`SAM` with ``base=``.)
 
     ``form="library"`` (default): ``torch.optim.AdamW(amsgrad=True)`` (bias correction, eps outside the
     root, ``v_hat_0 = 0``, as fairseq). ``form="paper"``: :class:`~adasam_glue.optim.base.AMSGradPaper`
@@ -82,32 +69,18 @@ class AdaSAM(_NormalizedSAM):
     """
 
     def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float = 1e-3,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        rho: float = 0.05,
-        form: str = "library",
+        self, params: Iterable[Any], rho: float = 0.05, form: str = "library", **base_hparams: Any
     ) -> None:
         check_choice("form", form, ADASAM_FORMS)
         validate(rho=rho)
-        if form == "library":
-            base = _amsgrad(lr, beta1, beta2, eps, weight_decay)
-        else:
-            validate(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
-            base = lambda groups: AMSGradPaper(
-                groups, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay
-            )
         self.form = form
-        super().__init__(params, dict(rho=rho), base)
+        base = "amsgrad" if form == "library" else "amsgrad_paper"
+        super().__init__(params, dict(rho=rho), make_base(base, **base_hparams))
 
 
 class ASAM(SAMBase):
     r"""ASAM (Kwon et al. 2021, arXiv 2102.11600): :math:`e = \rho\, T^2 g / \|T g\|` with
-    :math:`T = |w| + \eta` (elementwise). Spec §2 ASAM row; base AMSGrad (library form).
+    :math:`T = |w| + \eta` (elementwise). Spec §2.6; base: any (default AMSGrad, library form).
 
     The official code uses ``T = |w| + eta`` for parameters named ``*weight*`` and ``T = 1`` otherwise.
     Without names we use the shape: ``T = |w| + eta`` for tensors with ``ndim >= 2`` (matrices,
@@ -118,16 +91,13 @@ class ASAM(SAMBase):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-3,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
         rho: float = 0.5,
         eta: float = 0.01,
+        base: Base = "amsgrad",
+        **base_hparams: Any,
     ) -> None:
         validate(rho=rho, eta=eta)
-        super().__init__(params, dict(rho=rho, eta=eta), _amsgrad(lr, beta1, beta2, eps, weight_decay))
+        super().__init__(params, dict(rho=rho, eta=eta), make_base(base, **base_hparams))
 
     def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
         # Matrices, slice by slice (cache-sized): T = |w| + eta is written into the parameter itself (w
@@ -176,21 +146,14 @@ class ASAM(SAMBase):
 
 class USAM(SAMBase):
     r"""USAM, unnormalised SAM (Andriushchenko & Flammarion 2022, arXiv 2206.06232):
-    :math:`e = \rho\, g` (no norm). Spec §2 USAM row; base AMSGrad (library form).
+    :math:`e = \rho\, g` (no norm). Spec §2.7; base: any (default AMSGrad, library form).
     """
 
     def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float = 1e-3,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        rho: float = 0.05,
+        self, params: Iterable[Any], rho: float = 0.05, base: Base = "amsgrad", **base_hparams: Any
     ) -> None:
         validate(rho=rho)
-        super().__init__(params, dict(rho=rho), _amsgrad(lr, beta1, beta2, eps, weight_decay))
+        super().__init__(params, dict(rho=rho), make_base(base, **base_hparams))
 
     def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
         return [(ps, gs, group["rho"]) for group, ps, gs in groups]
@@ -198,7 +161,7 @@ class USAM(SAMBase):
 
 class VaSSO(SAMBase):
     r"""VaSSO (Li & Giannakis 2023, arXiv 2309.15639): :math:`d \leftarrow (1-\theta) d + \theta g`
-    (``d_0 = g_0``), :math:`e = \rho\, d/\|d\|`. Spec §2 VaSSO row; base AMSGrad (library form).
+    (``d_0 = g_0``), :math:`e = \rho\, d/\|d\|`. Spec §2.8; base: any (default AMSGrad, library form).
 
     ``d`` is one parameter-sized state per parameter (``state[p]["d"]``, saved). ``theta = 1`` gives SAM's
     ascent step.
@@ -209,16 +172,13 @@ class VaSSO(SAMBase):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-3,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
         rho: float = 0.05,
         theta: float = 0.9,
+        base: Base = "amsgrad",
+        **base_hparams: Any,
     ) -> None:
         validate(rho=rho, theta=theta)
-        super().__init__(params, dict(rho=rho, theta=theta), _amsgrad(lr, beta1, beta2, eps, weight_decay))
+        super().__init__(params, dict(rho=rho, theta=theta), make_base(base, **base_hparams))
 
     def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:
         all_d = []
@@ -241,7 +201,7 @@ class GSAM(_NormalizedSAM):
 
     Ascent: :math:`e = \rho_t\, g/\|g\|`. Descent direction :math:`g_p - \alpha g_\perp` with
     :math:`g_p = \nabla L(w+e)` and :math:`g_\perp = g - (\langle g, g_p\rangle / \|g_p\|^2)\, g_p`,
-    then AMSGrad (library form). Spec §2 GSAM row.
+    then the base step (any base; default AMSGrad, library form). Spec §2.10.
 
     :math:`\rho_t` follows the lr linearly: ``rho_t = rho_min + (rho - rho_min) * lr_t / initial_lr``
     (``rho`` is rho_max, ``initial_lr`` the group's lr at construction, the scheduler's ``initial_lr``;
@@ -273,21 +233,16 @@ class GSAM(_NormalizedSAM):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-3,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
         rho: float = 0.05,
         rho_min: float = 0.0,
         alpha: float = 0.4,
+        base: Base = "amsgrad",
+        **base_hparams: Any,
     ) -> None:
         validate(rho=rho, rho_min=rho_min, alpha=alpha)
         if rho_min > rho:
             raise ValueError(f"rho_min must be <= rho (rho_max = {rho!r}), got {rho_min!r}")
-        super().__init__(
-            params, dict(rho=rho, rho_min=rho_min, alpha=alpha), _amsgrad(lr, beta1, beta2, eps, weight_decay)
-        )
+        super().__init__(params, dict(rho=rho, rho_min=rho_min, alpha=alpha), make_base(base, **base_hparams))
         for group in self.param_groups:
             group.setdefault("initial_lr", group["lr"])
             group.setdefault("rho_t", group["rho"])
@@ -371,8 +326,8 @@ class RSAM(_NormalizedSAM):
     :meth:`prepare_ascent` moves w to :math:`w + \delta_0`, :math:`\delta_0 \sim N(0, \sigma^2 s^2)` with
     the per-tensor scale :math:`s = \|w\|/\sqrt{n}` (the tensor's RMS: our "per filter/layer" choice;
     zero tensors get no noise). The ascent gradient :math:`\tilde g` is taken there; :meth:`first_step`
-    restores w and applies :math:`e = \rho\, \tilde g/\|\tilde g\|`; descent at :math:`w + e`, AMSGrad
-    (library form). Spec §2 RSAM row.
+    restores w and applies :math:`e = \rho\, \tilde g/\|\tilde g\|`; descent at :math:`w + e`, the base step
+    (any base; default AMSGrad, library form). Spec §2.9.
 
     Noise: one ``torch.randn(total)`` per update from the optimizer's own generator (on the parameters'
     device, seeded by ``seed``; its state is saved in ``state_dict``), split over the trainable
@@ -383,19 +338,14 @@ class RSAM(_NormalizedSAM):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-3,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
         rho: float = 0.05,
         sigma: float = 0.01,
         seed: int | None = None,
+        base: Base = "amsgrad",
+        **base_hparams: Any,
     ) -> None:
         validate(rho=rho, sigma=sigma)
-        super().__init__(
-            params, dict(rho=rho, sigma=sigma), _amsgrad(lr, beta1, beta2, eps, weight_decay), seed=seed
-        )
+        super().__init__(params, dict(rho=rho, sigma=sigma), make_base(base, **base_hparams), seed=seed)
         self._noise: dict[str, Tensor] = {}  # {"z": the reused randn buffer}
 
     @torch.no_grad()
@@ -436,7 +386,7 @@ class RSAM(_NormalizedSAM):
 
 class ESAM(_NormalizedSAM):
     r"""ESAM (Du et al. 2022, arXiv 2110.03141): stochastic weight perturbation (SWP) and
-    sharpness-sensitive data selection (SDS). Spec §2 ESAM row; base AMSGrad (library form).
+    sharpness-sensitive data selection (SDS). Spec §2.11; base: any (default AMSGrad, library form).
 
     Ascent: each parameter tensor is perturbed with probability ``beta``,
     :math:`e_i = m_i\, \rho\, g_i / (\beta \|g\|)`, :math:`m_i \sim \mathrm{Bernoulli}(\beta)`
@@ -452,22 +402,16 @@ class ESAM(_NormalizedSAM):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-3,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
         rho: float = 0.05,
         beta: float = 0.6,
         gamma: float = 0.5,
         seed: int | None = None,
+        base: Base = "amsgrad",
+        **base_hparams: Any,
     ) -> None:
         validate(rho=rho, beta=beta, gamma=gamma)
         super().__init__(
-            params,
-            dict(rho=rho, beta=beta, gamma=gamma),
-            _amsgrad(lr, beta1, beta2, eps, weight_decay),
-            seed=seed,
+            params, dict(rho=rho, beta=beta, gamma=gamma), make_base(base, **base_hparams), seed=seed
         )
 
     def _perturbation(self, groups: list[Groups]) -> list[Perturbation]:

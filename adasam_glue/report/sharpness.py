@@ -25,7 +25,7 @@ import io
 import math
 import textwrap
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,17 +53,29 @@ __all__ = [
     "sharpness_points",
 ]
 
-#: SAM-family optimizer -> the base optimizer it perturbs (for "SAM-family < base").
-SAM_BASE = {
-    "sam": "sgd",
-    "adasam": "amsgrad",
-    "asam": "amsgrad",
-    "usam": "amsgrad",
-    "gsam": "amsgrad",
-    "vasso": "amsgrad",
-    "rsam": "amsgrad",
-    "esam": "amsgrad",
-}
+
+class _BaselineView(Mapping[str, str]):
+    """SAM-family optimizer -> the one-pass optimizer of its default base, read from the registry
+    (``adasam_glue.optim.baseline_of``); optimizers without one (LightSAM, the bases) are absent."""
+
+    def _items(self) -> dict[str, str]:
+        from adasam_glue.optim.registry import OPTIMIZERS, baseline_of
+
+        return {n: b for n in OPTIMIZERS if (b := baseline_of(n)) is not None}
+
+    def __getitem__(self, key: str) -> str:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+
+#: SAM-family optimizer -> the base optimizer it perturbs by default (for "SAM-family < base"); a run on
+#: another base (``optim.base``) is paired with that base's runs (:func:`_baseline`).
+SAM_BASE: Mapping[str, str] = _BaselineView()
 DECAYING = ("linear", "cosine", "inverse", "inverse_sqrt")
 #: the identity keys a schedule point of the schedules experiment sets (conf/schedule/*.yaml)
 SCHEDULE_KEYS = ("config.trainer.schedule", "config.trainer.batch_schedule", "config.trainer.min_lr_ratio")
@@ -241,6 +253,13 @@ def _cmp_line(title: str, pairs: list[tuple[ConfigRow, ConfigRow]], measure: str
     )
 
 
+def _baseline(r: ConfigRow) -> str | None:
+    """The optimizer ``r``'s runs are compared with: the one-pass record of the base they ran on."""
+    from adasam_glue.optim.registry import baseline_of
+
+    return baseline_of(r.optimizer, r.flat.get(f"{OPTIM}.base"))
+
+
 def _only_differ(a: ConfigRow, b: ConfigRow, allowed: tuple[str, ...]) -> bool:
     return not differs_outside(a.flat, b.flat, (SEED, *allowed))
 
@@ -254,7 +273,7 @@ def _claims(rows: list[ConfigRow], pts: list[SharpPoint], measures: list[str]) -
     measure = "top eigenvalue" if "top eigenvalue" in measures else measures[0]
     fam = []
     for r in rows:
-        base = SAM_BASE.get(r.optimizer)
+        base = _baseline(r)
         b = next(
             (
                 x

@@ -1,0 +1,391 @@
+"""The registry as the one place an optimizer's facts live: perturbation x base, the presets' run identity,
+one range table, torch-like Python defaults, and a throwaway variant that every reader picks up."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from adasam_glue.config import ConfigError, validate_config
+from adasam_glue.identity import _optim_identity, group_hash, run_identity
+from adasam_glue.optim import (
+    BASE_CHOICES,
+    BASES,
+    OPTIMIZERS,
+    OptimInfo,
+    SAMBase,
+    baseline_of,
+    build_optimizer,
+    register,
+)
+from adasam_glue.optim.base import make_base
+from adasam_glue.optim.validation import Interval
+from tests.conftest import compose_cfg
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = ("sgd", "amsgrad", "sam", "adasam")
+
+
+def _p():
+    return [torch.nn.Parameter(torch.zeros(2))]
+
+
+# ----------------------------------------------------------------------------- the presets are unchanged
+#: ``OmegaConf.to_container(compose(optim=<name>).optim)`` before the registry took the base (task=mrpc):
+#: the paper's commands and tables depend on these values staying exactly so
+PRESET_VALUES = {
+    "sgd": {"name": "sgd", "lr": 0.001, "beta1": 0.9, "weight_decay": 0.1, "sync_ascent": False},
+    "amsgrad": {
+        "name": "amsgrad", "lr": "${task.lr}", "beta1": 0.9, "beta2": 0.98, "eps": 1e-06, "weight_decay": 0.1,
+        "sync_ascent": False,
+    },
+    "sam": {"name": "sam", "lr": 0.001, "beta1": 0.9, "weight_decay": 0.1, "rho": 0.01, "sync_ascent": False},
+    "adasam": {
+        "name": "adasam", "lr": "${task.lr}", "beta1": 0.9, "beta2": 0.98, "eps": 1e-06, "weight_decay": 0.1,
+        "rho": 0.01, "form": "library", "sync_ascent": False,
+    },
+}  # fmt: skip
+#: ``run_identity(cfg)["config"]["optim"]`` of the same configs (resolved, None dropped)
+PRESET_IDENTITY = {
+    "sgd": {"name": "sgd", "lr": 0.001, "beta1": 0.9, "weight_decay": 0.1, "sync_ascent": False},
+    "amsgrad": {
+        "name": "amsgrad", "lr": 1e-05, "beta1": 0.9, "beta2": 0.98, "eps": 1e-06, "weight_decay": 0.1,
+        "sync_ascent": False,
+    },
+    "sam": {"name": "sam", "lr": 0.001, "beta1": 0.9, "weight_decay": 0.1, "rho": 0.01, "sync_ascent": False},
+    "adasam": {
+        "name": "adasam", "lr": 1e-05, "beta1": 0.9, "beta2": 0.98, "eps": 1e-06, "weight_decay": 0.1, "rho": 0.01,
+        "form": "library", "sync_ascent": False,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_compose_to_the_values_they_had(name):
+    cfg = compose_cfg(f"optim={name}")
+    got = OmegaConf.to_container(cfg.optim)
+    assert got.pop("base") is None  # the schema's new key, unset: dropped from the identity
+    assert {k: v for k, v in got.items() if v is not None} == PRESET_VALUES[name]
+    assert all(v is None for k, v in got.items() if k not in PRESET_VALUES[name])
+    assert run_identity(cfg, world_size=1)["config"]["optim"] == PRESET_IDENTITY[name]
+    assert _optim_identity({"name": name}) == {"name": name}
+    assert "base" not in OmegaConf.load(ROOT / "conf" / "optim" / f"{name}.yaml")
+
+
+# ----------------------------------------------------------------------------- perturbation x base
+@pytest.mark.parametrize("name", [n for n, i in OPTIMIZERS.items() if i.bases])
+def test_a_perturbation_composes_on_every_base(name):
+    hashes = set()
+    for base in BASE_CHOICES:
+        cfg = compose_cfg(f"optim={name}", f"optim.base={base}")
+        validate_config(cfg)
+        optim = {k: v for k, v in OmegaConf.to_container(cfg.optim, resolve=True).items() if v is not None}
+        assert optim["base"] == base
+        # the YAML's keys the base has no use for are null: SGD drops AMSGrad's beta2/eps
+        assert set(optim) - {"name", "sync_ascent"} == set(OPTIMIZERS[name].hparams_for(base)) - {"nesterov"}
+        kwargs = {k: v for k, v in optim.items() if k not in ("name", "sync_ascent")}
+        assert type(build_optimizer(name, _p(), **kwargs).base_optimizer) is type(BASES[base].factory(_p()))
+        ident = run_identity(cfg, world_size=1)
+        assert ident["config"]["optim"]["base"] == base
+        hashes.add(group_hash(ident))
+    assert len(hashes) == len(BASE_CHOICES), "each base is its own run"
+    assert compose_cfg(f"optim={name}").optim.base == OPTIMIZERS[name].base  # the YAML's default
+
+
+@pytest.mark.parametrize("name", ["vasso", "gsam"])
+def test_tiny_run_on_the_sgd_base(tiny_cfg, tmp_path, monkeypatch, name):
+    """``python -m adasam_glue optim=<name> optim.base=sgd ...`` trains, and SGD does the descent."""
+    from adasam_glue.run import run
+
+    steps = {"n": 0}
+    original = torch.optim.SGD.step
+
+    def counted(self, *a, **k):
+        steps["n"] += 1
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counted)
+    rec = run(tiny_cfg(f"optim={name}", "optim.base=sgd", "optim.lr=0.05", run_dir=tmp_path / "r"))
+    assert rec["status"] == "completed" and rec["optimizer_updates"] == 4
+    assert rec["forward_backward_passes"] == 8 and steps["n"] == 4
+    assert rec["config"]["optim"]["base"] == "sgd" and rec["config"]["optim"].get("beta2") is None
+
+
+def test_base_is_refused_by_the_config_where_the_record_takes_none():
+    for name, msg in (
+        ("lightsam", "replaces the descent step itself"),
+        ("sam", "is a preset with its base fixed"),
+    ):
+        with pytest.raises(ConfigError, match=rf"invalid optim\.base='sgd': optimizer '{name}' {msg}"):
+            validate_config(compose_cfg(f"optim={name}", "optim.base=sgd"))
+    with pytest.raises(ConfigError, match=r"optim\.base='lion': must be one of 'sgd', 'amsgrad', 'adamw'"):
+        validate_config(compose_cfg("optim=vasso", "optim.base=lion"))
+    with pytest.raises(ConfigError, match="'beta2' for optimizer 'vasso' on base 'sgd'"):
+        validate_config(compose_cfg("optim=vasso", "optim.base=sgd", "optim.beta2=0.9"))
+
+
+# ----------------------------------------------------------------------------- one range table
+def _probes(rule):
+    if not isinstance(rule, Interval):
+        return []
+    pts = [x for x in (rule.lo, rule.hi) if math.isfinite(x)]
+    return sorted({v for x in pts for v in (x - 0.5, x, x + 0.5)} | {0.5})
+
+
+CHECKED = [
+    (name, key)
+    for name, info in OPTIMIZERS.items()
+    for key in info.hparams_for()
+    if _probes(info.rule(key)) and key != "lr"
+]
+
+
+@functools.cache
+def _composed(name):
+    return compose_cfg(f"optim={name}")
+
+
+@pytest.mark.parametrize(("name", "key"), CHECKED, ids=[f"{n}-{k}" for n, k in CHECKED])
+def test_config_and_optimizer_agree_on_every_range(name, key):
+    """``validate_config`` and ``build_optimizer`` read the one table: at and around every bound of
+    every key, the config refuses exactly what the optimizer refuses (beta2 = 1 by the base: both)."""
+    info = OPTIMIZERS[name]
+    cfg = _composed(name)
+    yaml = {k: v for k, v in OmegaConf.to_container(cfg.optim, resolve=True).items() if v is not None}
+    kwargs = {k: v for k, v in yaml.items() if k not in ("name", "sync_ascent")}
+    for value in _probes(info.rule(key)):
+        kw = dict(kwargs, **{key: value})
+        if key == "rho" and "rho_min" in kw:
+            kw["rho_min"] = min(kw["rho_min"], max(value, 0.0))
+        try:
+            build_optimizer(name, _p(), **kw)
+            built = True
+        except ValueError:
+            built = False
+        cfg2 = copy.deepcopy(cfg)
+        for k, v in kw.items():
+            cfg2.optim[k] = v
+        try:
+            validate_config(cfg2)
+            valid = True
+        except ConfigError as e:
+            valid = False
+            if not _within(info.rule(key), value):  # out of range: said against the config key
+                assert f"invalid optim.{key}={value!r}: must be {info.rule(key)}" in str(e)
+        assert valid == built, (
+            f"{name}.{key}={value}: config {'accepts' if valid else 'refuses'}, optimizer not"
+        )
+
+
+def _within(rule, value) -> bool:
+    try:
+        rule("x", value)
+    except ValueError:
+        return False
+    return True
+
+
+def test_vasso_theta_one_passes_the_config():
+    """VaSSO's documented theta = 1 (= SAM's ascent, spec §2.8) is accepted; theta = 0 refused, same text."""
+    validate_config(compose_cfg("optim=vasso", "optim.theta=1.0"))
+    with pytest.raises(ConfigError, match=r"invalid optim\.theta=0\.0: must be in \(0, 1\]"):
+        validate_config(compose_cfg("optim=vasso", "optim.theta=0"))
+    with pytest.raises(ValueError, match=r"theta must be in \(0, 1\], got 0"):
+        build_optimizer("vasso", _p(), theta=0)
+
+
+# ----------------------------------------------------------------------------- Python API defaults
+def test_python_defaults_are_torch_like_and_decay_nothing():
+    """``build_optimizer(name, params, lr=...)`` is what torch would build: no weight decay 0.1 from the
+    paper (that lives in conf/optim), SGD without momentum, Adam's betas and eps."""
+    sam = build_optimizer("sam", _p(), lr=0.1)
+    sgd = torch.optim.SGD(_p(), lr=0.1)
+    for key in ("lr", "momentum", "weight_decay", "nesterov", "dampening"):
+        assert sam.param_groups[0][key] == sgd.defaults[key], key
+    ada = build_optimizer("adasam", _p(), lr=0.1)
+    adam = torch.optim.Adam(_p(), lr=0.1, amsgrad=True)
+    for key in ("betas", "eps", "weight_decay", "amsgrad"):
+        assert ada.base_optimizer.param_groups[0][key] == adam.defaults[key], key
+    for name, info in OPTIMIZERS.items():
+        for form in info.forms():
+            assert info.defaults_for(info.base_of(form)).get("weight_decay", 0.0) == 0.0, name
+
+
+def test_python_defaults_live_in_the_signatures_only():
+    """The record repeats no value: its defaults are the factory's and the class's signature defaults."""
+    import inspect
+
+    for name, info in OPTIMIZERS.items():
+        for base in info.bases or (info.base,):
+            d = info.defaults_for(base)
+            assert tuple(k for k in d) == info.hparams_for(base), name
+            for key in info.keys:
+                params = {
+                    **inspect.signature(info.cls.__init__).parameters,
+                    **inspect.signature(info.factory).parameters,
+                }
+                assert d[key] == params[key].default, (name, key)
+            if base is not None:
+                for key, value in BASES[base].defaults.items():
+                    assert d[key] == value
+
+
+# ----------------------------------------------------------------------------- the record's facts
+def test_every_record_holds_its_facts():
+    spec = (ROOT / "docs" / "algorithms.md").read_text()
+    colours = [i.color for i in OPTIMIZERS.values()]
+    assert len(set(colours)) == len(colours)
+    for name, info in OPTIMIZERS.items():
+        assert info.display and info.paper and info.equation
+        assert f"### {info.spec[1:]} " in spec, f"{name}: spec section {info.spec} not in docs/algorithms.md"
+        assert info.color.startswith("#") and len(info.color) == 7
+        assert info.linestyle == ("-" if info.two_pass else "--")
+        assert info.own_descent == (name == "lightsam") and (info.base is None) == info.own_descent
+        assert set(info.bases) <= set(BASE_CHOICES)
+        assert info.identity({"name": name}) == {"name": name}
+        assert info.identity_keys()[0] == "name" and set(info.hparams_for()) <= set(info.identity_keys())
+
+
+def test_report_reads_the_registry():
+    from adasam_glue.report.palette import METHOD_NAMES, PALETTE, color, linestyle, method_name
+    from adasam_glue.report.sharpness import SAM_BASE, _baseline
+
+    assert dict(METHOD_NAMES) == {n: i.display for n, i in OPTIMIZERS.items()}
+    assert dict(PALETTE) == {n: i.color for n, i in OPTIMIZERS.items()}
+    assert [linestyle(n) for n in ("sgd", "amsgrad", "adasam")] == ["--", "--", "-"]
+    assert color("nosuch") == color("nosuch") and method_name("nosuch") == "nosuch"
+    assert method_name("vasso", "sgd") == "VaSSO (SGD)" and method_name("vasso", "amsgrad") == "VaSSO"
+    # the pairing of the sharpness claims: as before for the default bases, by the run's base otherwise
+    assert dict(SAM_BASE) == {
+        "sam": "sgd", "adasam": "amsgrad", "asam": "amsgrad", "usam": "amsgrad", "gsam": "amsgrad",
+        "vasso": "amsgrad", "rsam": "amsgrad", "esam": "amsgrad",
+    }  # fmt: skip
+    row = lambda opt, base: SimpleNamespace(
+        optimizer=opt, flat={} if base is None else {"config.optim.base": base}
+    )
+    assert [_baseline(row("vasso", b)) for b in (None, "sgd", "adamw")] == ["amsgrad", "sgd", None]
+    assert baseline_of("lightsam") is None and baseline_of("sgd") is None
+
+
+# ----------------------------------------------------------------------------- a throwaway variant
+class ToySAM(SAMBase):
+    """e = rho s / (1 + ||s||): a perturbation no paper proposes, for this test only."""
+
+    def __init__(self, params, rho: float = 0.05, base="amsgrad", **base_hparams) -> None:
+        super().__init__(params, dict(rho=rho), make_base(base, **base_hparams))
+
+    def _perturbation(self, groups):
+        inv = 1.0 / (1.0 + self._norm([g for _, _, gs in groups for g in gs]))
+        return [(ps, gs, inv * group["rho"]) for group, ps, gs in groups]
+
+
+TOY_YAML = """\
+name: toysam
+base: amsgrad
+lr: ${task.lr}
+beta1: 0.9
+beta2: ${if_base_takes:${.base},0.98}
+eps: ${if_base_takes:${.base},1.0e-6}
+weight_decay: 0.1
+rho: 0.02
+sync_ascent: false
+"""
+
+
+@pytest.fixture
+def toysam(tmp_path):
+    """One class (above), one record (registered here, removed after), one YAML (on a search path)."""
+    info = register(
+        OptimInfo(
+            "toysam", ToySAM, ToySAM, True, "ToySAM", "#123456", "none (a test)", "e = rho s / (1 + ||s||)",
+            "§2.5", keys=("rho",), base="amsgrad", bases=BASE_CHOICES, ranges={"rho": Interval(0.0, 1.0)},
+        )
+    )  # fmt: skip
+    (tmp_path / "conf" / "optim").mkdir(parents=True)
+    (tmp_path / "conf" / "optim" / "toysam.yaml").write_text(TOY_YAML)
+    try:
+        yield info, f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    finally:
+        OPTIMIZERS.pop("toysam", None)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def test_a_throwaway_variant_is_picked_up_everywhere(toysam, tiny_cfg, tmp_path):
+    import tests.test_accumulation as accumulation
+    import tests.test_fp16 as fp16
+    import tests.test_optim as optim_tests
+    import tests.test_optim_protocol as protocol
+    from adasam_glue.report.palette import METHOD_NAMES, color, linestyle, method_name
+    from adasam_glue.report.sharpness import SAM_BASE
+    from adasam_glue.run import run
+
+    info, searchpath = toysam
+    name = info.name
+    # the registry-parametrised tests: their cases come from OPTIMIZERS and forms() (at collection, for a
+    # record in _RECORDS); their helpers and bodies run on the new record with no edit
+    forms = info.forms()
+    assert forms == tuple({"base": b} for b in BASE_CHOICES)
+    assert [(n, f) for n, i in OPTIMIZERS.items() for f in i.forms()][-len(forms) :] == [
+        (name, f) for f in forms
+    ]
+    for form in forms:
+        with _default_dtype(torch.float64):
+            assert set(optim_tests.hp_for(name, form)) == set(info.hparams_for(form["base"])) - {"base"}
+            protocol.test_state_dict_round_trip_continues_bit_exactly(name, form)
+            protocol.test_lowers_loss_on_separable_problem(name, form)
+            protocol.test_zero_gradient_gives_no_nan(name, form)
+            protocol.test_param_groups_shared_with_base(name, form)
+            protocol.test_step_closure_equals_explicit_protocol(name, form)
+            protocol.test_two_pass_protocol_misuse_raises(name, form)
+            protocol.test_registry_flags_match_classes(name, form)
+            # the spec reference asks for the new rule's equation, naming the file to add it to
+            with pytest.raises(AssertionError, match="no reference for optimizer 'toysam'"):
+                optim_tests.test_matches_spec_reference(name, form)
+        fp16.test_one_fp16_update_equals_the_fp32_update(name, form)
+        fp16.test_inf_in_either_pass_skips_the_whole_update(name, form, "descent", True)
+        fp16.test_skip_then_update_equals_the_update_alone(name, form)
+        accumulation.test_update_step_accumulation_equals_one_batch(name, form, 4)
+
+    # config validation: the record's names, keys and (narrower) ranges
+    cfg = tiny_cfg("optim=toysam", searchpath)
+    validate_config(cfg)
+    with pytest.raises(ConfigError, match=r"invalid optim\.rho=2\.0: must be in \[0, 1\]"):
+        validate_config(tiny_cfg("optim=toysam", "optim.rho=2.0", searchpath))
+    validate_config(tiny_cfg("optim=sam", "optim.rho=2.0"))  # the shared table still allows it elsewhere
+    with pytest.raises(ConfigError, match="'beta2' for optimizer 'toysam' on base 'sgd'"):
+        validate_config(tiny_cfg("optim=toysam", "optim.base=sgd", "optim.beta2=0.9", searchpath))
+
+    # run identity: the record names it; its keys and its base enter
+    ident = run_identity(cfg, world_size=1)["config"]["optim"]
+    assert ident["name"] == "toysam" and ident["rho"] == 0.02 and ident["base"] == "amsgrad"
+    usam = tiny_cfg("optim=usam", "optim.rho=0.02")
+    assert group_hash(run_identity(cfg, 1)) != group_hash(run_identity(usam, 1))
+    on_sgd = tiny_cfg("optim=toysam", "optim.base=sgd", searchpath)
+    assert group_hash(run_identity(cfg, 1)) != group_hash(run_identity(on_sgd, 1))
+
+    # the report: name, colour, line style, and the sharpness pairing by base
+    assert METHOD_NAMES["toysam"] == method_name("toysam") == "ToySAM" and list(METHOD_NAMES)[-1] == "toysam"
+    assert color("toysam") == "#123456" and linestyle("toysam") == "-"
+    assert method_name("toysam", "sgd") == "ToySAM (SGD)"
+    assert SAM_BASE["toysam"] == "amsgrad" and baseline_of("toysam", "sgd") == "sgd"
+
+    # and the trainer runs it (two passes per update), on a base of the command line's choosing
+    rec = run(tiny_cfg("optim=toysam", "optim.base=sgd", "optim.lr=0.05", searchpath, run_dir=tmp_path / "r"))
+    assert rec["status"] == "completed" and rec["forward_backward_passes"] == 2 * rec["optimizer_updates"]
