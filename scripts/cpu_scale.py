@@ -108,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, "-m", "adasam_glue.experiments", "select-lr", overrides[1], *common]
         else:
             cmd = [sys.executable, "-m", "adasam_glue", *overrides, *common, f"hydra.run.dir={hydra_root / str(i)}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+        # the run's output goes to a file, not a pipe: a run outlives a killed driver without a broken pipe
+        log_path = hydra_root / f"{i}.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
         status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
         failed += proc.returncode != 0
         print(f"[{i}/{len(runs)}] {status} {time.time() - t0:7.1f}s  {line}", flush=True)

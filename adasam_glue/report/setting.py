@@ -79,7 +79,7 @@ def data_text(run: Run) -> str:
     else:
         text = "data source not recorded"
     if data.get("max_train_samples"):
-        text += f", first {data['max_train_samples']} training rows"
+        text += f", {data['max_train_samples']} training rows (a subset drawn per seed)"
     if data.get("max_eval_samples"):
         text += f", first {data['max_eval_samples']} dev rows"
     return text
