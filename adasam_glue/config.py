@@ -241,7 +241,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise bad("task.metric", _get(cfg, "task.metric"), f"one of {', '.join(metrics)} for {task}")
     if _get(cfg, "data.source") in ("tsv", "disk") and not _get(cfg, "data.data_dir"):
         raise bad(
-            "data.data_dir", None, f"the folder to read for data.source={_get(cfg, 'data.source')} (e.g. the glue_data root)"
+            "data.data_dir",
+            None,
+            f"the folder to read for data.source={_get(cfg, 'data.source')} (e.g. the glue_data root)",
         )
     _validate_optimizer(cfg)
     _validate_batch_split(cfg)
@@ -297,7 +299,11 @@ def _validate_batch_split(cfg: DictConfig) -> None:
     sizes = list(_get(cfg, "trainer.batch_schedule") or []) or [_get(cfg, "task.batch_size")]
     for b in sizes:
         if b % (world * accum):
-            key = "trainer.batch_schedule" if len(sizes) > 1 or _get(cfg, "trainer.batch_schedule") else "task.batch_size"
+            key = (
+                "trainer.batch_schedule"
+                if len(sizes) > 1 or _get(cfg, "trainer.batch_schedule")
+                else "task.batch_size"
+            )
             raise ConfigError(
                 f"invalid {key}={b}: must be divisible by processes x trainer.grad_accum = {world} x {accum}"
             )
@@ -348,5 +354,6 @@ def _if_path(path: Any, expected: str, value: str) -> str | None:
 OmegaConf.register_new_resolver("sqrt_scale", _sqrt_scale, replace=True)
 OmegaConf.register_new_resolver("if_path", _if_path, replace=True)
 import adasam_glue.tuned_lr  # noqa: E402,F401  registers ${tuned_lr:...} on every path (compose API too)
+
 OmegaConf.register_new_resolver("task_recipe", _task_recipe, replace=True)
 # ----------------------------------------------- end of experiment-layer resolvers ------------------

@@ -175,7 +175,11 @@ def run_identity(cfg: DictConfig | Mapping[str, Any], world_size: int | None = N
     ``world_size`` (data-parallel processes) is part of it: with per-device ascent a SAM update depends
     on how the batch is split across devices.
     """
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
+    c = (
+        OmegaConf.to_container(cfg, resolve=True)
+        if isinstance(cfg, DictConfig)
+        else json.loads(json.dumps(cfg))
+    )
     optim_identity = _optim_identity(c.get("optim", {}))
     data_fp, model_fp = data_fingerprint(c), model_fingerprint(c)
     for key, keep in _CONDITIONAL:

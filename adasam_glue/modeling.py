@@ -162,7 +162,12 @@ def build_model(model_cfg: Any, task: TaskInfo, tokenizer, init_from: str | None
         return AutoModelForSequenceClassification.from_config(config)
     try:
         config = AutoConfig.from_pretrained(
-            name, num_labels=task.num_labels, problem_type=problem, **labels, **kwargs, **hub_kwargs(model_cfg)
+            name,
+            num_labels=task.num_labels,
+            problem_type=problem,
+            **labels,
+            **kwargs,
+            **hub_kwargs(model_cfg),
         )
         # A checkpoint with another label space (roberta-large-mnli: 3 labels -> RTE: 2) keeps its body
         # and gets a fresh head, as in the paper's MNLI-initialised runs.

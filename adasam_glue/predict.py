@@ -46,7 +46,13 @@ def format_prediction(task: TaskInfo, value: float | int) -> str:
 
 @torch.no_grad()
 def predict_test(
-    cfg: DictConfig, task: TaskInfo, model: torch.nn.Module, tokenizer: Any, collator: Any, accelerator: Any, run_dir: Path
+    cfg: DictConfig,
+    task: TaskInfo,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    collator: Any,
+    accelerator: Any,
+    run_dir: Path,
 ) -> dict[str, Any]:
     """Write the submission TSVs under ``run_dir/predictions``; return the record's ``predictions`` block."""
     from datasets import DatasetDict
@@ -63,7 +69,9 @@ def predict_test(
             f"{cfg.data.source} (data_dir={cfg.data.data_dir}); the GLUE test files (test.tsv) are needed"
         )
     which = _load_best(model, run_dir, accelerator) if cfg.trainer.save_model == "best" else "final"
-    tokenized = tokenize_glue(DatasetDict({s: raw[s] for s in test_splits(task)}), task.name, tokenizer, cfg.task.max_length)
+    tokenized = tokenize_glue(
+        DatasetDict({s: raw[s] for s in test_splits(task)}), task.name, tokenizer, cfg.task.max_length
+    )
     model.eval()
     out: dict[str, Any] = {"model": which, "files": {}}
     for split in test_splits(task):

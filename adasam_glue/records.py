@@ -121,7 +121,9 @@ def dumps_record(record: dict[str, Any]) -> str:
         return text + "\n"
     parts = []
     for key in curves:
-        rows = ",\n    ".join(json.dumps(r, separators=(",", ":"), default=_json_default) for r in record[key])
+        rows = ",\n    ".join(
+            json.dumps(r, separators=(",", ":"), default=_json_default) for r in record[key]
+        )
         parts.append(f'  "{key}": [\n    {rows}\n  ]' if rows else f'  "{key}": []')
     body = text[: text.rstrip().rfind("}")].rstrip()
     sep = ",\n" if head else "\n"

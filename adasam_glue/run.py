@@ -98,12 +98,18 @@ def _previous_record(run_dir: Path, identity: dict[str, Any], cfg: DictConfig) -
     diff = identity_diff(stored, identity)
     if diff:
         if cfg.reuse_run_dir and previous.get("status") not in FINAL_STATUSES:
-            log.warning("reuse_run_dir=true: resuming %s under a changed config:\n%s", run_dir, describe_diff(diff))
+            log.warning(
+                "reuse_run_dir=true: resuming %s under a changed config:\n%s", run_dir, describe_diff(diff)
+            )
             return previous | {"identity_changes": [list(d) for d in diff]}
         raise ConfigError(
             f"{path} holds a {previous.get('status')} run of a different config:\n{describe_diff(diff)}\n"
             "Leave run_dir unset to get a new run dir for this config (the default), pick another run_dir"
-            + ("" if previous.get("status") in FINAL_STATUSES else ", or set reuse_run_dir=true to resume it anyway")
+            + (
+                ""
+                if previous.get("status") in FINAL_STATUSES
+                else ", or set reuse_run_dir=true to resume it anyway"
+            )
             + "."
         )
     return previous
@@ -114,7 +120,11 @@ def _is_main_rank() -> bool:
 
 
 def _train(
-    cfg: DictConfig, overrides: list[str], run_dir: Path, identity: dict[str, Any], previous: dict[str, Any] | None
+    cfg: DictConfig,
+    overrides: list[str],
+    run_dir: Path,
+    identity: dict[str, Any],
+    previous: dict[str, Any] | None,
 ) -> dict[str, Any]:
     from adasam_glue.tasks import get_task
     from adasam_glue.trainer import TrainState
@@ -139,16 +149,38 @@ def _train(
         model, train_loader = accelerator.prepare(model, loaders.train)
         eval_loaders = {split: accelerator.prepare(dl) for split, dl in loaders.evals.items()}
         wandb_run = _init_wandb(cfg, accelerator, recorder.base["config"], run_dir)
-        trainer = _trainer(cfg, accelerator, model, optimizer, scheduler, train_loader, eval_loaders, task,
-                           run_dir, plan, micro, tokenizer, loaders, recorder, wandb_run, identity)
+        trainer = _trainer(
+            cfg,
+            accelerator,
+            model,
+            optimizer,
+            scheduler,
+            train_loader,
+            eval_loaders,
+            task,
+            run_dir,
+            plan,
+            micro,
+            tokenizer,
+            loaders,
+            recorder,
+            wandb_run,
+            identity,
+        )
         trainer.verify_identity = not (previous or {}).get("identity_changes")  # reuse_run_dir=true
         resumed = trainer.load_checkpoint()
         state = trainer.fit()
-        extra = {"resumed": resumed, "padding": _padding_stats(loaders), "data_quality": _data_quality(loaders)}
+        extra = {
+            "resumed": resumed,
+            "padding": _padding_stats(loaders),
+            "data_quality": _data_quality(loaders),
+        }
         if cfg.trainer.predict_test and state.status == "completed":
             from adasam_glue.predict import predict_test
 
-            extra["predictions"] = predict_test(cfg, task, model, tokenizer, loaders.collator, accelerator, run_dir)
+            extra["predictions"] = predict_test(
+                cfg, task, model, tokenizer, loaders.collator, accelerator, run_dir
+            )
         record = recorder.write(state, state.status, extra)
         if state.status == "completed" and not cfg.trainer.keep_checkpoint:
             trainer.remove_checkpoint()  # only now: the completed record is on disk
@@ -258,7 +290,9 @@ def _optimizer_and_schedule(cfg: DictConfig, model: Any, plan: Any) -> tuple[Any
     from adasam_glue.schedules import build_scheduler
 
     tc = cfg.trainer
-    optimizer = build_optimizer(cfg.optim.name, param_groups(model, cfg.optim.weight_decay), **optim_kwargs(cfg))
+    optimizer = build_optimizer(
+        cfg.optim.name, param_groups(model, cfg.optim.weight_decay), **optim_kwargs(cfg)
+    )
     scheduler = build_scheduler(
         optimizer, tc.schedule, plan.total_updates, warmup_updates(cfg, plan.total_updates), tc.min_lr_ratio
     )

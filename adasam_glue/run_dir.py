@@ -82,7 +82,8 @@ def resolve_run_dir(cfg: DictConfig, group_hash: str | None = None) -> Path:
     if cfg.run_dir:
         return Path(cfg.run_dir).expanduser().absolute()
     if group_hash is None:
-        from adasam_glue.identity import group_hash as _group_hash, run_identity
+        from adasam_glue.identity import group_hash as _group_hash
+        from adasam_glue.identity import run_identity
 
         group_hash = _group_hash(run_identity(cfg))
     return (

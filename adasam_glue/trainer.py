@@ -266,11 +266,7 @@ class Trainer:
                 if self.eval_every and st.updates % self.eval_every == 0 and st.updates < total:
                     self.evaluate_and_track()
                     write_record = True
-                if (
-                    tcfg.sharpness_enabled
-                    and tcfg.sharpness_every
-                    and st.updates % tcfg.sharpness_every == 0
-                ):
+                if tcfg.sharpness_enabled and tcfg.sharpness_every and st.updates % tcfg.sharpness_every == 0:
                     self._measure_sharpness(final=False)
                 if tcfg.checkpoint_every and st.updates % tcfg.checkpoint_every == 0:
                     self.save_checkpoint()
@@ -422,7 +418,11 @@ class Trainer:
         if acc.is_main_process:
             torch.save(acc.unwrap_model(self.model).state_dict(), tmp / "model.pt")
             (tmp / "trainer_state.json").write_text(json.dumps(asdict(self.state)))
-            meta = {"num_processes": acc.num_processes, "identity_hash": self.identity_hash, "updates": self.state.updates}
+            meta = {
+                "num_processes": acc.num_processes,
+                "identity_hash": self.identity_hash,
+                "updates": self.state.updates,
+            }
             (tmp / "meta.json").write_text(json.dumps(meta))
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -475,7 +475,9 @@ class Trainer:
             self.optimizer.load_state_dict(rank_state["optimizer"])
             self.scheduler.load_state_dict(rank_state["scheduler"])
         except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{rank_file}: optimizer/scheduler state does not fit ({e}). {restart}") from e
+            raise CheckpointError(
+                f"{rank_file}: optimizer/scheduler state does not fit ({e}). {restart}"
+            ) from e
         _set_rng_state(rank_state["rng"])
         if self.scaler is not None and rank_state.get("grad_scaler"):  # fp16 (adasam_glue.step)
             self.scaler.load_state_dict(rank_state["grad_scaler"])
@@ -514,7 +516,11 @@ class Trainer:
         finally:
             for sig, prev in previous.items():
                 signal.signal(sig, prev)
-            chain = self._signal is not None and self._signal != signal.SIGINT and self.state.status == "preempted"
+            chain = (
+                self._signal is not None
+                and self._signal != signal.SIGINT
+                and self.state.status == "preempted"
+            )
             if chain and callable(previous.get(self._signal)):  # a run that completed anyway just ends
                 self.on_progress(self.state)  # the record says "preempted" before the old handler runs
                 previous[self._signal](self._signal, None)

@@ -65,7 +65,9 @@ def plan(stages: list[str], seeds: list[str] | None, tasks: list[str] | None) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True, help="GLUE TSV root (glue_data/ with RTE/ MRPC/ CoLA/ STS-B/)")
+    p.add_argument(
+        "--data-dir", required=True, help="GLUE TSV root (glue_data/ with RTE/ MRPC/ CoLA/ STS-B/)"
+    )
     p.add_argument("--results-dir", default="results/cpu_scale")
     p.add_argument("--stage", default="table1", help=f"comma list of {', '.join(STAGES)} (in that order)")
     p.add_argument("--seeds", default=None, help="override the experiment's seeds, e.g. 1")
@@ -82,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise SystemExit(f"unknown --stage {', '.join(unknown)}; valid: {', '.join(STAGES)}")
-    runs = plan(
-        stages, a.seeds.split(",") if a.seeds else None, a.tasks.split(",") if a.tasks else None
-    )
+    runs = plan(stages, a.seeds.split(",") if a.seeds else None, a.tasks.split(",") if a.tasks else None)
     hydra_root = Path(tempfile.mkdtemp(prefix="cpu_scale_hydra_"))
     common = [f"data.data_dir={data_dir}", f"results_dir={results}", *a.overrides]
     print(f"{len(runs)} runs -> {results}", flush=True)
@@ -107,7 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         if overrides[0] == "SELECT":
             cmd = [sys.executable, "-m", "adasam_glue.experiments", "select-lr", overrides[1], *common]
         else:
-            cmd = [sys.executable, "-m", "adasam_glue", *overrides, *common, f"hydra.run.dir={hydra_root / str(i)}"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "adasam_glue",
+                *overrides,
+                *common,
+                f"hydra.run.dir={hydra_root / str(i)}",
+            ]
         # the run's output goes to a file, not a pipe: a run outlives a killed driver without a broken pipe
         log_path = hydra_root / f"{i}.log"
         with open(log_path, "w") as log:

@@ -101,9 +101,19 @@ def test_help_lists_groups_and_the_keys_users_set_with_descriptions():
     out = _cli("--help")
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for needle in ("task ", "optim ", "adasam", "model.path", "data.source", "data.data_dir",
-                   "trainer.mixed_precision", "results_dir", "optim.rho", "hub | tsv | disk | synthetic",
-                   "no | bf16 | fp16"):
+    for needle in (
+        "task ",
+        "optim ",
+        "adasam",
+        "model.path",
+        "data.source",
+        "data.data_dir",
+        "trainer.mixed_precision",
+        "results_dir",
+        "optim.rho",
+        "hub | tsv | disk | synthetic",
+        "no | bf16 | fp16",
+    ):
         assert needle in text, needle
     line = next(x for x in text.splitlines() if x.strip().startswith("model.path"))
     assert len(line.split(None, 1)[1]) > 10  # a description, taken from the schema's own #: comment
@@ -114,7 +124,12 @@ def test_custom_model_path_is_not_started_from_another_models_mnli_checkpoint(tm
     cfg = compose_cfg("task=rte", "model.path=/models/my-bert")
     assert cfg.task.init_from is None and cfg.model.mnli_checkpoint is None
     assert run_params_tag(cfg).startswith("my-bert_")
-    given = compose_cfg("task=rte", "model.path=/models/my-bert", "model.mnli_checkpoint=/models/my-bert-mnli")
+    given = compose_cfg(
+        "task=rte", "model.path=/models/my-bert", "model.mnli_checkpoint=/models/my-bert-mnli"
+    )
     assert given.task.init_from == "/models/my-bert-mnli"
-    for name, mnli in [("bert-base-uncased", "textattack/bert-base-uncased-MNLI"), ("deberta-v3-large", None)]:
+    for name, mnli in [
+        ("bert-base-uncased", "textattack/bert-base-uncased-MNLI"),
+        ("deberta-v3-large", None),
+    ]:
         assert compose_cfg("task=rte", f"model={name}").task.init_from == mnli

@@ -606,13 +606,15 @@ def test_tokenize_columns_dtypes_and_cache_reuse(syn_cache):
 
 
 def _loaders(syn_cache, **over):
-    cfg = data_config(**{
-        "source": "synthetic",
-        "cache_dir": str(syn_cache),
-        "synthetic_train_size": 200,
-        "synthetic_eval_size": 40,
-        **over,
-    })
+    cfg = data_config(
+        **{
+            "source": "synthetic",
+            "cache_dir": str(syn_cache),
+            "synthetic_train_size": 200,
+            "synthetic_eval_size": 40,
+            **over,
+        }
+    )
     dd = load_glue(
         "mrpc", source="synthetic", cache_dir=syn_cache, synthetic_train_size=200, synthetic_eval_size=40
     )
@@ -715,12 +717,14 @@ def _train_tiny_mrpc(tmp_path) -> float:
     from adasam_glue.metrics import compute_metrics
 
     torch.manual_seed(1)
-    cfg = data_config(**{
-        "source": "synthetic",
-        "cache_dir": str(tmp_path),
-        "synthetic_train_size": 1024,
-        "synthetic_eval_size": 256,
-    })
+    cfg = data_config(
+        **{
+            "source": "synthetic",
+            "cache_dir": str(tmp_path),
+            "synthetic_train_size": 1024,
+            "synthetic_eval_size": 256,
+        }
+    )
     dd = load_glue(
         "mrpc", source="synthetic", cache_dir=tmp_path, synthetic_train_size=1024, synthetic_eval_size=256
     )

@@ -463,8 +463,7 @@ def test_select_lr_best_dev_metric_never_a_diverged_run_and_edge_flag(tmp_path, 
     assert rc == 0
     assert (
         f"run: experiment=table2 task=rte optim=sgd optim.beta1=0.9 trainer.mixed_precision=fp16 results_dir={tmp_path} "
-        "seed=1  # optim.lr=0.03 tuned by table2_tune"
-        in out
+        "seed=1  # optim.lr=0.03 tuned by table2_tune" in out
     )
     assert "table2_tune (lr-tuning stage of table2): 8 runs, 7 done, 1 diverged, 0 to do" in out
     assert "warning: tuned lr at the high edge of its grid: rte/sgd lr=0.03" in out

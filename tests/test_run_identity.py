@@ -78,7 +78,11 @@ def _glue_tsv(root, rows: int = 40, extra: str = ""):
 
 
 def test_data_files_enter_the_identity_by_content_not_path(tiny_cfg, tmp_path):
-    one, two, three = _glue_tsv(tmp_path / "a"), _glue_tsv(tmp_path / "b"), _glue_tsv(tmp_path / "c", extra=" x")
+    one, two, three = (
+        _glue_tsv(tmp_path / "a"),
+        _glue_tsv(tmp_path / "b"),
+        _glue_tsv(tmp_path / "c", extra=" x"),
+    )
     ids = [run_identity(tiny_cfg("data.source=tsv", f"data.data_dir={d}")) for d in (one, two, three)]
     assert identity_hash(ids[0]) == identity_hash(ids[1])  # same files elsewhere: same run
     assert identity_hash(ids[0]) != identity_hash(ids[2])  # one edited file: another run
@@ -135,7 +139,9 @@ def test_failed_resume_keeps_the_history_and_names_the_file(tiny_cfg, tmp_path, 
     d = tmp_path / "r"
     run(tiny_cfg("optim=adasam", "trainer.max_updates=6", "trainer.stop_after_updates=3", run_dir=d))
     ckpt = d / "checkpoint"
-    target = {"truncate_model": "model.pt", "remove_rank": "rank0.pt", "corrupt_state": "trainer_state.json"}[damage]
+    target = {"truncate_model": "model.pt", "remove_rank": "rank0.pt", "corrupt_state": "trainer_state.json"}[
+        damage
+    ]
     if damage == "truncate_model":
         data = (ckpt / target).read_bytes()
         (ckpt / target).write_bytes(data[: len(data) // 3])
@@ -280,14 +286,22 @@ def test_ctrl_c_gives_a_final_status_and_keeps_the_history(tiny_cfg, tmp_path, m
     assert run(tiny_cfg("optim=amsgrad", "trainer.max_updates=6", run_dir=d))["status"] == "completed"
 
 
-@pytest.mark.parametrize("task, files", [("rte", ["RTE.tsv"]), ("stsb", ["STS-B.tsv"]), ("mnli", ["MNLI-m.tsv", "MNLI-mm.tsv"])])
+@pytest.mark.parametrize(
+    "task, files", [("rte", ["RTE.tsv"]), ("stsb", ["STS-B.tsv"]), ("mnli", ["MNLI-m.tsv", "MNLI-mm.tsv"])]
+)
 def test_predict_test_writes_glue_submission_files(tiny_cfg, tmp_path, task, files):
     from adasam_glue.data import load_glue
     from adasam_glue.tasks import get_task
 
     rec = run(tiny_cfg(f"task={task}", "optim=amsgrad", "trainer.predict_test=true", run_dir=tmp_path / "r"))
     info = get_task(task)
-    raw = load_glue(task, source="synthetic", synthetic_train_size=64, synthetic_eval_size=32, cache_dir=str(tmp_path / "c"))
+    raw = load_glue(
+        task,
+        source="synthetic",
+        synthetic_train_size=64,
+        synthetic_eval_size=32,
+        cache_dir=str(tmp_path / "c"),
+    )
     assert rec["predictions"]["model"] == "best"
     for split, name in zip([s.replace("validation", "test") for s in info.eval_splits], files):
         path = tmp_path / "r" / "predictions" / name

@@ -406,7 +406,9 @@ def load_glue_config(data_cfg: Any, task: str) -> tuple[DatasetDict, dict[str, d
     if missing:
         raise KeyError(f"data config lacks {', '.join(missing)} (see conf/data/default.yaml)")
     kw = {k: get(k) for k in SOURCE_KEYS}
-    return load_glue_with_quality(task, kw.pop("source"), kw.pop("data_dir"), kw.pop("hub_name"), kw.pop("cache_dir"), **kw)
+    return load_glue_with_quality(
+        task, kw.pop("source"), kw.pop("data_dir"), kw.pop("hub_name"), kw.pop("cache_dir"), **kw
+    )
 
 
 def load_glue(
