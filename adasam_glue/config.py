@@ -178,7 +178,7 @@ _VALID = {
     "trainer.schedule": ("linear", "constant", "cosine", "inverse", "inverse_sqrt"),
     "trainer.save_model": ("best", "final", "none"),
     "data.source": ("hub", "tsv", "disk", "synthetic"),
-    "model.source": ("hub", "minilm_package", "tiny"),
+    "model.source": ("hub", "minilm_package", "tiny", "random"),
     "logging.wandb_mode": ("online", "offline", "disabled"),
 }
 

@@ -12,7 +12,8 @@ Record layout (``SCHEMA_VERSION`` 2; version 1 records are still read), top-leve
 - ``git_commit`` (str | None), ``git_dirty`` (bool | None), ``versions`` (package -> version),
   ``hardware`` (device, num_processes, mixed_precision, gpu names, cpu count, platform)
 - ``optimizer_updates``, ``forward_backward_passes``, ``samples_seen`` (ints)
-- ``train_curve``: list of ``{"update", "loss", "lr"}`` (one per update, loss averaged over the update)
+- ``train_curve``: list of ``{"update", "loss", "lr"}`` (one per update, loss averaged over the update,
+  measured where ``train_loss_at`` says: ``w``, or RSAM's ``w + delta0``; an absent key means ``w``)
 - ``eval_curve``: list of ``{"update", "eval_loss", "metrics": {key: float}}``
 - ``selection_metric`` (str), ``best`` and ``final``: ``{"update", "eval_loss", "metrics"}`` or None
 - ``wall_time_s`` (float), ``started_at``, ``finished_at`` (ISO 8601 UTC)

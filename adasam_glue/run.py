@@ -217,6 +217,7 @@ def _provenance(
     cfg: DictConfig, overrides: list[str], identity: dict[str, Any], task: str, accelerator: Any
 ) -> dict[str, Any]:
     """The record's fixed part: what ran, under which identity, from which code, on which hardware."""
+    from adasam_glue.optim import get_optim_info
     from adasam_glue.provenance import git_commit, hardware, versions
 
     commit, dirty = git_commit()
@@ -239,6 +240,7 @@ def _provenance(
         "versions": versions(),
         "hardware": hardware(accelerator),
         "selection_metric": cfg.task.metric,
+        "train_loss_at": get_optim_info(cfg.optim.name).loss_point,  # RSAM: at w + delta0, not w
         "started_at": now(),
     }
 

@@ -53,7 +53,8 @@ class StepResult:
     """What one update did.
 
     Attributes:
-        loss_sum: sum of the per-sample losses at w over the update's local examples (detached, fp32).
+        loss_sum: sum of the per-sample losses of the first pass over the update's local examples
+            (detached, fp32): at w, or where the registry's ``loss_point`` says (RSAM: w + delta0).
         examples: the update's local examples.
         passes: forward/backward passes over the update's batch that ran (2 for a two-pass update, 1
             for a one-pass one, 1 when a two-pass update stopped after an overflow in its ascent pass).

@@ -179,7 +179,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ one update
     def train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """One optimizer update over ``micro_batches``; returns the summed loss at w (local examples).
+        """One optimizer update over ``micro_batches``; returns the summed first-pass loss (local
+        examples): at w, RSAM at w + delta0 (``OptimInfo.loss_point``, the record's ``train_loss_at``).
 
         The update is ``self.update`` (:class:`adasam_glue.step.UpdateStep`, the one copy of the SAM step):
         1. ascent pass at w over every micro-batch, all-reduced only with ``optim.sync_ascent``;

@@ -766,3 +766,35 @@ def _train_tiny_mrpc(tmp_path) -> float:
     acc = compute_metrics("mrpc", logits.numpy(), batch["labels"].numpy())["accuracy"]
     print(f"tiny BERT on synthetic MRPC after 300 updates: dev accuracy {acc:.3f}")
     return acc
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("multiple", [None, 8])
+@pytest.mark.parametrize("kind", ["list", "tensor"])
+def test_collator_matches_row_by_row_padding(side, multiple, kind):
+    """The vectorised collator equals padding each row on its own (the obvious reference), for lists
+    (Arrow rows) and tensors, both padding sides, with and without a pad multiple."""
+    from adasam_glue.data import GlueCollator
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for i, n in enumerate(rng.integers(1, 40, size=13)):
+        ids = rng.integers(2, 500, size=n).tolist()
+        row = {"input_ids": ids, "attention_mask": [1] * n, "token_type_ids": [i % 2] * n}
+        if kind == "tensor":
+            row = {k: torch.tensor(v) for k, v in row.items()}
+        rows.append({**row, "labels": int(i % 3), "idx": i})
+    out = GlueCollator(pad_token_id=1, pad_to_multiple_of=multiple, padding_side=side)(rows)
+    width = max(len(r["input_ids"]) for r in rows)
+    width = width if not multiple else -(-width // multiple) * multiple
+    for key, pad in (("input_ids", 1), ("attention_mask", 0), ("token_type_ids", 0)):
+        want = torch.full((len(rows), width), pad, dtype=torch.long)
+        for i, r in enumerate(rows):
+            v = torch.as_tensor(r[key], dtype=torch.long)
+            if side == "left":
+                want[i, width - len(v) :] = v
+            else:
+                want[i, : len(v)] = v
+        assert torch.equal(out[key], want), key
+        assert out[key].dtype == torch.long
+    assert out["labels"].tolist() == [i % 3 for i in range(13)] and out["idx"].tolist() == list(range(13))

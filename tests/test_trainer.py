@@ -46,7 +46,15 @@ def test_run_writes_a_complete_record(tiny_cfg, tmp_path, optim, passes_per_upda
     ):
         assert key in on_disk
     assert on_disk["samples_seen"] == 4 * 8
+    assert on_disk["train_loss_at"] == "w"
     assert not (tmp_path / "r" / "checkpoint").exists()  # removed after a completed run
+
+
+def test_rsam_record_says_its_train_loss_is_at_the_noisy_point(tiny_cfg, tmp_path):
+    """RSAM's first pass runs at w + delta0: its record must not call that loss the loss at w."""
+    rec = run(tiny_cfg("optim=rsam", run_dir=tmp_path / "r"))
+    assert rec["status"] == "completed"
+    assert read_record(tmp_path / "r" / "record.json")["train_loss_at"] == "w + delta0"
 
 
 def test_lr_schedule_counts_updates_not_passes(tiny_cfg, tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -133,19 +134,24 @@ class GlueCollator:
         return longest if not m else int(math.ceil(longest / m) * m)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        length = self.padded_length(max(len(r["input_ids"]) for r in rows))
+        # One vectorised fill per key, not one tensor per row: the collator runs once per micro-batch,
+        # and per-row tensors made it most of the harness's own cost per update (docs/bench_overhead.md).
+        lengths = np.fromiter((len(r["input_ids"]) for r in rows), dtype=np.int64, count=len(rows))
+        length = self.padded_length(int(lengths.max()))
+        cols = np.arange(length)
+        if self.padding_side == "left":
+            mask = cols >= (length - lengths)[:, None]
+        else:
+            mask = cols < lengths[:, None]
+        total = int(lengths.sum())
         batch: dict[str, torch.Tensor] = {}
         for key, pad in (("input_ids", self.pad_token_id), ("attention_mask", 0), ("token_type_ids", 0)):
             if key not in rows[0]:
                 continue
-            t = torch.full((len(rows), length), pad, dtype=torch.long)
-            for i, r in enumerate(rows):
-                v = torch.as_tensor(r[key], dtype=torch.long)
-                if self.padding_side == "left":
-                    t[i, length - len(v) :] = v
-                else:
-                    t[i, : len(v)] = v
-            batch[key] = t
+            t = np.full((len(rows), length), pad, dtype=np.int64)
+            # row-major order of the mask's True cells = the rows' tokens concatenated
+            t[mask] = _concatenated(rows, key, total)
+            batch[key] = torch.from_numpy(t)
         labels = [r["labels"] for r in rows]
         is_float = isinstance(labels[0], float) or (
             torch.is_tensor(labels[0]) and labels[0].is_floating_point()
@@ -154,6 +160,14 @@ class GlueCollator:
         if "idx" in rows[0]:
             batch["idx"] = torch.tensor([r["idx"] for r in rows], dtype=torch.long)
         return batch
+
+
+def _concatenated(rows: list[dict[str, Any]], key: str, total: int) -> np.ndarray:
+    """The rows' ``key`` values end to end as int64: lists (the Arrow rows) in one C pass, tensors and
+    arrays (a formatted dataset) through numpy."""
+    if isinstance(rows[0][key], (list, tuple)):
+        return np.fromiter(itertools.chain.from_iterable(r[key] for r in rows), np.int64, total)
+    return np.concatenate([np.asarray(r[key], dtype=np.int64).reshape(-1) for r in rows])
 
 
 def default_pad_multiple(pad_to_multiple_of: int | None, mixed_precision: str = "no") -> int | None:

@@ -69,6 +69,9 @@ class OptimInfo:
         linestyle: matplotlib line style (dashed: the one-pass base optimizers).
         needs_per_sample_loss: ``descent_loss`` uses the per-sample losses (ESAM's data selection).
         own_descent: the record replaces the descent step itself (LightSAM); it takes no ``base``.
+        loss_point: where the first pass's forward runs, so where the logged training loss is measured
+            (the record's ``train_loss_at``): ``w`` for all but RSAM, whose ascent pass is at the noisy
+            ``w + delta0`` (a loss at w would cost one more forward per update; docs/algorithms.md §2.9).
     """
 
     name: str
@@ -88,6 +91,7 @@ class OptimInfo:
     linestyle: str = "-"
     needs_per_sample_loss: bool = False
     own_descent: bool = False
+    loss_point: str = "w"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "choices", MappingProxyType({k: tuple(v) for k, v in self.choices.items()}))
@@ -259,6 +263,7 @@ _RECORDS = [
     _variant(
         "rsam", RSAM, ("rho", "sigma"), "RSAM", "#8c564b", "Liu et al., NeurIPS 2022 (Random SAM)",
         "s~ = grad at w + N(0, sigma^2 rms(w)^2); e = rho s~ / ||s~||", "§2.9",
+        loss_point="w + delta0",
     ),
     _variant(
         "esam", ESAM, ("rho", "beta", "gamma"), "ESAM", "#9467bd", "Du et al. 2022, arXiv 2110.03141",
