@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from adasam_glue import tuned_lr as tl
 from adasam_glue.config import CONF_DIR
+from adasam_glue.launchers import (
+    ExperimentError,
+    available_experiments,
+    check_experiments,
+    check_launcher,
+)
+from adasam_glue.plan_text import (
+    SECONDS_PER_SAMPLE_PASS,
+    print_plan,
+    summary_lines,
+)
 
 #: ``make reproduce-all``: the four tables and the speedup study (``--only`` adds the others); the
 #: lr-tuning stages Tables 2/4 depend on (``table2_tune``, ``table4_tune``) are added in front of them.
@@ -55,8 +64,6 @@ PAPER_EXPERIMENTS = ("table1", "table2", "table3", "table4", "speedup")
 MNLI_EXPERIMENT = "mnli_init"
 #: Suffix of ``experiment_name`` for runs started from the own MNLI run (never mixed with Hub-init runs).
 OWN_MNLI_SUFFIX = tl.OWN_MNLI_SUFFIX
-#: The paper's precision (fairseq, fp16), stated next to each experiment's ``trainer.mixed_precision``.
-PAPER_PRECISION = "fp16"
 
 #: Parameters of each model config (``model.name``), for the disk estimate of ``save_model``: weights
 #: are saved as fp32 safetensors (4 bytes per parameter). Hub configs as published; ``tiny`` is computed.
@@ -70,98 +77,6 @@ MODEL_PARAMS = {
 }
 #: Sweep keys that select a grid point; the ``run:`` line writes them out explicitly.
 _SWEEP_CHOICES = ("experiment", "task", "method", "optim", "schedule", "seed")
-
-#: GPU-hours model: seconds per training sample per forward+backward pass, RoBERTa-large (355M) on one
-#: A100 80GB in fp16/bf16 with dynamic padding (cost ~ the padded length of the task's batches). Assumed,
-#: not measured here (no GPU): about 5 ms per 128-token sample, scaled by each task's typical padded
-#: length (CoLA ~25 tokens ... RTE ~150). A run costs updates x batch x passes x this (two passes per
-#: update for the SAM family), evaluation and checkpointing not counted.
-SECONDS_PER_SAMPLE_PASS = {
-    "mnli": 0.0030,
-    "qnli": 0.0040,
-    "qqp": 0.0025,
-    "rte": 0.0060,
-    "sst2": 0.0020,
-    "mrpc": 0.0035,
-    "cola": 0.0015,
-    "stsb": 0.0025,
-}
-
-_LAUNCHERS_NEEDING_SUBMITIT = ("slurm", "submitit_slurm", "submitit_local", "submitit_local_test")
-#: Launchers that submit to SLURM: they need its ``sbatch`` (submit) and ``srun`` (submitit checks it).
-_LAUNCHERS_NEEDING_SLURM = ("slurm", "submitit_slurm")
-_SLURM_COMMANDS = ("sbatch", "srun")
-
-
-class ExperimentError(ValueError):
-    """Bad input to reproduce-all (unknown experiment or launcher, missing plugin); the message says what is valid."""
-
-
-# --------------------------------------------------------------------------------------------- discovery
-def available_experiments() -> list[str]:
-    """Names of ``conf/experiment/*.yaml``."""
-    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-
-
-def available_launchers() -> list[str]:
-    """``hydra/launcher`` options: the project's files plus the submitit plugin's two."""
-    own = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml"))
-    return own + [x for x in ("submitit_local", "submitit_slurm") if x not in own]
-
-
-def check_experiments(names: Iterable[str]) -> list[str]:
-    valid = available_experiments()
-    names = [n.strip() for n in names if n.strip()]
-    unknown = [n for n in names if n not in valid]
-    if unknown:
-        raise ExperimentError(
-            f"unknown experiment {', '.join(map(repr, unknown))}: valid experiments are {', '.join(valid)}"
-        )
-    return names
-
-
-def check_launcher(launcher: str, dry_run: bool = False) -> list[str]:
-    """Unknown launcher -> the valid ones; a submitit launcher without the plugin -> how to install it;
-    a SLURM launcher without ``sbatch``/``srun`` on PATH -> one line saying so (an error, or a warning
-    returned for a dry run, which only prints the plan)."""
-    if launcher not in available_launchers():
-        raise ExperimentError(
-            f"unknown launcher {launcher!r}: valid launchers are {', '.join(available_launchers())}"
-        )
-    if launcher in _LAUNCHERS_NEEDING_SUBMITIT:
-        missing = [m for m in ("submitit", "hydra_plugins.hydra_submitit_launcher") if not _importable(m)]
-        if missing:
-            raise ExperimentError(
-                f"--launcher {launcher} needs hydra-submitit-launcher (and submitit), which is not installed "
-                f"(missing: {', '.join(missing)}). Install the slurm extra: pip install -e '.[slurm]'"
-            )
-    problem = slurm_commands_problem(launcher)
-    if problem is None:
-        return []
-    if dry_run:
-        return [f"warning: {problem} (the plan is printed anyway)"]
-    raise ExperimentError(problem)
-
-
-def slurm_commands_problem(launcher: str) -> str | None:
-    """Why ``launcher`` cannot submit from this machine (no ``sbatch``/``srun`` on PATH), or None."""
-    if launcher not in _LAUNCHERS_NEEDING_SLURM:
-        return None
-    missing = [c for c in _SLURM_COMMANDS if shutil.which(c) is None]
-    if not missing:
-        return None
-    return (
-        f"--launcher {launcher} submits SLURM jobs, but {' and '.join(missing)} "
-        f"{'is' if len(missing) == 1 else 'are'} not on PATH: run it on a SLURM login node "
-        "(or load the slurm module), or use --launcher local / submitit_local on this machine"
-    )
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 # ------------------------------------------------------------------------------------------------ plan
@@ -540,193 +455,6 @@ def _select_block(block: Block, write: bool = True) -> tuple[list[str], bool]:
     return lines, ok
 
 
-# ------------------------------------------------------------------------------------------- reporting
-def summary_lines(blocks: Sequence[Block]) -> list[str]:
-    runs = [r for b in blocks for r in b.runs]
-    per_exp: dict[str, list[PlannedRun]] = {}
-    for r in runs:
-        per_exp.setdefault(r.experiment, []).append(r)
-
-    def stats(rs: list[PlannedRun]) -> str:
-        done = sum(r.done for r in rs)
-        diverged = sum(r.status == "diverged" for r in rs)
-        todo = [r for r in rs if r.to_do]
-        resume = sum(r.status in ("preempted", "running", "failed") for r in todo)
-        return (
-            f"{len(rs)} runs, {done} done, {diverged} diverged, {len(todo)} to do ({resume} with a record), "
-            f"{sum(r.gpu_hours for r in todo):.1f} of {sum(r.gpu_hours for r in rs):.1f} GPU-hours to do"
-        )
-
-    def role(name: str) -> str:
-        users = sorted({r.experiment for r in runs if r.tuned_by == name})
-        return (
-            f" (lr-tuning stage of {', '.join(users)})"
-            if users
-            else " (lr-tuning stage)"
-            if tl.is_tuning_experiment(name)
-            else ""
-        )
-
-    lines = [f"summary: {stats(runs)}"]
-    lines += [f"  {name}{role(name)}: {stats(rs)}" for name, rs in per_exp.items()]
-    lines += lr_lines(runs)
-    lines += disk_lines(runs)
-    lines += precision_lines(runs)
-    lines.append(
-        "  GPU-hours assume RoBERTa-large on one A100 (fp16/bf16): updates x batch x passes x seconds per sample "
-        "pass ("
-        + ", ".join(f"{t} {s * 1000:g} ms" for t, s in SECONDS_PER_SAMPLE_PASS.items())
-        + "); 2 passes per update for the SAM family; eval not counted"
-    )
-    lines.append(
-        "  done = <run dir>/record.json with status completed; diverged runs are skipped on rerun too; "
-        "run dir = <results_dir>/runs/<experiment>/<task>/<optim>/<params>/seed<k>"
-    )
-    return lines
-
-
-def lr_lines(runs: Sequence[PlannedRun]) -> list[str]:
-    """Where the lrs come from: the tuning stage (selected / pending), its grids, and any placeholder."""
-    lines = []
-    tuned = [r for r in runs if r.tuned_by]
-    if tuned:
-        pending = [r for r in tuned if r.pending_lr]
-        stages = ", ".join(dict.fromkeys(r.tuned_by for r in tuned))
-        users = ", ".join(dict.fromkeys(r.experiment for r in tuned))
-        lines.append(
-            f"  lr: {len(tuned)} runs ({users}) take optim.lr from the lr-tuning stage ({stages}): "
-            f"{len(tuned) - len(pending)} selected, {len(pending)} wait for the selection"
-        )
-    edge = {
-        (r.tuned_lr_file, r.lr)
-        for r in tuned
-        if r.lr is not None and r.tuned_lr_file is not None and _selection(r.tuned_lr_file).get("at_edge")
-    }
-    for path, lr in sorted(edge, key=str):
-        sel = _selection(path)
-        lines.append(
-            f"  warning: tuned lr at the {sel.get('edge')} edge of its grid: {sel.get('task')}/{sel.get('optimizer')} "
-            f"lr={lr:g} of {sel.get('grid')} ({path}); extend the grid there and rerun the tuning stage"
-        )
-    placeholder = [r for r in runs if r.lr_source == "placeholder"]
-    if placeholder:
-        where = sorted(
-            {
-                f"{r.experiment} {r.task}/{r.optim} (conf/task_optim/{r.task}_{r.optim}.yaml)"
-                for r in placeholder
-            }
-        )
-        lines.append(
-            f"  warning: {len(placeholder)} runs use a placeholder lr (no recipe lr, not tuned): "
-            + "; ".join(where[:8])
-            + (f"; +{len(where) - 8} more" if len(where) > 8 else "")
-            + ". Give them optim.lr: ${tuned_lr:<tuning experiment>} (conf/experiment/*_tune.yaml) or optim.lr=..."
-        )
-    elif runs:
-        lines.append("  lr: no placeholder lr in this plan (every lr is the recipe's, tuned, swept or given)")
-    return lines
-
-
-def _selection(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _gb(n_bytes: float) -> str:
-    return f"{n_bytes / 1e9:,.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:,.1f} MB"
-
-
-def _count(n: float) -> str:
-    return f"{n / 1e6:,.1f}M" if n >= 1e6 else f"{n / 1e3:,.0f}k"
-
-
-def disk_lines(runs: Sequence[PlannedRun]) -> list[str]:
-    """Disk for ``trainer.save_model`` (one fp32 model per run: parameters x 4 bytes)."""
-    saving = [r for r in runs if r.save_model in ("best", "final")]
-    if not runs:
-        return []
-    known = [r for r in saving if r.model_params is not None]
-    total = sum(r.model_params * 4 for r in known)
-    todo = sum(r.model_params * 4 for r in known if r.to_do)
-    per_model: dict[str, list[PlannedRun]] = {}
-    for r in known:
-        per_model.setdefault(r.model_name, []).append(r)
-    parts = [
-        f"{name} {_count(rs[0].model_params)} params = {_gb(rs[0].model_params * 4)} x {len(rs)} runs"
-        for name, rs in per_model.items()
-    ]
-    unknown = sorted({r.model_name for r in saving if r.model_params is None})
-    line = (
-        f"  disk: save_model=best/final keeps one fp32 model per run for {len(saving)} of {len(runs)} runs: "
-        + ("; ".join(parts) if parts else "none")
-        + f" -> {_gb(total)} in all ({_gb(todo)} for the runs to do)"
-        + (f"; size unknown for {', '.join(unknown)}" if unknown else "")
-        + ". A resume checkpoint (model + optimizer state, up to ~4x the model) exists only while a run is "
-        "unfinished (removed when it completes unless trainer.keep_checkpoint=true)"
-    )
-    return [line]
-
-
-def precision_lines(runs: Sequence[PlannedRun]) -> list[str]:
-    by_prec: dict[str, list[str]] = {}
-    for r in runs:
-        names = by_prec.setdefault(r.mixed_precision, [])
-        if r.experiment not in names:
-            names.append(r.experiment)
-    if not by_prec:
-        return []
-    shown = "; ".join(
-        f"trainer.mixed_precision={p} ({'fp32' if p == 'no' else p}) for {', '.join(n)}"
-        for p, n in by_prec.items()
-    )
-    note = ""
-    if "no" in by_prec:
-        note = "; fp32 runs take longer than the GPU-hours below, which assume fp16/bf16 (trainer.mixed_precision=bf16 or fp16 to match)"
-    return [f"  precision: {shown}; the paper trained in {PAPER_PRECISION} (fairseq){note}"]
-
-
-def _annotation(r: PlannedRun) -> str:
-    if not r.tuned_by:
-        return ""
-    name = r.tuned_lr_file.parents[2].name if r.tuned_lr_file is not None else r.tuned_by  # own-MNLI variant
-    if r.lr is None:
-        return f"  # optim.lr: tuned by {name} (not selected yet)"
-    return f"  # optim.lr={r.lr:g} tuned by {name}"
-
-
-def _select_line(b: Block) -> str:
-    pairs = sorted({(r.experiment_name, r.task, r.optim) for r in b.runs})
-    if not pairs:
-        return f"select: {b.experiment}: no runs"
-    root = b.runs[0].results_dir or Path("results")
-    names = sorted({p[0] for p in pairs})
-    present = sum(tl.selection_path(root, n, t, o).exists() for n, t, o in pairs)
-    seeds = sorted({r.seed for r in b.runs})
-    return (
-        f"select: {b.experiment} -> {root}/runs/{'|'.join(names)}/<task>/<optim>/{tl.FILE_NAME} for "
-        f"{len(pairs)} task x optimizer pairs ({present} written): per pair the lr with the best dev metric "
-        f"(seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}; a diverged run never wins)"
-    )
-
-
-def print_plan(blocks: Sequence[Block], launcher: str, file: Any = None) -> None:
-    file = file or sys.stdout
-    for b in blocks:
-        for r in b.runs:
-            print("run: " + " ".join(r.line) + _annotation(r), file=file)
-        if b.tuning:
-            print(_select_line(b), file=file)
-    for line in summary_lines(blocks):
-        print(line, file=file)
-    print("multiruns, in order:", file=file)
-    for b in blocks:
-        print("  " + " ".join(b.command(launcher, python="python")), file=file)
-        if b.tuning:
-            print("  " + " ".join(b.select_command(python="python")), file=file)
-
-
 # ---------------------------------------------------------------------------------------------- launch
 def launch(blocks: Sequence[Block], launcher: str, own_mnli: bool = False) -> int:
     """Run the blocks one after another (each a blocking Hydra multirun); return the exit code.
@@ -779,49 +507,6 @@ def launch(blocks: Sequence[Block], launcher: str, own_mnli: bool = False) -> in
         )
         return 1
     return 0
-
-
-# ---------------------------------------------------------------------------------------- hydra hook
-try:
-    from hydra.experimental.callback import Callback as _Callback
-except ImportError:  # pragma: no cover - hydra < 1.1
-    _Callback = object  # type: ignore[assignment,misc]
-
-
-class SlurmDistributedEnv(_Callback):  # type: ignore[misc,valid-type]
-    """Hydra callback (``hydra/launcher=slurm``): one submitit task per GPU -> torch.distributed env vars.
-
-    submitit starts ``tasks_per_node`` copies of the job per node (``srun``); this sets ``RANK``,
-    ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` from the SLURM
-    job before ``run(cfg)`` builds its ``Accelerator``, which is what ``accelerate launch`` would export.
-    A no-op outside submitit or with one task (then the run is a single process, as with ``local``).
-    """
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Before submitting: a SLURM launcher on a machine without ``sbatch``/``srun`` stops here with one
-        line (instead of submitit's traceback)."""
-        target = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
-        if target.endswith("SlurmLauncher"):
-            problem = slurm_commands_problem("slurm")
-            if problem is not None:
-                print(
-                    f"error: {problem.replace('--launcher slurm', 'hydra/launcher=slurm')}", file=sys.stderr
-                )
-                raise SystemExit(2)
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if "RANK" in os.environ:
-            return
-        try:
-            import submitit
-
-            env = submitit.JobEnvironment()
-            if env.num_tasks <= 1:
-                return
-            # Keep every GPU visible: Accelerator picks cuda:LOCAL_RANK itself.
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        except Exception:  # not in a submitit job
-            return
 
 
 # ------------------------------------------------------------------------------------------------- CLI

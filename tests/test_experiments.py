@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from adasam_glue import experiments as ex
+from adasam_glue import launchers
 from adasam_glue import tuned_lr as tl
 from adasam_glue.config import CONF_DIR
+from adasam_glue.launchers import SlurmDistributedEnv
 
 TASKS = ["mnli", "qnli", "qqp", "rte", "sst2", "mrpc", "cola", "stsb"]
 SHRINK = [
@@ -182,14 +185,14 @@ def test_slurm_launcher_config():
     # (the sbatch text itself: tests/test_slurm_sbatch.py).
     assert launcher["additional_parameters"]["signal"] == f"USR2@{launcher['signal_delay_s']}"
     assert any("SUBMITIT_PREEMPT_SIGNAL=USR2" in line for line in launcher["setup"])
-    assert cfg.hydra.callbacks.slurm_distributed_env._target_ == "adasam_glue.experiments.SlurmDistributedEnv"
+    assert cfg.hydra.callbacks.slurm_distributed_env._target_ == "adasam_glue.launchers.SlurmDistributedEnv"
     local = _compose(["hydra/launcher=submitit_local_test"], hydra_cfg=True)
     assert local.hydra.launcher._target_.endswith("LocalLauncher")
 
 
 def test_slurm_callback_is_a_noop_outside_submitit(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
-    ex.SlurmDistributedEnv().on_job_start(config=None)
+    SlurmDistributedEnv().on_job_start(config=None)
     assert "RANK" not in os.environ
 
 
@@ -582,7 +585,7 @@ def test_only_table_adds_its_tuning_stage_first(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------ launchers
 def test_slurm_launcher_without_sbatch_or_srun_is_a_one_line_error(capsys, monkeypatch):
-    monkeypatch.setattr(ex.shutil, "which", lambda cmd, *a, **k: None)
+    monkeypatch.setattr(shutil, "which", lambda cmd, *a, **k: None)
     rc, out, err = _main(["reproduce-all", "--launcher", "slurm", "--only", "smoke"], capsys)
     assert rc == 2 and out == ""
     assert err.strip().splitlines() == [
@@ -593,7 +596,7 @@ def test_slurm_launcher_without_sbatch_or_srun_is_a_one_line_error(capsys, monke
     assert (
         rc == 0 and "warning: --launcher slurm submits SLURM jobs" in err and "run: experiment=smoke" in out
     )
-    monkeypatch.setattr(ex.shutil, "which", lambda cmd, *a, **k: "/usr/bin/" + cmd if cmd == "srun" else None)
+    monkeypatch.setattr(shutil, "which", lambda cmd, *a, **k: "/usr/bin/" + cmd if cmd == "srun" else None)
     rc, _, err = _main(["reproduce-all", "--launcher", "slurm", "--only", "smoke"], capsys)
     assert rc == 2 and "but sbatch is not on PATH" in err
 
@@ -642,7 +645,7 @@ def test_unknown_experiment_through_hydra_lists_the_valid_ones():
 
 
 def test_slurm_without_submitit_says_install_the_extra(capsys, monkeypatch):
-    monkeypatch.setattr(ex, "_importable", lambda module: False)
+    monkeypatch.setattr(launchers, "_importable", lambda module: False)
     rc, _, err = _main(["reproduce-all", "--dry-run", "--launcher", "slurm"], capsys)
     assert rc == 2 and "pip install -e '.[slurm]'" in err
     rc, _, err = _main(["reproduce-all", "--dry-run", "--launcher", "nosuch"], capsys)

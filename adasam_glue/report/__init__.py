@@ -61,14 +61,8 @@ def build_report(
         render_sharpness_csv,
         render_sharpness_md,
     )
-    from adasam_glue.report.tables import (
-        TABLES,
-        build_table,
-        render_csv,
-        render_markdown,
-        render_paired_csv,
-        render_tex,
-    )
+    from adasam_glue.report.table_render import render_csv, render_markdown, render_paired_csv, render_tex
+    from adasam_glue.report.tables import TABLES, build_table
 
     col = load_runs(runs_dir, skip_unknown_schema=skip_unknown_schema)
     out = Path(out_dir)
