@@ -2,7 +2,7 @@
 
 Nothing here is a second copy of a fact. The one-line descriptions are the schema's own ``#:``
 comments in ``adasam_glue/config.py`` (read with ``ast``, as Sphinx reads them), the valid values come
-from ``config._VALID``, the group options from the files under ``conf/``, the optimizer names and
+from ``config.valid_choices()``, the group options from the files under ``conf/``, the optimizer names and
 hyperparameters from the registry. Hydra's own help stays available as ``--hydra-help``.
 """
 
@@ -67,7 +67,7 @@ def field_docs(cls: type) -> dict[str, str]:
 def _describe(key: str) -> str:
     section, _, name = key.rpartition(".")
     doc = field_docs(_SECTIONS[section]).get(name, "")
-    valid = schema._VALID.get(key)
+    valid = schema.valid_choices().get(key)
     if valid:
         doc += ("; " if doc else "") + "one of " + " | ".join(valid)
     return doc.replace("``", "")

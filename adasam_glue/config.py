@@ -175,12 +175,19 @@ register_configs()
 
 _VALID = {
     "trainer.mixed_precision": ("no", "bf16", "fp16"),
-    "trainer.schedule": ("linear", "constant", "cosine", "inverse", "inverse_sqrt"),
     "trainer.save_model": ("best", "final", "none"),
     "data.source": ("hub", "tsv", "disk", "synthetic"),
-    "model.source": ("hub", "minilm_package", "tiny", "random"),
     "logging.wandb_mode": ("online", "offline", "disabled"),
 }
+
+
+def valid_choices() -> dict[str, tuple[str, ...]]:
+    """The named choices of config keys: this module's, plus the schedules' and the model sources'
+    (owned by :mod:`adasam_glue.schedules` and :mod:`adasam_glue.modeling`)."""
+    from adasam_glue.modeling import MODEL_SOURCES
+    from adasam_glue.schedules import SCHEDULES
+
+    return {**_VALID, "trainer.schedule": SCHEDULES, "model.source": MODEL_SOURCES}
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -232,7 +239,7 @@ def validate_config(cfg: DictConfig) -> None:
     bs = _get(cfg, "trainer.batch_schedule")
     if bs is not None and (len(bs) == 0 or any(b < 1 for b in bs)):
         raise bad("trainer.batch_schedule", list(bs), "a non-empty list of batch sizes >= 1")
-    for key, valid in _VALID.items():
+    for key, valid in valid_choices().items():
         v = _get(cfg, key)
         if v not in valid:
             raise bad(key, v, f"one of {', '.join(valid)}")

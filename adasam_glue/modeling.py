@@ -20,6 +20,10 @@ from adasam_glue.tasks import TaskInfo
 
 log = logging.getLogger(__name__)
 
+#: ``model.source``: a Hub id or local folder, the offline MiniLM package, the tiny test model (random,
+#: built from ``model.hidden_size`` ...), or a folder's architecture with random weights (``random``).
+MODEL_SOURCES = ("hub", "minilm_package", "tiny", "random")
+
 
 class ModelError(RuntimeError):
     """A model or tokenizer that cannot be loaded; the message says what is missing and what to do."""

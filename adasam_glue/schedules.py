@@ -11,9 +11,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch.optim.lr_scheduler import LambdaLR
+if (
+    TYPE_CHECKING
+):  # torch is imported where a scheduler is built: config checks and the report read names only
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+
+
+#: Every ``trainer.schedule`` (config validation and the report read this).
+SCHEDULES = ("linear", "constant", "cosine", "inverse", "inverse_sqrt")
+#: The schedules whose lr decays after warmup (the report's "decaying lr" group).
+DECAYING = tuple(s for s in SCHEDULES if s != "constant")
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:
@@ -31,13 +41,15 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int, min_ratio: floa
         return 1.0 / (t + 1)
     if schedule == "inverse_sqrt":
         return 1.0 / (t + 1) ** 0.5001
-    raise ValueError(f"unknown schedule {schedule!r}; valid: linear, constant, cosine, inverse, inverse_sqrt")
+    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, schedule: str, total: int, warmup: int, min_ratio: float = 0.0
 ) -> LambdaLR:
     """A ``LambdaLR`` on the (wrapper) optimizer; its param_groups are the base optimizer's."""
+    from torch.optim.lr_scheduler import LambdaLR
+
     lr_factor(schedule, 0, total, warmup, min_ratio)  # validate the name now, not at step 1
     return LambdaLR(optimizer, lambda step: lr_factor(schedule, step, total, warmup, min_ratio))
 

@@ -95,10 +95,13 @@ import numpy as np
 import torch
 
 from adasam_glue.config import SharpnessConfig
+from adasam_glue.experiment_conf import rho_grid
 from adasam_glue.records import RECORD_NAME, RecordError, read_record, write_record
 
 MEASURES = ("eigenvalue", "trace", "worst_case")
-DEFAULT_RHOS = (0.01, 0.005, 0.001)  #: the paper's rho grid (spec §4), used when ``rhos`` is null
+#: ``rhos: null``: the worst case at the radii of the paper's AdaSAM grid (docs/algorithms.md §4), read
+#: from the experiment that sweeps it (:func:`adasam_glue.experiment_conf.rho_grid`).
+PAPER_RHOS_FROM = ("table1", "adasam")
 MODEL_DIR = "model"  #: HF ``save_pretrained`` folder inside a run dir (model + tokenizer)
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
@@ -138,7 +141,7 @@ def _settings(cfg: Any) -> _Settings:
         return ValueError(f"sharpness.{key} must be {valid}, got {value!r}")
 
     rhos = get("rhos")
-    rhos = DEFAULT_RHOS if rhos is None else tuple(float(r) for r in rhos)
+    rhos = rho_grid(*PAPER_RHOS_FROM) if rhos is None else tuple(float(r) for r in rhos)
     measures = tuple(str(m) for m in get("measures"))
     s = _Settings(
         num_samples=int(get("num_samples")),

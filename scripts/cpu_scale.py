@@ -24,28 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from adasam_glue.config import CONF_DIR
+from adasam_glue.experiment_conf import experiment_sweep
 
 #: stage -> experiment config (conf/experiment/<name>.yaml)
 STAGES = {"table1": "cpu_scale", "tune": "cpu_scale_tune", "table2": "cpu_scale_table2"}
-
-
-def sweep(experiment: str) -> dict[str, list[str]]:
-    """The experiment's own sweep (``hydra.sweeper.params``) as lists: the grid is read, not repeated."""
-    path = CONF_DIR / "experiment" / f"{experiment}.yaml"
-    if not path.exists():
-        raise SystemExit(f"{path} does not exist: stage {experiment!r} is not defined yet")
-    params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}
-    return {k: [v.strip() for v in str(vals).split(",")] for k, vals in params.items()}
 
 
 def plan(stages: list[str], seeds: list[str] | None, tasks: list[str] | None) -> list[list[str]]:
     runs = []
     for stage in stages:
         exp = STAGES[stage]
-        grid = sweep(exp)
+        grid = {k: list(v) for k, v in experiment_sweep(exp).items()}  # the experiment's own grid
         # the tuning stage keeps its own seed (one): --seeds applies to the tables
         grid_seeds = (seeds if stage != "tune" else None) or grid.pop("seed", ["1"])
         grid.pop("seed", None)

@@ -40,6 +40,7 @@ from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, setting_ha
 from adasam_glue.report.palette import METHOD_NAMES, color, method_name, metric_label, task_name
 from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
 from adasam_glue.report.stats import Summary, summarize
+from adasam_glue.schedules import DECAYING
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 __all__ = [
@@ -76,7 +77,6 @@ class _BaselineView(Mapping[str, str]):
 #: SAM-family optimizer -> the base optimizer it perturbs by default (for "SAM-family < base"); a run on
 #: another base (``optim.base``) is paired with that base's runs (:func:`_baseline`).
 SAM_BASE: Mapping[str, str] = _BaselineView()
-DECAYING = ("linear", "cosine", "inverse", "inverse_sqrt")
 #: the identity keys a schedule point of the schedules experiment sets (conf/schedule/*.yaml)
 SCHEDULE_KEYS = ("config.trainer.schedule", "config.trainer.batch_schedule", "config.trainer.min_lr_ratio")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
