@@ -32,10 +32,10 @@ class TaskConfig:
     batch_size: int = MISSING  #: global batch per optimizer update (all devices x accumulation)
     total_updates: int = MISSING  #: optimizer updates of the recipe (the schedule's length)
     warmup_updates: int = MISSING  #: linear warmup updates (scaled with trainer.max_updates)
-    epochs: int = 10
-    max_length: int = 512  #: tokens per example after truncation
+    epochs: int = MISSING
+    max_length: int = MISSING  #: tokens per example after truncation
     metric: str = MISSING  #: selection metric key (must match adasam_glue.tasks)
-    init_from: str | None = None  #: checkpoint to start from (Hub id or local run dir)
+    init_from: str | None = MISSING  #: checkpoint to start from (Hub id or local run dir)
 
 
 @dataclass
@@ -64,88 +64,88 @@ class OptimConfig:
     beta: float | None = None  #: ESAM weight-perturbation probability
     gamma: float | None = None  #: ESAM sample fraction
     nesterov: bool | None = None  #: SGD family
-    sync_ascent: bool = False  #: all-reduce the ascent gradient (global SAM) instead of per-device
+    sync_ascent: bool = MISSING  #: all-reduce the ascent gradient (global SAM) instead of per-device
 
 
 @dataclass
 class ModelConfig:
     name: str = MISSING  #: config name (``roberta-large``, ``minilm``, ``tiny`` ...)
-    path: str | None = None  #: Hub id or local folder; ``null`` for ``tiny`` / resolved for ``minilm``
-    revision: str | None = None  #: Hub revision (branch, tag or commit) of ``path`` and ``init_from``
-    cache_dir: str | None = None  #: where Hub downloads go (``null``: the HF default cache)
-    trust_remote_code: bool = False  #: allow a Hub model's own modeling code (off by default, as in HF)
-    source: str = "hub"  #: ``hub`` (id or folder), ``minilm_package`` or ``tiny`` (random init)
-    dropout: float | None = None  #: hidden/attention dropout override (``null``: the model's own)
-    mnli_checkpoint: str | None = None  #: this family's MNLI-tuned model (RTE/MRPC/STS-B start there)
+    path: str | None = MISSING  #: Hub id or local folder; ``null`` for ``tiny`` / resolved for ``minilm``
+    revision: str | None = MISSING  #: Hub revision (branch, tag or commit) of ``path`` and ``init_from``
+    cache_dir: str | None = MISSING  #: where Hub downloads go (``null``: the HF default cache)
+    trust_remote_code: bool = MISSING  #: allow a Hub model's own modeling code (off by default, as in HF)
+    source: str = MISSING  #: ``hub`` (id or folder), ``minilm_package`` or ``tiny`` (random init)
+    dropout: float | None = MISSING  #: hidden/attention dropout override (``null``: the model's own)
+    mnli_checkpoint: str | None = MISSING  #: this family's MNLI-tuned model (RTE/MRPC/STS-B start there)
     # tiny random model (tests)
-    hidden_size: int = 32
-    num_layers: int = 2
-    num_heads: int = 2
-    intermediate_size: int = 64
-    vocab_size: int = 1000
+    hidden_size: int = MISSING
+    num_layers: int = MISSING
+    num_heads: int = MISSING
+    intermediate_size: int = MISSING
+    vocab_size: int = MISSING
 
 
 @dataclass
 class DataConfig:
-    source: str = "hub"  #: where GLUE comes from (tsv: the original GLUE TSV folder)
-    data_dir: str | None = None  #: GLUE TSV root (``glue_data``) or saved dataset folder
-    hub_name: str = "nyu-mll/glue"
-    max_train_samples: int | None = None  #: a seeded subset of the training rows (low-resource runs)
-    max_eval_samples: int | None = None
-    group_by_length: bool = False  #: batch examples of similar length (less padding, same epochs)
-    pad_to_multiple_of: int | None = None  #: ``null``: 8 under mixed precision, else none
-    num_workers: int = 0
-    synthetic_train_size: int = 512
-    synthetic_eval_size: int = 128
-    synthetic_seed: int = 0  #: the generated data set (independent of the run's seed)
-    cache_dir: str | None = None
+    source: str = MISSING  #: where GLUE comes from (tsv: the original GLUE TSV folder)
+    data_dir: str | None = MISSING  #: GLUE TSV root (``glue_data``) or saved dataset folder
+    hub_name: str = MISSING
+    max_train_samples: int | None = MISSING  #: a seeded subset of the training rows (low-resource runs)
+    max_eval_samples: int | None = MISSING
+    group_by_length: bool = MISSING  #: batch examples of similar length (less padding, same epochs)
+    pad_to_multiple_of: int | None = MISSING  #: ``null``: 8 under mixed precision, else none
+    num_workers: int = MISSING
+    synthetic_train_size: int = MISSING
+    synthetic_eval_size: int = MISSING
+    synthetic_seed: int = MISSING  #: the generated data set (independent of the run's seed)
+    cache_dir: str | None = MISSING
 
 
 @dataclass
 class TrainerConfig:
-    max_updates: int | None = None  #: cap on updates (``null``: the task's total_updates)
-    grad_accum: int = 1  #: micro-batches per update (per device)
-    eval_every: int | None = None  #: eval every N updates; null: once per recipe epoch; 0: only at the end
-    eval_batch_size: int = 64
-    mixed_precision: str = "no"  #: autocast precision (fp16 with a GradScaler for every optimizer)
-    max_grad_norm: float | None = None  #: clipping (off in the paper)
-    schedule: str = "linear"  #: lr schedule over optimizer updates (linear: warmup + linear decay to 0)
-    min_lr_ratio: float = 0.0  #: cosine floor as a fraction of the peak lr
-    batch_schedule: list[int] | None = None  #: increasing batch sizes, equal shares of the updates
-    log_every: int = 1
-    checkpoint_every: int = 0  #: save a resume checkpoint every N updates (0: only on preemption/end)
-    save_model: str = "best"  #: keep the best/final weights as an HF folder under run_dir/model
-    keep_checkpoint: bool = False  #: keep the resume checkpoint after a completed run
-    progress_bar: bool = True
-    cpu: bool = False  #: force CPU even when a GPU is visible
-    predict_test: bool = False  #: write GLUE-submission TSVs of the test split(s) from the best model
-    stop_after_updates: int | None = None  #: test seam: behave as if preempted after N updates
+    max_updates: int | None = MISSING  #: cap on updates (``null``: the task's total_updates)
+    grad_accum: int = MISSING  #: micro-batches per update (per device)
+    eval_every: int | None = MISSING  #: eval every N updates; null: once per recipe epoch; 0: only at the end
+    eval_batch_size: int = MISSING
+    mixed_precision: str = MISSING  #: autocast precision (fp16 with a GradScaler for every optimizer)
+    max_grad_norm: float | None = MISSING  #: clipping (off in the paper)
+    schedule: str = MISSING  #: lr schedule over optimizer updates (linear: warmup + linear decay to 0)
+    min_lr_ratio: float = MISSING  #: cosine floor as a fraction of the peak lr
+    batch_schedule: list[int] | None = MISSING  #: increasing batch sizes, equal shares of the updates
+    log_every: int = MISSING
+    checkpoint_every: int = MISSING  #: save a resume checkpoint every N updates (0: only on preemption/end)
+    save_model: str = MISSING  #: keep the best/final weights as an HF folder under run_dir/model
+    keep_checkpoint: bool = MISSING  #: keep the resume checkpoint after a completed run
+    progress_bar: bool = MISSING
+    cpu: bool = MISSING  #: force CPU even when a GPU is visible
+    predict_test: bool = MISSING  #: write GLUE-submission TSVs of the test split(s) from the best model
+    stop_after_updates: int | None = MISSING  #: test seam: behave as if preempted after N updates
 
 
 @dataclass
 class LoggingConfig:
-    wandb_mode: str = "disabled"  #: Weights & Biases logging (WANDB_MODE in the environment wins)
-    wandb_project: str = "adasam_glue"
-    wandb_entity: str | None = None
+    wandb_mode: str = MISSING  #: Weights & Biases logging (WANDB_MODE in the environment wins)
+    wandb_project: str = MISSING
+    wandb_entity: str | None = MISSING
 
 
 @dataclass
 class SharpnessConfig:
-    enabled: bool = False
-    every: int = 0  #: also measure every N updates (0: only at the end)
-    num_samples: int = 512
-    batch_size: int = 32
-    subset_seed: int = 0
-    measures: list[str] = field(default_factory=lambda: ["eigenvalue", "trace", "worst_case"])
-    power_iters: int = 20
-    power_tol: float = 1e-3
-    top_k: int = 1
-    trace_probes: int = 10
-    rhos: list[float] | None = None  #: ``null``: the paper's grid 0.01/0.005/0.001
-    ascent_steps: int = 5  #: points of projected normalized gradient ascent per rho (1: SAM's one step)
-    ascent_step_size: float = 1.0  #: ascent step as a multiple of rho
-    adaptive_eta: float = 0.01  #: ASAM's eta in T = |w| + eta (adaptive worst case)
-    seed: int = 0  #: seeds the probe / start vectors (own generator; global RNG untouched)
+    enabled: bool = MISSING
+    every: int = MISSING  #: also measure every N updates (0: only at the end)
+    num_samples: int = MISSING
+    batch_size: int = MISSING
+    subset_seed: int = MISSING
+    measures: list[str] = MISSING
+    power_iters: int = MISSING
+    power_tol: float = MISSING
+    top_k: int = MISSING
+    trace_probes: int = MISSING
+    rhos: list[float] | None = MISSING  #: ``null``: the paper's grid 0.01/0.005/0.001
+    ascent_steps: int = MISSING  #: points of projected normalized gradient ascent per rho (1: SAM's one step)
+    ascent_step_size: float = MISSING  #: ascent step as a multiple of rho
+    adaptive_eta: float = MISSING  #: ASAM's eta in T = |w| + eta (adaptive worst case)
+    seed: int = MISSING  #: seeds the probe / start vectors (own generator; global RNG untouched)
 
 
 @dataclass
@@ -157,12 +157,12 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)
-    experiment_name: str = "default"  #: folder under results_dir/runs (set by experiment=...)
-    seed: int = 1  #: seeds model init, dropout and data order (and the max_train_samples subset)
-    results_dir: str = "results"  #: root of runs/ (resolved to an absolute path)
-    run_dir: str | None = None  #: ``null``: results_dir/runs/<experiment>/<task>/<optim>/<tag>-<hash>/seed<k>
-    reuse_run_dir: bool = False  #: resume a run dir whose stored identity differs (recorded in ``attempts``)
-    dry_run: bool = False  #: print the plan line and exit (used by reproduce-all DRY_RUN=1)
+    experiment_name: str = MISSING  #: folder under results_dir/runs (set by experiment=...)
+    seed: int = MISSING  #: seeds model init, dropout and data order (and the max_train_samples subset)
+    results_dir: str = MISSING  #: root of runs/ (resolved to an absolute path)
+    run_dir: str | None = MISSING  #: ``null``: results_dir/runs/<experiment>/<task>/<optim>/<tag>-<hash>/seed<k>
+    reuse_run_dir: bool = MISSING  #: resume a run dir whose stored identity differs (recorded in ``attempts``)
+    dry_run: bool = MISSING  #: print the plan line and exit (used by reproduce-all DRY_RUN=1)
 
 
 def register_configs() -> None:

@@ -77,26 +77,20 @@ The post-hoc CLI adds ``"checkpoint"`` (``best``/``final``), ``"update"`` (when 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 import math
 import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from adasam_glue.config import SharpnessConfig
 from adasam_glue.experiment_conf import rho_grid
-from adasam_glue.records import RECORD_NAME, RecordError, read_record, write_record
 
 MEASURES = ("eigenvalue", "trace", "worst_case")
 #: ``rhos: null``: the worst case at the radii of the paper's AdaSAM grid (docs/algorithms.md §4), read
@@ -127,15 +121,17 @@ class _Settings:
 
 
 def _settings(cfg: Any) -> _Settings:
-    """Read a ``SharpnessConfig``-like object (DictConfig, dataclass, mapping); validate ranges."""
-    defaults = SharpnessConfig()
+    """Read a ``sharpness`` config node (DictConfig, dataclass, mapping); validate ranges. Every key is
+    required (``conf/sharpness/default.yaml`` holds the defaults); ``rhos: null`` means the paper's grid."""
 
     def get(key: str) -> Any:
-        if isinstance(cfg, Mapping):
-            value = cfg.get(key, None)
-        else:
-            value = getattr(cfg, key, None)
-        return getattr(defaults, key, None) if value is None and key != "rhos" else value
+        try:
+            value = cfg[key] if isinstance(cfg, Mapping) else getattr(cfg, key)
+        except (KeyError, AttributeError):
+            raise ValueError(f"sharpness settings lack {key!r} (see conf/sharpness/default.yaml)") from None
+        if value is None and key != "rhos":
+            raise ValueError(f"sharpness.{key} is null: it needs a value (see conf/sharpness/default.yaml)")
+        return value
 
     def bad(key: str, value: Any, valid: str) -> ValueError:
         return ValueError(f"sharpness.{key} must be {valid}, got {value!r}")
@@ -551,23 +547,8 @@ def measure_sharpness(
     return {"values": values, "settings": settings, "cost": cost}
 
 
-# --------------------------------------------------------------------------------- post-hoc (CLI)
+# ------------------------------------------------------------------------------- in training
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def _pad_collate(tokenizer) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
-    """Dynamic padding of tokenized rows (model inputs + ``labels``; other columns dropped)."""
-
-    def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        labels = [r["labels"] for r in rows]
-        batch = dict(
-            tokenizer.pad([{k: r[k] for k in MODEL_INPUTS if k in r} for r in rows], return_tensors="pt")
-        )
-        dtype = torch.float32 if isinstance(labels[0], float) else torch.long
-        batch["labels"] = torch.tensor(labels, dtype=dtype)
-        return batch
-
-    return collate
 
 
 def build_loss_fn(num_labels: int) -> LossFn:
@@ -605,114 +586,7 @@ def sharpness_for_training(
     return lambda model: measure_sharpness(model, batches, loss_fn, cfg, device=device)
 
 
-def _sharpness_cfg(record_cfg: Mapping[str, Any] | None, overrides: Sequence[str]):
-    from omegaconf import OmegaConf
+if __name__ == "__main__":  # python -m adasam_glue.sharpness RUN_DIR ...: the post-hoc CLI
+    from adasam_glue.sharpness_posthoc import main
 
-    base = OmegaConf.structured(SharpnessConfig)
-    known = {f.name for f in dataclasses.fields(SharpnessConfig)}
-    if record_cfg:
-        base = OmegaConf.merge(base, {k: v for k, v in record_cfg.items() if k in known})
-    dotlist = [o.removeprefix("sharpness.") for o in overrides]
-    for o in dotlist:
-        if "=" not in o or o.split("=", 1)[0] not in known:
-            raise ValueError(
-                f"bad override {o!r}: expected key=value with key one of "
-                f"sharpness.{{{', '.join(sorted(known))}}}"
-            )
-    return OmegaConf.merge(base, OmegaConf.from_dotlist(dotlist))
-
-
-def measure_run(
-    run_dir: str | Path, overrides: Sequence[str] = (), device: str | None = None
-) -> dict[str, Any]:
-    """Measure ``RUN_DIR/model`` on the run's sharpness subset; add the block to its record; return it."""
-    run_dir = Path(run_dir)
-    record_path = run_dir / RECORD_NAME
-    if not record_path.is_file():
-        raise FileNotFoundError(f"{record_path}: no run record (is {run_dir} a run dir?)")
-    record = read_record(record_path)
-    config = record.get("config")
-    if not isinstance(config, dict) or "task" not in config or "data" not in config:
-        raise RecordError(f"{record_path}: the record has no resolved 'config' with task and data")
-    model_dir = run_dir / MODEL_DIR
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{model_dir}: no saved model (HF save_pretrained folder with config.json) in this run dir; "
-            "train with trainer.save_model=best or trainer.save_model=final to produce it"
-        )
-    cfg = _sharpness_cfg(config.get("sharpness"), overrides)
-
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from adasam_glue.data import load_glue, tokenize_glue
-    from adasam_glue.tasks import get_task
-
-    task, data = config["task"], config["data"]
-    info = get_task(task["name"])
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).to(dev)
-    accepted = inspect.signature(load_glue).parameters  # synthetic sizes: the run's own
-    extra = {
-        k: data[k]
-        for k in ("synthetic_train_size", "synthetic_eval_size", "synthetic_seed")
-        if k in accepted and data.get(k) is not None
-    }
-    raw = load_glue(
-        task["name"],
-        data.get("source", "hub"),
-        data.get("data_dir"),
-        data.get("hub_name", "nyu-mll/glue"),
-        data.get("cache_dir"),
-        **extra,
-    )
-    train = tokenize_glue(raw, task["name"], tokenizer, task.get("max_length", 512))["train"]
-    if data.get("max_train_samples"):  # the rows the run trained on, selected as the data module does
-        from adasam_glue.data import subsample
-
-        train = subsample(train, int(data["max_train_samples"]), record.get("seed", config.get("seed")))
-    batches = subset_batches(train, _pad_collate(tokenizer), cfg.num_samples, cfg.batch_size, cfg.subset_seed)
-    block = measure_sharpness(model, batches, build_loss_fn(info.num_labels), cfg, device=dev)
-    block["checkpoint"] = (config.get("trainer") or {}).get("save_model")
-    block["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    best = record.get("best") if block["checkpoint"] == "best" else record.get("final")
-    block["update"] = best.get("update") if isinstance(best, dict) else None
-
-    record = read_record(record_path)  # re-read: add the block to the latest record, nothing else
-    record["sharpness"] = block
-    write_record(record_path, record)
-    return block
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m adasam_glue.sharpness",
-        description="Measure the sharpness of a finished run's saved model and add the 'sharpness' "
-        "block to RUN_DIR/record.json (nothing else in the record changes).",
-    )
-    parser.add_argument("run_dir", help="run dir with record.json and model/ (trainer.save_model=best|final)")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        help="sharpness settings, e.g. num_samples=256 top_k=3 "
-        "'rhos=[0.01]' (the 'sharpness.' prefix is optional)",
-    )
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    args = parser.parse_args(argv)
-    try:
-        block = measure_run(args.run_dir, args.overrides, args.device)
-    except (FileNotFoundError, RecordError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    v, c = block["values"], block["cost"]
-    print(
-        f"sharpness of {args.run_dir}: loss={v['loss']:.6g} eigenvalue={v['eigenvalue']} "
-        f"trace={v['trace']} (+/- {v['trace_stderr']}) worst_case={v['worst_case']} "
-        f"worst_case_adaptive={v['worst_case_adaptive']}; {c['seconds']:.1f}s, {c['hvp_count']} HVPs"
-    )
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

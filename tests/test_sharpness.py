@@ -11,22 +11,25 @@ import types
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from adasam_glue.config import SharpnessConfig
+from adasam_glue.config import CONF_DIR, SharpnessConfig
 from adasam_glue.records import RecordError, read_record, write_record
 from adasam_glue.sharpness import (
-    main,
-    measure_run,
     measure_sharpness,
     rho_key,
     select_subset,
     subset_batches,
 )
+from adasam_glue.sharpness_posthoc import main, measure_run
+from tests.conftest import data_config
 
+SHARPNESS_YAML = CONF_DIR / "sharpness" / "default.yaml"
 
-def cfg(**kw) -> SharpnessConfig:
-    return SharpnessConfig(**kw)
+def cfg(**kw):
+    """conf/sharpness/default.yaml (the one place the defaults live) with ``kw`` on top."""
+    return OmegaConf.merge(OmegaConf.structured(SharpnessConfig), OmegaConf.load(SHARPNESS_YAML), kw)
 
 
 # --------------------------------------------------------------------------------- closed-form models
@@ -388,15 +391,13 @@ def _tiny_run_dir(tmp_path, save_model=True):
         tokenizer.save_pretrained(run_dir / "model")
     config = {
         "task": {"name": "mrpc", "num_labels": 2, "max_length": 32},
-        "data": {
-            "source": "synthetic",
-            "data_dir": str(tmp_path / "synth"),
-            "hub_name": "nyu-mll/glue",
-            "cache_dir": str(tmp_path / "cache"),
-            "synthetic_train_size": 40,
-            "synthetic_eval_size": 16,
-            "max_train_samples": None,
-        },
+        "data": data_config(  # a real record stores every key of the resolved data node
+            source="synthetic",
+            data_dir=str(tmp_path / "synth"),
+            cache_dir=str(tmp_path / "cache"),
+            synthetic_train_size=40,
+            synthetic_eval_size=16,
+        ),
         "trainer": {"save_model": "best"},
         "sharpness": {
             "enabled": False,
