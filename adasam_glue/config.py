@@ -160,8 +160,8 @@ class Config:
     experiment_name: str = MISSING  #: folder under results_dir/runs (set by experiment=...)
     seed: int = MISSING  #: seeds model init, dropout and data order (and the max_train_samples subset)
     results_dir: str = MISSING  #: root of runs/ (resolved to an absolute path)
-    run_dir: str | None = MISSING  #: ``null``: results_dir/runs/<experiment>/<task>/<optim>/<tag>-<hash>/seed<k>
-    reuse_run_dir: bool = MISSING  #: resume a run dir whose stored identity differs (recorded in ``attempts``)
+    run_dir: str | None = MISSING  #: ``null``: results_dir/runs/<experiment>/<task>/<optim>/<tag>/seed<k>
+    reuse_run_dir: bool = MISSING  #: resume a run dir of another identity (recorded in ``attempts``)
     dry_run: bool = MISSING  #: print the plan line and exit (used by reproduce-all DRY_RUN=1)
 
 

@@ -27,6 +27,7 @@ from tests.conftest import data_config
 
 SHARPNESS_YAML = CONF_DIR / "sharpness" / "default.yaml"
 
+
 def cfg(**kw):
     """conf/sharpness/default.yaml (the one place the defaults live) with ``kw`` on top."""
     return OmegaConf.merge(OmegaConf.structured(SharpnessConfig), OmegaConf.load(SHARPNESS_YAML), kw)
