@@ -27,7 +27,6 @@ class ConfigError(ValueError):
 @dataclass
 class TaskConfig:
     name: str = MISSING
-    num_labels: int = MISSING
     lr: float = MISSING  #: the recipe's lr for adaptive optimizers (AMSGrad/AdaSAM and variants)
     batch_size: int = MISSING  #: global batch per optimizer update (all devices x accumulation)
     total_updates: int = MISSING  #: optimizer updates of the recipe (the schedule's length)

@@ -180,6 +180,7 @@ def run_identity(cfg: DictConfig | Mapping[str, Any], world_size: int | None = N
         if isinstance(cfg, DictConfig)
         else json.loads(json.dumps(cfg))
     )
+    _add_task_facts(c)
     optim_identity = _optim_identity(c.get("optim", {}))
     data_fp, model_fp = data_fingerprint(c), model_fingerprint(c)
     for key, keep in _CONDITIONAL:
@@ -196,6 +197,20 @@ def run_identity(cfg: DictConfig | Mapping[str, Any], world_size: int | None = N
         "world_size": world_size if world_size is not None else _world_size(),
     }
     return _drop_none(identity)
+
+
+def _add_task_facts(c: dict[str, Any]) -> None:
+    """The task registry's label count (the size of the classifier head) under ``task.num_labels``: a
+    fact of the task, not a config value, but part of what produced the run (identities have carried
+    it since version 1, when it was also written in ``conf/task/*.yaml``)."""
+    task = c.get("task")
+    if not isinstance(task, dict) or "num_labels" in task:
+        return
+    from adasam_glue.tasks import TASKS
+
+    info = TASKS.get(str(task.get("name")))
+    if info is not None:
+        task["num_labels"] = info.num_labels
 
 
 def _optim_identity(optim: Mapping[str, Any]) -> dict[str, Any]:

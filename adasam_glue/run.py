@@ -36,7 +36,21 @@ from adasam_glue.run_dir import model_label, resolve_run_dir, run_dir_lock, run_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["USER_ERRORS", "run", "run_params_tag", "resolve_run_dir", "total_updates", "warmup_updates"]
+__all__ = [
+    "USER_ERRORS",
+    "padding_summary",
+    "record_provenance",
+    "resolve_run_dir",
+    "run",
+    "run_params_tag",
+    "setup_accelerator",
+    "setup_data",
+    "setup_model_and_tokenizer",
+    "setup_optimizer_and_schedule",
+    "setup_trainer",
+    "total_updates",
+    "warmup_updates",
+]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -131,25 +145,25 @@ def _train(
 
     t0 = time.perf_counter()
     task = get_task(cfg.task.name)
-    accelerator = _accelerator(cfg)
+    accelerator = setup_accelerator(cfg)
     print(f"run dir: {run_dir}", flush=True)
     recorder = RunRecorder(
         run_dir / RECORD_NAME,
-        _provenance(cfg, overrides, identity, task.name, accelerator),
+        record_provenance(cfg, overrides, identity, task.name, accelerator),
         previous,
         write=accelerator.is_main_process,
     )
     trainer = None
     try:
-        tokenizer, model = _model_and_tokenizer(cfg, task)
-        plan, micro, loaders = _data(cfg, task, tokenizer, accelerator)
-        optimizer, scheduler = _optimizer_and_schedule(cfg, model, plan)
+        tokenizer, model = setup_model_and_tokenizer(cfg, task)
+        plan, micro, loaders = setup_data(cfg, task, tokenizer, accelerator)
+        optimizer, scheduler = setup_optimizer_and_schedule(cfg, model, plan)
         # Only the model and loaders go through prepare(): the optimizer's first_step/second_step and
         # the update-counting scheduler stay ours (AcceleratedOptimizer does not forward them).
         model, train_loader = accelerator.prepare(model, loaders.train)
         eval_loaders = {split: accelerator.prepare(dl) for split, dl in loaders.evals.items()}
         wandb_run = _init_wandb(cfg, accelerator, recorder.base["config"], run_dir)
-        trainer = _trainer(
+        trainer = setup_trainer(
             cfg,
             accelerator,
             model,
@@ -172,7 +186,7 @@ def _train(
         state = trainer.fit()
         extra = {
             "resumed": resumed,
-            "padding": _padding_stats(loaders),
+            "padding": padding_summary(loaders),
             "data_quality": _data_quality(loaders),
         }
         if cfg.trainer.predict_test and state.status == "completed":
@@ -200,7 +214,9 @@ def _train(
 
 
 # ---------------------------------------------------------------------------------- setup steps
-def _accelerator(cfg: DictConfig) -> Any:
+# Public: the benchmarks (adasam_glue.bench) and the HF integration's tests build through these same
+# steps, so what they measure is what run() trains.
+def setup_accelerator(cfg: DictConfig) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
@@ -213,7 +229,7 @@ def _accelerator(cfg: DictConfig) -> Any:
     return accelerator
 
 
-def _provenance(
+def record_provenance(
     cfg: DictConfig, overrides: list[str], identity: dict[str, Any], task: str, accelerator: Any
 ) -> dict[str, Any]:
     """The record's fixed part: what ran, under which identity, from which code, on which hardware."""
@@ -245,7 +261,7 @@ def _provenance(
     }
 
 
-def _model_and_tokenizer(cfg: DictConfig, task: Any) -> tuple[Any, Any]:
+def setup_model_and_tokenizer(cfg: DictConfig, task: Any) -> tuple[Any, Any]:
     """The tokenizer and model the run starts from (``task.init_from`` when set: the MNLI checkpoint).
 
     The tiny test model builds its word-level tokenizer from the training texts, so it reads them first.
@@ -262,7 +278,7 @@ def _model_and_tokenizer(cfg: DictConfig, task: Any) -> tuple[Any, Any]:
     return tokenizer, build_model(cfg.model, task, tokenizer, init_from=init_from)
 
 
-def _data(cfg: DictConfig, task: Any, tokenizer: Any, accelerator: Any) -> tuple[Any, int, Any]:
+def setup_data(cfg: DictConfig, task: Any, tokenizer: Any, accelerator: Any) -> tuple[Any, int, Any]:
     """Batch plan, per-device micro-batch size and the loaders (tokenized once per node)."""
     from adasam_glue.data import build_dataloaders
     from adasam_glue.schedules import build_batch_plan
@@ -286,7 +302,7 @@ def _data(cfg: DictConfig, task: Any, tokenizer: Any, accelerator: Any) -> tuple
     return plan, micro, loaders
 
 
-def _optimizer_and_schedule(cfg: DictConfig, model: Any, plan: Any) -> tuple[Any, Any]:
+def setup_optimizer_and_schedule(cfg: DictConfig, model: Any, plan: Any) -> tuple[Any, Any]:
     from adasam_glue.modeling import param_groups
     from adasam_glue.optim import build_optimizer
     from adasam_glue.schedules import build_scheduler
@@ -301,7 +317,7 @@ def _optimizer_and_schedule(cfg: DictConfig, model: Any, plan: Any) -> tuple[Any
     return optimizer, scheduler
 
 
-def _trainer(cfg, accelerator, model, optimizer, scheduler, train_loader, eval_loaders, task, run_dir, plan,
+def setup_trainer(cfg, accelerator, model, optimizer, scheduler, train_loader, eval_loaders, task, run_dir, plan,
              micro, tokenizer, loaders, recorder, wandb_run, identity) -> Any:  # fmt: skip
     from adasam_glue.optim import get_optim_info
     from adasam_glue.trainer import Trainer, TrainerSettings
@@ -353,7 +369,7 @@ def optim_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in o.items() if v is not None and k not in ("name", "sync_ascent")}
 
 
-def _padding_stats(loaders: Any) -> Any:
+def padding_summary(loaders: Any) -> Any:
     stats = getattr(loaders, "padding_stats", None)
     try:
         return stats() if callable(stats) else stats

@@ -39,10 +39,10 @@ TOL = 1e-6
 def _harness_start(cfg) -> tuple[torch.nn.Module, list[dict[str, torch.Tensor]]]:
     """The harness's start point and micro-batch stream, built with its own setup helpers in the order of
     ``run._train`` (seed, then tokenizer and model, then loaders): the same init and the same batches."""
-    accelerator = run_mod._accelerator(cfg)
+    accelerator = run_mod.setup_accelerator(cfg)
     task = get_task(cfg.task.name)
-    tokenizer, model = run_mod._model_and_tokenizer(cfg, task)
-    _, _, loaders = run_mod._data(cfg, task, tokenizer, accelerator)
+    tokenizer, model = run_mod.setup_model_and_tokenizer(cfg, task)
+    _, _, loaders = run_mod.setup_data(cfg, task, tokenizer, accelerator)
     loader = accelerator.prepare(loaders.train)
     loader.set_epoch(0)  # the harness's first epoch (its sampler's order is a function of seed and epoch)
     n = run_mod.total_updates(cfg) * cfg.trainer.grad_accum

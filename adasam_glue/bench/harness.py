@@ -147,7 +147,7 @@ def build_setup(
     )
     cfg = compose(ov)
     info = get_task(cfg.task.name)
-    acc = run_mod._accelerator(cfg)
+    acc = run_mod.setup_accelerator(cfg)
     parts = _model_and_batches(
         cfg, acc, info, num_batches, seq_len or (None if cfg.model.source != "random" else max_length)
     )
@@ -186,10 +186,10 @@ def _model_and_batches(
             net = build_model(cfg.model, info, None)
         tokenizer, vocab, pad_id = None, net.config.vocab_size, net.config.pad_token_id or 0
     else:
-        tokenizer, net = run_mod._model_and_tokenizer(cfg, info)
+        tokenizer, net = run_mod.setup_model_and_tokenizer(cfg, info)
         vocab, pad_id = len(tokenizer), tokenizer.pad_token_id or 0
     if seq_len is None:
-        plan, micro, loaders = run_mod._data(cfg, info, tokenizer, acc)
+        plan, micro, loaders = run_mod.setup_data(cfg, info, tokenizer, acc)
         order = list(loaders.train.sampler)[: bs * num_batches]
         rows = [loaders.train_dataset[int(i)] for i in order]
         batches = [loaders.collator(rows[i : i + bs]) for i in range(0, len(rows), bs)]
@@ -270,11 +270,11 @@ def build_trainer(
     from adasam_glue.records import RunRecorder
 
     cfg = compose([*setup.overrides, *optim_overrides])
-    optimizer, scheduler = run_mod._optimizer_and_schedule(cfg, setup.raw_model, setup.plan)
+    optimizer, scheduler = run_mod.setup_optimizer_and_schedule(cfg, setup.raw_model, setup.plan)
     run_dir = Path(run_dir or tempfile.gettempdir())
     recorder = RunRecorder(run_dir / "record.json", {}, None, write=False)
     train_loader = setup.loaders.train if setup.loaders is not None else None
-    trainer = run_mod._trainer(
+    trainer = run_mod.setup_trainer(
         cfg,
         setup.accelerator,
         setup.model,

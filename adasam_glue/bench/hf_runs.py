@@ -107,10 +107,10 @@ def hf_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
     from adasam_glue.tasks import get_task
 
     task = get_task(cfg.task.name)
-    acc = run_mod._accelerator(cfg)  # seeds exactly as run() does before the model is built
-    tokenizer, model = run_mod._model_and_tokenizer(cfg, task)
-    plan, _, loaders = run_mod._data(cfg, task, tokenizer, acc)
-    ours_opt, _ = run_mod._optimizer_and_schedule(cfg, model, plan)  # only read: lr, betas, eps, fused
+    acc = run_mod.setup_accelerator(cfg)  # seeds exactly as run() does before the model is built
+    tokenizer, model = run_mod.setup_model_and_tokenizer(cfg, task)
+    plan, _, loaders = run_mod.setup_data(cfg, task, tokenizer, acc)
+    ours_opt, _ = run_mod.setup_optimizer_and_schedule(cfg, model, plan)  # only read: lr, betas, eps, fused
     g = ours_opt.param_groups[0]
     kwargs = {
         "lr": g.get("initial_lr", g["lr"]),

@@ -196,19 +196,21 @@ def stub_run(cfg: Any, overrides: list[str]) -> tuple[dict[str, Any], float]:
     task = get_task(cfg.task.name)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = run_mod._accelerator(cfg)
+    accelerator = run_mod.setup_accelerator(cfg)
     identity = run_identity(cfg)
     recorder = RunRecorder(
-        run_dir / RECORD_NAME, run_mod._provenance(cfg, overrides, identity, task.name, accelerator), None
+        run_dir / RECORD_NAME,
+        run_mod.record_provenance(cfg, overrides, identity, task.name, accelerator),
+        None,
     )
-    tokenizer, _ = run_mod._model_and_tokenizer(cfg, task)
-    plan, micro, loaders = run_mod._data(cfg, task, tokenizer, accelerator)
+    tokenizer, _ = run_mod.setup_model_and_tokenizer(cfg, task)
+    plan, micro, loaders = run_mod.setup_data(cfg, task, tokenizer, accelerator)
     model = StubClassifier(len(tokenizer), task.num_labels)
-    optimizer, scheduler = run_mod._optimizer_and_schedule(cfg, model, plan)
+    optimizer, scheduler = run_mod.setup_optimizer_and_schedule(cfg, model, plan)
     model, train_loader = accelerator.prepare(model, loaders.train)
     eval_loaders = {split: accelerator.prepare(dl) for split, dl in loaders.evals.items()}
     fetch = _fetch_ms(accelerator.prepare(loaders.train))
-    trainer = run_mod._trainer(
+    trainer = run_mod.setup_trainer(
         cfg,
         accelerator,
         model,
@@ -228,7 +230,7 @@ def stub_run(cfg: Any, overrides: list[str]) -> tuple[dict[str, Any], float]:
     )
     trainer.load_checkpoint()
     state = trainer.fit()
-    record = recorder.write(state, state.status, {"padding": run_mod._padding_stats(loaders)})
+    record = recorder.write(state, state.status, {"padding": run_mod.padding_summary(loaders)})
     if state.status == "completed":
         trainer.remove_checkpoint()
     return record, fetch

@@ -89,7 +89,7 @@ def _token_lengths(setup: Setup, task: str, data: list[str], max_length: int) ->
             *data,
         ]
     )
-    _, _, loaders = run_mod._data(cfg, get_task(task), setup.tokenizer, setup.accelerator)
+    _, _, loaders = run_mod.setup_data(cfg, get_task(task), setup.tokenizer, setup.accelerator)
     return sequence_lengths(loaders.train_dataset)
 
 
