@@ -48,6 +48,7 @@ __all__ = [
     "setup_model_and_tokenizer",
     "setup_optimizer_and_schedule",
     "setup_trainer",
+    "setup_training",
     "total_updates",
     "warmup_updates",
 ]
@@ -156,30 +157,9 @@ def _train(
     trainer = None
     try:
         tokenizer, model = setup_model_and_tokenizer(cfg, task)
-        plan, micro, loaders = setup_data(cfg, task, tokenizer, accelerator)
-        optimizer, scheduler = setup_optimizer_and_schedule(cfg, model, plan)
-        # Only the model and loaders go through prepare(): the optimizer's first_step/second_step and
-        # the update-counting scheduler stay ours (AcceleratedOptimizer does not forward them).
-        model, train_loader = accelerator.prepare(model, loaders.train)
-        eval_loaders = {split: accelerator.prepare(dl) for split, dl in loaders.evals.items()}
         wandb_run = _init_wandb(cfg, accelerator, recorder.base["config"], run_dir)
-        trainer = setup_trainer(
-            cfg,
-            accelerator,
-            model,
-            optimizer,
-            scheduler,
-            train_loader,
-            eval_loaders,
-            task,
-            run_dir,
-            plan,
-            micro,
-            tokenizer,
-            loaders,
-            recorder,
-            wandb_run,
-            identity,
+        trainer, loaders = setup_training(
+            cfg, accelerator, task, tokenizer, model, run_dir, recorder, identity, wandb_run
         )
         trainer.verify_identity = not (previous or {}).get("identity_changes")  # reuse_run_dir=true
         resumed = trainer.load_checkpoint()
@@ -193,7 +173,7 @@ def _train(
             from adasam_glue.predict import predict_test
 
             extra["predictions"] = predict_test(
-                cfg, task, model, tokenizer, loaders.collator, accelerator, run_dir
+                cfg, task, trainer.model, tokenizer, loaders.collator, accelerator, run_dir
             )
         record = recorder.write(state, state.status, extra)
         if state.status == "completed" and not cfg.trainer.keep_checkpoint:
@@ -315,6 +295,30 @@ def setup_optimizer_and_schedule(cfg: DictConfig, model: Any, plan: Any) -> tupl
         optimizer, tc.schedule, plan.total_updates, warmup_updates(cfg, plan.total_updates), tc.min_lr_ratio
     )
     return optimizer, scheduler
+
+
+def setup_training(
+    cfg: DictConfig,
+    accelerator: Any,
+    task: Any,
+    tokenizer: Any,
+    model: Any,
+    run_dir: Path,
+    recorder: RunRecorder,
+    identity: dict[str, Any],
+    wandb_run: Any = None,
+) -> tuple[Any, Any]:
+    """Data, optimizer and schedule, Accelerate's ``prepare`` and the trainer over them, for ``model``:
+    ``(trainer, loaders)`` (``trainer.model`` is the prepared model)."""
+    plan, micro, loaders = setup_data(cfg, task, tokenizer, accelerator)
+    optimizer, scheduler = setup_optimizer_and_schedule(cfg, model, plan)
+    # Only the model and loaders go through prepare(): the optimizer's first_step/second_step and
+    # the update-counting scheduler stay ours (AcceleratedOptimizer does not forward them).
+    model, train_loader = accelerator.prepare(model, loaders.train)
+    evals = {split: accelerator.prepare(dl) for split, dl in loaders.evals.items()}
+    trainer = setup_trainer(cfg, accelerator, model, optimizer, scheduler, train_loader, evals, task, run_dir,
+                            plan, micro, tokenizer, loaders, recorder, wandb_run, identity)  # fmt: skip
+    return trainer, loaders
 
 
 def setup_trainer(cfg, accelerator, model, optimizer, scheduler, train_loader, eval_loaders, task, run_dir, plan,

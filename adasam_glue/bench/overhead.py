@@ -204,30 +204,11 @@ def stub_run(cfg: Any, overrides: list[str]) -> tuple[dict[str, Any], float]:
         None,
     )
     tokenizer, _ = run_mod.setup_model_and_tokenizer(cfg, task)
-    plan, micro, loaders = run_mod.setup_data(cfg, task, tokenizer, accelerator)
     model = StubClassifier(len(tokenizer), task.num_labels)
-    optimizer, scheduler = run_mod.setup_optimizer_and_schedule(cfg, model, plan)
-    model, train_loader = accelerator.prepare(model, loaders.train)
-    eval_loaders = {split: accelerator.prepare(dl) for split, dl in loaders.evals.items()}
-    fetch = _fetch_ms(accelerator.prepare(loaders.train))
-    trainer = run_mod.setup_trainer(
-        cfg,
-        accelerator,
-        model,
-        optimizer,
-        scheduler,
-        train_loader,
-        eval_loaders,
-        task,
-        run_dir,
-        plan,
-        micro,
-        tokenizer,
-        loaders,
-        recorder,
-        None,
-        identity,
+    trainer, loaders = run_mod.setup_training(
+        cfg, accelerator, task, tokenizer, model, run_dir, recorder, identity
     )
+    fetch = _fetch_ms(accelerator.prepare(loaders.train))
     trainer.load_checkpoint()
     state = trainer.fit()
     record = recorder.write(state, state.status, {"padding": run_mod.padding_summary(loaders)})
