@@ -471,6 +471,17 @@ def test_select_lr_best_dev_metric_never_a_diverged_run_and_edge_flag(tmp_path, 
     assert "table2_tune (lr-tuning stage of table2): 8 runs, 7 done, 1 diverged, 0 to do" in out
     assert "warning: tuned lr at the high edge of its grid: rte/sgd lr=0.03" in out
     assert "(2 written)" in out
+    # ... and the report shows the selection, the grid and the edge flag (paths relative to the tree).
+    from adasam_glue.report import build_report
+
+    build_report(tmp_path / "runs", tmp_path / "report", figures=False, skip_unknown_schema=True)
+    page = (tmp_path / "report" / "lr_tuning.md").read_text()
+    grid = "0.001, 0.003, 0.01, 0.03"
+    assert f"| table2_tune | RTE | SGD | {grid} | 0.03 | acc " in page
+    assert f"| table2_tune | RTE | SAM | {grid} | 0.01 | acc " in page
+    assert page.count("**yes: the highest lr of the grid**") == 1
+    assert "| 0.01 | — | diverged |" in page and str(tmp_path) not in page
+    assert "lr_tuning.md" in (tmp_path / "report" / "README.md").read_text()
 
 
 def test_select_choice_ties_go_to_the_smaller_lr():

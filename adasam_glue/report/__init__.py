@@ -90,6 +90,9 @@ def build_report(
     text("sharpness.md", render_sharpness_md(sharp))
     text("sharpness.csv", render_sharpness_csv(sharp))
     text("claims.md", render_claims(check_claims(tables, speedup), tables, sharp))
+    from adasam_glue.report.lr_tuning import render_lr_tuning
+
+    text("lr_tuning.md", render_lr_tuning(runs_dir))
     if figures:
         from adasam_glue.report.figures import plot_curves, plot_speedup
 
@@ -137,6 +140,7 @@ def _index(col, tables, speedup, sharp, files: list[str]) -> str:
     out += ["", "## Files", ""]
     desc = {
         "claims.md": "the paper's claims (spec §4) checked against these results",
+        "lr_tuning.md": "the lr-tuning stages: grid, dev metric per lr, the selected lr, edge flags",
         "paired.csv": "paired per-task comparison with bootstrap CI, all tables (long form)",
         "sharpness.md": "sharpness per configuration, with the flatter-minima claims",
         "sharpness.csv": "sharpness per configuration (machine-readable)",
