@@ -1,14 +1,16 @@
 """CPU-scale reproduction on real GLUE: one process per run, most useful runs first, resumable.
 
     python scripts/cpu_scale.py --data-dir /path/to/glue_data [--results-dir results/cpu_scale]
-        [--stage table1,tune,table2] [--seeds 1,2,3] [--tasks rte,mrpc,stsb,cola] [--dry-run]
+        [--stage table1,tune,table2,sharpness] [--seeds 1,2,3] [--tasks rte,mrpc,stsb,cola] [--dry-run]
 
 Order: seed-major (every task and method of seed 1, then seed 2, ...), so a stopped sweep still holds
 whole paired comparisons. The ``tune`` stage (one seed) ends with ``python -m adasam_glue.experiments
 select-lr cpu_scale_tune``, which writes the lr that ``table2`` reads. Each run is ``python -m adasam_glue experiment=<exp> task=T method=M seed=S``:
 a completed run of the same identity is skipped, a preempted one resumes from its checkpoint, so the
 sweep can be stopped (Ctrl-C, SIGTERM) and started again at any time. A failed run is reported and the
-sweep goes on. The stages and their grids live in ``conf/experiment/cpu_scale*.yaml``; this script only
+sweep goes on. The ``sharpness`` stage measures the final model of every completed run that has no
+sharpness block yet (top Hessian eigenvalue and trace, with ``conf/experiment/cpu_scale.yaml``'s
+``sharpness`` settings) and adds it to the run's record. The stages and their grids live in ``conf/experiment/cpu_scale*.yaml``; this script only
 orders and launches them. Rebuild the report afterwards with
 ``python -m adasam_glue.report <results-dir>/runs <results-dir>/report``.
 """
@@ -16,6 +18,7 @@ orders and launches them. Rebuild the report afterwards with
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -24,15 +27,46 @@ import tempfile
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from adasam_glue.config import CONF_DIR
 from adasam_glue.experiment_conf import experiment_sweep
 
-#: stage -> experiment config (conf/experiment/<name>.yaml)
-STAGES = {"table1": "cpu_scale", "tune": "cpu_scale_tune", "table2": "cpu_scale_table2"}
+#: stage -> experiment config (conf/experiment/<name>.yaml); ``sharpness`` measures finished runs
+STAGES = {"table1": "cpu_scale", "tune": "cpu_scale_tune", "table2": "cpu_scale_table2", "sharpness": None}
+
+
+def sharpness_overrides() -> list[str]:
+    """The post-hoc settings: ``conf/experiment/cpu_scale.yaml``'s ``sharpness`` block (but ``enabled``)."""
+    block = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "experiment" / "cpu_scale.yaml").sharpness)
+    fmt = lambda v: f"[{','.join(map(str, v))}]" if isinstance(v, list) else str(v)  # noqa: E731
+    return [f"{k}={fmt(v)}" for k, v in block.items() if k != "enabled"]
+
+
+def unmeasured(results: Path) -> list[Path]:
+    """Run dirs of the CPU-scale experiments whose record is completed, whose final model is saved and
+    whose record has no sharpness block yet (so a stopped stage picks up where it stopped)."""
+    out = []
+    for rec in sorted((results / "runs").glob("cpu_scale*/**/record.json")):
+        try:
+            r = json.loads(rec.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if (
+            r.get("status") == "completed"
+            and not r.get("sharpness")
+            and (rec.parent / "model" / "config.json").exists()
+        ):
+            out.append(rec.parent)
+    return out
 
 
 def plan(stages: list[str], seeds: list[str] | None, tasks: list[str] | None) -> list[list[str]]:
     runs = []
     for stage in stages:
+        if stage == "sharpness":  # expanded when reached: the runs before it must have finished
+            runs.append(["SHARPNESS"])
+            continue
         exp = STAGES[stage]
         grid = {k: list(v) for k, v in experiment_sweep(exp).items()}  # the experiment's own grid
         # the tuning stage keeps its own seed (one): --seeds applies to the tables
@@ -87,12 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     for i, overrides in enumerate(runs, 1):
         line = " ".join(overrides)
         if a.dry_run:
+            if overrides[0] == "SHARPNESS":
+                n, extra = len(unmeasured(results)), " ".join(sharpness_overrides())
+                line = f"python -m adasam_glue.sharpness RUN_DIR {extra}  # {n} completed runs unmeasured now"
             print(f"run: {line}")
             continue
         if stop["now"]:
             print("stopping: signal received", flush=True)
             break
         t0 = time.time()
+        if overrides[0] == "SHARPNESS":
+            failed += measure_all(results, hydra_root, stop)
+            continue
         if overrides[0] == "SELECT":
             cmd = [sys.executable, "-m", "adasam_glue.experiments", "select-lr", overrides[1], *common]
         else:
@@ -115,6 +155,26 @@ def main(argv: list[str] | None = None) -> int:
         if proc.returncode != 0:
             print("    " + "\n    ".join(tail), flush=True)
     return 1 if failed else 0
+
+
+def measure_all(results: Path, logs: Path, stop: dict[str, bool]) -> int:
+    """``python -m adasam_glue.sharpness RUN_DIR <settings>`` for every unmeasured run; the failures."""
+    todo, extra, failed = unmeasured(results), sharpness_overrides(), 0
+    print(f"sharpness: {len(todo)} runs to measure ({' '.join(extra)})", flush=True)
+    for k, run_dir in enumerate(todo, 1):
+        if stop["now"]:
+            break
+        t0, log_path = time.time(), logs / f"sharpness_{k}.log"
+        with open(log_path, "w") as log:
+            cmd = [sys.executable, "-m", "adasam_glue.sharpness", str(run_dir), *extra]
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        failed += proc.returncode != 0
+        status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, log {log_path})"
+        print(
+            f"  [{k}/{len(todo)}] {status} {time.time() - t0:7.1f}s  {run_dir.relative_to(results)}",
+            flush=True,
+        )
+    return failed
 
 
 if __name__ == "__main__":
