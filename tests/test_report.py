@@ -729,3 +729,23 @@ def test_lr_tuning_runs_stay_out_of_the_tables(tmp_path):
         )
     res = build_table(TABLES[1], load_runs(runs).runs)
     assert [r.label for r in res.rows] == ["SGD", "SAM"] and res.cell("rte", "sgd").n == 1
+
+
+def test_rho_ties_are_not_an_edge_optimum(tmp_path):
+    """RTE at CPU scale gave one dev accuracy for every rho: the smallest is chosen by the tie rule, and
+    calling it "the optimum may lie below" would send a user to rerun a grid that made no difference."""
+    runs = tmp_path / "runs"
+    make_record(runs, "rte", "amsgrad", 1, {"accuracy": 0.50})
+    for rho in (0.01, 0.005, 0.001):  # every rho ties
+        make_record(runs, "rte", "adasam", 1, {"accuracy": 0.55}, rho=rho)
+    make_record(runs, "mrpc", "amsgrad", 1, {"accuracy": 0.60, "f1": 0.7})
+    for rho, acc in ((0.01, 0.60), (0.005, 0.62), (0.001, 0.62)):  # the smallest ties an interior rho
+        make_record(runs, "mrpc", "adasam", 1, {"accuracy": acc, "f1": 0.7}, rho=rho)
+    res = build_table(TABLES[0], load_runs(runs).runs)
+    rte, mrpc = res.cell("rte", "adasam"), res.cell("mrpc", "adasam")
+    assert rte.rho == 0.001 and not rte.is_edge()
+    assert "every rho tested ties on the selection metric ({0.001, 0.005, 0.01})" in rte.edge_note((0.01,))
+    assert mrpc.rho == 0.001 and not mrpc.is_edge() and mrpc.edge_note((0.01, 0.005, 0.001)) is None
+    make_record(runs, "mrpc", "adasam", 1, {"accuracy": 0.63, "f1": 0.7}, rho=0.0005)  # a real edge
+    mrpc = build_table(TABLES[0], load_runs(runs).runs).cell("mrpc", "adasam")
+    assert mrpc.rho == 0.0005 and mrpc.is_edge() and "the optimum may lie below" in mrpc.edge_note(())

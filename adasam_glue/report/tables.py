@@ -197,28 +197,49 @@ class Cell:
     def n(self) -> int:
         return len(self.chosen.completed) if self.chosen else 0
 
+    def _tested(self) -> list[float]:
+        return sorted(c.rho for c in self.candidates if c.rho is not None and c.selection is not None)
+
+    def _tied(self) -> list[float]:
+        """The tested rhos whose selection mean equals the chosen one's (the chosen included)."""
+        if self.chosen is None or self.chosen.selection is None:
+            return []
+        best = self.chosen.selection.mean
+        return sorted(
+            c.rho
+            for c in self.candidates
+            if c.rho is not None and c.selection is not None and math.isclose(c.selection.mean, best)
+        )
+
     def edge_note(self, grid: Sequence[float]) -> str | None:
-        """Text when the chosen rho is on the edge of the tested grid (or when no grid was searched)."""
-        tested = sorted(c.rho for c in self.candidates if c.rho is not None and c.selection is not None)
+        """Text when the chosen rho is on the edge of the tested grid (or when no grid was searched). A
+        tie with an interior rho is not an edge; a tie over every rho says the metric did not move."""
+        tested = self._tested()
         if self.rho is None or not tested:
             return None
         untested = [g for g in grid if not any(math.isclose(g, t) for t in tested)]
         extra = f"; paper grid values not run: {rhos_label(untested)}" if untested else ""
         if len(tested) == 1:
             return f"only rho {self.rho:g} was run (no search){extra}"
-        if math.isclose(self.rho, tested[-1]):
-            return f"best rho {self.rho:g} is the largest tested of {rhos_label(tested)}: the optimum may lie above{extra}"
-        if math.isclose(self.rho, tested[0]):
-            return f"best rho {self.rho:g} is the smallest tested of {rhos_label(tested)}: the optimum may lie below{extra}"
+        tied = self._tied()
+        if len(tied) == len(tested):
+            return (
+                f"every rho tested ties on the selection metric ({rhos_label(tested)}): rho made no "
+                f"difference here; the smallest is shown (ties go to the smaller rho){extra}"
+            )
+        if self.is_edge():
+            side = "largest" if math.isclose(self.rho, tested[-1]) else "smallest"
+            where = "above" if side == "largest" else "below"
+            return f"best rho {self.rho:g} is the {side} tested of {rhos_label(tested)}: the optimum may lie {where}{extra}"
         return f"interior{extra}" if extra else None
 
     def is_edge(self) -> bool:
-        tested = sorted(c.rho for c in self.candidates if c.rho is not None and c.selection is not None)
-        return (
-            self.rho is not None
-            and len(tested) >= 2
-            and (math.isclose(self.rho, tested[0]) or math.isclose(self.rho, tested[-1]))
-        )
+        """The chosen rho is the smallest or largest tested, and no rho it ties with is interior."""
+        tested = self._tested()
+        if self.rho is None or len(tested) < 2:
+            return False
+        edges = (tested[0], tested[-1])
+        return all(any(math.isclose(t, e) for e in edges) for t in self._tied() or [self.rho])
 
 
 def seeds_label(n: int) -> str:
