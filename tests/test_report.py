@@ -597,7 +597,7 @@ def test_synthetic_runs_are_labelled_synthetic_in_every_caption(tmp_path, monkey
     synth = {
         "model": {"name": "minilm"},
         "data": {"source": "synthetic", "synthetic_train_size": 640, "synthetic_eval_size": 192},
-        "task": {"total_updates": 2296},
+        "task": {"total_updates": 2296, "max_length": 128},
         "trainer": {"max_updates": 40, "mixed_precision": "bf16"},
     }
     sh = sharp_block(10.0, 100.0, {"0.01": 0.2})
@@ -614,7 +614,7 @@ def test_synthetic_runs_are_labelled_synthetic_in_every_caption(tmp_path, monkey
     assert t1.startswith("# Table 1: AMSGrad vs AdaSAM, β1 = 0.9 — SYNTHETIC DATA\n")
     setting = (
         "model minilm; SYNTHETIC data (generated: 640 train / 192 dev rows; not GLUE); "
-        "40 updates per run (1.7% of the 2296-update recipe); bf16 mixed precision"
+        "40 updates per run (1.7% of the 2296-update recipe); batch 16, max_length 128; bf16 mixed precision"
     )
     assert f"Setting of the unmarked rows: {setting}." in t1
     assert "SYNTHETIC DATA" in (out / "table1.tex").read_text().split("\\label")[0]

@@ -3,8 +3,8 @@
 A number means little without its setting: a 40-update MiniLM run on generated data and a full-recipe
 RoBERTa-large run on GLUE give numbers of the same shape. So each caption names the model, the data
 source (``synthetic`` / ``tsv`` / ``hub`` / ``disk``, plus the number of training rows when
-``data.max_train_samples`` caps it), the number of updates against the task's recipe, and the
-precision; synthetic data is written in capitals (docs/algorithms.md §4.4).
+``data.max_train_samples`` caps it, and whether the dev sets are whole), the number of updates against
+the task's recipe, the batch and max_length, and the precision and device; synthetic data is written in capitals (docs/algorithms.md §4.4).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = [
     "model_text",
     "precision_text",
     "setting_text",
+    "shape_text",
     "updates_text",
 ]
 
@@ -82,12 +83,26 @@ def data_text(run: Run) -> str:
         text += f", {data['max_train_samples']} training rows (a subset drawn per seed)"
     if data.get("max_eval_samples"):
         text += f", first {data['max_eval_samples']} dev rows"
+    elif source != "synthetic":
+        text += ", full dev sets"
     return text
+
+
+def shape_text(run: Run) -> str:
+    """``batch 32, max_length 128``: the global batch per update and the truncation length."""
+    task = _section(run, "task")
+    return f"batch {task.get('batch_size', '?')}, max_length {task.get('max_length', '?')}"
 
 
 def precision_text(run: Run) -> str:
     mp = _section(run, "trainer").get("mixed_precision")
     text = "fp32" if mp in (None, "no", False) else f"{mp} mixed precision"
+    hw = run.record.get("hardware") if isinstance(run.record.get("hardware"), dict) else {}
+    device = str(hw.get("device") or "")
+    if device == "cpu":
+        text += " on CPU"
+    elif device.startswith("cuda"):
+        text += f" on {(hw.get('gpus') or ['GPU'])[0]}"
     world = run.identity.get("world_size", 1)
     if isinstance(world, int) and world > 1:
         text += f", {world} processes"
@@ -120,7 +135,7 @@ def updates_text(runs: Sequence[Run]) -> str:
         if not recipes:
             return f"{n} updates per run"
         if recipes == [n]:
-            return f"{n} updates per run (the full recipe)"
+            return f"{n} updates per run (the full schedule of its task config)"
         if len(recipes) == 1:
             return f"{n} updates per run ({100 * n / recipes[0]:.2g}% of the {recipes[0]}-update recipe)"
         return f"{n} updates per run (capped; recipes {recipes[0]}–{recipes[-1]})"
@@ -149,6 +164,7 @@ def setting_text(runs: Sequence[Run]) -> str:
             "model " + _distinct([model_text(r) for r in runs]),
             _distinct([data_text(r) for r in runs]),
             updates_text(runs),
+            _distinct([shape_text(r) for r in runs]),
             _distinct([precision_text(r) for r in runs]),
         ]
     )
