@@ -44,6 +44,13 @@ reproduce-all:  ## lr-tuning stage of Tables 2/4, then Tables 1-4 + speedup as H
 report:  ## rebuild tables and figures from run records only (the demo's: RUNS_DIR=results/demo/runs REPORT_DIR=results/demo/report)
 	$(PYTHON) -m adasam_glue.report $(RUNS_DIR) $(REPORT_DIR)
 
+.PHONY: cpu-scale
+STAGE ?= table1,tune,table2,sharpness
+cpu-scale:  ## CPU-scale reproduction on real GLUE, resumable: DATA_DIR=glue_data [STAGE=table1,tune,table2,sharpness]; then make report on results/cpu_scale
+	@test -n "$(DATA_DIR)" || { echo "usage: make cpu-scale DATA_DIR=/path/to/glue_data [STAGE=table1,tune,table2,sharpness]"; exit 2; }
+	HF_HUB_OFFLINE=1 $(PYTHON) scripts/cpu_scale.py --data-dir $(DATA_DIR) --stage $(STAGE)
+	$(PYTHON) -m adasam_glue.report results/cpu_scale/runs results/cpu_scale/report
+
 .PHONY: bench-parity bench-overhead bench-docs gpu-check
 bench:  ## full benchmark (JSON under $(BENCH_OUT)); includes the overhead run at 123,873 updates
 	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench --out $(BENCH_OUT)
