@@ -5,13 +5,16 @@
 
 Order: seed-major (every task and method of seed 1, then seed 2, ...), so a stopped sweep still holds
 whole paired comparisons. The ``tune`` stage (one seed) ends with ``python -m adasam_glue.experiments
-select-lr cpu_scale_tune``, which writes the lr that ``table2`` reads. Each run is ``python -m adasam_glue experiment=<exp> task=T method=M seed=S``:
-a completed run of the same identity is skipped, a preempted one resumes from its checkpoint, so the
-sweep can be stopped (Ctrl-C, SIGTERM) and started again at any time. A failed run is reported and the
-sweep goes on. The ``sharpness`` stage measures the final model of every completed run that has no
-sharpness block yet (top Hessian eigenvalue and trace, with ``conf/experiment/cpu_scale.yaml``'s
-``sharpness`` settings) and adds it to the run's record. The stages and their grids live in ``conf/experiment/cpu_scale*.yaml``; this script only
-orders and launches them. Rebuild the report afterwards with
+select-lr cpu_scale_tune``, which writes the lr that ``table2`` reads. Each run is ``python -m
+adasam_glue experiment=<exp> task=T method=M seed=S``: a completed run of the same identity is skipped, a preempted one resumes from its checkpoint, so the
+sweep can be stopped (Ctrl-C, SIGTERM) and started again at any time. The driver plans each stage
+when it reaches it (``adasam_glue.experiments.Planner``, the dry run's plan: the same identities and
+run dirs) and does not launch a run whose record is completed or diverged, so a restart costs seconds,
+not one process start per finished run. A failed run is reported and the sweep goes on. The
+``sharpness`` stage measures the final model of every completed run that has no sharpness block yet
+(top Hessian eigenvalue and trace, with ``conf/experiment/cpu_scale.yaml``'s ``sharpness`` settings;
+``--tasks``/``--seeds`` restrict it) and adds it to the run's record. The stages and their grids live
+in ``conf/experiment/cpu_scale*.yaml``; this script only orders and launches them. Rebuild the report afterwards with
 ``python -m adasam_glue.report <results-dir>/runs <results-dir>/report``.
 """
 
@@ -43,9 +46,10 @@ def sharpness_overrides() -> list[str]:
     return [f"{k}={fmt(v)}" for k, v in block.items() if k != "enabled"]
 
 
-def unmeasured(results: Path) -> list[Path]:
+def unmeasured(results: Path, tasks: list[str] | None = None, seeds: list[str] | None = None) -> list[Path]:
     """Run dirs of the CPU-scale experiments whose record is completed, whose final model is saved and
-    whose record has no sharpness block yet (so a stopped stage picks up where it stopped)."""
+    whose record has no sharpness block yet (so a stopped stage picks up where it stopped); only the
+    given tasks and seeds when they are given."""
     out = []
     for rec in sorted((results / "runs").glob("cpu_scale*/**/record.json")):
         try:
@@ -56,9 +60,48 @@ def unmeasured(results: Path) -> list[Path]:
             r.get("status") == "completed"
             and not r.get("sharpness")
             and (rec.parent / "model" / "config.json").exists()
+            and (tasks is None or r.get("task") in tasks)
+            and (seeds is None or str(r.get("seed")) in seeds)
         ):
             out.append(rec.parent)
     return out
+
+
+#: a grid point: the run's sweep overrides as ``{(key, value)}``, numbers normalised (3e-3 == 0.003)
+Point = frozenset[tuple[str, str]]
+
+
+def grid_point(overrides: list[str] | tuple[str, ...], keys: set[str]) -> Point:
+    """The ``key=value`` overrides of the swept ``keys``, values that parse as numbers compared as floats."""
+    out = set()
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key in keys:
+            try:
+                value = repr(float(value))
+            except ValueError:
+                pass
+            out.add((key, value))
+    return frozenset(out)
+
+
+def finished_points(experiment: str, common: list[str]) -> dict[Point, str]:
+    """The grid points of ``experiment`` whose record says completed or diverged (``run()`` skips both),
+    with that status, from the dry run's plan (:class:`adasam_glue.experiments.Planner`: the identities
+    and run dirs the runs themselves resolve). A plan that cannot be composed returns ``{}``: every run
+    is launched and each skips itself or fails with its own message."""
+    from hydra import initialize_config_dir
+
+    from adasam_glue.experiments import Planner
+
+    keys = set(experiment_sweep(experiment))
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="cpu_scale"):
+            planned = Planner().plan(experiment, common)
+    except Exception as e:  # noqa: BLE001 - the runs report the problem themselves
+        print(f"cannot plan {experiment} ({type(e).__name__}: {e}); launching every run", flush=True)
+        return {}
+    return {grid_point(r.job_overrides, keys): str(r.status) for r in planned if not r.to_do}
 
 
 def plan(stages: list[str], seeds: list[str] | None, tasks: list[str] | None) -> list[list[str]]:
@@ -107,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise SystemExit(f"unknown --stage {', '.join(unknown)}; valid: {', '.join(STAGES)}")
-    runs = plan(stages, a.seeds.split(",") if a.seeds else None, a.tasks.split(",") if a.tasks else None)
+    seeds = a.seeds.split(",") if a.seeds else None
+    tasks = a.tasks.split(",") if a.tasks else None
+    runs = plan(stages, seeds, tasks)
     hydra_root = Path(tempfile.mkdtemp(prefix="cpu_scale_hydra_"))
     common = [f"data.data_dir={data_dir}", f"results_dir={results}", *a.overrides]
     print(f"{len(runs)} runs -> {results}", flush=True)
@@ -118,21 +163,33 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     failed = 0
+    finished: dict[str, dict[Point, str]] = {}  # experiment -> its finished grid points, planned when reached
     for i, overrides in enumerate(runs, 1):
         line = " ".join(overrides)
+        if overrides[0] == "SHARPNESS":
+            if a.dry_run:
+                n, extra = len(unmeasured(results, tasks, seeds)), " ".join(sharpness_overrides())
+                print(
+                    f"run: python -m adasam_glue.sharpness RUN_DIR {extra}  # {n} completed runs unmeasured now"
+                )
+            elif not stop["now"]:
+                failed += measure_all(results, hydra_root, stop, tasks, seeds)
+            continue
+        if overrides[0] != "SELECT":
+            exp = overrides[0].split("=", 1)[1]
+            if exp not in finished:
+                finished[exp] = finished_points(exp, common)
+            status = finished[exp].get(grid_point(overrides[1:], set(experiment_sweep(exp))))
+            if status is not None:
+                print(f"[{i}/{len(runs)}] {status} (not launched)  {line}", flush=True)
+                continue
         if a.dry_run:
-            if overrides[0] == "SHARPNESS":
-                n, extra = len(unmeasured(results)), " ".join(sharpness_overrides())
-                line = f"python -m adasam_glue.sharpness RUN_DIR {extra}  # {n} completed runs unmeasured now"
             print(f"run: {line}")
             continue
         if stop["now"]:
             print("stopping: signal received", flush=True)
             break
         t0 = time.time()
-        if overrides[0] == "SHARPNESS":
-            failed += measure_all(results, hydra_root, stop)
-            continue
         if overrides[0] == "SELECT":
             cmd = [sys.executable, "-m", "adasam_glue.experiments", "select-lr", overrides[1], *common]
         else:
@@ -157,9 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def measure_all(results: Path, logs: Path, stop: dict[str, bool]) -> int:
+def measure_all(
+    results: Path,
+    logs: Path,
+    stop: dict[str, bool],
+    tasks: list[str] | None = None,
+    seeds: list[str] | None = None,
+) -> int:
     """``python -m adasam_glue.sharpness RUN_DIR <settings>`` for every unmeasured run; the failures."""
-    todo, extra, failed = unmeasured(results), sharpness_overrides(), 0
+    todo, extra, failed = unmeasured(results, tasks, seeds), sharpness_overrides(), 0
     print(f"sharpness: {len(todo)} runs to measure ({' '.join(extra)})", flush=True)
     for k, run_dir in enumerate(todo, 1):
         if stop["now"]:

@@ -1,0 +1,95 @@
+"""scripts/cpu_scale.py, the CPU-scale driver: it plans each stage with the dry run's Planner and does
+not launch a run whose record is finished; its sharpness stage honours --tasks/--seeds. No training:
+records are written by hand at the run dirs the plan resolves."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from hydra import initialize_config_dir
+
+from adasam_glue.config import CONF_DIR
+from adasam_glue.experiments import Planner
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "cpu_scale.py"
+
+
+@pytest.fixture(scope="module")
+def driver():
+    spec = importlib.util.spec_from_file_location("cpu_scale_driver", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _glue(root: Path) -> Path:
+    """A tiny MRPC in GLUE's layout (the identity hashes the files, so they must exist)."""
+    d = root / "glue" / "MRPC"
+    d.mkdir(parents=True)
+    head = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    body = "".join(f"{i % 2}\t{i}\t{i + 1000}\tthe cat sat {i}\ta cat sat {i}\n" for i in range(20))
+    for name in ("train.tsv", "dev.tsv"):
+        (d / name).write_text(head + body, encoding="utf-8")
+    return root / "glue"
+
+
+def test_grid_point_compares_numbers_as_numbers_and_ignores_other_keys(driver):
+    keys = {"optim.lr", "seed", "method"}
+    a = driver.grid_point(["method=sgd", "optim.lr=3e-3", "seed=1", "data.data_dir=/x"], keys)
+    assert a == driver.grid_point(["seed=1", "optim.lr=0.003", "method=sgd"], keys)
+    assert a != driver.grid_point(["method=sgd", "optim.lr=1e-2", "seed=1"], keys)
+    assert a != driver.grid_point(["method=sam_rho0.01", "optim.lr=3e-3", "seed=1"], keys)
+
+
+def test_finished_runs_are_not_launched(driver, tmp_path, monkeypatch, capsys):
+    data, results = _glue(tmp_path), tmp_path / "results"
+    common = [f"data.data_dir={data}", f"results_dir={results}"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        planned = Planner().plan("cpu_scale", common)
+    mrpc = [r for r in planned if r.task == "mrpc" and r.seed == 1]
+    assert len(mrpc) == 4 and len({r.run_dir for r in mrpc}) == 4
+    for r, status in zip(mrpc[:2], ("completed", "diverged")):  # run() skips both
+        r.run_dir.mkdir(parents=True)
+        (r.run_dir / "record.json").write_text(json.dumps({"status": status}), encoding="utf-8")
+    mrpc[2].run_dir.mkdir(parents=True)  # preempted: must be launched again (it resumes)
+    (mrpc[2].run_dir / "record.json").write_text(json.dumps({"status": "preempted"}), encoding="utf-8")
+
+    done = driver.finished_points("cpu_scale", common)
+    assert sorted(done.values()) == ["completed", "diverged"]
+
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    argv = ["--data-dir", str(data), "--results-dir", str(results), "--tasks", "mrpc", "--seeds", "1"]
+    assert driver.main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    skipped = [line for line in out if "(not launched)" in line]
+    launched = [line for line in out if line.startswith("run: ")]
+    assert len(skipped) == 2 and skipped[0].startswith("[1/4] completed") and "diverged" in skipped[1]
+    assert launched == [
+        "run: experiment=cpu_scale task=mrpc method=adasam_rho0.005 seed=1",
+        "run: experiment=cpu_scale task=mrpc method=adasam_rho0.001 seed=1",
+    ]
+
+
+def test_sharpness_stage_restricted_to_tasks_and_seeds(driver, tmp_path):
+    results = tmp_path / "results"
+    for task, seed, status, sharp in [
+        ("mrpc", 1, "completed", None),
+        ("mrpc", 2, "completed", None),
+        ("rte", 1, "completed", None),
+        ("mrpc", 3, "completed", {"eigenvalue": 1.0}),  # measured already
+        ("cola", 1, "preempted", None),  # not finished
+    ]:
+        run_dir = results / "runs" / "cpu_scale" / task / "x" / f"seed{seed}"
+        (run_dir / "model").mkdir(parents=True)
+        (run_dir / "model" / "config.json").write_text("{}")
+        rec = {"status": status, "task": task, "seed": seed, "sharpness": sharp}
+        (run_dir / "record.json").write_text(json.dumps(rec), encoding="utf-8")
+    names = lambda dirs: sorted(f"{d.parts[-3]}/{d.name}" for d in dirs)  # noqa: E731
+    assert names(driver.unmeasured(results)) == ["mrpc/seed1", "mrpc/seed2", "rte/seed1"]
+    assert names(driver.unmeasured(results, tasks=["mrpc"])) == ["mrpc/seed1", "mrpc/seed2"]
+    assert names(driver.unmeasured(results, seeds=["1"])) == ["mrpc/seed1", "rte/seed1"]
+    assert names(driver.unmeasured(results, ["rte"], ["2"])) == []
