@@ -597,7 +597,7 @@ def test_synthetic_runs_are_labelled_synthetic_in_every_caption(tmp_path, monkey
     synth = {
         "model": {"name": "minilm"},
         "data": {"source": "synthetic", "synthetic_train_size": 640, "synthetic_eval_size": 192},
-        "task": {"total_updates": 2296, "max_length": 128},
+        "task": {"total_updates": 2296, "max_length": 128, "warmup_updates": 137},
         "trainer": {"max_updates": 40, "mixed_precision": "bf16"},
     }
     sh = sharp_block(10.0, 100.0, {"0.01": 0.2})
@@ -614,7 +614,8 @@ def test_synthetic_runs_are_labelled_synthetic_in_every_caption(tmp_path, monkey
     assert t1.startswith("# Table 1: AMSGrad vs AdaSAM, β1 = 0.9 — SYNTHETIC DATA\n")
     setting = (
         "model minilm; SYNTHETIC data (generated: 640 train / 192 dev rows; not GLUE); "
-        "40 updates per run (1.7% of the 2296-update recipe); batch 16, max_length 128; bf16 mixed precision"
+        "40 updates per run (1.7% of the 2296-update recipe); lr 1e-05, linear schedule, 137 warmup updates; "
+        "batch 16, max_length 128; bf16 mixed precision"
     )
     assert f"Setting of the unmarked rows: {setting}." in t1
     assert "SYNTHETIC DATA" in (out / "table1.tex").read_text().split("\\label")[0]
@@ -749,3 +750,16 @@ def test_rho_ties_are_not_an_edge_optimum(tmp_path):
     make_record(runs, "mrpc", "adasam", 1, {"accuracy": 0.63, "f1": 0.7}, rho=0.0005)  # a real edge
     mrpc = build_table(TABLES[0], load_runs(runs).runs).cell("mrpc", "adasam")
     assert mrpc.rho == 0.0005 and mrpc.is_edge() and "the optimum may lie below" in mrpc.edge_note(())
+
+
+def test_caption_gives_the_lr_and_a_tuned_lr_as_its_range(tmp_path):
+    """Table 2's lr is tuned per task and optimizer: its caption gives the range, not one of the values."""
+    from adasam_glue.report.setting import lr_text
+
+    runs = tmp_path / "runs"
+    for task, optimizer, lr in (("rte", "sgd", 3e-2), ("rte", "sam", 1e-2), ("mrpc", "sgd", 3e-3)):
+        config = {"optim": {"lr": lr}, "task": {"warmup_updates": 6}}
+        make_record(runs, task, optimizer, 1, {"accuracy": 0.6}, experiment="table2", config=config)
+    col = load_runs(runs).runs
+    assert lr_text(col) == "lr 0.003–0.03 (per task and optimizer), linear schedule, 6 warmup updates"
+    assert lr_text([r for r in col if r.task == "mrpc"]) == "lr 0.003, linear schedule, 6 warmup updates"

@@ -4,7 +4,8 @@ A number means little without its setting: a 40-update MiniLM run on generated d
 RoBERTa-large run on GLUE give numbers of the same shape. So each caption names the model, the data
 source (``synthetic`` / ``tsv`` / ``hub`` / ``disk``, plus the number of training rows when
 ``data.max_train_samples`` caps it, and whether the dev sets are whole), the number of updates against
-the task's recipe, the batch and max_length, and the precision and device; synthetic data is written in capitals (docs/algorithms.md §4.4).
+the task's recipe, the peak lr and its schedule, the batch and max_length, and the precision and
+device; synthetic data is written in capitals (docs/algorithms.md §4.4).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "any_synthetic",
     "data_text",
     "is_synthetic",
+    "lr_text",
     "model_text",
     "precision_text",
     "setting_text",
@@ -151,12 +153,29 @@ def updates_text(runs: Sequence[Run]) -> str:
     return "updates per task: " + ", ".join(items)
 
 
+def lr_text(runs: Sequence[Run]) -> str:
+    """``lr 0.0001, linear schedule, 6 warmup updates``: the peak lr and its schedule. An lr that differs
+    across the runs (Table 2's, tuned per task and optimizer) is given as its range."""
+    lrs = sorted({float(v) for r in runs if isinstance(v := _section(r, "optim").get("lr"), (int, float))})
+    if not lrs:
+        lr = "lr not recorded"
+    elif len(lrs) == 1:
+        lr = f"lr {lrs[0]:g}"
+    else:
+        lr = f"lr {lrs[0]:g}–{lrs[-1]:g} (per task and optimizer)"
+    schedule = _distinct([str(_section(r, "trainer").get("schedule") or "?") for r in runs])
+    warmups = sorted({w for r in runs if isinstance(w := _section(r, "task").get("warmup_updates"), int)})
+    warmup = "/".join(map(str, warmups)) if 0 < len(warmups) <= 3 else "per-task" if warmups else "?"
+    return f"{lr}, {schedule} schedule, {warmup} warmup updates"
+
+
 def _distinct(values: Sequence[str]) -> str:
     return " | ".join(sorted(set(values))) or "?"
 
 
 def setting_text(runs: Sequence[Run]) -> str:
-    """``model minilm; SYNTHETIC data (...); 40 updates per run (...); fp32`` (distinct values joined)."""
+    """``model minilm; SYNTHETIC data (...); 40 updates per run (...); lr ...; batch ...; fp32`` (distinct
+    values joined)."""
     if not runs:
         return "no runs"
     return "; ".join(
@@ -164,6 +183,7 @@ def setting_text(runs: Sequence[Run]) -> str:
             "model " + _distinct([model_text(r) for r in runs]),
             _distinct([data_text(r) for r in runs]),
             updates_text(runs),
+            lr_text(runs),
             _distinct([shape_text(r) for r in runs]),
             _distinct([precision_text(r) for r in runs]),
         ]
