@@ -191,6 +191,9 @@ class RunRecorder:
         self, path: Path, base: dict[str, Any], previous: dict[str, Any] | None, write: bool = True
     ) -> None:
         self.path, self.base, self.previous, self.enabled = Path(path), base, previous, write
+        #: whether this attempt started from a checkpoint (set once it has tried to load one); until then
+        #: the record keeps the previous attempt's value
+        self.resumed: bool | None = None
         self.attempts: list[dict[str, Any]] = list((previous or {}).get("attempts", []))
         if previous is not None and not self.attempts:  # a version-1 record: its run was one attempt
             self.attempts.append(_attempt_of(previous))
@@ -247,6 +250,10 @@ class RunRecorder:
         for key in ("data_quality", "padding", "resumed"):  # facts of the data, kept across attempts
             if key in prev and key not in (extra or {}):
                 record[key] = prev[key]
+        if (
+            self.resumed is not None
+        ):  # this attempt's, in every write (evals, checkpoints), not the last one's
+            record["resumed"] = self.attempt["resumed"] = self.resumed
         record |= extra or {}
         if status != "failed":
             record.pop("error", None)

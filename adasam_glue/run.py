@@ -162,7 +162,7 @@ def _train(
             cfg, accelerator, task, tokenizer, model, run_dir, recorder, identity, wandb_run
         )
         trainer.verify_identity = not (previous or {}).get("identity_changes")  # reuse_run_dir=true
-        resumed = trainer.load_checkpoint()
+        resumed = recorder.resumed = trainer.load_checkpoint()
         state = trainer.fit()
         extra = {
             "resumed": resumed,

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from adasam_glue import records
 from adasam_glue.records import read_record
 from adasam_glue.run import run
 
@@ -152,7 +153,7 @@ def test_accumulation_equals_one_big_batch(tiny_cfg, tmp_path, optim):
 
 
 @pytest.mark.parametrize("optim", ["adasam", "amsgrad"])
-def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path, optim):
+def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path, optim, monkeypatch):
     common = [
         f"optim={optim}",
         "trainer.save_model=final",
@@ -164,8 +165,13 @@ def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path, optim):
     preempted = run(tiny_cfg(*common, "trainer.stop_after_updates=3", run_dir=tmp_path / "resumed"))
     assert preempted["status"] == "preempted" and preempted["optimizer_updates"] == 3
     assert (tmp_path / "resumed" / "checkpoint" / "trainer_state.json").exists()
+    written = []  # every write of the resumed attempt says so, the evals' too (not the first attempt's value)
+    real_write = records.write_record
+    monkeypatch.setattr(records, "write_record", lambda p, r: written.append(dict(r)) or real_write(p, r))
     resumed = run(tiny_cfg(*common, run_dir=tmp_path / "resumed"))
     assert resumed["status"] == "completed" and resumed["resumed"] is True
+    assert len(written) >= 2 and all(r["resumed"] is True for r in written)
+    assert [a.get("resumed") for a in resumed["attempts"]] == [False, True]
     straight = read_record(tmp_path / "straight" / "record.json")
     assert resumed["train_curve"] == straight["train_curve"]
     assert json.dumps(resumed["eval_curve"]) == json.dumps(straight["eval_curve"])
