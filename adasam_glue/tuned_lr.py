@@ -33,8 +33,10 @@ File format (``schema_version`` 1), written by :func:`select`, read by the resol
       ],
       "lr": 0.01,                              # the selected lr (what the tables train with)
       "metric": 0.74,                          # its dev metric
-      "at_edge": false,                        # true when lr is the smallest or largest grid value
+      "at_edge": false,                        # the smallest or largest grid value, strictly best
       "edge": null,                            # "low" | "high" | "both" (one-point grid) | null
+      "tied": [],                              # the lrs with the selected lr's metric, when several
+      "flat": false,                           # true when every lr ties: no effect of lr on the metric
       "recipe": {...},                         # RECIPE_KEYS of the tuning runs (checked on use)
       "written_at": "2025-01-01T00:00:00Z"
     }
@@ -286,7 +288,9 @@ def _read(run_dir: Path) -> dict[str, Any] | None:
 def choose(points: Sequence[Mapping[str, Any]]) -> tuple[float | None, str | None]:
     """``(lr, edge)`` from grid points ``{"lr", "metric", "status"}`` (ascending lr): the best metric among
     completed points (ties: the smaller lr), never a diverged or unfinished one; ``edge`` is ``"low"`` /
-    ``"high"`` when it is the grid's smallest / largest lr."""
+    ``"high"`` when it is the grid's smallest / largest lr and strictly better than every other point. A
+    smallest lr that ties a larger one is no edge: the best values reach into the grid (when every lr
+    ties, :func:`tied_lrs` says so), and extending the grid downward would chase the tie rule."""
     usable = [p for p in points if p["status"] == "completed" and p["metric"] is not None]
     if not usable:
         return None, None
@@ -294,8 +298,18 @@ def choose(points: Sequence[Mapping[str, Any]]) -> tuple[float | None, str | Non
     grid = sorted(p["lr"] for p in points)
     if len(grid) == 1:
         return best["lr"], "both"  # a one-point grid tunes nothing
+    if len(tied_lrs(points, best["lr"])) > 1:
+        return best["lr"], None
     edge = "low" if best["lr"] == grid[0] else "high" if best["lr"] == grid[-1] else None
     return best["lr"], edge
+
+
+def tied_lrs(points: Sequence[Mapping[str, Any]], lr: float) -> list[float]:
+    """The completed grid points whose dev metric equals that of ``lr`` (``lr`` included), ascending. Equal
+    means equal: runs that make the same predictions (every one the majority class) give the same float."""
+    usable = [p for p in points if p["status"] == "completed" and p["metric"] is not None]
+    target = next((p["metric"] for p in usable if p["lr"] == lr), None)
+    return sorted(p["lr"] for p in usable if target is not None and p["metric"] == target)
 
 
 def select(
@@ -356,6 +370,8 @@ def select(
             )
             continue
         chosen = next(p for p in points if p["lr"] == lr)
+        tied = tied_lrs(points, lr)
+        flat = len(tied) == len(points) > 1  # every lr gives the same dev metric: no effect of lr shown
         selection = {
             "schema_version": SCHEMA_VERSION,
             "kind": "tuned_lr",
@@ -371,12 +387,16 @@ def select(
             "metric": chosen["metric"],
             "at_edge": edge is not None,
             "edge": edge,
+            "tied": tied if len(tied) > 1 else [],
+            "flat": flat,
             "recipe": group[0].recipe,
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         if write:
             atomic_write_text(path, json.dumps(selection, indent=2) + "\n")
         flag = f"  AT THE {edge.upper()} EDGE of the grid: extend it and rerun" if edge else ""
+        if flat:
+            flag = "  EVERY lr TIES on the dev metric: the grid shows no effect of lr (the tie rule took the smallest)"
         lines.append(
             f"selected {task}/{optim}: lr={lr:g} ({selection['selection_metric']} {chosen['metric']:.4f}; grid "
             + ", ".join(

@@ -337,9 +337,10 @@ def test_own_mnli_orders_mnli_first_and_points_dependents_at_it(capsys, tmp_path
 
 
 # ------------------------------------------------------------------------------- lr-tuning stage
-def _fake_tuning(results_dir, tuning, overrides, best, diverged=(), missing=(), select=True):
+def _fake_tuning(results_dir, tuning, overrides, best, diverged=(), missing=(), select=True, flat=False):
     """Records for a tuning experiment's planned runs (dev metric peaks at lr=best, in log10; ``diverged``:
-    (optimizer, lr) pairs; ``missing``: lrs without a record), then select."""
+    (optimizer, lr) pairs; ``missing``: lrs without a record; ``flat``: one metric for every lr), then
+    select."""
     import math
 
     from adasam_glue.tasks import TASKS
@@ -349,7 +350,7 @@ def _fake_tuning(results_dir, tuning, overrides, best, diverged=(), missing=(), 
         if r.lr in missing:
             continue
         metric = TASKS[r.task].selection_metric
-        value = 0.8 - 0.1 * abs(math.log10(r.lr) - math.log10(best))
+        value = 0.68 if flat else 0.8 - 0.1 * abs(math.log10(r.lr) - math.log10(best))
         status = "diverged" if (r.optim, r.lr) in diverged else "completed"
         r.run_dir.mkdir(parents=True, exist_ok=True)
         rec = {
@@ -492,6 +493,24 @@ def test_select_choice_ties_go_to_the_smaller_lr():
     assert tl.choose(pts) == (3e-3, None)
     assert tl.choose([{**p, "status": "diverged", "metric": None} for p in pts]) == (None, None)
     assert tl.choose(pts[:1]) == (1e-3, "both")
+    assert tl.choose(pts[1:]) == (3e-3, None) and tl.tied_lrs(pts[1:], 3e-3) == [3e-3, 1e-2]  # no edge
+    assert tl.choose([pts[0], pts[3]]) == (1e-3, "low")  # strictly best at the smallest lr: an edge
+
+
+def test_a_grid_where_every_lr_ties_is_flat_not_an_edge(tmp_path):
+    """CPU scale, MRPC: SGD predicted the majority class at every lr of the grid (one dev accuracy for
+    all): the tie rule picks the smallest lr, and "extend the grid downward" would be wrong advice."""
+    from adasam_glue.report.lr_tuning import _edge
+
+    pts = [{"lr": lr, "metric": 0.6838235294117647, "status": "completed"} for lr in (3e-3, 1e-2, 3e-2, 1e-1)]
+    assert tl.choose(pts) == (3e-3, None) and tl.tied_lrs(pts, 3e-3) == [3e-3, 1e-2, 3e-2, 1e-1]
+    assert "every lr ties" in _edge({"flat": True, "at_edge": False, "tied": [3e-3, 1e-2]})
+    assert _edge({"flat": False, "at_edge": False, "tied": [3e-3, 1e-2]}) == "no (ties 0.003, 0.01)"
+    assert _edge({"at_edge": True, "edge": "high"}) == "**yes: the highest lr of the grid**"
+    lines, ok = _fake_tuning(tmp_path, "table2_tune", ["task=rte", "method=sgd", DATA], best=0.01, flat=True)
+    assert ok and "EVERY lr TIES" in lines[0] and "EDGE" not in lines[0]
+    sel = json.loads(tl.selection_path(tmp_path, "table2_tune", "rte", "sgd").read_text())
+    assert sel["flat"] and not sel["at_edge"] and sel["lr"] == min(sel["grid"]) and sel["tied"] == sel["grid"]
 
 
 def test_select_lr_refuses_an_unfinished_grid(tmp_path, capsys):

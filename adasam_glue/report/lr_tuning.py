@@ -24,8 +24,11 @@ def _pct(x: Any) -> str:
 
 def _edge(sel: dict[str, Any]) -> str:
     edge = sel.get("edge")
+    if sel.get("flat"):
+        return "no: **every lr ties** (the grid shows no effect of lr; the tie rule took the smallest)"
     if not sel.get("at_edge"):
-        return "no"
+        tied = sel.get("tied") or []
+        return "no" + (f" (ties {', '.join(f'{x:g}' for x in tied)})" if tied else "")
     what = {"low": "lowest", "high": "highest", "both": "only"}.get(str(edge), str(edge))
     return f"**yes: the {what} lr of the grid**"
 
@@ -48,7 +51,10 @@ def render_lr_tuning(runs_dir: str | Path) -> str:
         "on one seed, and `python -m adasam_glue.experiments select-lr <stage>` picks per task and optimizer "
         "the lr with the best dev value of the task's selection metric at the best checkpoint (a diverged "
         "point never wins; ties go to the smaller lr). Tables 2/4 train with that lr. An lr at the edge "
-        "of its grid is flagged: the best lr may lie outside the grid, so extend it there and rerun the stage.",
+        "of its grid is flagged: the best lr may lie outside the grid, so extend it there and rerun the stage. "
+        "The smallest lr tying a larger one is no edge (the best values reach into the grid); a grid on "
+        "which every lr ties is marked: it shows no effect of lr on the dev metric (e.g. every run predicts "
+        "the majority class), so its selection is the tie rule's, not a tuned value.",
         "",
     ]
     if not sels:
