@@ -180,7 +180,7 @@ def run_identity(cfg: DictConfig | Mapping[str, Any], world_size: int | None = N
         if isinstance(cfg, DictConfig)
         else json.loads(json.dumps(cfg))
     )
-    _add_task_facts(c)
+    add_task_facts(c)
     optim_identity = _optim_identity(c.get("optim", {}))
     data_fp, model_fp = data_fingerprint(c), model_fingerprint(c)
     for key, keep in _CONDITIONAL:
@@ -199,7 +199,7 @@ def run_identity(cfg: DictConfig | Mapping[str, Any], world_size: int | None = N
     return _drop_none(identity)
 
 
-def _add_task_facts(c: dict[str, Any]) -> None:
+def add_task_facts(c: dict[str, Any]) -> None:
     """The task registry's label count (the size of the classifier head) under ``task.num_labels``: a
     fact of the task, not a config value, but part of what produced the run (identities have carried
     it since version 1, when it was also written in ``conf/task/*.yaml``)."""

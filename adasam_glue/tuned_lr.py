@@ -167,10 +167,17 @@ def recipe(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The values of :data:`RECIPE_KEYS` (plus the synthetic data keys when ``data.source=synthetic``).
 
     Never reads ``optim.lr`` (so it is safe inside the resolver that computes it)."""
+    from adasam_glue.identity import add_task_facts
+
     keys = list(RECIPE_KEYS)
     if _select(cfg, "data.source") == "synthetic":
         keys += _SYNTHETIC_KEYS
-    return {k: _plain(_select(cfg, k)) for k in keys}
+    out = {k: _plain(_select(cfg, k)) for k in keys}
+    if out.get("task.num_labels") is None:  # a fact of the task, as the identity states it (not in conf/)
+        facts: dict[str, Any] = {"task": {"name": out.get("task.name")}}
+        add_task_facts(facts)
+        out["task.num_labels"] = facts["task"].get("num_labels")
+    return out
 
 
 def recipe_diff(stored: Mapping[str, Any], now: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:

@@ -541,6 +541,23 @@ def test_tuned_lr_of_another_recipe_is_refused(tmp_path):
         OmegaConf.to_container(cfg, resolve=True)
 
 
+def test_tuned_lr_recipe_states_the_label_count_as_the_identity_does(tmp_path):
+    """task.num_labels left conf/ (the task registry holds it; the identity injects it): the recipe states
+    it the same way, so a selection written when the YAML still held it (2 for RTE) is still this recipe."""
+    cfg = _compose(["experiment=table2", "task=rte", "method=sgd", f"results_dir={tmp_path}"])
+    assert "num_labels" not in cfg.task and tl.recipe(cfg)["task.num_labels"] == 2
+    _fake_tuning(tmp_path, "table2_tune", ["task=rte", "method=sgd"], best=0.01)
+    path = tl.selection_path(tmp_path, "table2_tune", "rte", "sgd")
+    sel = json.loads(path.read_text())
+    assert sel["recipe"]["task.num_labels"] == 2
+    assert OmegaConf.to_container(cfg, resolve=True)["optim"]["lr"] == 0.01
+    path.write_text(json.dumps(sel | {"recipe": sel["recipe"] | {"task.num_labels": 3}}))
+    with pytest.raises(Exception, match=r"task.num_labels: tuned 3, this run 2"):
+        OmegaConf.to_container(
+            _compose(["experiment=table2", "task=rte", "method=sgd", f"results_dir={tmp_path}"]), resolve=True
+        )
+
+
 def test_no_placeholder_lr_in_any_table_path(tmp_path):
     names = ["table1", "table2", "table3", "table4", "speedup", "cpu_scale", "cpu_scale_table2", "mnli_init"]
     for name in names:
