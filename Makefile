@@ -45,9 +45,9 @@ report:  ## rebuild tables and figures from run records only (the demo's: RUNS_D
 	$(PYTHON) -m adasam_glue.report $(RUNS_DIR) $(REPORT_DIR)
 
 .PHONY: cpu-scale
-STAGE ?= table1,tune,table2,sharpness
-cpu-scale:  ## CPU-scale reproduction on real GLUE, resumable: DATA_DIR=glue_data [STAGE=table1,tune,table2,sharpness]; then make report on results/cpu_scale
-	@test -n "$(DATA_DIR)" || { echo "usage: make cpu-scale DATA_DIR=/path/to/glue_data [STAGE=table1,tune,table2,sharpness]"; exit 2; }
+STAGE ?= table1,matched,tune,table2,sharpness
+cpu-scale:  ## CPU-scale reproduction on real GLUE, resumable: DATA_DIR=glue_data [STAGE=probe,table1,matched,tune,table2,sharpness]; then make report on results/cpu_scale
+	@test -n "$(DATA_DIR)" || { echo "usage: make cpu-scale DATA_DIR=/path/to/glue_data [STAGE=probe,table1,matched,tune,table2,sharpness]"; exit 2; }
 	HF_HUB_OFFLINE=1 $(PYTHON) scripts/cpu_scale.py --data-dir $(DATA_DIR) --stage $(STAGE)
 	$(PYTHON) -m adasam_glue.report results/cpu_scale/runs results/cpu_scale/report
 

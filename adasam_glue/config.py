@@ -35,6 +35,8 @@ class TaskConfig:
     max_length: int = MISSING  #: tokens per example after truncation
     metric: str = MISSING  #: selection metric key (must match adasam_glue.tasks)
     init_from: str | None = MISSING  #: checkpoint to start from (Hub id or local run dir)
+    #: regression only: train on label / target_scale (STS-B: 5, as fairseq); predictions are scaled back
+    target_scale: float | None = None
 
 
 @dataclass
@@ -108,6 +110,8 @@ class TrainerConfig:
     eval_batch_size: int = MISSING
     mixed_precision: str = MISSING  #: autocast precision (fp16 with a GradScaler for every optimizer)
     max_grad_norm: float | None = MISSING  #: clipping (off in the paper)
+    #: lr of the head (classifier + pooler) as a multiple of optim.lr; null: one lr for all
+    head_lr_scale: float | None = None
     schedule: str = MISSING  #: lr schedule over optimizer updates (linear: warmup + linear decay to 0)
     min_lr_ratio: float = MISSING  #: cosine floor as a fraction of the peak lr
     batch_schedule: list[int] | None = MISSING  #: increasing batch sizes, equal shares of the updates
@@ -235,6 +239,12 @@ def validate_config(cfg: DictConfig) -> None:
     v = _get(cfg, "trainer.max_grad_norm")
     if v is not None and not v > 0:
         raise bad("trainer.max_grad_norm", v, "> 0 or null")
+    v = _get(cfg, "trainer.head_lr_scale")
+    if v is not None and not v > 0:
+        raise bad("trainer.head_lr_scale", v, "> 0 or null")
+    v = _get(cfg, "task.target_scale")
+    if v is not None and (not TASKS[task].is_regression or not v > 0):
+        raise bad("task.target_scale", v, f"> 0 or null for a regression task, null for {task}")
     bs = _get(cfg, "trainer.batch_schedule")
     if bs is not None and (len(bs) == 0 or any(b < 1 for b in bs)):
         raise bad("trainer.batch_schedule", list(bs), "a non-empty list of batch sizes >= 1")

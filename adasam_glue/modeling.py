@@ -187,6 +187,8 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int)
     """Loss per example, shape [B]: cross-entropy, or squared error for regression (STS-B).
 
     Per-sample (not mean) so ESAM's data selection can rank examples; the loss is computed in fp32.
+    Regression labels arrive already divided by ``task.target_scale`` (the data pipeline does it, see
+    :func:`adasam_glue.data.loaders.tokenize_glue`), so this is fairseq's MSE on scores / 5 for STS-B.
     """
     logits = logits.float()
     if num_labels == 1:
@@ -194,16 +196,44 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int)
     return F.cross_entropy(logits, labels.long(), reduction="none")
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float | None) -> list[dict[str, Any]]:
-    """Two groups: decayed weights, and biases/LayerNorm without weight decay (fairseq/HF convention)."""
-    decay, no_decay = [], []
+def is_head_param(name: str) -> bool:
+    """True for the classification head (``classifier.*``) and the pooler that feeds it (``*.pooler.*``)."""
+    return name.startswith("classifier") or ".pooler." in f".{name}"
+
+
+def param_groups(
+    model: torch.nn.Module,
+    weight_decay: float | None,
+    lr: float | None = None,
+    head_lr_scale: float | None = None,
+) -> list[dict[str, Any]]:
+    """Biases/LayerNorm without weight decay (fairseq/HF convention); the rest decayed.
+
+    With ``head_lr_scale`` (``trainer.head_lr_scale``; needs ``lr``) the head (classifier + pooler,
+    :func:`is_head_param`) gets its own groups at ``lr * head_lr_scale``: plain SGD on a pretrained body
+    sees head gradients ~100x the encoder's (docs/experiments.md, "CPU scale: the recipe"), which an
+    adaptive optimizer normalises away and SGD does not. ``None`` gives the two groups of every
+    earlier run (same order, same keys), so existing runs are unchanged.
+    """
+    buckets: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    split_head = head_lr_scale is not None
+    if split_head and lr is None:
+        raise ValueError("param_groups: head_lr_scale needs the base lr")
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias"):
-            no_decay.append(p)
-        else:
-            decay.append(p)
+        no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
+        head = split_head and is_head_param(name)
+        buckets.setdefault((head, no_decay), []).append(p)
     wd = weight_decay or 0.0
-    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+    groups = []
+    for head in (False, True):
+        for no_decay in (False, True):
+            params = buckets.get((head, no_decay))
+            if not params:
+                continue
+            group: dict[str, Any] = {"params": params, "weight_decay": 0.0 if no_decay else wd}
+            if head:
+                group["lr"] = lr * head_lr_scale
+            groups.append(group)
+    return groups

@@ -72,6 +72,8 @@ def predict_test(
     tokenized = tokenize_glue(
         DatasetDict({s: raw[s] for s in test_splits(task)}), task.name, tokenizer, cfg.task.max_length
     )
+    # a model trained on label / task.target_scale predicts on that scale: the server wants raw scores
+    scale = float(cfg.task.get("target_scale") or 1.0)
     model.eval()
     out: dict[str, Any] = {"model": which, "files": {}}
     for split in test_splits(task):
@@ -88,7 +90,7 @@ def predict_test(
             inputs = {k: v for k, v in batch.items() if k not in ("labels", "idx")}
             logits = model(**inputs).logits.float()
             logits, ids = accelerator.gather_for_metrics((logits, batch["idx"]))
-            preds.append(logits.squeeze(-1) if task.is_regression else logits.argmax(-1))
+            preds.append(logits.squeeze(-1) * scale if task.is_regression else logits.argmax(-1))
             idx.append(ids)
         values, ids = torch.cat(preds).cpu().tolist(), torch.cat(idx).cpu().tolist()
         path = run_dir / PREDICTIONS_DIR / submission_name(task, split)

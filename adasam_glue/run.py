@@ -278,6 +278,7 @@ def setup_data(cfg: DictConfig, task: Any, tokenizer: Any, accelerator: Any) -> 
         cfg.seed,
         accelerator=accelerator,
         mixed_precision=tc.mixed_precision,
+        target_scale=cfg.task.get("target_scale"),
     )
     return plan, micro, loaders
 
@@ -289,7 +290,9 @@ def setup_optimizer_and_schedule(cfg: DictConfig, model: Any, plan: Any) -> tupl
 
     tc = cfg.trainer
     optimizer = build_optimizer(
-        cfg.optim.name, param_groups(model, cfg.optim.weight_decay), **optim_kwargs(cfg)
+        cfg.optim.name,
+        param_groups(model, cfg.optim.weight_decay, cfg.optim.lr, tc.get("head_lr_scale")),
+        **optim_kwargs(cfg),
     )
     scheduler = build_scheduler(
         optimizer, tc.schedule, plan.total_updates, warmup_updates(cfg, plan.total_updates), tc.min_lr_ratio

@@ -79,7 +79,9 @@ def measure_run(
     raw, _ = load_glue_config(data, task["name"])
     seed = record.get("seed", config.get("seed"))
     rows = subsample(raw["train"], data["max_train_samples"], seed)
-    train = tokenize_glue(DatasetDict({"train": rows}), task["name"], tokenizer, task["max_length"])["train"]
+    train = tokenize_glue(
+        DatasetDict({"train": rows}), task["name"], tokenizer, task["max_length"], task.get("target_scale")
+    )["train"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     collate = GlueCollator(pad_token_id=pad_id, padding_side=getattr(tokenizer, "padding_side", "right"))
     batches = subset_batches(train, collate, cfg.num_samples, cfg.batch_size, cfg.subset_seed)

@@ -1,7 +1,7 @@
 """CPU-scale reproduction on real GLUE: one process per run, most useful runs first, resumable.
 
     python scripts/cpu_scale.py --data-dir /path/to/glue_data [--results-dir results/cpu_scale]
-        [--stage table1,tune,table2,sharpness] [--seeds 1,2,3] [--tasks rte,mrpc,stsb,cola] [--dry-run]
+        [--stage probe,table1,matched,tune,table2,sharpness] [--seeds 1,2,3] [--tasks rte,mrpc,stsb,cola] [--dry-run]
 
 Order: seed-major (every task and method of seed 1, then seed 2, ...), so a stopped sweep still holds
 whole paired comparisons. The ``tune`` stage (one seed) ends with ``python -m adasam_glue.experiments
@@ -35,8 +35,17 @@ from omegaconf import OmegaConf
 from adasam_glue.config import CONF_DIR
 from adasam_glue.experiment_conf import experiment_sweep
 
-#: stage -> experiment config (conf/experiment/<name>.yaml); ``sharpness`` measures finished runs
-STAGES = {"table1": "cpu_scale", "tune": "cpu_scale_tune", "table2": "cpu_scale_table2", "sharpness": None}
+#: stage -> experiment config (conf/experiment/<name>.yaml); ``sharpness`` measures finished runs.
+#: ``probe`` is the recipe's evidence (SGD at several lrs and head lrs, one seed; records under
+#: ``<results-dir>/runs/cpu_scale_probe``): run it, read it (results/cpu_scale/probes/README.md), then sweep.
+STAGES = {
+    "probe": "cpu_scale_probe",
+    "table1": "cpu_scale",
+    "matched": "cpu_scale_matched",
+    "tune": "cpu_scale_tune",
+    "table2": "cpu_scale_table2",
+    "sharpness": None,
+}
 
 
 def sharpness_overrides() -> list[str]:
@@ -104,16 +113,34 @@ def finished_points(experiment: str, common: list[str]) -> dict[Point, str]:
     return {grid_point(r.job_overrides, keys): str(r.status) for r in planned if not r.to_do}
 
 
+#: the probe stage's runs: conf/probes/cpu_scale.yaml (each ``{name, checks, overrides}``)
+PROBES = CONF_DIR / "probes" / "cpu_scale.yaml"
+
+
+def probe_runs(tasks: list[str] | None = None) -> list[list[str]]:
+    """The probes in file order, seed 1, as run lines (``--tasks`` restricts them)."""
+    runs = []
+    for probe in OmegaConf.load(PROBES).probes:
+        overrides = [str(o) for o in probe.overrides]
+        task = next((o.split("=", 1)[1] for o in overrides if o.startswith("task=")), None)
+        if tasks is None or task in tasks:
+            runs.append([*overrides, "seed=1"])
+    return runs
+
+
 def plan(stages: list[str], seeds: list[str] | None, tasks: list[str] | None) -> list[list[str]]:
     runs = []
     for stage in stages:
+        if stage == "probe":  # heterogeneous single runs: each launch skips itself if already completed
+            runs.extend(probe_runs(tasks))
+            continue
         if stage == "sharpness":  # expanded when reached: the runs before it must have finished
             runs.append(["SHARPNESS"])
             continue
         exp = STAGES[stage]
         grid = {k: list(v) for k, v in experiment_sweep(exp).items()}  # the experiment's own grid
-        # the tuning stage keeps its own seed (one): --seeds applies to the tables
-        grid_seeds = (seeds if stage != "tune" else None) or grid.pop("seed", ["1"])
+        # the tuning and probe stages keep their own seed (one): --seeds applies to the tables
+        grid_seeds = (seeds if stage not in ("tune", "probe") else None) or grid.pop("seed", ["1"])
         grid.pop("seed", None)
         grid_tasks = tasks or grid.pop("task", [])
         grid.pop("task", None)
@@ -175,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             elif not stop["now"]:
                 failed += measure_all(results, hydra_root, stop, tasks, seeds)
             continue
-        if overrides[0] != "SELECT":
+        is_probe = overrides[-1] == "seed=1" and overrides in probe_runs()
+        if overrides[0] != "SELECT" and not is_probe:
             exp = overrides[0].split("=", 1)[1]
             if exp not in finished:
                 finished[exp] = finished_points(exp, common)

@@ -64,6 +64,9 @@ def test_misspelt_key_or_wrong_type_fails_at_compose_time(override):
         ("optim.beta2=-0.5", "optim.beta2"),
         ("task.batch_size=0", "task.batch_size"),
         ("trainer.mixed_precision=fp8", "trainer.mixed_precision"),
+        ("trainer.head_lr_scale=0", "trainer.head_lr_scale"),
+        ("task.target_scale=5", "task.target_scale"),  # the default task (mrpc) is a classification task
+        ("task=stsb task.target_scale=-1", "task.target_scale"),
     ],
 )
 def test_invalid_values_fail_before_any_model_loads(override, key, monkeypatch):
@@ -74,7 +77,7 @@ def test_invalid_values_fail_before_any_model_loads(override, key, monkeypatch):
 
     monkeypatch.setattr(modeling, "build_model", boom)
     monkeypatch.setattr(modeling, "build_tokenizer", boom)
-    cfg = compose_cfg(override)
+    cfg = compose_cfg(*override.split())
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run(cfg)
 

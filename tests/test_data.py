@@ -798,3 +798,21 @@ def test_collator_matches_row_by_row_padding(side, multiple, kind):
         assert torch.equal(out[key], want), key
         assert out[key].dtype == torch.long
     assert out["labels"].tolist() == [i % 3 for i in range(13)] and out["idx"].tolist() == list(range(13))
+
+
+def test_target_scale_divides_regression_labels_and_keys_the_cache(syn_cache):
+    """task.target_scale (STS-B: 5, fairseq's recipe) reaches every batch as label / scale; a cached
+    unscaled tokenization is never served for a scaled request; classification refuses it."""
+    dd = load_glue(
+        "stsb", source="synthetic", cache_dir=syn_cache, synthetic_train_size=48, synthetic_eval_size=8
+    )
+    tok = _tokenizer(dd, "stsb")
+    raw = np.asarray(tokenize_glue(dd, "stsb", tok, max_length=24)["train"]["labels"])
+    scaled = np.asarray(tokenize_glue(dd, "stsb", tok, max_length=24, target_scale=5.0)["train"]["labels"])
+    assert raw.max() > 1.0  # scores on 0..5
+    np.testing.assert_allclose(scaled, raw / 5.0, rtol=1e-6)
+    mrpc = load_glue(
+        "mrpc", source="synthetic", cache_dir=syn_cache, synthetic_train_size=16, synthetic_eval_size=8
+    )
+    with pytest.raises(ValueError, match="target_scale=5.0 is for regression tasks only, not mrpc"):
+        tokenize_glue(mrpc, "mrpc", _tokenizer(mrpc, "mrpc"), 24, target_scale=5.0)

@@ -389,3 +389,30 @@ def test_a_throwaway_variant_is_picked_up_everywhere(toysam, tiny_cfg, tmp_path)
     # and the trainer runs it (two passes per update), on a base of the command line's choosing
     rec = run(tiny_cfg("optim=toysam", "optim.base=sgd", "optim.lr=0.05", searchpath, run_dir=tmp_path / "r"))
     assert rec["status"] == "completed" and rec["forward_backward_passes"] == 2 * rec["optimizer_updates"]
+
+
+def test_head_lr_scale_gives_the_head_its_own_lr_and_none_keeps_the_two_groups():
+    """trainer.head_lr_scale: classifier + pooler at lr x scale (decay rule kept); without it the
+    groups are exactly the two of every earlier run (decayed weights, then biases/LayerNorm)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from adasam_glue.modeling import is_head_param, param_groups
+
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    )
+    names = {id(p): n for n, p in model.named_parameters()}
+    plain = param_groups(model, 0.1)
+    assert [(g["weight_decay"], "lr" in g) for g in plain] == [(0.1, False), (0.0, False)]
+    split = param_groups(model, 0.1, lr=0.2, head_lr_scale=0.01)
+    head = [g for g in split if "lr" in g]
+    assert {names[id(p)] for g in head for p in g["params"]} == {
+        "bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"
+    }
+    assert all(g["lr"] == pytest.approx(0.002) for g in head)
+    assert sorted(g["weight_decay"] for g in head) == [0.0, 0.1]  # head biases are not decayed either
+    body = [p for g in split if "lr" not in g for p in g["params"]]
+    assert not any(is_head_param(names[id(p)]) for p in body)
+    assert sum(len(g["params"]) for g in split) == sum(len(g["params"]) for g in plain)
+    with pytest.raises(ValueError, match="head_lr_scale needs the base lr"):
+        param_groups(model, 0.1, head_lr_scale=0.5)

@@ -62,23 +62,39 @@ def tokenizer_fingerprint(tokenizer) -> str:
 class _Tokenize:
     """The map function (a class so ``datasets`` need not hash a closure)."""
 
-    def __init__(self, tokenizer, text_keys: Sequence[str], max_length: int, float_labels: bool):
+    def __init__(
+        self,
+        tokenizer,
+        text_keys: Sequence[str],
+        max_length: int,
+        float_labels: bool,
+        target_scale: float | None = None,
+    ):
         self.tokenizer, self.text_keys, self.max_length, self.float_labels = (
             tokenizer,
             tuple(text_keys),
             max_length,
             float_labels,
         )
+        self.target_scale = target_scale
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         texts = [batch[k] for k in self.text_keys]
         enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length, padding=False)
         out = {k: enc[k] for k in MODEL_KEYS if k in enc}
-        out["labels"] = [float(x) for x in batch["label"]] if self.float_labels else list(batch["label"])
+        if not self.float_labels:
+            out["labels"] = list(batch["label"])
+        elif self.target_scale is None:
+            out["labels"] = [float(x) for x in batch["label"]]
+        else:  # unlabelled rows (-1, test splits) stay -1: they are never scored
+            s = self.target_scale
+            out["labels"] = [float(x) / s if x >= 0 else float(x) for x in batch["label"]]
         return out
 
 
-def tokenize_glue(ds: DatasetDict, task: str, tokenizer, max_length: int) -> DatasetDict:
+def tokenize_glue(
+    ds: DatasetDict, task: str, tokenizer, max_length: int, target_scale: float | None = None
+) -> DatasetDict:
     """Tokenize every split (pairs as pairs, truncation to ``max_length``, no padding).
 
     Columns: ``input_ids``, ``attention_mask``, ``token_type_ids`` (if the tokenizer returns them),
@@ -86,14 +102,22 @@ def tokenize_glue(ds: DatasetDict, task: str, tokenizer, max_length: int) -> Dat
     split's fingerprint, the task, the tokenizer's hash and ``max_length``, so a second run with the
     same data and tokenizer loads the cache files instead of re-tokenizing (disk-backed datasets only,
     which every ``load_glue`` source returns).
+
+    ``target_scale`` (``task.target_scale``, regression only): labels are divided by it, so every
+    consumer of the batches (the loss, eval loss, sharpness) sees the training target; fairseq trains
+    STS-B on scores / 5 (docs/algorithms.md, "Settings"). Pearson/Spearman are scale-free; predictions
+    written for the GLUE server are multiplied back (:mod:`adasam_glue.predict`).
     """
     info = get_task(task)
-    fn = _Tokenize(tokenizer, info.text_keys, max_length, info.is_regression)
+    if target_scale is not None and not info.is_regression:
+        raise ValueError(f"target_scale={target_scale!r} is for regression tasks only, not {task}")
+    fn = _Tokenize(tokenizer, info.text_keys, max_length, info.is_regression, target_scale)
     tok_hash = tokenizer_fingerprint(tokenizer)
+    scale_key = "" if target_scale is None else f"|scale={float(target_scale)!r}"
     out = {}
     for split, d in ds.items():
         fp = hashlib.sha256(
-            f"{_TOKENIZE_VERSION}|{d._fingerprint}|{info.name}|{tok_hash}|{max_length}".encode()
+            f"{_TOKENIZE_VERSION}|{d._fingerprint}|{info.name}|{tok_hash}|{max_length}{scale_key}".encode()
         ).hexdigest()[:16]
         d = d.map(
             fn,
@@ -345,6 +369,7 @@ def build_dataloaders(
     seed: int,
     accelerator: Any = None,
     mixed_precision: str = "no",
+    target_scale: float | None = None,
 ) -> GlueLoaders:
     """Load, subsample, tokenize (once per node: under ``accelerator.main_process_first()``) and wrap
     the task in DataLoaders. ``data_cfg`` is the ``data`` config group (DataConfig / DictConfig / dict).
@@ -358,7 +383,7 @@ def build_dataloaders(
         splits = DatasetDict({"train": subsample(raw["train"], _cfg(data_cfg, "max_train_samples"), seed)})
         for split in info.eval_splits:
             splits[split] = subsample(raw[split], _cfg(data_cfg, "max_eval_samples"), None)
-        tokenized = tokenize_glue(splits, task, tokenizer, max_length)
+        tokenized = tokenize_glue(splits, task, tokenizer, max_length, target_scale)
     pad_multiple = default_pad_multiple(_cfg(data_cfg, "pad_to_multiple_of"), mixed_precision)
     collator = GlueCollator(
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
