@@ -46,15 +46,21 @@ EXPECTED_RUNS = {
     "demo": 1,  # make demo (MiniLM, synthetic): one run, no sweep
     "table2_tune": 8 * 2 * 4 * 1,  # SGD + SAM (rho 0.01) x 4 lrs, seed 1
     "table4_tune": 8 * 2 * 4 * 1,
-    "cpu_scale": 4 * (1 + 3) * 3,  # CPU-scale Table 1 on the small tasks
-    "cpu_scale_tune": 4 * 2 * 4 * 1,
-    "cpu_scale_table2": 4 * (1 + 2) * 3,
+    "cpu_scale": 3 * (1 + 3) * 3,  # CPU-scale Table 1: CoLA, MRPC, STS-B
+    "cpu_scale_matched": 3 * 1 * 3,  # its compute-matched AMSGrad row
+    "cpu_scale_tune": 3 * 2 * 4 * 1,
+    "cpu_scale_table2": 3 * (1 + 2) * 3,
+    "cpu_scale_probe": 1,  # the probes are conf/probes/cpu_scale.yaml's list, not a grid
+    "cpu_scale_low_resource": 4 * (1 + 3) * 3,  # the superseded 1,000-row setting
+    "cpu_scale_low_resource_tune": 4 * 2 * 4 * 1,
+    "cpu_scale_low_resource_table2": 4 * (1 + 2) * 3,
 }
 #: table -> the lr-tuning stage its SGD/SAM lr comes from, with the grid and momentum it is tuned at
 TUNED = {
     "table2": ("table2_tune", [1e-3, 3e-3, 1e-2, 3e-2], 0.9),
     "table4": ("table4_tune", [1e-2, 3e-2, 1e-1, 3e-1], 0.0),
     "cpu_scale_table2": ("cpu_scale_tune", [3e-3, 1e-2, 3e-2, 1e-1], 0.9),
+    "cpu_scale_low_resource_table2": ("cpu_scale_low_resource_tune", [3e-3, 1e-2, 3e-2, 1e-1], 0.9),
 }
 #: the CPU-scale experiments need a GLUE folder; composing and planning never read it
 DATA = "data.data_dir=/nonexistent/glue_data"

@@ -16,6 +16,7 @@ from adasam_glue.report.tables import (
     DECIMALS,
     EXCLUDED_EXPERIMENTS,
     MISSING,
+    PROBE_SUFFIX,
     Row,
     TableResult,
     TableSpec,
@@ -72,7 +73,8 @@ def protocol_text(spec: TableSpec) -> str:
     grid = rhos_label(spec.rho_grid)
     return (
         f"Protocol: runs with optim.beta1 = {spec.beta1:g} (any experiment except "
-        f"{', '.join(EXCLUDED_EXPERIMENTS)} and the lr-tuning ones, *{TUNING_SUFFIX}). Runs that differ in anything but seed, rho and the "
+        f"{', '.join(EXCLUDED_EXPERIMENTS)}, the lr-tuning ones, *{TUNING_SUFFIX}, and the recipe probes, "
+        f"*{PROBE_SUFFIX}). Runs that differ in anything but seed, rho and the "
         "optimizer keys (model, data, lr, batch, updates, max_length, precision, schedule, ...) are in "
         "different rows; a row label names how it differs from the unmarked rows. For each row and task, "
         "rho is chosen on the dev set among runs identical but for rho, by the mean over seeds of the "

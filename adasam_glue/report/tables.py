@@ -53,6 +53,7 @@ from adasam_glue.tuned_lr import TUNING_SUFFIX
 
 __all__ = [
     "EXCLUDED_EXPERIMENTS",
+    "PROBE_SUFFIX",
     "TABLES",
     "Cell",
     "Comparison",
@@ -68,6 +69,8 @@ __all__ = [
 DECIMALS = 2  #: shown precision of every table number (×100)
 MISSING = "—"
 EXCLUDED_EXPERIMENTS = ("speedup", "schedules")  #: vary batch size / schedule on purpose
+#: recipe probes (``cpu_scale_probe``): single runs that vary one setting to find a recipe, never a result
+PROBE_SUFFIX = "_probe"
 
 
 @dataclass(frozen=True)
@@ -421,6 +424,7 @@ def eligible(spec: TableSpec, run: Run) -> bool:
         and math.isclose(run.beta1, spec.beta1)
         and run.experiment not in EXCLUDED_EXPERIMENTS
         and not run.experiment.endswith(TUNING_SUFFIX)
+        and not run.experiment.endswith(PROBE_SUFFIX)
         and not (run.config.get("trainer") or {}).get("batch_schedule")
     )
 
