@@ -15,9 +15,29 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-#: The project's ``conf/`` folder. Hydra reads it from the source tree, so install with ``pip install -e``
-#: (``make install`` does); a wheel install must pass ``--config-dir`` pointing at a copy of ``conf/``.
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _conf_dir() -> Path:
+    """The configs Hydra composes: ``adasam_glue/conf`` in a wheel install (setup.py ships the top-level
+    ``conf/`` there), else the source tree's top-level ``conf/`` (a checkout, ``pip install -e``).
+
+    The packaged copy is looked up first so an installed package never reads a ``conf/`` that merely
+    happens to sit next to its site-packages. A user's own configs are added on the command line
+    (``--config-dir``, ``hydra.searchpath``) or replace these (``--config-path``); see README.md."""
+    from importlib.resources import files
+
+    packaged = Path(str(files("adasam_glue") / "conf"))
+    source = Path(__file__).resolve().parent.parent / "conf"
+    for candidate in (packaged, source):
+        if (candidate / "config.yaml").is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(
+        f"adasam_glue's configs are missing: neither {packaged} (wheel install) nor {source} (source tree) "
+        "holds config.yaml. Reinstall the package (pip install adasam_glue-*.whl, or pip install -e . in a checkout)"
+    )
+
+
+#: The project's ``conf/`` folder, in a wheel install or a source checkout (:func:`_conf_dir`).
+CONF_DIR = _conf_dir()
 
 
 class ConfigError(ValueError):
