@@ -44,7 +44,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from adasam_glue import tuned_lr as tl
-from adasam_glue.config import CONF_DIR
+from adasam_glue.config import CONF_DIR, ConfigError, check_override_keys
 from adasam_glue.launchers import (
     ExperimentError,
     available_experiments,
@@ -555,9 +555,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "select-lr":
         try:
+            check_override_keys(args.overrides)
             check_experiments([args.experiment])
             lines, ok = select_lr(args.experiment, args.overrides, write=not args.dry_run)
-        except ExperimentError as e:
+        except (ExperimentError, ConfigError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         for line in lines:
@@ -567,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: {line}", file=sys.stderr)
         return 0 if ok else 1
     try:
+        check_override_keys(args.overrides)
         names = check_experiments(args.only.split(",")) if args.only is not None else list(PAPER_EXPERIMENTS)
         if not names:
             raise ExperimentError(
@@ -574,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         warnings = check_launcher(args.launcher, dry_run=args.dry_run)
         blocks = build_blocks(names, args.overrides, own_mnli=args.own_mnli)
-    except ExperimentError as e:
+    except (ExperimentError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # a bad override: Hydra's or OmegaConf's own message, without the traceback
