@@ -32,8 +32,14 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     from adasam_glue.cli_help import render_help, wants_help
+    from adasam_glue.config import ConfigError, check_override_keys
 
     if wants_help(sys.argv[1:]):
         sys.stdout.write(render_help())
         sys.exit(0)
+    try:  # a Hugging Face name (trainer.max_steps=...): say the harness's key, not Hydra's "use +key"
+        check_override_keys(sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
     main()

@@ -15,9 +15,29 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-#: The project's ``conf/`` folder. Hydra reads it from the source tree, so install with ``pip install -e``
-#: (``make install`` does); a wheel install must pass ``--config-dir`` pointing at a copy of ``conf/``.
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _conf_dir() -> Path:
+    """The configs Hydra composes: ``adasam_glue/conf`` in a wheel install (setup.py ships the top-level
+    ``conf/`` there), else the source tree's top-level ``conf/`` (a checkout, ``pip install -e``).
+
+    The packaged copy is looked up first so an installed package never reads a ``conf/`` that merely
+    happens to sit next to its site-packages. A user's own configs are added on the command line
+    (``--config-dir``, ``hydra.searchpath``) or replace these (``--config-path``); see README.md."""
+    from importlib.resources import files
+
+    packaged = Path(str(files("adasam_glue") / "conf"))
+    source = Path(__file__).resolve().parent.parent / "conf"
+    for candidate in (packaged, source):
+        if (candidate / "config.yaml").is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(
+        f"adasam_glue's configs are missing: neither {packaged} (wheel install) nor {source} (source tree) "
+        "holds config.yaml. Reinstall the package (pip install adasam_glue-*.whl, or pip install -e . in a checkout)"
+    )
+
+
+#: The project's ``conf/`` folder, in a wheel install or a source checkout (:func:`_conf_dir`).
+CONF_DIR = _conf_dir()
 
 
 class ConfigError(ValueError):
@@ -191,6 +211,99 @@ def valid_choices() -> dict[str, tuple[str, ...]]:
     from adasam_glue.schedules import SCHEDULES
 
     return {**_VALID, "trainer.schedule": SCHEDULES, "model.source": MODEL_SOURCES}
+
+
+#: Hugging Face ``TrainingArguments`` / ``run_glue.py`` names -> what this harness calls them. A user who
+#: types ``trainer.max_steps=100`` gets this instead of Hydra's "To append to your config use +..."
+#: (appending never works here: the schema is closed).
+HF_KEYS: dict[str, str] = {
+    "max_steps": "trainer.max_updates (a cap on optimizer updates; null: the task's total_updates)",
+    "num_train_epochs": "trainer.max_updates or task.total_updates (run lengths are counted in updates; "
+    "task.epochs only sets the eval period)",
+    "learning_rate": "optim.lr (this run's peak lr) or task.lr (the recipe lr that adaptive optimizers take)",
+    "lr": "optim.lr (this run's peak lr) or task.lr (the recipe lr that adaptive optimizers take)",
+    "per_device_train_batch_size": "task.batch_size (the global batch per update: each device gets "
+    "task.batch_size / (processes x trainer.grad_accum))",
+    "train_batch_size": "task.batch_size (the global batch per update)",
+    "batch_size": "task.batch_size (the global batch per update)",
+    "per_device_eval_batch_size": "trainer.eval_batch_size",
+    "eval_batch_size": "trainer.eval_batch_size",
+    "gradient_accumulation_steps": "trainer.grad_accum",
+    "warmup_steps": "task.warmup_updates",
+    "warmup_ratio": "task.warmup_updates (a number of updates, scaled with trainer.max_updates)",
+    "max_grad_norm": "trainer.max_grad_norm",
+    "weight_decay": "optim.weight_decay",
+    "adam_beta1": "optim.beta1",
+    "adam_beta2": "optim.beta2",
+    "adam_epsilon": "optim.eps",
+    "lr_scheduler_type": "trainer.schedule",
+    "eval_steps": "trainer.eval_every",
+    "eval_strategy": "trainer.eval_every (updates between evals; null: once per recipe epoch)",
+    "evaluation_strategy": "trainer.eval_every (updates between evals; null: once per recipe epoch)",
+    "save_steps": "trainer.checkpoint_every",
+    "logging_steps": "trainer.log_every",
+    "output_dir": "results_dir (runs go to <results_dir>/runs/...) or run_dir",
+    "fp16": "trainer.mixed_precision=fp16",
+    "bf16": "trainer.mixed_precision=bf16",
+    "no_cuda": "trainer.cpu=true",
+    "use_cpu": "trainer.cpu=true",
+    "max_seq_length": "task.max_length",
+    "model_name_or_path": "model.path (or a model config: model=roberta-large, ...)",
+    "task_name": "the task group: task=mrpc",
+    "dataloader_num_workers": "data.num_workers",
+    "report_to": "logging.wandb_mode (online, offline, disabled)",
+    "max_train_samples": "data.max_train_samples",
+    "max_eval_samples": "data.max_eval_samples",
+}
+#: Hydra's command-line flags that take the next argument as their value (not an override)
+_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--info", "--experimental-rerun")  # fmt: skip
+
+
+def schema_keys() -> set[str]:
+    """Every dotted key of the schema (``task.lr``, ``trainer.max_updates``, ``seed`` ...)."""
+
+    def walk(node: Any, prefix: str) -> set[str]:
+        if isinstance(node, dict):
+            return {k for key, value in node.items() for k in walk(value, f"{prefix}{key}.")}
+        return {prefix[:-1]}
+
+    return walk(OmegaConf.to_container(OmegaConf.structured(Config)), "")
+
+
+def misnamed_key_hint(key: str) -> str | None:
+    """What to write instead of ``key`` when it is not a key of this harness but means one: a Hugging Face
+    name (``max_steps``, ``learning_rate`` ...) or a harness key under the wrong section
+    (``max_grad_norm`` -> ``trainer.max_grad_norm``). ``None`` for a valid key or one without a hint."""
+    keys = schema_keys()
+    if key in keys or key.split(".", 1)[0] == "hydra":
+        return None
+    name = key.rsplit(".", 1)[-1]
+    if name in HF_KEYS:
+        return HF_KEYS[name]
+    elsewhere = sorted(k for k in keys if k.rsplit(".", 1)[-1] == name)
+    return " or ".join(elsewhere) or None
+
+
+def check_override_keys(args: list[str] | tuple[str, ...]) -> None:
+    """Raise ``ConfigError`` for a ``key=value`` override whose key is misnamed (see ``misnamed_key_hint``),
+    naming the key to use. Group choices (``task=mrpc``), Hydra's own keys and flags are left to Hydra,
+    as are unknown keys without a hint (Hydra's message then names them)."""
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    skip_next = False
+    for arg in args:
+        if skip_next or arg.startswith("-") or "=" not in arg:
+            skip_next = arg in _FLAGS_WITH_VALUE
+            continue
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if "/" in key or key in groups:
+            continue
+        hint = misnamed_key_hint(key)
+        if hint is not None:
+            raise ConfigError(
+                f"unknown key {key!r} in {arg!r}: this harness calls it {hint}. "
+                "Every key and its value: python -m adasam_glue --cfg job; the keys set most: --help"
+            )
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

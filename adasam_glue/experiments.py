@@ -1,7 +1,7 @@
 """The paper's experiments as Hydra multiruns: plan them, print the plan, launch them in order.
 
 ``python -m adasam_glue.experiments reproduce-all [--launcher local|slurm|submitit_local] [--dry-run]
-[--only table1,speedup] [--own-mnli] [hydra overrides ...]`` (``make reproduce-all [DRY_RUN=1] [LAUNCHER=slurm]``);
+[--print-sbatch] [--only table1,speedup] [--own-mnli] [hydra overrides ...]`` (``make reproduce-all [DRY_RUN=1] [LAUNCHER=slurm]``);
 ``python -m adasam_glue.experiments select-lr <tuning experiment> [hydra overrides ...]``.
 
 How a grid is written (``conf/experiment/*.yaml``): Hydra's basic sweeper takes the cartesian product
@@ -44,12 +44,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from adasam_glue import tuned_lr as tl
-from adasam_glue.config import CONF_DIR
+from adasam_glue.config import CONF_DIR, ConfigError, check_override_keys
 from adasam_glue.launchers import (
+    SLURM_LAUNCHERS,
     ExperimentError,
     available_experiments,
     check_experiments,
     check_launcher,
+    sbatch_scripts,
 )
 from adasam_glue.plan_text import (
     SECONDS_PER_SAMPLE_PASS,
@@ -509,6 +511,41 @@ def launch(blocks: Sequence[Block], launcher: str, own_mnli: bool = False) -> in
     return 0
 
 
+def print_sbatch(blocks: Sequence[Block], launcher: str, file: Any = None) -> None:
+    """``reproduce-all --print-sbatch``: per multirun, in launch order, the sbatch script(s) it would hand
+    SLURM (:func:`adasam_glue.launchers.sbatch_scripts`), headed by the multirun's command; nothing is
+    submitted. A multirun whose runs are all done is not launched, so it prints no script."""
+    file = file or sys.stdout
+    for i, b in enumerate(blocks, 1):
+        head = f"# multirun {i} of {len(blocks)}: {' '.join(b.command(launcher, python='python'))}"
+        if b.runs and not any(r.to_do for r in b.runs):
+            print(
+                f"{head}\n# skip: its {len(b.runs)} runs are already done; nothing is submitted\n", file=file
+            )
+            continue
+        tuned_by = sorted({r.tuned_by for r in b.runs if r.pending_lr})
+        scripts = sbatch_scripts(
+            launcher,
+            [f"experiment={b.experiment}", *(o for o in b.overrides if not _is_sweep(o))],
+            len(b.runs),
+        )
+        for k, script in enumerate(scripts, 1):
+            part = f" (sbatch {k} of {len(scripts)})" if len(scripts) > 1 else ""
+            print(f"{head}{part}\n# {len(b.runs)} runs", file=file, end="")
+            if tuned_by:
+                print(
+                    f"; submitted once select-lr {', '.join(tuned_by)} has written the tuned lr",
+                    file=file,
+                    end="",
+                )
+            print(f"\n{script.rstrip()}\n", file=file)
+        if b.tuning:
+            print(
+                f"# then, on the submitting machine: {' '.join(b.select_command(python='python'))}\n",
+                file=file,
+            )
+
+
 # ------------------------------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -521,6 +558,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--dry-run", action="store_true", help="print the plan (one `run:` line per run + summary) only"
+    )
+    r.add_argument(
+        "--print-sbatch",
+        action="store_true",
+        help="with --launcher slurm: print the sbatch script(s) each multirun would submit, submit nothing",
     )
     r.add_argument(
         "--only",
@@ -555,9 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "select-lr":
         try:
+            check_override_keys(args.overrides)
             check_experiments([args.experiment])
             lines, ok = select_lr(args.experiment, args.overrides, write=not args.dry_run)
-        except ExperimentError as e:
+        except (ExperimentError, ConfigError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         for line in lines:
@@ -567,14 +610,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: {line}", file=sys.stderr)
         return 0 if ok else 1
     try:
+        check_override_keys(args.overrides)
         names = check_experiments(args.only.split(",")) if args.only is not None else list(PAPER_EXPERIMENTS)
         if not names:
             raise ExperimentError(
                 f"--only is empty: valid experiments are {', '.join(available_experiments())}"
             )
-        warnings = check_launcher(args.launcher, dry_run=args.dry_run)
+        warnings = check_launcher(args.launcher, dry_run=args.dry_run or args.print_sbatch)
+        if args.print_sbatch and args.launcher not in SLURM_LAUNCHERS:
+            raise ExperimentError(
+                f"--print-sbatch prints what a SLURM launcher submits, not --launcher {args.launcher}: "
+                f"use --launcher {' or '.join(SLURM_LAUNCHERS)}"
+            )
         blocks = build_blocks(names, args.overrides, own_mnli=args.own_mnli)
-    except ExperimentError as e:
+        if args.print_sbatch:
+            for w in warnings:
+                print(w, file=sys.stderr)
+            print_sbatch(blocks, args.launcher)
+            return 0
+    except (ExperimentError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # a bad override: Hydra's or OmegaConf's own message, without the traceback

@@ -11,7 +11,7 @@ import importlib.util
 import os
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,19 +19,24 @@ from omegaconf import DictConfig, OmegaConf
 from adasam_glue.config import CONF_DIR
 
 __all__ = [
+    "SLURM_LAUNCHERS",
     "ExperimentError",
     "SlurmDistributedEnv",
     "available_experiments",
     "available_launchers",
     "check_experiments",
     "check_launcher",
+    "sbatch_scripts",
     "slurm_commands_problem",
 ]
 
 _LAUNCHERS_NEEDING_SUBMITIT = ("slurm", "submitit_slurm", "submitit_local", "submitit_local_test")
 #: Launchers that submit to SLURM: they need its ``sbatch`` (submit) and ``srun`` (submitit checks it).
-_LAUNCHERS_NEEDING_SLURM = ("slurm", "submitit_slurm")
+SLURM_LAUNCHERS = ("slurm", "submitit_slurm")
 _SLURM_COMMANDS = ("sbatch", "srun")
+#: ``hydra.job.name`` of ``python -m adasam_glue`` (Hydra names the job after the calling module): the
+#: submitit launcher's ``name`` (sbatch ``--job-name``) interpolates it
+MAIN_JOB_NAME = "__main__"
 
 
 class ExperimentError(ValueError):
@@ -86,7 +91,7 @@ def check_launcher(launcher: str, dry_run: bool = False) -> list[str]:
 
 def slurm_commands_problem(launcher: str) -> str | None:
     """Why ``launcher`` cannot submit from this machine (no ``sbatch``/``srun`` on PATH), or None."""
-    if launcher not in _LAUNCHERS_NEEDING_SLURM:
+    if launcher not in SLURM_LAUNCHERS:
         return None
     missing = [c for c in _SLURM_COMMANDS if shutil.which(c) is None]
     if not missing:
@@ -96,6 +101,64 @@ def slurm_commands_problem(launcher: str) -> str | None:
         f"{'is' if len(missing) == 1 else 'are'} not on PATH: run it on a SLURM login node "
         "(or load the slurm module), or use --launcher local / submitit_local on this machine"
     )
+
+
+def sbatch_scripts(launcher: str, overrides: Sequence[str], num_jobs: int) -> list[str]:
+    """The sbatch script(s) ``python -m adasam_glue -m hydra/launcher=<launcher> <overrides>`` submits for a
+    sweep of ``num_jobs`` jobs, without submitting or writing anything (``reproduce-all --print-sbatch``).
+
+    The launcher's parameters are composed as the multirun composes them (the same config, sweep
+    values aside: they do not reach the launcher), converted as hydra-submitit-launcher's
+    ``SlurmLauncher.launch`` converts them, and rendered by submitit's own ``SlurmExecutor``: one array
+    job per batch of Hydra's sweeper (one batch unless ``hydra.sweeper.max_batch_size`` is set), a single
+    job without ``--array``. Paths under ``hydra.sweep.dir`` carry the time of printing, as a launch carries
+    its own. ``tests/test_slurm_sbatch.py`` checks the text equals what a real launch hands ``sbatch``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.utils import setup_globals
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from submitit.slurm.slurm import SlurmExecutor
+
+    if launcher not in SLURM_LAUNCHERS:
+        raise ExperimentError(
+            f"--print-sbatch needs a SLURM launcher, got {launcher!r}: use --launcher "
+            + " or ".join(SLURM_LAUNCHERS)
+        )
+    setup_globals()  # the ${now:...} of hydra.sweep.dir, as a Hydra app registers it
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=MAIN_JOB_NAME):
+        cfg = compose(
+            "config", overrides=[f"hydra/launcher={launcher}", *overrides], return_hydra_config=True
+        )
+        params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+        batch = OmegaConf.select(cfg, "hydra.sweeper.max_batch_size") or num_jobs
+    params.pop("_target_", None)
+
+    class RenderOnly(SlurmExecutor):
+        """submitit's SlurmExecutor, built where ``srun`` may be missing: it renders text, submits nothing."""
+
+        @classmethod
+        def affinity(cls) -> int:
+            return 1
+
+    # What SlurmLauncher.launch hands submitit (its folder and timeout budget to the executor; the
+    # shared keys of BaseQueueConf as AutoExecutor's generic ones; the rest as slurm_<key>), then what
+    # AutoExecutor.update_parameters makes of that (None means unset; generic keys renamed for SLURM).
+    executor = RenderOnly(params.pop("submitit_folder"), max_num_timeout=params.pop("max_num_timeout"))
+    params = {k: v for k, v in params.items() if v is not None}
+    generic = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(
+        **executor._convert_parameters({k: v for k, v in params.items() if k in generic}),
+        **{k: v for k, v in params.items() if k not in generic},
+    )
+    scripts = []
+    for start in range(0, num_jobs, batch):
+        n = min(batch, num_jobs - start)
+        ex = executor
+        if n > 1:  # SlurmExecutor._internal_process_submissions: an array job, on a copy of the executor
+            ex = RenderOnly(executor.folder, executor.max_num_timeout)
+            ex.update_parameters(**executor.parameters)
+            ex.parameters["map_count"] = n
+        scripts.append(ex._make_submission_file_text(ex._submitit_command_str, uid=""))
+    return scripts
 
 
 def _importable(module: str) -> bool:

@@ -16,11 +16,19 @@ _PACKAGES = ("adasam_glue", "torch", "transformers", "datasets", "accelerate", "
 
 
 def git_commit() -> tuple[str | None, bool | None]:
-    """``(commit, dirty)`` of the source tree this package runs from; ``(None, None)`` outside git."""
+    """``(commit, dirty)`` of the source tree this package runs from; ``(None, None)`` outside git.
+
+    Only a checkout counts: a wheel installed into a venv that sits inside some other repository (a
+    user's project with its ``.venv``) would otherwise report that repository's commit as the harness's.
+    """
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
@@ -33,7 +41,10 @@ def git_commit() -> tuple[str | None, bool | None]:
         return None, None
     if commit.returncode != 0:
         return None, None
-    return commit.stdout.strip(), bool(dirty.stdout.strip())
+    toplevel, head = commit.stdout.strip().splitlines()
+    if Path(toplevel).resolve() != root:  # installed (site-packages), not the source tree's own package
+        return None, None
+    return head, bool(dirty.stdout.strip())
 
 
 def versions() -> dict[str, str]:

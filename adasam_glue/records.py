@@ -21,7 +21,7 @@ Record layout (``SCHEMA_VERSION`` 2; version 1 records are still read), top-leve
 - version 2 adds: ``identity`` (``adasam_glue.identity.run_identity``: what can change a result),
   ``identity_hash`` and ``group_hash`` (the same without the seed: one report cell),
   ``attempts`` (one entry per launch: started/finished, status, updates at start and end, commit,
-  error; a failed attempt never erases what an earlier one recorded), ``data_quality`` (rows read and
+  error, ``wandb_error`` when wandb failed and the run went on without it; a failed attempt never erases what an earlier one recorded), ``data_quality`` (rows read and
   skipped per split), ``skipped_updates`` (fp16 overflow skips)
 
 When it is written: at every evaluation, checkpoint, signal and at the end of a run, never per update,
@@ -208,6 +208,11 @@ class RunRecorder:
             self.attempt["identity_changes"] = previous["identity_changes"]
         if previous is not None:  # the run started when its first attempt did
             self.base = base | {"started_at": previous.get("started_at", base.get("started_at"))}
+
+    def note(self, key: str, value: Any) -> None:
+        """A fact of this attempt that is not training progress (e.g. ``wandb_error``: logging failed and
+        the run went on without wandb), kept in its ``attempts`` entry from the next write on."""
+        self.attempt[key] = value
 
     def progress(self, state: Any) -> dict[str, Any]:
         out = {

@@ -154,10 +154,10 @@ def _train(
         previous,
         write=accelerator.is_main_process,
     )
-    trainer = None
+    trainer = wandb_run = None
     try:
         tokenizer, model = setup_model_and_tokenizer(cfg, task)
-        wandb_run = _init_wandb(cfg, accelerator, recorder.base["config"], run_dir)
+        wandb_run = _init_wandb(cfg, accelerator, recorder.base["config"], run_dir, recorder)
         trainer, loaders = setup_training(
             cfg, accelerator, task, tokenizer, model, run_dir, recorder, identity, wandb_run
         )
@@ -175,15 +175,17 @@ def _train(
             extra["predictions"] = predict_test(
                 cfg, task, trainer.model, tokenizer, loaders.collator, accelerator, run_dir
             )
+        if wandb_run is not None:  # before the record is written, so a failure to finish is in it
+            wandb_run.finish()
         record = recorder.write(state, state.status, extra)
         if state.status == "completed" and not cfg.trainer.keep_checkpoint:
             trainer.remove_checkpoint()  # only now: the completed record is on disk
-        if wandb_run is not None:
-            wandb_run.finish()
         if accelerator.is_main_process:
             print(_summary(record, run_dir, cfg, time.perf_counter() - t0), flush=True)
         return record | {"objective": (state.best or {}).get("metrics", {}).get(cfg.task.metric)}
     except BaseException as e:  # Ctrl-C and OSError too: the record gets a final status
+        if wandb_run is not None:  # guarded: never hides the error below
+            wandb_run.finish()
         state = trainer.state if trainer is not None else TrainState()
         why = "KeyboardInterrupt (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
         try:
@@ -448,27 +450,91 @@ def _summary(record: dict[str, Any], run_dir: Path, cfg: DictConfig, seconds: fl
     return "\n".join(lines)
 
 
-def _init_wandb(cfg: DictConfig, accelerator: Any, resolved: dict[str, Any], run_dir: Path) -> Any:
+def _init_wandb(
+    cfg: DictConfig, accelerator: Any, resolved: dict[str, Any], run_dir: Path, recorder: RunRecorder
+) -> WandbLogger | None:
     """A wandb run whose id lives in the run dir, so a requeued run continues the same wandb run.
 
-    ``WANDB_MODE`` in the environment wins over ``logging.wandb_mode`` (wandb's own convention).
+    ``WANDB_MODE`` in the environment wins over ``logging.wandb_mode`` (wandb's own convention), as do
+    ``WANDB_PROJECT``, ``WANDB_ENTITY`` and ``WANDB_DIR`` (default: the run dir, so a run's files stay in
+    its folder). wandb is a convenience, the record is the result: if wandb cannot be imported or
+    ``wandb.init`` fails, the run goes on without it (:class:`WandbLogger` says why).
     """
     mode = os.environ.get("WANDB_MODE") or cfg.logging.wandb_mode
     if mode == "disabled" or not accelerator.is_main_process:
         return None
-    import wandb
+    id_file = run_dir / WANDB_ID_FILE
+    try:
+        import wandb
 
-    id_file = run_dir / ".wandb_id"
-    run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
-    id_file.write_text(run_id)
-    return wandb.init(
-        project=os.environ.get("WANDB_PROJECT") or cfg.logging.wandb_project,
-        entity=os.environ.get("WANDB_ENTITY") or cfg.logging.wandb_entity,
-        mode=mode,
-        config=resolved,
-        dir=str(run_dir),
-        name=f"{run_params_tag(cfg)}/seed{cfg.seed}",
-        group=f"{cfg.experiment_name}/{cfg.task.name}",
-        resume="allow",
-        id=run_id,
-    )
+        run_id = id_file.read_text().strip() if id_file.exists() else new_wandb_id()
+        id_file.write_text(run_id)
+        wandb_run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT") or cfg.logging.wandb_project,
+            entity=os.environ.get("WANDB_ENTITY") or cfg.logging.wandb_entity,
+            mode=mode,
+            config=resolved,
+            dir=os.environ.get("WANDB_DIR") or str(run_dir),
+            name=f"{run_params_tag(cfg)}/seed{cfg.seed}",
+            group=f"{cfg.experiment_name}/{cfg.task.name}",
+            resume="allow",
+            id=run_id,
+        )
+    except Exception as e:  # ImportError, a bad WANDB_MODE, no network or login for mode=online ...
+        WandbLogger(None, recorder).fail("init", e)
+        return None
+    return WandbLogger(wandb_run, recorder)
+
+
+#: the run dir's file holding the wandb run id (a resumed run logs to the same wandb run)
+WANDB_ID_FILE = ".wandb_id"
+
+
+def new_wandb_id() -> str:
+    """A fresh wandb run id: wandb's own generator (``wandb.sdk.lib.runid`` since ``wandb.util.generate_id``
+    was removed, wandb 0.2x), else 8 random lowercase hex characters, which wandb accepts as an id."""
+    try:
+        from wandb.sdk.lib.runid import generate_id
+
+        return str(generate_id())
+    except Exception:  # wandb moved it again: any short [a-z0-9] string is a valid id
+        import uuid
+
+        return uuid.uuid4().hex[:8]
+
+
+class WandbLogger:
+    """The run's wandb run, guarded: a failing ``log`` or ``finish`` never ends the training run.
+
+    The first failure is reported once (a logged warning and ``wandb_error`` in this attempt's entry of
+    the record) and wandb is dropped for the rest of the run; the record, not wandb, holds the results.
+    Ctrl-C and other ``BaseException``s still propagate.
+    """
+
+    def __init__(self, run: Any, recorder: RunRecorder | None = None) -> None:
+        self.run, self.recorder = run, recorder
+        self.error: str | None = None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.log(metrics, step=step)
+        except Exception as e:
+            self.fail("log", e)
+
+    def finish(self) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.finish()
+        except Exception as e:
+            self.fail("finish", e)
+        self.run = None
+
+    def fail(self, what: str, error: Exception) -> None:
+        self.error = f"wandb.{what} failed: {type(error).__name__}: {error}"
+        log.warning("%s; the run goes on without wandb (metrics are in %s)", self.error, RECORD_NAME)
+        if self.recorder is not None:
+            self.recorder.note("wandb_error", self.error)
+        self.run = None

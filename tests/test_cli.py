@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -53,6 +54,59 @@ def test_misspelt_key_or_wrong_type_fails_at_compose_time(override):
         or "abc" in str(e.value)
         or "1.5" in str(e.value)
     )
+
+
+@pytest.mark.parametrize(
+    "override, use",
+    [
+        ("trainer.max_steps=100", "trainer.max_updates"),
+        ("max_steps=100", "trainer.max_updates"),
+        ("learning_rate=2e-5", "optim.lr"),
+        ("+learning_rate=2e-5", "task.lr"),
+        ("per_device_train_batch_size=8", "task.batch_size"),
+        ("num_train_epochs=3", "task.total_updates"),
+        ("warmup_steps=10", "task.warmup_updates"),
+        ("max_grad_norm=1.0", "trainer.max_grad_norm"),
+        ("optim.max_grad_norm=1.0", "trainer.max_grad_norm"),
+        ("gradient_accumulation_steps=2", "trainer.grad_accum"),
+        ("trainer.lr=1e-5,2e-5", "optim.lr"),
+        ("rho=0.05", "optim.rho"),  # a harness key in the wrong section
+    ],
+)
+def test_hugging_face_names_fail_with_the_harness_key(override, use):
+    from adasam_glue.config import check_override_keys
+
+    key = override.split("=")[0].lstrip("+")
+    with pytest.raises(ConfigError, match=rf"unknown key '{re.escape(key)}'.* calls it .*{re.escape(use)}"):
+        check_override_keys(["task=mrpc", override, "--cfg", "job"])
+
+
+def test_the_cli_and_reproduce_all_print_the_hint_not_hydras_append_advice():
+    out = _cli("trainer.max_steps=100", "--cfg", "job")
+    assert out.returncode == 2 and "+trainer.max_steps" not in out.stderr
+    assert (
+        out.stderr.startswith("error: unknown key 'trainer.max_steps'")
+        and "trainer.max_updates" in out.stderr
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "adasam_glue.experiments", "reproduce-all", "--dry-run", "learning_rate=1e-5"],
+        capture_output=True, text=True, env=ENV, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "optim.lr" in out.stderr and "run:" not in out.stdout
+
+
+def test_no_hint_for_valid_keys_groups_flags_or_plain_typos():
+    from adasam_glue.config import CONF_DIR, HF_KEYS, check_override_keys, misnamed_key_hint, schema_keys
+
+    keys = schema_keys()
+    assert {"trainer.max_updates", "optim.lr", "task.batch_size", "seed"} <= keys
+    assert all(misnamed_key_hint(k) is None for k in keys)
+    groups = [f"{p.name}=x" for p in CONF_DIR.iterdir() if p.is_dir()]
+    check_override_keys([*groups, "hydra/launcher=slurm", "hydra.run.dir=/x", "-cd", "/a=b", "--cfg", "job"])
+    assert misnamed_key_hint("optim.rhoo") is None  # Hydra's own error names a plain typo
+    for name, hint in HF_KEYS.items():  # every key a hint names exists
+        named = set(re.findall(r"\b(?:task|optim|model|data|trainer|logging)\.\w+", hint))
+        assert named <= keys, (name, named - keys)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from adasam_glue.config import CONF_DIR
+from adasam_glue.launchers import MAIN_JOB_NAME
 
 pytest.importorskip("submitit")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -54,7 +55,7 @@ def _submit(tmp_path, monkeypatch, overrides=(), jobs=(("task=rte",), ("task=sts
     # The multirun waits for its jobs; here they were never run.
     monkeypatch.setattr(submitit.SlurmJob, "results", lambda self: [None])
     setup_globals()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=MAIN_JOB_NAME):
         cfg = compose(
             "config",
             overrides=[
@@ -123,3 +124,49 @@ def test_sbatch_signal_tasks_and_requeue(tmp_path, monkeypatch):
 def test_sbatch_signal_follows_signal_delay(tmp_path, monkeypatch):
     sbatch, _ = _submit(tmp_path, monkeypatch, ["hydra.launcher.signal_delay_s=300"], jobs=(("task=rte",),))
     assert _flags(sbatch)["signal"] == "USR2@300"
+
+
+@pytest.mark.parametrize(
+    "overrides, jobs",
+    [
+        (
+            (),
+            tuple(
+                (f"task={t}", f"method={m}") for t in ("rte", "stsb") for m in ("amsgrad", "adasam_rho0.01")
+            ),
+        ),
+        (("task=rte", "method=amsgrad"), (("task=rte", "method=amsgrad"),)),  # one run: no --array
+    ],
+)
+def test_print_sbatch_shows_what_a_launch_submits_and_submits_nothing(
+    overrides, jobs, tmp_path, monkeypatch, capsys
+):
+    """``reproduce-all --launcher slurm --print-sbatch`` on a machine without SLURM prints, per multirun, the
+    script that the real launcher (through the fake ``sbatch``) hands SLURM for the same sweep."""
+    from adasam_glue import experiments
+
+    sweep = f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    common = [f"results_dir={tmp_path / 'results'}", *overrides]
+    rc = experiments.main(
+        ["reproduce-all", "--launcher", "slurm", "--print-sbatch", "--only", "smoke", sweep, *common]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert not (tmp_path / "sweep").exists(), "printing wrote (or submitted) something"
+    head, _, printed = out.partition("#!/bin/bash")
+    assert "python -m adasam_glue -m experiment=smoke hydra/launcher=slurm" in head
+    assert f"# {len(jobs)} runs" in head and "run:" not in out
+
+    submitted, _ = _submit(tmp_path, monkeypatch, common, jobs=jobs)
+    assert ("#!/bin/bash" + printed).strip() == submitted.strip()
+    assert ("#SBATCH --array=" in submitted) == (len(jobs) > 1)
+
+
+def test_print_sbatch_needs_a_slurm_launcher(capsys):
+    from adasam_glue import experiments
+
+    assert (
+        experiments.main(["reproduce-all", "--launcher", "local", "--print-sbatch", "--only", "smoke"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "--print-sbatch" in err and "--launcher slurm" in err
