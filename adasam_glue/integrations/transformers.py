@@ -429,7 +429,11 @@ class SAMTrainer(Trainer):
             "biases and norm layers)",
             info.name,
             info.label(info.base_of(values)),
-            "two passes per update" if info.two_pass else "one pass per update",
+            (
+                f"two passes per update, sync_ascent={self.sync_ascent}"
+                if info.two_pass
+                else "one pass per update"
+            ),
             info.name,
             ", ".join(f"{k}={v!r}" for k, v in values.items() if k not in _FROM_ARGS),
             values.get("lr"),
