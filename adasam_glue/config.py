@@ -438,15 +438,21 @@ def _validate_batch_split(cfg: DictConfig) -> None:
             )
 
 
-def _if_base_takes(base: Any, value: Any, *, _node_: Any) -> Any:
+def _if_base_takes(base: Any, value: Any, *, _node_: Any, _parent_: Any) -> Any:
     """``beta2: ${if_base_takes:${.base},0.98}`` in ``conf/optim``: ``value`` when the base optimizer
     ``base`` takes this key (the node's own name), else ``None`` (not passed, not in the run identity).
 
     So one YAML serves a perturbation on every base: ``optim=vasso optim.base=sgd`` drops AMSGrad's
-    ``beta2``/``eps``, which SGD does not have. An unknown base keeps ``value``; ``validate_config`` then
-    reports ``optim.base`` itself."""
+    ``beta2``/``eps``, which SGD does not have. A null ``base`` is the record's own (``sam``'s YAML names
+    none, so that its run identity stays the one it had: SGD, no ``beta2``; ``optim.base=adamw`` brings
+    it in). An unknown base keeps ``value``; ``validate_config`` then reports ``optim.base`` itself."""
     from adasam_glue.optim.base import BASES
 
+    if base is None:
+        from adasam_glue.optim import OPTIMIZERS
+
+        info = OPTIMIZERS.get(str(_parent_.get("name"))) if _parent_ is not None else None
+        base = info.base if info is not None else None
     spec = BASES.get(str(base))
     return value if spec is None or _node_._key() in spec.keys else None
 

@@ -5,14 +5,20 @@
 - a run resumed from an HF checkpoint equals an uninterrupted one (optimizer state, ESAM's generator);
 - fp16: a skipped update does not advance HF's schedule; two gloo processes end with the same weights,
   and global SAM on two processes equals one process on the whole batch (spec §2.4);
+- one set of optimizer values: for every registry entry, ``SAMTrainer(optim=name)`` builds the optimizer
+  the CLI builds from ``conf/optim/<name>.yaml``; it says what it built (log, ``args.optim_args``, model
+  card); ``total_flos`` counts both passes; ``--optim adasam --optim_args rho=0.01`` through
+  ``HfArgumentParser`` and ``SAMTrainingArguments`` in a ``run_glue``-style script;
 - the README example runs as written (tiny model, synthetic MRPC, offline).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import gc
 import itertools
+import json
 import os
 import re
 import socket
@@ -21,6 +27,7 @@ from typing import Any
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from adasam_glue import run as run_mod
 from adasam_glue.optim import OPTIMIZERS, AdaSAM, build_optimizer
@@ -29,7 +36,13 @@ from adasam_glue.tasks import get_task
 transformers = pytest.importorskip("transformers")
 from transformers import TrainingArguments  # noqa: E402
 
-from adasam_glue.integrations.transformers import SAMTrainer, SAMTrainerOptimizer  # noqa: E402
+from adasam_glue.integrations.transformers import (  # noqa: E402
+    SAMTrainer,
+    SAMTrainerOptimizer,
+    SAMTrainingArguments,
+    format_optim_args,
+    parse_optim_args,
+)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TOL = 1e-6
@@ -321,6 +334,244 @@ def test_integrations_package_does_not_import_transformers():
 
     code = "import sys, adasam_glue.integrations; assert 'transformers' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+# ---------------------------------------------------------------------------------- one set of values
+CASES = [(name, form) for name, info in OPTIMIZERS.items() for form in info.forms()]
+IDS = [name + "".join(f"-{v}" for v in form.values()) for name, form in CASES]
+_FROM_RUN = (
+    "params",
+    "lr",
+    "initial_lr",
+    "weight_decay",
+)  # the run's (task / TrainingArguments), not the optimizer's
+
+
+def _settings(opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """An optimizer's class, defaults and param-group values, its base's too, without the run's lr and
+    weight decay (the CLI's come from the task, SAMTrainer's from TrainingArguments)."""
+    out: dict[str, Any] = {
+        "class": type(opt),
+        "defaults": {k: v for k, v in opt.defaults.items() if k not in _FROM_RUN},
+        "groups": sorted(
+            {repr(sorted((k, v) for k, v in g.items() if k not in _FROM_RUN)) for g in opt.param_groups}
+        ),
+    }
+    base = getattr(opt, "base_optimizer", None)
+    if base is not None:
+        out["base"] = _settings(base)
+    return out
+
+
+@pytest.mark.parametrize(("name", "form"), CASES, ids=IDS)
+def test_samtrainer_and_cli_build_the_same_optimizer(tmp_path, name, form):
+    """``SAMTrainer(optim=name)`` (no ``optim_kwargs`` on the default form) and ``python -m adasam_glue
+    optim=name`` (the composed config through run.py's own build) build equal optimizers: the values come
+    from ``conf/optim/<name>.yaml`` in both."""
+    from hydra import compose, initialize_config_dir
+
+    from adasam_glue.config import CONF_DIR
+
+    info = OPTIMIZERS[name]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="config", overrides=[f"optim={name}", *(f"optim.{k}={v}" for k, v in form.items())]
+        )
+    plan = type("Plan", (), {"total_updates": run_mod.total_updates(cfg)})()
+    cli, _ = run_mod.setup_optimizer_and_schedule(cfg, _tiny_bert(), plan)
+
+    kwargs = {k: v for k, v in form.items() if info.defaults.get(k) != v}  # the default form: none
+    trainer = SAMTrainer(
+        _tiny_bert(),
+        _plain_args(tmp_path),
+        train_dataset=_random_examples(8),
+        optim=name,
+        optim_kwargs=kwargs,
+    )
+    ours = trainer.create_optimizer().optimizer
+    assert _settings(ours) == _settings(cli), f"{name} {form}: SAMTrainer and the CLI differ"
+    # and SAMTrainer says so: every value it built with, the CLI's config values
+    composed = {k: v for k, v in OmegaConf.to_container(cfg.optim, resolve=True).items() if v is not None}
+    assert {k: v for k, v in trainer.optim_values.items() if k not in ("lr", "weight_decay", "nesterov")} == {
+        k: v for k, v in composed.items() if k not in ("name", "sync_ascent", "lr", "weight_decay")
+    }
+
+
+def test_samtrainer_says_what_it_built(tmp_path, caplog):
+    """The optimizer and every value, in the log, in ``args.optim``/``optim_args`` (HF's own form, read
+    back by ``parse_optim_args``), in ``training_args.bin``'s dict and in the model card."""
+    import logging
+
+    args = _plain_args(tmp_path, weight_decay=0.1)
+    trainer = SAMTrainer(
+        _tiny_bert(), args, train_dataset=_random_examples(8), optim="adasam", optim_kwargs={"rho": 0.005}
+    )
+    expected = "beta1=0.9,beta2=0.98,eps=1e-06,rho=0.005,form=library"
+    assert args.optim == "adasam" and args.optim_args == expected  # before training: the loggers' hparams
+    with caplog.at_level(logging.INFO, logger="adasam_glue.integrations.transformers"):
+        trainer.train()
+    said = [r.getMessage() for r in caplog.records if "SAMTrainer optimizer: adasam" in r.getMessage()]
+    assert len(said) == 1
+    for part in (
+        "beta1=0.9",
+        "beta2=0.98",
+        "eps=1e-06",
+        "rho=0.005",
+        "form='library'",
+        "lr 0.001",
+        "weight decay 0.1",
+    ):
+        assert part in said[0], part
+    assert trainer.optim_values == {
+        "lr": 1e-3, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6, "weight_decay": 0.1, "rho": 0.005, "form": "library"
+    }  # fmt: skip
+    assert parse_optim_args(args.optim_args, "adasam") == {
+        k: v for k, v in trainer.optim_values.items() if k not in ("lr", "weight_decay")
+    }
+    assert args.to_dict()["optim"] == "adasam" and args.to_dict()["optim_args"] == expected
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text()
+    assert f"optimizer: Use adasam and the args are:\n{expected}" in card
+
+
+@pytest.mark.parametrize(("two_pass", "one_pass"), [("adasam", "amsgrad"), ("sam", "sgd")])
+def test_total_flos_counts_both_passes(tmp_path, two_pass, one_pass):
+    """Same steps, same batches: a two-pass optimizer's ``total_flos`` (trainer_state.json) is twice its
+    base's, and the one-pass count is HF's own (a plain ``Trainer``), under accumulation too."""
+    flos = {}
+    for name in (two_pass, one_pass, None):
+        args = _plain_args(tmp_path / str(name), gradient_accumulation_steps=2, max_steps=3)
+        kind = transformers.Trainer if name is None else SAMTrainer
+        extra = {} if name is None else {"optim": name}
+        trainer = kind(_tiny_bert(), args, train_dataset=_random_examples(24), **extra)
+        trainer.train()
+        trainer.save_state()
+        assert trainer.state.global_step == 3
+        flos[name] = json.loads((tmp_path / str(name) / "trainer_state.json").read_text())["total_flos"]
+    assert flos[None] > 0 and flos[one_pass] == flos[None]
+    assert flos[two_pass] == 2 * flos[one_pass]
+
+
+def test_optim_args_round_trip_and_errors():
+    values = {"base": "sgd", "beta1": 0.9, "nesterov": True, "rho": 0.01, "theta": 0.5}
+    assert parse_optim_args(format_optim_args(values), "vasso") == values
+    assert parse_optim_args("rho=0.01, form=paper", "adasam") == {"rho": 0.01, "form": "paper"}
+    assert parse_optim_args(None, "adasam") == {} and format_optim_args({"lr": 1.0, "rho": 0.1}) == "rho=0.1"
+    for text, match in (
+        ("rho", "expected key=value"),
+        ("rho=x", r"rho='x': must be a float"),
+        ("rho=1,rho=2", "gives 'rho' twice"),
+        ("base=sgd,nesterov=maybe", "must be a bool"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            parse_optim_args(text, "vasso")
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (
+            ["--optim", "adamw_torch"],
+            r"optim='adamw_torch' is not an optimizer of adasam_glue's registry; valid names: sgd",
+        ),
+        (
+            ["--optim", "adasam", "--optim_args", "rhoo=0.1"],
+            "unknown hyperparameter 'rhoo' for optimizer 'adasam'",
+        ),
+        (["--optim", "adasam", "--optim_args", "rho=-1"], "rho must be >= 0"),
+        (["--optim", "sam", "--optim_args", "base=amsgrad"], "base must be one of 'sgd', 'adamw'"),
+        (["--optim_args", "lr=1e-3"], "--learning_rate"),
+    ],
+)
+def test_sam_training_arguments_refuse_bad_flags_when_parsed(tmp_path, flags, match):
+    parser = transformers.HfArgumentParser(SAMTrainingArguments)
+    with pytest.raises(ValueError, match=match):
+        parser.parse_args_into_dataclasses(args=["--output_dir", str(tmp_path), "--use_cpu", *flags])
+
+
+def test_samtrainer_reads_sam_training_arguments(tmp_path):
+    """``optim``/``optim_kwargs`` and the arguments' ``optim``/``optim_args`` combine; disagreeing is an error."""
+
+    def args(**kw):
+        return SAMTrainingArguments(str(tmp_path), use_cpu=True, report_to="none", **kw)
+
+    t = SAMTrainer(_tiny_bert(), args(optim="sam", optim_args="base=adamw"), optim_kwargs={"rho": 0.02})
+    assert t.optim == "sam" and t.optim_kwargs == {"base": "adamw", "rho": 0.02}
+    assert t.optim_values["beta2"] == 0.98 and t.args.optim_args.startswith("beta1=0.9,beta2=0.98,eps=1e-06")
+    assert SAMTrainer(_tiny_bert(), args()).optim == "adasam"  # neither names one
+    assert SAMTrainer(_tiny_bert(), args(), optim="usam").optim == "usam"
+    with pytest.raises(
+        ValueError, match=r"SAMTrainer\(optim='sam'\) and SAMTrainingArguments.optim='adasam'"
+    ):
+        SAMTrainer(_tiny_bert(), args(optim="adasam"), optim="sam")
+    with pytest.raises(ValueError, match="give 'rho' different values"):
+        SAMTrainer(_tiny_bert(), args(optim_args="rho=0.01"), optim_kwargs={"rho": 0.02})
+
+
+# ---------------------------------------------------------------------------------- run_glue-style script
+@dataclasses.dataclass
+class _ModelArguments:  # run_glue.py's, cut to what the script below reads
+    model_name_or_path: str = dataclasses.field(metadata={"help": "here: tiny (a random BERT)"})
+
+
+@dataclasses.dataclass
+class _DataTrainingArguments:
+    task_name: str | None = dataclasses.field(default=None)
+    max_train_samples: int | None = dataclasses.field(default=None)
+
+
+def _run_glue(argv: list[str]) -> SAMTrainer:
+    """transformers' ``examples/pytorch/text-classification/run_glue.py`` in outline, with the two lines
+    the README says to change: ``SAMTrainingArguments`` in the parser, ``SAMTrainer`` for ``Trainer``.
+    Downloads are replaced by a tiny BERT and random examples."""
+    parser = transformers.HfArgumentParser((_ModelArguments, _DataTrainingArguments, SAMTrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    transformers.set_seed(training_args.seed)
+    model = _tiny_bert()
+    train_dataset = _random_examples(data_args.max_train_samples or 16)
+    eval_dataset = _random_examples(8, seed=1)
+    trainer = SAMTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset if training_args.do_train else None,
+        eval_dataset=eval_dataset if training_args.do_eval else None,
+    )
+    if training_args.do_train:
+        metrics = trainer.train().metrics
+        trainer.save_model()
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+    if training_args.do_eval:
+        metrics = trainer.evaluate(eval_dataset=eval_dataset)
+        trainer.save_metrics("eval", metrics)
+    trainer.create_model_card(finetuned_from=model_args.model_name_or_path, tasks="text-classification")
+    return trainer
+
+
+def test_run_glue_style_script_with_optim_flags(tmp_path):
+    out = tmp_path / "mrpc-adasam"
+    argv = [
+        "--model_name_or_path", "tiny", "--task_name", "mrpc", "--do_train", "--do_eval",
+        "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "4",
+        "--learning_rate", "1e-3", "--weight_decay", "0.1", "--max_grad_norm", "0",
+        "--optim", "adasam", "--optim_args", "rho=0.01",
+        "--use_cpu", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
+        "--dataloader_pin_memory", "false",
+    ]  # fmt: skip
+    trainer = _run_glue(argv)
+    opt = trainer.optimizer.optimizer
+    assert (
+        trainer.state.global_step == 2 and type(opt) is AdaSAM and trainer.optimizer.last_update.passes == 2
+    )
+    assert opt.param_groups[0]["rho"] == 0.01 and opt.base_optimizer.defaults["betas"] == (0.9, 0.98)
+    assert opt.base_optimizer.defaults["eps"] == 1e-6 and opt.param_groups[0]["weight_decay"] == 0.1
+    assert trainer.args.optim_args == "beta1=0.9,beta2=0.98,eps=1e-06,rho=0.01,form=library"
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["total_flos"] > 0 and (out / "eval_results.json").exists()
+    assert "Use adasam and the args are:\nbeta1=0.9,beta2=0.98" in (out / "README.md").read_text()
+    saved = torch.load(out / "training_args.bin", weights_only=False)
+    assert type(saved) is SAMTrainingArguments and saved.optim == "adasam" and "rho=0.01" in saved.optim_args
 
 
 # ---------------------------------------------------------------------------------- two processes

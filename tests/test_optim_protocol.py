@@ -197,7 +197,7 @@ def test_two_pass_protocol_misuse_raises(name, form):
 
 @pytest.mark.parametrize(("name", "form"), CASES, ids=IDS)
 def test_registry_flags_match_classes(name, form):
-    from adasam_glue.optim import BASES
+    from adasam_glue.optim import BASES, optimizer_values
 
     info = OPTIMIZERS[name]
     opt = build_optimizer(name, [torch.nn.Parameter(torch.zeros(2))], **form)
@@ -210,7 +210,10 @@ def test_registry_flags_match_classes(name, form):
     if info.own_descent:
         assert built is None
     else:  # the base the record says is the base built (a fresh one of its factory: same class, settings)
-        ref = BASES[base].factory([torch.nn.Parameter(torch.zeros(2))])
+        values = optimizer_values(name, **form)  # the YAML's values (build_optimizer's defaults)
+        ref = BASES[base].factory(
+            [torch.nn.Parameter(torch.zeros(2))], **{k: v for k, v in values.items() if k in BASES[base].keys}
+        )
         assert type(built) is type(ref)
         keep = lambda g: {k: v for k, v in g.items() if k not in ("params", "rho", "eta", "theta", "sigma",
                           "beta", "gamma", "alpha", "rho_min", "initial_lr", "rho_t")}  # fmt: skip
@@ -290,14 +293,20 @@ def test_unknown_key_names_key_and_valid_keys():
     ("name", "msg"),
     [
         ("lightsam", "'lightsam' replaces the descent step itself"),
-        ("sam", "'sam' is a preset with its base fixed"),
         ("adasam", "'adasam' is a preset with its base fixed"),
         ("sgd", "'sgd' is a base optimizer itself"),
     ],
 )
 def test_base_is_refused_where_the_record_takes_none(name, msg):
-    with pytest.raises(ValueError, match=msg + ".*takes no 'base'.*asam, usam, gsam, vasso, rsam, esam"):
+    with pytest.raises(ValueError, match=msg + ".*takes no 'base'.*sam, asam, usam, gsam, vasso, rsam, esam"):
         build_optimizer(name, _p(), base="sgd")
+
+
+def test_sam_base_is_sgd_or_adamw():
+    """SAM's perturbation on AMSGrad is ``adasam``: ``sam`` takes the two other bases."""
+    with pytest.raises(ValueError, match=r"optimizer 'sam': .*'sgd', 'adamw'.*'amsgrad'"):
+        build_optimizer("sam", _p(), base="amsgrad")
+    assert type(build_optimizer("sam", _p(), base="adamw").base_optimizer) is torch.optim.AdamW
 
 
 @pytest.mark.parametrize(
@@ -375,8 +384,9 @@ def test_conf_optim_yaml_matches_registry(name, form):
     info = OPTIMIZERS[name]
     raw = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
     assert raw["name"] == name and info.two_pass == ("sync_ascent" in raw)
-    assert ("base" in raw) == bool(info.bases), "a perturbation's YAML names its base (and only theirs)"
-    if info.bases:
+    # a perturbation's YAML names its base (and only theirs; sam's does not: null is SGD, its old identity)
+    assert ("base" in raw) == (bool(info.bases) and name != "sam")
+    if "base" in raw:
         assert raw["base"] == info.base
     cfg = OmegaConf.to_container(
         compose_cfg(f"optim={name}", *(f"optim.{k}={v}" for k, v in form.items())).optim, resolve=True

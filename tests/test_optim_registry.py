@@ -1,5 +1,6 @@
 """The registry as the one place an optimizer's facts live: perturbation x base, the presets' run identity,
-one range table, torch-like Python defaults, and a throwaway variant that every reader picks up."""
+one range table, the YAML's values as build_optimizer's defaults (torch-like signature defaults for the
+classes), and a throwaway variant that every reader picks up."""
 
 from __future__ import annotations
 
@@ -71,7 +72,10 @@ PRESET_IDENTITY = {
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_compose_to_the_values_they_had(name):
     cfg = compose_cfg(f"optim={name}")
-    got = OmegaConf.to_container(cfg.optim)
+    raw, resolved = OmegaConf.to_container(cfg.optim), OmegaConf.to_container(cfg.optim, resolve=True)
+    # as written where set (lr: ${task.lr}); a key the preset's base does not take (sam's beta2 on SGD,
+    # ${if_base_takes:...}) resolves to null, as the keys it never had
+    got = {k: raw[k] if resolved[k] is not None else None for k in raw}
     assert got.pop("base") is None  # the schema's new key, unset: dropped from the identity
     assert {k: v for k, v in got.items() if v is not None} == PRESET_VALUES[name]
     assert all(v is None for k, v in got.items() if k not in PRESET_VALUES[name])
@@ -84,7 +88,7 @@ def test_presets_compose_to_the_values_they_had(name):
 @pytest.mark.parametrize("name", [n for n, i in OPTIMIZERS.items() if i.bases])
 def test_a_perturbation_composes_on_every_base(name):
     hashes = set()
-    for base in BASE_CHOICES:
+    for base in OPTIMIZERS[name].bases:
         cfg = compose_cfg(f"optim={name}", f"optim.base={base}")
         validate_config(cfg)
         optim = {k: v for k, v in OmegaConf.to_container(cfg.optim, resolve=True).items() if v is not None}
@@ -96,8 +100,10 @@ def test_a_perturbation_composes_on_every_base(name):
         ident = run_identity(cfg, world_size=1)
         assert ident["config"]["optim"]["base"] == base
         hashes.add(group_hash(ident))
-    assert len(hashes) == len(BASE_CHOICES), "each base is its own run"
-    assert compose_cfg(f"optim={name}").optim.base == OPTIMIZERS[name].base  # the YAML's default
+    assert len(hashes) == len(OPTIMIZERS[name].bases), "each base is its own run"
+    default = compose_cfg(f"optim={name}").optim.base  # the YAML's default (sam's: none, i.e. SGD)
+    assert default == (None if name == "sam" else OPTIMIZERS[name].base)
+    assert OPTIMIZERS[name].base_of({"base": default}) == OPTIMIZERS[name].base
 
 
 @pytest.mark.parametrize("name", ["vasso", "gsam"])
@@ -122,7 +128,7 @@ def test_tiny_run_on_the_sgd_base(tiny_cfg, tmp_path, monkeypatch, name):
 def test_base_is_refused_by_the_config_where_the_record_takes_none():
     for name, msg in (
         ("lightsam", "replaces the descent step itself"),
-        ("sam", "is a preset with its base fixed"),
+        ("adasam", "is a preset with its base fixed"),
     ):
         with pytest.raises(ConfigError, match=rf"invalid optim\.base='sgd': optimizer '{name}' {msg}"):
             validate_config(compose_cfg(f"optim={name}", "optim.base=sgd"))
@@ -130,6 +136,25 @@ def test_base_is_refused_by_the_config_where_the_record_takes_none():
         validate_config(compose_cfg("optim=vasso", "optim.base=lion"))
     with pytest.raises(ConfigError, match="'beta2' for optimizer 'vasso' on base 'sgd'"):
         validate_config(compose_cfg("optim=vasso", "optim.base=sgd", "optim.beta2=0.9"))
+    with pytest.raises(ConfigError, match=r"optim\.base='amsgrad': must be one of 'sgd', 'adamw'"):
+        validate_config(compose_cfg("optim=sam", "optim.base=amsgrad"))  # that is adasam
+
+
+def test_sam_takes_sgd_or_adamw():
+    """``sam`` is SAM on SGD (its identity unchanged, above); ``optim.base=adamw`` puts the perturbation
+    on AdamW with the YAML's beta2/eps, as the variants'; the same from ``build_optimizer``."""
+    cfg = compose_cfg("optim=sam", "optim.base=adamw")
+    validate_config(cfg)
+    optim = {k: v for k, v in OmegaConf.to_container(cfg.optim, resolve=True).items() if v is not None}
+    assert optim["beta2"] == 0.98 and optim["eps"] == 1e-6 and optim["base"] == "adamw"
+    kwargs = {k: v for k, v in optim.items() if k not in ("name", "sync_ascent")}
+    built = build_optimizer("sam", _p(), **kwargs)
+    assert type(built.base_optimizer) is torch.optim.AdamW and not built.base_optimizer.defaults["amsgrad"]
+    assert built.base_optimizer.defaults["betas"] == (0.9, 0.98)
+    default = build_optimizer("sam", _p(), base="adamw").base_optimizer.defaults
+    assert default["betas"] == (0.9, 0.98) and default["eps"] == 1e-6
+    assert type(build_optimizer("sam", _p()).base_optimizer) is torch.optim.SGD
+    assert OPTIMIZERS["sam"].label("adamw") == "SAM (AdamW)" and baseline_of("sam", "adamw") is None
 
 
 # ----------------------------------------------------------------------------- one range table
@@ -202,40 +227,66 @@ def test_vasso_theta_one_passes_the_config():
         build_optimizer("vasso", _p(), theta=0)
 
 
-# ----------------------------------------------------------------------------- Python API defaults
-def test_python_defaults_are_torch_like_and_decay_nothing():
-    """``build_optimizer(name, params, lr=...)`` is what torch would build: no weight decay 0.1 from the
-    paper (that lives in conf/optim), SGD without momentum, Adam's betas and eps."""
+# ----------------------------------------------------------------------------- defaults: the YAML's
+def test_build_optimizer_defaults_are_the_yaml_values():
+    """A key not given to ``build_optimizer`` takes ``conf/optim/<name>.yaml``'s value on the same base,
+    the value ``python -m adasam_glue optim=<name>`` composes; the lr (``${task.lr}``/``???``: the run's)
+    and keys the YAML does not set take the signature defaults."""
+    for name, info in OPTIMIZERS.items():
+        for base in info.bases or (info.base,):
+            overrides = [f"optim={name}", *([f"optim.base={base}"] if info.bases else [])]
+            composed = OmegaConf.to_container(compose_cfg(*overrides).optim, resolve=True)
+            d = info.defaults_for(base)
+            assert tuple(d) == info.hparams_for(base), name
+            for key in info.hparams_for(base):
+                if key == "lr" or composed.get(key) is None:
+                    assert d[key] == info.signature_defaults_for(base)[key], (name, base, key)
+                else:
+                    assert d[key] == composed[key], (name, base, key)
     sam = build_optimizer("sam", _p(), lr=0.1)
+    assert sam.param_groups[0]["momentum"] == 0.9 and sam.param_groups[0]["rho"] == 0.01
+    ada = build_optimizer("adasam", _p(), lr=0.1)
+    assert ada.base_optimizer.defaults["betas"] == (0.9, 0.98) and ada.base_optimizer.defaults["eps"] == 1e-6
+    assert ada.param_groups[0]["rho"] == 0.01 and ada.param_groups[0]["weight_decay"] == 0.1
+    assert build_optimizer("adasam", _p()).param_groups[0]["lr"] == 1e-3  # no YAML lr: the signature's
+
+
+def test_classes_are_torch_like_and_decay_nothing():
+    """The classes (``SAM(params, lr=...)``) are what torch would build: no weight decay 0.1 from the
+    paper, SGD without momentum, Adam's betas and eps; the record's signature defaults are theirs."""
+    import inspect
+
+    from adasam_glue.optim import SAM, AdaSAM
+
+    sam = SAM(_p(), lr=0.1)
     sgd = torch.optim.SGD(_p(), lr=0.1)
     for key in ("lr", "momentum", "weight_decay", "nesterov", "dampening"):
         assert sam.param_groups[0][key] == sgd.defaults[key], key
-    ada = build_optimizer("adasam", _p(), lr=0.1)
+    ada = AdaSAM(_p(), lr=0.1)
     adam = torch.optim.Adam(_p(), lr=0.1, amsgrad=True)
     for key in ("betas", "eps", "weight_decay", "amsgrad"):
         assert ada.base_optimizer.param_groups[0][key] == adam.defaults[key], key
     for name, info in OPTIMIZERS.items():
-        for form in info.forms():
-            assert info.defaults_for(info.base_of(form)).get("weight_decay", 0.0) == 0.0, name
-
-
-def test_python_defaults_live_in_the_signatures_only():
-    """The record repeats no value: its defaults are the factory's and the class's signature defaults."""
-    import inspect
-
-    for name, info in OPTIMIZERS.items():
         for base in info.bases or (info.base,):
-            d = info.defaults_for(base)
-            assert tuple(k for k in d) == info.hparams_for(base), name
+            d = info.signature_defaults_for(base)
+            assert d.get("weight_decay", 0.0) == 0.0, name
+            params = {
+                **inspect.signature(info.cls.__init__).parameters,
+                **inspect.signature(info.factory).parameters,
+            }
             for key in info.keys:
-                params = {
-                    **inspect.signature(info.cls.__init__).parameters,
-                    **inspect.signature(info.factory).parameters,
-                }
                 assert d[key] == params[key].default, (name, key)
             if base is not None:
                 for key, value in BASES[base].defaults.items():
                     assert d[key] == value
+
+
+def test_a_record_without_yaml_takes_its_signature_defaults(toysam):
+    """The throwaway record's YAML is on a search path, not in conf/optim: ``build_optimizer`` falls
+    back to the class's signature (rho 0.05), as the registry's docstring says."""
+    info, _ = toysam
+    assert info.conf_values() == {} and dict(info.defaults_for()) == dict(info.signature_defaults_for())
+    assert build_optimizer("toysam", _p()).param_groups[0]["rho"] == 0.05
 
 
 # ----------------------------------------------------------------------------- the record's facts

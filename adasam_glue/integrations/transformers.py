@@ -28,10 +28,20 @@ last under ``accelerator.no_sync``), then clips, calls ``optimizer.step()``, ste
   clipping (again) gradients that are already gone; HF logs it as ``grad_norm``.
 
 The optimizer is chosen as in the harness: ``optim="adasam", optim_kwargs={"rho": 0.01}`` are the keys of
-``conf/optim/<name>.yaml`` (``adasam_glue.optim.build_optimizer``); the lr is ``args.learning_rate`` and
-the weight decay ``args.weight_decay``, applied with HF's no-decay rule (``get_decay_parameter_names``:
-no decay for biases and norm layers, as ``adasam_glue.modeling.param_groups``). ``args.adam_beta1`` etc.
-are not used: betas and eps are the registry's keys (``beta1``, ``beta2``, ``eps``) with its defaults.
+``conf/optim/<name>.yaml`` (``adasam_glue.optim.build_optimizer``), and a key not given takes that file's
+value, so ``SAMTrainer(optim="adasam")`` builds what ``python -m adasam_glue optim=adasam`` builds (rho
+0.01, beta2 0.98, eps 1e-6). The lr is ``args.learning_rate`` and the weight decay ``args.weight_decay``,
+applied with HF's no-decay rule (``get_decay_parameter_names``: no decay for biases and norm layers, as
+``adasam_glue.modeling.param_groups``). ``args.adam_beta1`` etc. are not used: betas and eps are the
+registry's keys (``beta1``, ``beta2``, ``eps``). From a command line, :class:`SAMTrainingArguments`
+takes ``--optim adasam --optim_args rho=0.01,beta2=0.98`` (HF's flags, registry names and keys), so that
+transformers' ``run_glue.py`` runs with the arguments class and the trainer class changed.
+
+What ran is said where HF users look: ``logger.info`` names the optimizer and every value; ``args.optim``
+and ``args.optim_args`` are set to them (``"beta1=0.9,beta2=0.98,eps=1e-06,rho=0.01,form=library"``), so
+``training_args.bin``, the loggers' hparams and the model card (``create_model_card``) carry them; and
+``state.total_flos`` counts every forward/backward pass (two per update for a two-pass optimizer:
+:meth:`SAMTrainer.floating_point_ops`).
 
 Not supported (refused at construction): DeepSpeed, FSDP, ``nn.DataParallel`` (several GPUs without a
 distributed launch), ``compute_loss_func`` (override :meth:`SAMTrainer.per_sample_losses` instead).
@@ -44,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -52,18 +63,150 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Optimizer
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
+from transformers.training_args import OptimizerNames
 
 from adasam_glue.modeling import per_sample_loss
-from adasam_glue.optim import OPTIMIZERS, OptimInfo, SAMBase, build_optimizer, get_optim_info
+from adasam_glue.optim import (
+    BASES,
+    OPTIMIZERS,
+    OptimInfo,
+    SAMBase,
+    build_optimizer,
+    get_optim_info,
+    optimizer_values,
+)
 from adasam_glue.step import StepResult, UpdateStep, all_reduce_mean_
 
-__all__ = ["SAMTrainer", "SAMTrainerOptimizer", "optim_info_for", "per_example_losses"]
+__all__ = [
+    "SAMTrainer",
+    "SAMTrainerOptimizer",
+    "SAMTrainingArguments",
+    "format_optim_args",
+    "optim_info_for",
+    "parse_optim_args",
+    "per_example_losses",
+]
 
 log = logging.getLogger(__name__)
 
 #: optimizer keys that come from ``TrainingArguments`` instead (HF's names for them)
 _FROM_ARGS = {"lr": "learning_rate", "weight_decay": "weight_decay"}
+#: what SAMTrainer builds when neither its ``optim`` nor ``SAMTrainingArguments.optim`` names one
+DEFAULT_OPTIM = "adasam"
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_optim_args(text: str | None, optim: str) -> dict[str, Any]:
+    """HF's ``optim_args`` string (``"rho=0.01,beta2=0.98"``) as the registry keys of ``optim``.
+
+    Each value is typed as the key's value in ``conf/optim/<optim>.yaml`` (or its signature default) on the
+    base in effect: float, int, bool (true/false/1/0/yes/no) or str; a key the optimizer does not take is
+    kept as written for :func:`~adasam_glue.optim.optimizer_values` to refuse, naming the valid keys.
+    Raises ``ValueError`` naming the item for a malformed item, a repeated key or a value of the wrong type.
+    """
+    if not text:
+        return {}
+    info = get_optim_info(optim)
+    raw: dict[str, str] = {}
+    for item in text.replace(" ", "").split(","):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(
+                f"optim_args item {item!r} of {text!r}: expected key=value items separated by commas "
+                "(e.g. 'rho=0.01,beta2=0.98')"
+            )
+        if key in raw:
+            raise ValueError(f"optim_args {text!r} gives {key!r} twice")
+        raw[key] = value
+    base = raw.get("base") if raw.get("base") in BASES and info.bases else None
+    like = info.defaults_for(base)
+    return {key: _typed(key, value, like.get(key)) for key, value in raw.items()}
+
+
+def _typed(key: str, text: str, like: Any) -> Any:
+    """``text`` as the type of ``like`` (the key's default); without one, a number or a bool if it reads
+    as one, else the string."""
+    if isinstance(like, bool) or (like is None and text.lower() in (*_TRUE, *_FALSE)):
+        if text.lower() not in (*_TRUE, *_FALSE):
+            raise ValueError(f"optim_args {key}={text!r}: must be a bool, one of {', '.join(_TRUE + _FALSE)}")
+        return text.lower() in _TRUE
+    if isinstance(like, str):
+        return text
+    casts: tuple[type, ...] = (
+        (float,) if isinstance(like, float) else (int,) if isinstance(like, int) else (int, float)
+    )
+    for cast in casts:
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    if like is None:
+        return text
+    raise ValueError(f"optim_args {key}={text!r}: must be a {casts[0].__name__} (its default is {like!r})")
+
+
+def format_optim_args(values: Mapping[str, Any]) -> str:
+    """``values`` in HF's ``optim_args`` form (``"beta1=0.9,rho=0.01"``), without the keys that are
+    ``TrainingArguments`` fields (lr, weight decay); :func:`parse_optim_args` reads it back."""
+    return ",".join(f"{k}={v}" for k, v in values.items() if k not in _FROM_ARGS)
+
+
+@dataclasses.dataclass
+class SAMTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` whose ``optim`` / ``optim_args`` name a registry optimizer, for
+    :class:`SAMTrainer` (HF's own ``optim`` is an enum of its optimizers and refuses ``"adasam"``).
+
+    From a command line (``HfArgumentParser``, e.g. transformers' ``run_glue.py`` with this class in place
+    of ``TrainingArguments``): ``--optim adasam --optim_args rho=0.01,beta2=0.98``. The keys are those of
+    ``conf/optim/<optim>.yaml`` (:func:`parse_optim_args`), its values for the keys not given; the lr and
+    weight decay are ``--learning_rate`` and ``--weight_decay`` (an ``lr`` or ``weight_decay`` in
+    ``optim_args`` is refused), HF's ``--adam_*`` are not used. Both are checked here, when the arguments
+    are parsed, not at the first step.
+
+    Attributes:
+        optim: a name of ``adasam_glue.optim.OPTIMIZERS``; ``None``: :class:`SAMTrainer`'s ``optim``
+            argument, else ``adasam``. :class:`SAMTrainer` sets it to the optimizer it built.
+        optim_args: its keys, HF's ``key=value,...`` string; :class:`SAMTrainer` sets it to every value
+            it built with.
+    """
+
+    optim: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": (
+                f"The SAMTrainer optimizer, a name of adasam_glue's registry ({', '.join(OPTIMIZERS)}); "
+                f"default: {DEFAULT_OPTIM}. Its keys: --optim_args."
+            )
+        },
+    )
+    optim_args: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": (
+                "The optimizer's keys as key=value,... (rho=0.01,beta2=0.98): those of "
+                "conf/optim/<optim>.yaml, whose values fill the keys not given. Not lr/weight_decay "
+                "(--learning_rate, --weight_decay)."
+            )
+        },
+    )
+
+    def __post_init__(self) -> None:
+        name = self.optim.value if isinstance(self.optim, enum.Enum) else self.optim
+        if name is not None and name not in OPTIMIZERS:
+            raise ValueError(
+                f"SAMTrainingArguments.optim={name!r} is not an optimizer of adasam_glue's registry; valid "
+                f"names: {', '.join(OPTIMIZERS)} (HF's own optimizers need transformers.TrainingArguments "
+                "and Trainer)"
+            )
+        self.optim = OptimizerNames.ADAMW_TORCH  # a placeholder while HF's checks convert it to its enum
+        try:
+            super().__post_init__()
+        finally:
+            self.optim = name
+        _check_optim(name or DEFAULT_OPTIM, parse_optim_args(self.optim_args, name or DEFAULT_OPTIM), self)
 
 
 class SAMTrainerOptimizer(Optimizer):
@@ -191,12 +334,21 @@ class SAMTrainer(Trainer):
             ``optimizers=(opt, scheduler)`` may pass an optimizer instance (e.g. ``AdaSAM(...)``) instead of
             ``optim``; its registry record is looked up from its class.
         optim: registry name (``adasam_glue.optim.OPTIMIZERS``: sgd, amsgrad, sam, adasam, asam, usam,
-            gsam, vasso, rsam, esam, lightsam).
+            gsam, vasso, rsam, esam, lightsam); ``None``: ``args.optim`` of :class:`SAMTrainingArguments`,
+            else ``adasam``. (A plain ``TrainingArguments``' ``optim``/``optim_args`` name HF's optimizers
+            and are not read.)
         optim_kwargs: its hyperparameters, the keys of ``conf/optim/<optim>.yaml`` (``rho``, ``beta1``,
-            ``form``, ...), the registry's defaults otherwise; not ``lr``/``weight_decay``, which are
+            ``form``, ``base``, ...), over ``SAMTrainingArguments.optim_args``; the YAML's values for the
+            keys given by neither. Not ``lr``/``weight_decay``, which are
             ``args.learning_rate``/``args.weight_decay``.
         sync_ascent: all-reduce the ascent gradient too (global SAM, two all-reduces per update); default:
             per-device ascent under DDP, as the harness's ``optim.sync_ascent`` (spec §2.4).
+
+    Attributes:
+        optim: the registry name built.
+        optim_kwargs: the keys given (``optim_kwargs`` over ``SAMTrainingArguments.optim_args``).
+        optim_values: every value the optimizer is built with (lr and weight decay from ``args``
+            included), as logged and written to ``args.optim_args``.
 
     Example::
 
@@ -208,25 +360,85 @@ class SAMTrainer(Trainer):
     def __init__(
         self,
         *args: Any,
-        optim: str = "adasam",
+        optim: str | None = None,
         optim_kwargs: Mapping[str, Any] | None = None,
         sync_ascent: bool = False,
         **kwargs: Any,
     ) -> None:
-        self.optim, self.optim_kwargs, self.sync_ascent = optim, dict(optim_kwargs or {}), bool(sync_ascent)
+        self.sync_ascent = bool(sync_ascent)
+        self.optim_values: dict[str, Any] = {}
         self._update: UpdateStep | None = None
         self._update_model: torch.nn.Module | None = None
         self._update_size = 1  # micro-batches of the update in progress (get_batch_samples)
         self._pending: list[dict[str, Any]] = []
         self._grad_norm: Tensor | None = None
+        self._flos_held = 0.0  # per-pass flos of the micro-batches whose update has not run yet
+        self._flos_passes = 1  # passes of the last update (floating_point_ops)
         super().__init__(*args, **kwargs)
         if self.optimizer is None:
-            _check_optim(optim, self.optim_kwargs)
-        elif optim_kwargs:
+            self.optim, self.optim_kwargs = self._choose_optim(optim, dict(optim_kwargs or {}))
+            self._record_optim(_check_optim(self.optim, self.optim_kwargs, self.args))
+        elif optim_kwargs or optim is not None:
             raise ValueError(
                 "pass either optimizers=(optimizer, ...) or optim/optim_kwargs to SAMTrainer, not both"
             )
+        else:
+            self.optim, self.optim_kwargs = optim_info_for(self.optimizer).name, {}
         self._refuse_unsupported()
+
+    def _choose_optim(self, optim: str | None, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The name and keys: ``optim``/``optim_kwargs`` over ``SAMTrainingArguments.optim``/``optim_args``
+        (the same name or none), else ``adasam`` and ``optim_kwargs``."""
+        own = isinstance(self.args, SAMTrainingArguments)
+        from_args = self.args.optim if own else None
+        if optim is not None and from_args is not None and optim != from_args:
+            raise ValueError(
+                f"SAMTrainer(optim={optim!r}) and SAMTrainingArguments.optim={from_args!r} name different "
+                "optimizers: set one of them"
+            )
+        name = optim or from_args or DEFAULT_OPTIM
+        parsed = parse_optim_args(self.args.optim_args, name) if own else {}
+        clash = sorted(k for k in parsed.keys() & kwargs.keys() if parsed[k] != kwargs[k])
+        if clash:
+            raise ValueError(
+                f"optim_kwargs and SAMTrainingArguments.optim_args={self.args.optim_args!r} give "
+                f"{', '.join(map(repr, clash))} different values: set each key in one of them"
+            )
+        if not own and self.args.optim_args and str(self.args.optim) not in OPTIMIZERS:
+            log.warning(
+                "SAMTrainer ignores TrainingArguments.optim_args=%r (arguments of HF's optimizer %s): its "
+                "optimizer's keys are optim_kwargs, or --optim/--optim_args with SAMTrainingArguments",
+                self.args.optim_args,
+                self.args.optim,
+            )
+        return name, {**parsed, **kwargs}
+
+    def _record_optim(self, values: Mapping[str, Any], built: bool = False) -> None:
+        """Say what is built: ``self.optim_values`` and ``args.optim``/``optim_args`` (read by
+        ``training_args.bin``, the loggers' hparams and the model card) from the start, so that the
+        loggers' ``on_train_begin`` sees them; ``logger.info`` when ``built``."""
+        self.optim_values = dict(values)
+        info = get_optim_info(self.optim)
+        self.args.optim = info.name
+        self.args.optim_args = format_optim_args(values)
+        if not built:
+            return
+        log.info(
+            "SAMTrainer optimizer: %s (%s, %s; conf/optim/%s.yaml for the keys not given) with %s; lr %s "
+            "(TrainingArguments.learning_rate), weight decay %s (TrainingArguments.weight_decay, not on "
+            "biases and norm layers)",
+            info.name,
+            info.label(info.base_of(values)),
+            (
+                f"two passes per update, sync_ascent={self.sync_ascent}"
+                if info.two_pass
+                else "one pass per update"
+            ),
+            info.name,
+            ", ".join(f"{k}={v!r}" for k, v in values.items() if k not in _FROM_ARGS),
+            values.get("lr"),
+            values.get("weight_decay"),
+        )
 
     def _refuse_unsupported(self) -> None:
         why = None
@@ -256,6 +468,13 @@ class SAMTrainer(Trainer):
             return self.optimizer
         if self.optimizer is not None:
             inner, info = self.optimizer, optim_info_for(self.optimizer)
+            log.info(
+                "SAMTrainer optimizer: the instance passed, %s (registry record %s, %s), defaults %s",
+                type(inner).__name__,
+                info.name,
+                "two passes per update" if info.two_pass else "one pass per update",
+                inner.defaults,
+            )
         else:
             opt_model = self.model if model is None else model
             decay = set(self.get_decay_parameter_names(opt_model))
@@ -264,13 +483,10 @@ class SAMTrainer(Trainer):
                 {"params": [p for n, p in trainable if n in decay], "weight_decay": self.args.weight_decay},
                 {"params": [p for n, p in trainable if n not in decay], "weight_decay": 0.0},
             ]
-            hparams = {
-                **self.optim_kwargs,
-                "lr": self.args.learning_rate,
-                "weight_decay": self.args.weight_decay,
-            }
-            inner = build_optimizer(self.optim, [g for g in groups if g["params"]], **hparams)
+            values = _check_optim(self.optim, self.optim_kwargs, self.args)
+            inner = build_optimizer(self.optim, [g for g in groups if g["params"]], **values)
             info = get_optim_info(self.optim)
+            self._record_optim(values, built=True)
         self.optimizer = SAMTrainerOptimizer(inner, info)
         self._ensure_scaler()  # before HF's resume loads the scaler's state (_load_scaler)
         return self.optimizer
@@ -313,7 +529,20 @@ class SAMTrainer(Trainer):
         self._grad_norm = None
         out = self._update_step(model)(micro_batches)
         self.optimizer.update_done(out)
+        self._flos_passes = out.passes
         return (out.loss_sum.detach().float() / max(out.examples, 1)).to(self.args.device)
+
+    def floating_point_ops(self, inputs: dict[str, Tensor | Any]) -> int | float:
+        """HF's flos of ``inputs`` (one forward + backward, ``6 x tokens x parameters``) times the passes
+        their update ran: two for a two-pass optimizer (one after an fp16 overflow in the ascent), so
+        ``state.total_flos`` counts both. HF calls it after each micro-batch's ``training_step``; the
+        micro-batches before the update's last one count 0 and are added, with the update's passes, at it.
+        """
+        self._flos_held += super().floating_point_ops(inputs)
+        if self._pending:  # the update has not run yet: its passes are not known
+            return 0
+        flos, self._flos_held = self._flos_held * self._flos_passes, 0.0
+        return flos
 
     def _update_step(self, model: torch.nn.Module) -> UpdateStep:
         """The :class:`UpdateStep` for the (prepared, possibly DDP-wrapped) ``model`` HF trains."""
@@ -390,12 +619,18 @@ class SAMTrainer(Trainer):
         return self._grad_norm if grad_norm is None else grad_norm
 
 
-def _check_optim(name: str, kwargs: Mapping[str, Any]) -> None:
-    """Fail at construction, not at the first step: the name, the keys and their ranges (registry)."""
+def _check_optim(name: str, kwargs: Mapping[str, Any], args: TrainingArguments) -> dict[str, Any]:
+    """Fail at construction, not at the first step: the name, the keys and their ranges (registry). Returns
+    every value the optimizer is built with: ``kwargs`` over the YAML's, lr and weight decay from ``args``."""
     info = get_optim_info(name)
     for key, arg in _FROM_ARGS.items():
         if key in kwargs:
             raise ValueError(
-                f"optim_kwargs[{key!r}]: SAMTrainer takes it from TrainingArguments.{arg} (HF's name for it)"
+                f"optimizer key {key!r} (optim_kwargs / optim_args): SAMTrainer takes it from "
+                f"TrainingArguments.{arg} (HF's name for it, --{arg})"
             )
-    build_optimizer(info.name, [torch.nn.Parameter(torch.zeros(1))], **kwargs)  # raises ValueError
+    values = optimizer_values(
+        info.name, **kwargs, lr=args.learning_rate, weight_decay=args.weight_decay
+    )  # raises ValueError
+    build_optimizer(info.name, [torch.nn.Parameter(torch.zeros(1))], **values)  # keys that must fit together
+    return values

@@ -9,13 +9,22 @@ instances driven by the trainer as::
     descent forward (per-sample losses); opt.descent_loss(ascent, descent).backward(); opt.second_step()
 
 See :mod:`adasam_glue.optim.sam` for the protocol, spec ``docs/algorithms.md`` §1-2 for the rules.
-Keys not given take the Python API defaults (torch-like, weight decay 0: :mod:`adasam_glue.optim.base`);
-the paper's values live in ``conf/optim/*.yaml``.
+Keys not given to ``build_optimizer`` take the values of ``conf/optim/<name>.yaml`` (the one place they
+live; the CLI and ``SAMTrainer`` build from the same); the classes (``AdaSAM(params)``) keep torch-like
+signature defaults (weight decay 0: :mod:`adasam_glue.optim.base`).
 """
 
 from .base import BASE_CHOICES, BASES, AMSGradPaper, BaseInfo
 from .lightsam import LightSAM, LightSAMAdaGrad, LightSAMAdaGradNorm, LightSAMAdam
-from .registry import OPTIMIZERS, OptimInfo, baseline_of, build_optimizer, get_optim_info, register
+from .registry import (
+    OPTIMIZERS,
+    OptimInfo,
+    baseline_of,
+    build_optimizer,
+    get_optim_info,
+    optimizer_values,
+    register,
+)
 from .sam import SAMBase
 from .variants import ASAM, ESAM, GSAM, RSAM, SAM, USAM, AdaSAM, VaSSO
 
@@ -42,5 +51,6 @@ __all__ = [
     "baseline_of",
     "build_optimizer",
     "get_optim_info",
+    "optimizer_values",
     "register",
 ]

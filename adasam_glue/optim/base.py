@@ -6,11 +6,13 @@
 :func:`make_amsgrad`, :func:`make_adamw`); :class:`AMSGradPaper` is Algorithm 1 of AdaSAM (arXiv
 2303.00565) written out, the base of ``adasam form=paper`` (``amsgrad_paper``).
 
-**Python API defaults** (a key not given to ``build_optimizer`` or to a class): torch's, so that a
-Python user gets what ``torch.optim`` would give: lr 1e-3; SGD momentum (``beta1``) 0, no nesterov;
-Adam betas (0.9, 0.999), eps 1e-8; weight decay 0 for every base (torch's AdamW would decay by 0.01:
-no base decays unless asked). They live in the factories' signatures below and nowhere else; the
-paper's values (weight decay 0.1, betas (0.9, 0.98), eps 1e-6) live only in ``conf/optim/*.yaml``.
+**Signature defaults** (a key not given to a class or a factory): torch's, so that a Python user of
+a class gets what ``torch.optim`` would give: lr 1e-3; SGD momentum (``beta1``) 0, no nesterov; Adam
+betas (0.9, 0.999), eps 1e-8; weight decay 0 for every base (torch's AdamW would decay by 0.01: no base
+decays unless asked). They live in the factories' signatures below and nowhere else. The paper's values
+(weight decay 0.1, betas (0.9, 0.98), eps 1e-6) live only in ``conf/optim/*.yaml``, and they are what
+``build_optimizer``, ``SAMTrainer`` and the CLI use for a key not given (the registry's "Values"); these
+signature defaults fill only what the YAML leaves to the run (lr) or does not set (``nesterov``).
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ class BaseInfo:
     Attributes:
         name: ``optim.base`` value.
         factory: ``factory(params, **keys) -> Optimizer``; its keyword-only parameters are the YAML
-            keys the base takes, their defaults the Python API's (module docstring).
+            keys the base takes, their defaults the signature defaults (module docstring).
         display: report spelling.
         spec: section of ``docs/algorithms.md``.
     """
@@ -139,7 +141,7 @@ class BaseInfo:
 
     @cached_property
     def defaults(self) -> Mapping[str, Any]:
-        """Key -> Python API default, read from the factory's signature (the one place they live)."""
+        """Key -> signature default, read from the factory's signature (the one place they live)."""
         sig = inspect.signature(self.factory).parameters.values()
         return MappingProxyType({p.name: p.default for p in sig if p.kind is p.KEYWORD_ONLY})
 

@@ -11,14 +11,21 @@ registry-parametrised tests (``forms()``).
 **Perturbation x base.** A perturbation record (ASAM ... ESAM) takes ``base`` (``optim.base``: ``sgd``,
 ``amsgrad`` or ``adamw``, :data:`~adasam_glue.optim.base.BASES`), and then the keys of that base: its
 accepted keys and their defaults are ``BASES[base]``'s plus the perturbation's own. The paper's four
-are presets with a fixed base: ``sgd`` and ``amsgrad`` (no perturbation), ``sam`` (SAM on SGD) and
-``adasam`` (SAM on AMSGrad; ``form=paper``: Algorithm 1's AMSGrad). LightSAM replaces the descent step
-itself (``own_descent``) and has no base.
+are presets: ``sgd`` and ``amsgrad`` (no perturbation, base fixed), ``sam`` (SAM on SGD; ``base=adamw``
+puts SAM's perturbation on AdamW, the usual transformers optimizer; on AMSGrad it is ``adasam``) and
+``adasam`` (SAM on AMSGrad, base fixed; ``form=paper``: Algorithm 1's AMSGrad). ``sam``'s YAML names no
+``base`` (its run identity is the one it always had); ``optim.base=adamw`` adds it. LightSAM replaces the
+descent step itself (``own_descent``) and has no base.
 
-**Values.** The values runs use live only in ``conf/optim/*.yaml``. A key not given to
-:func:`build_optimizer` takes the Python API default, read from the signatures of the class and of the
-base factory (torch-like: lr 1e-3, weight decay 0; see :mod:`adasam_glue.optim.base`), never a value
-written here.
+**Values.** The values runs use live only in ``conf/optim/*.yaml``, and every builder reads them there:
+the CLI (``python -m adasam_glue optim=<name>`` passes the composed keys), :func:`build_optimizer` and
+``SAMTrainer`` (a key not given takes the YAML's value: :meth:`OptimInfo.defaults_for`). A YAML value
+that needs the run to be known (``lr: ${task.lr}``, ``lr: ???``) is not a default: such a key, and a key
+the YAML does not set (``nesterov``), takes the class's signature default (torch-like: lr 1e-3; see
+:mod:`adasam_glue.optim.base`). The classes themselves (``AdaSAM(params)``) keep torch-like signature
+defaults (weight decay 0), so that a Python user of a class gets what ``torch.optim`` would give; the
+registry repeats no value of either. A record without ``conf/optim/<name>.yaml`` (a variant under
+development, a test's throwaway record) takes its signature defaults.
 
 **A new variant** is one class (a :class:`~adasam_glue.optim.sam.SAMBase` subclass taking
 ``base=`` and ``**base_hparams``), one record (:func:`register`, or a line in ``_RECORDS``) and one
@@ -28,13 +35,18 @@ and, if its range is not in ``RULES``, an entry in the record's ``ranges``.
 
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from torch.optim import Optimizer
 
 from .base import BASE_CHOICES, BASES, make_amsgrad, make_sgd
@@ -42,7 +54,15 @@ from .lightsam import LIGHTSAM_FORMS, LightSAM, lightsam
 from .validation import RULES, OneOf, Rule
 from .variants import ADASAM_FORMS, ASAM, ESAM, GSAM, RSAM, SAM, USAM, AdaSAM, VaSSO
 
-__all__ = ["OPTIMIZERS", "OptimInfo", "baseline_of", "build_optimizer", "get_optim_info", "register"]
+__all__ = [
+    "OPTIMIZERS",
+    "OptimInfo",
+    "baseline_of",
+    "build_optimizer",
+    "get_optim_info",
+    "optimizer_values",
+    "register",
+]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -143,18 +163,49 @@ class OptimInfo:
         base_keys = dict.fromkeys(k for b in bases for k in BASES[b].keys)
         return (*base_keys, *self.keys, *self.choices, *(("base",) if self.bases else ()))
 
-    def defaults_for(self, base: str | None = None) -> Mapping[str, Any]:
-        """Key -> Python API default on ``base`` (torch-like; module docstring)."""
+    def signature_defaults_for(self, base: str | None = None) -> Mapping[str, Any]:
+        """Key -> the classes' signature default on ``base`` (torch-like: what ``AdaSAM(params)`` uses)."""
         base = base or self.base
         out = dict(BASES[base].defaults) if base is not None else {}
         out.update({k: self._own_default(k) for k in (*self.keys, *self.choices)})
         if self.bases:
-            out["base"] = self.base
+            out["base"] = base
         return MappingProxyType(out)
+
+    def conf_values(self, base: str | None = None) -> Mapping[str, Any]:
+        """Key -> the value ``conf/optim/<name>.yaml`` gives it on ``base``, for the keys whose value the
+        file alone determines (literals, and ``${if_base_takes:...}`` on that base); ``{}`` without a file.
+
+        ``${task.lr}`` and ``???`` are left out: they are the run's values (in ``SAMTrainer`` the lr is
+        ``TrainingArguments.learning_rate``), not the optimizer's.
+        """
+        base = base or self.base
+        node = _conf_file(self.name)
+        if node is None:
+            return MappingProxyType({})
+        node = copy.deepcopy(node)
+        if self.bases:
+            node["base"] = base  # sam's YAML names none: its null means the record's base (if_base_takes)
+        out: dict[str, Any] = {}
+        for key in self.hparams_for(base):
+            if key == "base" or key not in node:
+                continue
+            try:
+                value = OmegaConf.select(node, key, throw_on_missing=True)
+            except (MissingMandatoryValue, InterpolationResolutionError):
+                continue
+            if value is not None:
+                out[key] = value
+        return MappingProxyType(out)
+
+    def defaults_for(self, base: str | None = None) -> Mapping[str, Any]:
+        """Key -> the value :func:`build_optimizer` and ``SAMTrainer`` use on ``base`` when the key is not
+        given: the YAML's (:meth:`conf_values`), else the signature default (module docstring, "Values")."""
+        return MappingProxyType({**self.signature_defaults_for(base), **self.conf_values(base)})
 
     @property
     def defaults(self) -> Mapping[str, Any]:
-        """The Python API defaults on the default base (``build_optimizer(name, params)``)."""
+        """:meth:`defaults_for` the default base (``build_optimizer(name, params)``)."""
         return self.defaults_for()
 
     def rule(self, key: str) -> Rule | None:
@@ -210,7 +261,10 @@ class OptimInfo:
         elif not self.two_pass:
             why = "is a base optimizer itself (no perturbation)"
         else:
-            why = f"is a preset with its base fixed ({self.base}; SAM on SGD is sam, on AMSGrad adasam)"
+            why = (
+                f"is a preset with its base fixed ({self.base}; SAM's perturbation on sgd or adamw is sam "
+                "with base=..., on amsgrad adasam)"
+            )
         return f"optimizer {self.name!r} {why}, so it takes no 'base' (the records that take one: {takes})"
 
 
@@ -237,7 +291,7 @@ _RECORDS = [
     ),
     OptimInfo(
         "sam", SAM, SAM, True, "SAM", "#0072B2", "Foret et al. 2021, arXiv 2010.01412",
-        "e = rho s / ||s||; SGD step with g", "§1.4", keys=("rho",), base="sgd",
+        "e = rho s / ||s||; SGD step with g", "§1.4", keys=("rho",), base="sgd", bases=("sgd", "adamw"),
     ),
     OptimInfo(
         "adasam", AdaSAM, AdaSAM, True, "AdaSAM", "#D55E00", "Sun et al. 2023, arXiv 2303.00565 (Algorithm 1)",
@@ -311,14 +365,14 @@ def baseline_of(name: str, base: str | None = None) -> str | None:
     return next((n for n, r in OPTIMIZERS.items() if not r.two_pass and r.base == base), None)
 
 
-def build_optimizer(name: str, params: Iterable[Any], **hparams: Any) -> Optimizer:
-    """Build optimizer ``name`` on ``params`` (tensors or param-group dicts) from YAML keys.
+def optimizer_values(name: str, **hparams: Any) -> dict[str, Any]:
+    """Every key :func:`build_optimizer` builds ``name`` with: ``hparams`` (``None``: not given) over the
+    defaults on their base (:meth:`OptimInfo.defaults_for`: the YAML's values), each checked against its
+    range. What ``SAMTrainer`` logs and records, so that the values reported are the values run.
 
-    Missing keys (and keys given as ``None``) take the Python API defaults (torch-like: lr 1e-3, weight
-    decay 0; :mod:`adasam_glue.optim.base`), not the paper's values, which live in ``conf/optim``.
-    ``base`` picks the descent optimizer of a perturbation record. Raises ``ValueError`` for an unknown
-    name, a key the optimizer does not take on its base (naming the valid keys), a ``base`` where the
-    record takes none, or a value out of range (``rho must be >= 0, got -1``).
+    Raises ``ValueError`` for an unknown name, a key the optimizer does not take on its base (naming the
+    valid keys), a ``base`` where the record takes none, or a value out of range (``rho must be >= 0,
+    got -1``).
     """
     info = get_optim_info(name)
     given = {k: v for k, v in hparams.items() if v is not None}
@@ -337,9 +391,48 @@ def build_optimizer(name: str, params: Iterable[Any], **hparams: Any) -> Optimiz
         values = {**info.defaults_for(base if base in BASES else None), **given}
         for key, value in values.items():
             info.rule(key)(key, value)
+        return values
+    except ValueError as e:
+        raise _named(name, e) from None
+
+
+def build_optimizer(name: str, params: Iterable[Any], **hparams: Any) -> Optimizer:
+    """Build optimizer ``name`` on ``params`` (tensors or param-group dicts) from YAML keys.
+
+    Missing keys (and keys given as ``None``) take the values of ``conf/optim/<name>.yaml`` (module
+    docstring, "Values"), so ``build_optimizer("adasam", params)`` is the optimizer of
+    ``python -m adasam_glue optim=adasam`` (lr: 1e-3 unless given; the YAML's is the task's). ``base``
+    picks the descent optimizer of a record that takes one. Raises ``ValueError`` as
+    :func:`optimizer_values`, and for keys that do not fit together (``nesterov`` without momentum, GSAM's
+    ``rho_min > rho``).
+    """
+    info = get_optim_info(name)
+    values = optimizer_values(name, **hparams)
+    try:
         return info.factory(params, **values)
     except ValueError as e:
-        msg = str(e)
-        raise ValueError(
-            msg if msg.startswith(f"optimizer {name!r}") else f"optimizer {name!r}: {msg}"
-        ) from None
+        raise _named(name, e) from None
+
+
+def _named(name: str, error: ValueError) -> ValueError:
+    """The error with the optimizer's name in front (once)."""
+    msg = str(error)
+    return ValueError(msg if msg.startswith(f"optimizer {name!r}") else f"optimizer {name!r}: {msg}")
+
+
+def _conf_file(name: str) -> DictConfig | None:
+    """``conf/optim/<name>.yaml`` as written (interpolations unresolved), read through ``CONF_DIR``;
+    ``None`` when there is none. Parsed once per file version (path and modification time)."""
+    from adasam_glue.config import CONF_DIR  # also registers ${if_base_takes:...}
+
+    path = Path(CONF_DIR) / "optim" / f"{name}.yaml"
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _load_conf(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_conf(path: str, stamp: int) -> DictConfig:
+    return OmegaConf.load(path)

@@ -5,7 +5,8 @@ Each class is a perturbation around a base (descent) optimizer, ``base=`` a name
 keys as keywords (``VaSSO(params, theta=0.9, base="sgd", lr=0.1, beta1=0.9)``). Default base:
 SGD for :class:`SAM`, the library AMSGrad (``torch.optim.AdamW(amsgrad=True)``) for the others;
 :class:`AdaSAM` is SAM's perturbation on AMSGrad with the paper's form as an option. A key not given
-takes the Python API default (torch's: weight decay 0; see :mod:`adasam_glue.optim.base`).
+takes the class's signature default (torch's: weight decay 0; see :mod:`adasam_glue.optim.base`);
+``build_optimizer`` takes the values of ``conf/optim`` instead.
 Hyperparameters are per param group (``group["rho"]`` ...); norms are global over all groups.
 """
 
