@@ -763,3 +763,40 @@ def test_caption_gives_the_lr_and_a_tuned_lr_as_its_range(tmp_path):
     col = load_runs(runs).runs
     assert lr_text(col) == "lr 0.003–0.03 (per task and optimizer), linear schedule, 6 warmup updates"
     assert lr_text([r for r in col if r.task == "mrpc"]) == "lr 0.003, linear schedule, 6 warmup updates"
+
+
+# ----------------------------------------------------------------------------- what the report flags (issue 24)
+def _patch(path: Path, **keys) -> None:
+    """Add ``keys`` to a written record (what an old or unusual record holds)."""
+    rec = json.loads(path.read_text())
+    write_record(path, rec | keys)
+
+
+def test_a_completed_record_whose_fp16_updates_were_all_skipped_counts_as_diverged(tmp_path):
+    """Issue 24 A, old records: ``completed`` with 39 of 40 updates skipped (the fp16 run never trained)
+    is diverged in the report: out of the mean and the rho selection, counted (†), listed with why."""
+    runs = tmp_path / "runs"
+    make_record(runs, "rte", "amsgrad", 1, {"accuracy": 0.70})
+    bad = make_record(runs, "rte", "amsgrad", 2, {"accuracy": 0.90})
+    _patch(bad, skipped_updates=39)  # optimizer_updates is 40
+    # AdaSAM: rho 0.01 would win on a never-trained seed; rho 0.005 is the honest choice
+    make_record(runs, "rte", "adasam", 1, {"accuracy": 0.60}, rho=0.01)
+    _patch(make_record(runs, "rte", "adasam", 2, {"accuracy": 0.99}, rho=0.01), skipped_updates=40)
+    make_record(runs, "rte", "adasam", 1, {"accuracy": 0.65}, rho=0.005)
+    make_record(runs, "rte", "adasam", 2, {"accuracy": 0.67}, rho=0.005)
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "table1.md").read_text()
+    cell = {m: dict(zip(md_header(text), md_rows(text)[m])) for m in ("AMSGrad", "AdaSAM")}
+    assert cell["AMSGrad"]["RTE acc"] == "**70.00** (1)†"
+    assert cell["AdaSAM"]["RTE acc"] == "66.00 ± 1.41 (2)†"
+    assert section_rows(text, "## rho selection")["RTE"][:3] == [
+        "0.005",
+        "0.005: 66.00 (2), 0.01: 60.00 (1) (1 diverged)",
+        "1",
+    ]
+    assert "- Diverged runs: 2 in 2 identities" in text
+    assert "Flagged by the report: " in text and "39 of 40 updates skipped" in text
+    assert "[diverged: record says completed; fp16: 39 of 40 updates skipped" in text
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "## Runs flagged by the report" in readme and "diverged 2" in readme
+    assert "- `table1/rte/amsgrad/beta0.9_b16/seed2/record.json`: diverged: record says completed;" in readme
