@@ -129,6 +129,8 @@ class TrainerConfig:
     eval_every: int | None = MISSING  #: eval every N updates; null: once per recipe epoch; 0: only at the end
     eval_batch_size: int = MISSING
     mixed_precision: str = MISSING  #: autocast precision (fp16 with a GradScaler for every optimizer)
+    fp16_max_skip_streak: int | None = MISSING  #: more fp16-skipped updates in a row: stop, diverged
+    fp16_max_skipped_fraction: float | None = MISSING  #: at the end: skipped > streak + this x updates
     max_grad_norm: float | None = MISSING  #: clipping (off in the paper)
     #: lr of the head (classifier + pooler) as a multiple of optim.lr; null: one lr for all
     head_lr_scale: float | None = None
@@ -358,6 +360,12 @@ def validate_config(cfg: DictConfig) -> None:
     v = _get(cfg, "task.target_scale")
     if v is not None and (not TASKS[task].is_regression or not v > 0):
         raise bad("task.target_scale", v, f"> 0 or null for a regression task, null for {task}")
+    v = _get(cfg, "trainer.fp16_max_skip_streak")
+    if v is not None and (isinstance(v, bool) or v < 0):
+        raise bad("trainer.fp16_max_skip_streak", v, ">= 0 or null (off)")
+    v = _get(cfg, "trainer.fp16_max_skipped_fraction")
+    if v is not None and not 0 <= v <= 1:
+        raise bad("trainer.fp16_max_skipped_fraction", v, "in [0, 1] or null (off)")
     bs = _get(cfg, "trainer.batch_schedule")
     if bs is not None and (len(bs) == 0 or any(b < 1 for b in bs)):
         raise bad("trainer.batch_schedule", list(bs), "a non-empty list of batch sizes >= 1")

@@ -47,6 +47,10 @@ NON_IDENTITY_KEYS: tuple[str, ...] = (
     "trainer.stop_after_updates",
     "trainer.cpu",  # the device is recorded under ``hardware``
     "trainer.predict_test",
+    # the fp16 skip rule: when a run that no longer trains (every update skipped) is stopped and called
+    # diverged; no number of a run that trains depends on them (added after runs existed: identities kept)
+    "trainer.fp16_max_skip_streak",
+    "trainer.fp16_max_skipped_fraction",
     "data.num_workers",
     "data.cache_dir",
     "data.data_dir",  # replaced by the fingerprint of the files it holds

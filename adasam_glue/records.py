@@ -21,8 +21,10 @@ Record layout (``SCHEMA_VERSION`` 2; version 1 records are still read), top-leve
 - version 2 adds: ``identity`` (``adasam_glue.identity.run_identity``: what can change a result),
   ``identity_hash`` and ``group_hash`` (the same without the seed: one report cell),
   ``attempts`` (one entry per launch: started/finished, status, updates at start and end, commit,
-  error, ``wandb_error`` when wandb failed and the run went on without it; a failed attempt never erases what an earlier one recorded), ``data_quality`` (rows read and
-  skipped per split), ``skipped_updates`` (fp16 overflow skips)
+  error, ``wandb_error`` when wandb failed and the run went on without it; a failed attempt never erases
+  what an earlier one recorded), ``data_quality`` (rows read and skipped per split), ``skipped_updates``
+  (fp16 overflow skips), ``diverged_reason`` (str, a ``diverged`` run written since the rule below: why
+  it was stopped)
 
 When it is written: at every evaluation, checkpoint, signal and at the end of a run, never per update,
 so the cost of keeping it is independent of the run's length.
@@ -43,6 +45,83 @@ RECORD_NAME = "record.json"
 STATUSES = ("running", "completed", "diverged", "failed", "preempted")
 #: statuses after which a run is never trained again (the record is the result)
 FINAL_STATUSES = ("completed", "diverged")
+
+
+#: The fp16 skip rule's values as ``conf/trainer/default.yaml`` sets them: applied to records written
+#: before the keys existed (their configs lack them). A test checks that the two agree.
+FP16_MAX_SKIP_STREAK = 20
+FP16_MAX_SKIPPED_FRACTION = 0.05
+
+
+def fp16_skip_limits(config: Any) -> tuple[int | None, float | None]:
+    """``(max_skip_streak, max_skipped_fraction)`` of a run: its config's ``trainer.fp16_*`` keys, the
+    defaults above where the config predates them (``null`` in a config turns that part off)."""
+    trainer = config.get("trainer") if isinstance(config, dict) else None
+    trainer = trainer if isinstance(trainer, dict) else {}
+    streak = trainer.get("fp16_max_skip_streak", FP16_MAX_SKIP_STREAK)
+    fraction = trainer.get("fp16_max_skipped_fraction", FP16_MAX_SKIPPED_FRACTION)
+    return streak, fraction
+
+
+def too_many_skips(
+    skipped: int, updates: int, max_streak: int | None, max_fraction: float | None
+) -> str | None:
+    """The fp16 skip rule's total part: why ``skipped`` of ``updates`` is not a run that trained, or None.
+
+    A GradScaler skips an update whose scaled gradient is not finite. A healthy fp16 run skips a few
+    in a row at its start, while the scale falls from 2**16 to one that fits (at most
+    ``max_streak``), and then about one per 2000 updates, when the scale tries to grow; a run whose
+    weights are NaN skips every update and would end ``completed`` with nothing learnt. So: more than
+    ``max_streak + max_fraction * updates`` skipped updates is divergence (``max_fraction`` None: off).
+    """
+    if max_fraction is None or not skipped:
+        return None
+    allowed = (max_streak or 0) + max_fraction * updates
+    if skipped <= allowed:
+        return None
+    return (
+        f"fp16: {skipped} of {updates} updates skipped for non-finite gradients, more than "
+        f"trainer.fp16_max_skip_streak + trainer.fp16_max_skipped_fraction x updates = "
+        f"{max_streak or 0} + {max_fraction:g} x {updates} = {allowed:g}: the run did not train"
+    )
+
+
+def final_loss_not_finite(record: dict[str, Any]) -> str | None:
+    """Why a record's last train loss (at its last update) says the run ended broken, or None.
+
+    The trainer stops a run as ``diverged`` at a non-finite loss on an applied update; under fp16 a NaN
+    loss on a *skipped* update went unnoticed, so a run could end ``completed`` with NaN weights.
+    """
+    curve = record.get("train_curve")
+    if not isinstance(curve, list) or not curve or not isinstance(curve[-1], dict):
+        return None
+    last = curve[-1]
+    if last.get("update") != record.get("optimizer_updates"):
+        return None
+    try:
+        loss = float(last.get("loss"))
+    except (TypeError, ValueError):
+        return None
+    if math.isfinite(loss):
+        return None
+    return f"train loss {loss} at the last update ({last.get('update')}): the run ended with broken weights"
+
+
+def skip_rule_verdict(record: dict[str, Any]) -> str | None:
+    """Why a ``completed`` record breaks the divergence rule (docs/algorithms.md §2.2), or None.
+
+    Records written before the rule existed can say ``completed`` for a run that never trained (an fp16
+    run whose updates were nearly all skipped); the report and the lr selection read them through this.
+    """
+    if record.get("status") != "completed":
+        return None
+    skipped, updates = record.get("skipped_updates"), record.get("optimizer_updates")
+    if isinstance(skipped, int) and isinstance(updates, int):
+        streak, fraction = fp16_skip_limits(record.get("config"))
+        why = too_many_skips(skipped, updates, streak, fraction)
+        if why:
+            return why
+    return final_loss_not_finite(record)
 
 
 class RecordError(ValueError):
@@ -168,6 +247,7 @@ _PROGRESS = (
     "micro_batch_passes",
     "samples_seen",
     "skipped_updates",
+    "diverged_reason",
     "train_curve",
     "eval_curve",
     "best",
@@ -227,6 +307,8 @@ class RunRecorder:
             "final": state.final,
             "wall_time_s": state.wall_time_s,
         }
+        if getattr(state, "diverged_reason", None):
+            out["diverged_reason"] = state.diverged_reason
         if state.sharpness is not None:
             out["sharpness"] = state.sharpness
         if state.sharpness_curve:

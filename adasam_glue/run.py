@@ -12,7 +12,8 @@ Contract (relied on by ``adasam_glue.experiments`` and the report):
   resumed. A different identity in the same dir is refused with the keys that differ (or reused on
   ``reuse_run_dir=true``, which records the change).
 - ``cfg.dry_run``: print ``run: <overrides>`` and return without loading anything.
-- Every outcome writes the record: ``completed``, ``diverged`` (NaN loss), ``preempted`` (signal or
+- Every outcome writes the record: ``completed``, ``diverged`` (NaN loss on an applied update, or the
+  fp16 skip rule: ``adasam_glue.trainer``, with ``diverged_reason``), ``preempted`` (signal or
   ``trainer.stop_after_updates``), ``failed`` (exception or Ctrl-C, re-raised after the record is
   written, keeping what earlier attempts recorded). The completed record is written before the resume
   checkpoint is removed, so a kill in between leaves a completed (or resumable) run.
@@ -438,10 +439,12 @@ def _summary(record: dict[str, Any], run_dir: Path, cfg: DictConfig, seconds: fl
         return f"{m} (update {entry['update']})"
 
     runs_root = Path(cfg.results_dir).expanduser().absolute() / "runs"
+    why = [f"  why:       {record['diverged_reason']}"] if record.get("diverged_reason") else []
     lines = [
         f"== {record['run_id']}: {record['status']} ==",
         f"  updates {record['optimizer_updates']}, forward/backward passes {record['forward_backward_passes']}, "
         f"skipped updates {record.get('skipped_updates', 0)}, wall time {seconds:.1f}s",
+        *why,
         f"  best dev:  {metrics(record.get('best'))}",
         f"  final dev: {metrics(record.get('final'))}",
         f"  record:    {run_dir / RECORD_NAME}",

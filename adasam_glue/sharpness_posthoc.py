@@ -5,6 +5,11 @@ from its record (the same load, subsample and tokenization as training), measure
 (:func:`adasam_glue.sharpness.measure_sharpness`, with the run's own ``sharpness`` settings unless
 overridden) and adds the block to ``RUN_DIR/record.json`` under ``"sharpness"``, changing nothing else.
 The block also gets ``"checkpoint"`` (``best``/``final``), ``"update"`` and ``"measured_at"``.
+
+It holds the run dir's lock (:func:`adasam_glue.run_dir.run_dir_lock`) from reading the record to
+writing it, so a training launch of the same run dir cannot write in between (nor start meanwhile),
+and it measures only a finished run (``completed``/``diverged``): a running, preempted or failed run
+is refused, since its resume would rewrite the record without the block and replace the model.
 """
 
 from __future__ import annotations
@@ -21,10 +26,15 @@ from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 
 from adasam_glue.config import CONF_DIR
-from adasam_glue.records import RECORD_NAME, RecordError, read_record, write_record
+from adasam_glue.records import FINAL_STATUSES, RECORD_NAME, RecordError, read_record, write_record
+from adasam_glue.run_dir import run_dir_lock
 from adasam_glue.sharpness import MODEL_DIR, build_loss_fn, measure_sharpness, subset_batches
 
-__all__ = ["main", "measure_run", "sharpness_settings"]
+__all__ = ["RunNotFinished", "main", "measure_run", "sharpness_settings"]
+
+
+class RunNotFinished(ValueError):
+    """The run dir's record is not final (running, preempted, failed): nothing to measure yet."""
 
 
 def sharpness_settings(record_cfg: Mapping[str, Any] | None, overrides: Sequence[str]) -> DictConfig:
@@ -52,7 +62,20 @@ def measure_run(
     record_path = run_dir / RECORD_NAME
     if not record_path.is_file():
         raise FileNotFoundError(f"{record_path}: no run record (is {run_dir} a run dir?)")
+    with run_dir_lock(run_dir):  # raises RunDirLocked (naming host and pid) while a launch holds it
+        return _measure_locked(run_dir, record_path, overrides, device)
+
+
+def _measure_locked(
+    run_dir: Path, record_path: Path, overrides: Sequence[str], device: str | None
+) -> dict[str, Any]:
     record = read_record(record_path)
+    status = record.get("status")
+    if status not in FINAL_STATUSES:
+        raise RunNotFinished(
+            f"{record_path}: the run is {status!r}, not one of {', '.join(FINAL_STATUSES)}: measure it once "
+            "it has finished (a resumed run rewrites its record and model, and the block would be lost)"
+        )
     config = record.get("config")
     if not isinstance(config, dict) or "task" not in config or "data" not in config:
         raise RecordError(f"{record_path}: the record has no resolved 'config' with task and data")
@@ -124,10 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"worst_case_adaptive={v['worst_case_adaptive']}; {c['seconds']:.1f}s, {c['hvp_count']} HVPs"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -68,6 +68,11 @@ class TrainerSettings:
     sharpness_enabled: bool
     sharpness_every: int
     progress_bar: bool
+    #: fp16 skip rule (docs/algorithms.md §2.2): more skipped updates in a row than this stops the run as
+    #: ``diverged``; ``None``: off
+    fp16_max_skip_streak: int | None
+    #: at the end, more than ``fp16_max_skip_streak + this x updates`` skipped: ``diverged``; ``None``: off
+    fp16_max_skipped_fraction: float | None
 
     @classmethod
     def from_config(cls, cfg: Any) -> TrainerSettings:
@@ -89,6 +94,8 @@ class TrainerSettings:
             sharpness_enabled=bool(cfg.sharpness.enabled),
             sharpness_every=cfg.sharpness.every,
             progress_bar=t.progress_bar,
+            fp16_max_skip_streak=t.fp16_max_skip_streak,
+            fp16_max_skipped_fraction=t.fp16_max_skipped_fraction,
         )
 
 
@@ -102,6 +109,7 @@ class TrainState:
     #: fp16 updates skipped for a non-finite gradient (counted in ``updates``; the lr schedule did not
     #: advance for them, as HF Trainer/Accelerate do; weights and optimizer state untouched)
     skipped_updates: int = 0
+    skip_streak: int = 0  #: skipped updates in a row up to now (the fp16 skip rule)
     samples_seen: int = 0
     epoch: int = 0
     micro_in_epoch: int = 0  #: micro-batches of ``epoch`` already consumed (per process)
@@ -109,6 +117,7 @@ class TrainState:
     eval_curve: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     status: str = "running"
+    diverged_reason: str | None = None  #: why a ``diverged`` run was stopped (written to the record)
     wall_time_s: float = 0.0
     sharpness: dict[str, Any] | None = None
     sharpness_curve: list[dict[str, Any]] = field(default_factory=list)
@@ -196,8 +205,10 @@ class Trainer:
         st.micro_batch_passes += out.passes * len(micro_batches)
         if out.skipped:
             st.skipped_updates += 1  # fp16 overflow: nothing applied; the schedule waits (HF/Accelerate)
+            st.skip_streak += 1
         else:
             self.scheduler.step()  # the schedule counts applied updates
+            st.skip_streak = 0
         st.updates += 1
         return out.loss_sum
 
@@ -257,9 +268,13 @@ class Trainer:
                 )
                 bar.update(1)
 
+                why = None
                 if not math.isfinite(loss) and not skipped:  # an fp16 overflow is a skipped update
-                    st.status = "diverged"  # diverged runs are data: stop, keep the record
-                    log.warning("loss is %s at update %d: stopping, status=diverged", loss, st.updates)
+                    why = f"train loss {loss} at update {st.updates} (an applied update)"
+                elif tcfg.fp16_max_skip_streak is not None and st.skip_streak > tcfg.fp16_max_skip_streak:
+                    why = self._skip_streak_reason()
+                if why is not None:
+                    self._diverge(why)  # diverged runs are data: stop, keep the record
                     break
                 # The record is written at evals, checkpoints, signals and the end, never per update:
                 # its size grows with the run, so a per-update write would make the run quadratic.
@@ -282,6 +297,10 @@ class Trainer:
                 if write_record:
                     self.on_progress(st)
             bar.close()
+            if st.status == "running":
+                why = self._end_of_run_verdict()
+                if why is not None:
+                    self._diverge(why)
             # The final phase stays under the handlers: a signal now lets it finish (it is short), so a
             # preemption here never kills the run between its last update and its completed record.
             if st.status == "running":
@@ -294,6 +313,33 @@ class Trainer:
                 st.status = "completed"
             st.wall_time_s += time.perf_counter() - started
         return st
+
+    # ------------------------------------------------------------------ the divergence rule
+    def _diverge(self, why: str) -> None:
+        self.state.status, self.state.diverged_reason = "diverged", why
+        log.warning("stopping at update %d, status=diverged: %s", self.state.updates, why)
+
+    def _skip_streak_reason(self) -> str:
+        scale = f"; loss scale now {self.scaler.get_scale():g}" if self.scaler is not None else ""
+        return (
+            f"fp16: {self.state.skip_streak} updates in a row skipped for non-finite gradients (up to update "
+            f"{self.state.updates}{scale}), more than "
+            f"trainer.fp16_max_skip_streak={self.settings.fp16_max_skip_streak}: the run no longer trains"
+        )
+
+    def _end_of_run_verdict(self) -> str | None:
+        """The rule's end-of-run part (:func:`adasam_glue.records.skip_rule_verdict`, the one the report
+        applies to old records): too many skipped updates in all, or a non-finite last train loss."""
+        from adasam_glue.records import final_loss_not_finite, too_many_skips
+
+        st, t = self.state, self.settings
+        why = too_many_skips(
+            st.skipped_updates, st.updates, t.fp16_max_skip_streak, t.fp16_max_skipped_fraction
+        )
+        if why is None:
+            record = {"train_curve": st.train_curve[-1:], "optimizer_updates": st.updates}
+            why = final_loss_not_finite(record)
+        return why
 
     def remove_checkpoint(self) -> None:
         """Delete the resume checkpoint; the caller does this only after the completed record is written."""

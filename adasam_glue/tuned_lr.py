@@ -42,7 +42,10 @@ File format (``schema_version`` 1), written by :func:`select`, read by the resol
     }
 
 Selection rule: among grid points whose every seed completed with a finite metric, the highest mean
-metric; ties go to the smaller lr. A point with a diverged seed is never selected. A group with a grid
+metric; ties go to the smaller lr. A point with a diverged seed is never selected; a record that says
+``completed`` but breaks the divergence rule (:func:`adasam_glue.records.skip_rule_verdict`: fp16 updates
+nearly all skipped, or a non-finite last train loss) counts as diverged, its seed entry saying why
+(``"note"``). A group with a grid
 point that has not finished (no record, or running/preempted/failed) is not selected at all: finish the
 tuning runs first (rerunning skips completed ones).
 """
@@ -323,7 +326,7 @@ def select(
     runs: Iterable[TuningRun], tuning_name: str, results_dir: str | Path, write: bool = True
 ) -> list[str]:
     """Select per (task, optimizer) and write the files; return one line per group saying what happened."""
-    from adasam_glue.records import atomic_write_text
+    from adasam_glue.records import atomic_write_text, skip_rule_verdict
     from adasam_glue.tasks import TASKS
 
     groups: dict[tuple[str, str], list[TuningRun]] = {}
@@ -345,6 +348,9 @@ def select(
             for r in sorted(by_lr[lr], key=lambda r: r.seed):
                 rec = _read(r.run_dir)
                 status = (rec or {}).get("status")
+                verdict = skip_rule_verdict(rec) if rec else None
+                if verdict:  # an old record's "completed" for a run that did not train
+                    status = "diverged"
                 seeds.append(
                     {
                         "seed": r.seed,
@@ -353,6 +359,7 @@ def select(
                         "best_update": ((rec or {}).get("best") or {}).get("update"),
                         "run_dir": str(r.run_dir),
                     }
+                    | ({"note": verdict} if verdict else {})
                 )
                 if status not in ("completed", "diverged"):
                     unfinished.append(f"lr {lr:g} seed {r.seed}: {status or 'not run'}")

@@ -299,3 +299,35 @@ def test_other_sources_report_zero_skipped(tmp_path):
         s: {"file": None, "rows": len(d), "skipped": 0, "reasons": {}, "first_lines": [], "expected": None}
         for s, d in disk.items()
     }
+
+
+def test_a_same_size_edit_with_the_mtime_kept_is_not_served_from_the_cache(tmp_path):
+    """Issue 24 B: the TSV cache was keyed by path, size and mtime, the run identity by content. An edit
+    that keeps the size and the mtime (``cp -p``, ``rsync -t``, ``os.utime``) trained on the old cached
+    labels while the record fingerprinted the new file. The cache is keyed by the content fingerprint."""
+    import os
+
+    from adasam_glue.identity import fingerprint_path
+
+    rows = [
+        f"1{T}1{T}2{T}Amrozi accused his brother .{T}Amrozi accused him .",
+        f"0{T}3{T}4{T}Yucaipa owned Dominick 's .{T}Yucaipa bought it .",
+    ]
+    root = _mrpc(tmp_path / "glue", rows)
+    train = root / "MRPC/train.tsv"
+    first = load_glue("mrpc", source="tsv", data_dir=root, cache_dir=tmp_path / "c")
+    assert first["train"]["label"] == [1, 0]
+    before, stat = fingerprint_path(root, ("*.tsv",)), train.stat()
+    # one label flipped: same size, mtime put back
+    train.write_bytes(train.read_bytes().replace(b"\n0\t3\t4\t", b"\n1\t3\t4\t"))
+    os.utime(train, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert train.stat().st_size == stat.st_size and train.stat().st_mtime_ns == stat.st_mtime_ns
+    assert fingerprint_path(root, ("*.tsv",)) != before  # the identity sees the edit ...
+    again = load_glue("mrpc", source="tsv", data_dir=root, cache_dir=tmp_path / "c")
+    assert again["train"]["label"] == [1, 1]  # ... and so does the cache
+    # the same content at another path is the same cached dataset (content, not path)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    os.replace(root / "MRPC", moved / "MRPC")
+    load_glue("mrpc", source="tsv", data_dir=moved, cache_dir=tmp_path / "c")
+    assert len(list((tmp_path / "c/adasam_glue/tsv").glob("mrpc-*"))) == 2

@@ -843,3 +843,20 @@ def test_reproduce_all_tunes_then_trains_the_table_with_the_selected_lr(tmp_path
     table = [r for k, r in records.items() if k.startswith("runs/table2/")]
     assert len(tune) == 4 and len(table) == 1 and {r["status"] for r in records.values()} == {"completed"}
     assert table[0]["config"]["optim"]["lr"] == sel["lr"]
+
+
+def test_select_lr_counts_a_never_trained_fp16_record_as_diverged(tmp_path, capsys):
+    """Issue 24 A, the lr selection: the best lr's record says completed but skipped every update."""
+    _fake_tuning(tmp_path, "table2_tune", ["task=rte", "method=sgd"], best=0.01, select=False)
+    rec_path = next((tmp_path / "runs" / "table2_tune" / "rte" / "sgd").glob("*lr0.01_*/seed1/record.json"))
+    rec = json.loads(rec_path.read_text())
+    rec_path.write_text(json.dumps(rec | {"skipped_updates": 100, "optimizer_updates": 100}))
+    rc, out, err = _main(
+        ["select-lr", "table2_tune", "task=rte", "method=sgd", f"results_dir={tmp_path}"], capsys
+    )
+    assert rc == 0, err
+    sel = json.loads((tmp_path / "runs/table2_tune/rte/sgd/tuned_lr.json").read_text())
+    point = next(p for p in sel["points"] if p["lr"] == 0.01)
+    assert point["status"] == "diverged" and point["metric"] is None
+    assert "100 of 100 updates skipped" in point["seeds"][0]["note"]
+    assert sel["lr"] != 0.01

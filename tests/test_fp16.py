@@ -311,3 +311,61 @@ def test_fp16_overflow_in_the_forward_is_a_skipped_update_not_a_divergence(tiny_
     monkeypatch.setattr(trainer_mod.Trainer, "_losses", overflow_once)
     rec = run(tiny_cfg("optim=adasam", "trainer.mixed_precision=fp16", run_dir=tmp_path / "r"))
     assert rec["status"] == "completed" and rec["skipped_updates"] == 1 and rec["optimizer_updates"] == 4
+
+
+# ----------------------------------------------------------------------------- the fp16 skip rule
+@pytest.mark.parametrize(
+    ("overrides", "updates", "why"),
+    [
+        # the streak part: 1 applied update (weights blown up), then skipped in a row; stopped after 3 + 1
+        (["trainer.fp16_max_skip_streak=3", "trainer.max_updates=8"], 5, "4 updates in a row skipped"),
+        # 4 updates, 3 skipped (under the default streak of 20): the last train loss is NaN
+        ([], 4, "train loss nan at the last update (4)"),
+    ],
+    ids=["streak", "final-loss"],
+)
+def test_an_fp16_run_that_skips_nearly_every_update_is_diverged(tiny_cfg, tmp_path, overrides, updates, why):
+    """Issue 24 A: lr=100 under fp16 makes the weights NaN after one update; every later update overflows
+    and is skipped, and the loss is NaN only on skipped updates. The run used to end ``completed`` (the
+    old rule looked at applied updates only); the skip rule makes it ``diverged`` with its reason."""
+    from adasam_glue.records import read_record
+    from adasam_glue.run import run
+
+    rec = run(tiny_cfg("trainer.mixed_precision=fp16", "task.lr=100", *overrides, run_dir=tmp_path / "r"))
+    assert rec["status"] == "diverged", rec["status"]
+    assert rec["optimizer_updates"] == updates and rec["skipped_updates"] == updates - 1
+    assert why in rec["diverged_reason"]
+    on_disk = read_record(tmp_path / "r" / "record.json")
+    assert on_disk["status"] == "diverged" and on_disk["diverged_reason"] == rec["diverged_reason"]
+    assert on_disk["attempts"][-1]["status"] == "diverged"
+
+
+def test_the_skip_rule_total_part_and_its_defaults():
+    """More than streak + fraction x updates skipped is divergence; the constants are the YAML's."""
+    from omegaconf import OmegaConf
+
+    from adasam_glue.config import CONF_DIR
+    from adasam_glue.records import (
+        FP16_MAX_SKIP_STREAK,
+        FP16_MAX_SKIPPED_FRACTION,
+        skip_rule_verdict,
+        too_many_skips,
+    )
+
+    yaml = OmegaConf.load(CONF_DIR / "trainer" / "default.yaml")
+    assert yaml.fp16_max_skip_streak == FP16_MAX_SKIP_STREAK == 20
+    assert yaml.fp16_max_skipped_fraction == FP16_MAX_SKIPPED_FRACTION == 0.05
+    # a healthy run: calibration at the start plus one per growth interval
+    assert too_many_skips(16 + 5, 10_000, 20, 0.05) is None
+    assert too_many_skips(70, 1000, 20, 0.05) is None  # 70 = 20 + 50: at the limit
+    assert "71 of 1000 updates skipped" in too_many_skips(71, 1000, 20, 0.05)
+    assert too_many_skips(999, 1000, 20, None) is None  # null: off
+    curve = [{"update": 40, "loss": 0.5, "lr": 1e-5}]
+    old = {"status": "completed", "skipped_updates": 39, "optimizer_updates": 40, "train_curve": curve}
+    assert "39 of 40 updates skipped" in skip_rule_verdict(old)
+    assert skip_rule_verdict({**old, "config": {"trainer": {"fp16_max_skipped_fraction": None}}}) is None
+    assert skip_rule_verdict({**old, "skipped_updates": 2}) is None
+    assert "train loss nan" in skip_rule_verdict(
+        {**old, "skipped_updates": 2, "train_curve": [{"update": 40, "loss": "nan", "lr": 1e-5}]}
+    )
+    assert skip_rule_verdict({**old, "status": "diverged"}) is None  # only a completed record is re-judged

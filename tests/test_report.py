@@ -763,3 +763,129 @@ def test_caption_gives_the_lr_and_a_tuned_lr_as_its_range(tmp_path):
     col = load_runs(runs).runs
     assert lr_text(col) == "lr 0.003–0.03 (per task and optimizer), linear schedule, 6 warmup updates"
     assert lr_text([r for r in col if r.task == "mrpc"]) == "lr 0.003, linear schedule, 6 warmup updates"
+
+
+# ----------------------------------------------------------------------------- what the report flags (issue 24)
+def _patch(path: Path, **keys) -> None:
+    """Add ``keys`` to a written record (what an old or unusual record holds)."""
+    rec = json.loads(path.read_text())
+    write_record(path, rec | keys)
+
+
+def test_a_completed_record_whose_fp16_updates_were_all_skipped_counts_as_diverged(tmp_path):
+    """Issue 24 A, old records: ``completed`` with 39 of 40 updates skipped (the fp16 run never trained)
+    is diverged in the report: out of the mean and the rho selection, counted (†), listed with why."""
+    runs = tmp_path / "runs"
+    make_record(runs, "rte", "amsgrad", 1, {"accuracy": 0.70})
+    bad = make_record(runs, "rte", "amsgrad", 2, {"accuracy": 0.90})
+    _patch(bad, skipped_updates=39)  # optimizer_updates is 40
+    # AdaSAM: rho 0.01 would win on a never-trained seed; rho 0.005 is the honest choice
+    make_record(runs, "rte", "adasam", 1, {"accuracy": 0.60}, rho=0.01)
+    _patch(make_record(runs, "rte", "adasam", 2, {"accuracy": 0.99}, rho=0.01), skipped_updates=40)
+    make_record(runs, "rte", "adasam", 1, {"accuracy": 0.65}, rho=0.005)
+    make_record(runs, "rte", "adasam", 2, {"accuracy": 0.67}, rho=0.005)
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "table1.md").read_text()
+    cell = {m: dict(zip(md_header(text), md_rows(text)[m])) for m in ("AMSGrad", "AdaSAM")}
+    assert cell["AMSGrad"]["RTE acc"] == "**70.00** (1)†"
+    assert cell["AdaSAM"]["RTE acc"] == "66.00 ± 1.41 (2)†"
+    assert section_rows(text, "## rho selection")["RTE"][:3] == [
+        "0.005",
+        "0.005: 66.00 (2), 0.01: 60.00 (1) (1 diverged)",
+        "1",
+    ]
+    assert "- Diverged runs: 2 in 2 identities" in text
+    assert "Flagged by the report: " in text and "39 of 40 updates skipped" in text
+    assert "[diverged: record says completed; fp16: 39 of 40 updates skipped" in text
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "## Runs flagged by the report" in readme and "diverged 2" in readme
+    assert "- `table1/rte/amsgrad/beta0.9_b16/seed2/record.json`: diverged: record says completed;" in readme
+
+
+def test_a_run_resumed_under_a_changed_config_is_excluded_and_listed(tmp_path):
+    """Issue 24 F1: ``reuse_run_dir=true`` records the changed keys in the attempt (``identity_changes``);
+    the report read them nowhere and pooled the run. Its numbers mix two configs: excluded, listed."""
+    runs = tmp_path / "runs"
+    make_record(runs, "rte", "amsgrad", 1, {"accuracy": 0.70})
+    make_record(runs, "rte", "amsgrad", 2, {"accuracy": 0.72})
+    mixed = make_record(runs, "rte", "amsgrad", 3, {"accuracy": 0.99})
+    attempts = [
+        {"status": "preempted", "updates_at_start": 0, "updates_at_end": 20},
+        {"status": "completed", "updates_at_start": 20, "updates_at_end": 40,
+         "identity_changes": [["config.task.max_length", 128, 256]]},
+    ]  # fmt: skip
+    _patch(mixed, attempts=attempts)
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "table1.md").read_text()
+    cell = dict(zip(md_header(text), md_rows(text)["AMSGrad"]))
+    assert cell["RTE acc"] == "71.00 ± 1.41 (2)"  # seeds 1 and 2 only
+    assert (
+        "Not used (not completed, or excluded): AMSGrad RTE beta1=0.9 seed 3, identity " in text
+        and "[excluded: record says completed; resumed under a changed config (reuse_run_dir=true: "
+        "config.task.max_length 128 -> 256): its results mix two configs]"
+        in text
+    )
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "## Runs flagged by the report" in readme
+    assert (
+        "- `table1/rte/amsgrad/beta0.9_b16/seed3/record.json`: status excluded: record says completed;"
+        in readme
+    )
+
+
+def test_duplicates_keep_a_completed_record_then_the_latest_one_by_a_stated_rule(tmp_path):
+    """Issue 24 F2: duplicates (one identity and seed) were resolved by path order among records of one
+    experiment and final status. Now: completed over diverged over the rest, the table's experiment,
+    then the latest ``finished_at``, then the path; every dropped record is listed."""
+    runs = tmp_path / "runs"
+    # RTE: a rerun of the same run (same identity, seed, experiment), the newer one at the later path
+    old = make_record(runs, "rte", "amsgrad", 1, {"accuracy": 0.70}, folder="_a")
+    new = make_record(runs, "rte", "amsgrad", 1, {"accuracy": 0.72}, folder="_b")
+    _patch(old, finished_at="2025-01-01T00:00:00+00:00")
+    _patch(new, finished_at="2025-03-01T00:00:00+00:00")
+    # CoLA: the earlier path diverged (and finished later), the other copy completed
+    div = make_record(
+        runs, "cola", "amsgrad", 1, None, folder="_a", status="diverged", losses=[0.7, float("nan")]
+    )
+    done = make_record(runs, "cola", "amsgrad", 1, {"mcc": 0.60}, folder="_b")
+    _patch(div, finished_at="2025-03-01T00:00:00+00:00")
+    _patch(done, finished_at="2025-01-01T00:00:00+00:00")
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "table1.md").read_text()
+    cell = dict(zip(md_header(text), md_rows(text)["AMSGrad"]))
+    assert cell["RTE acc"] == "72.00 (1)" and cell["CoLA MCC"] == "60.00 (1)"
+    assert (
+        "table1/rte/amsgrad/beta0.9_b16_a/seed1/record.json [completed] "
+        "(kept table1/rte/amsgrad/beta0.9_b16_b/seed1/record.json [completed])" in text
+    )
+    assert (
+        "table1/cola/amsgrad/beta0.9_b16_a/seed1/record.json [diverged] "
+        "(kept table1/cola/amsgrad/beta0.9_b16_b/seed1/record.json [completed])" in text
+    )
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "duplicates dropped: 2" in readme
+
+
+def test_rows_lost_to_malformed_tsv_lines_are_flagged(tmp_path):
+    """Issue 24 F3: ``data_quality`` (malformed rows skipped in train/dev) was read nowhere by the report.
+    The run stays in its cell (every run of the identity read the same files) and is flagged."""
+    runs = tmp_path / "runs"
+    make_record(runs, "mrpc", "amsgrad", 1, {"accuracy": 0.80, "f1": 0.85})
+    lossy = make_record(runs, "mrpc", "amsgrad", 2, {"accuracy": 0.82, "f1": 0.86})
+    quality = {
+        "train": {"rows": 3660, "skipped": 8, "file": "/glue/MRPC/train.tsv"},
+        "validation": {"rows": 405, "skipped": 3, "file": "/glue/MRPC/dev.tsv"},
+    }
+    _patch(lossy, data_quality=quality)
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "table1.md").read_text()
+    assert dict(zip(md_header(text), md_rows(text)["AMSGrad"]))["MRPC acc"] == "81.00 ± 1.41 (2)"
+    assert (
+        "Flagged by the report: AMSGrad MRPC beta1=0.9 seed 2, identity " in text
+        and "[completed: malformed rows skipped: train 8 of 3668 rows, validation 3 of 408 rows]" in text
+    )
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert (
+        "- `table1/mrpc/amsgrad/beta0.9_b16/seed2/record.json`: completed: malformed rows skipped: "
+        "train 8 of 3668 rows, validation 3 of 408 rows" in readme
+    )

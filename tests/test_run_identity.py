@@ -132,6 +132,10 @@ def test_preempted_run_does_not_resume_under_another_identity(tiny_cfg, tmp_path
     assert rec["status"] == "preempted" and rec["optimizer_updates"] == 2
     resumed = run(tiny_cfg("optim=adasam", override, "reuse_run_dir=true", run_dir=d))  # the explicit way
     assert resumed["status"] == "completed" and resumed["attempts"][-1]["identity_changes"]
+    from adasam_glue.report.collect import judge  # the report excludes it (issue 24 F1), naming the keys
+
+    status, flags = judge(read_record(d / "record.json"))
+    assert status == "excluded" and "resumed under a changed config" in flags[0]
 
 
 @pytest.mark.parametrize("damage", ["truncate_model", "remove_rank", "corrupt_state"])
@@ -340,3 +344,103 @@ def test_identities_of_existing_configs_never_move(overrides, pinned):
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         cfg = compose("config", overrides=overrides)
     assert group_hash(run_identity(cfg, world_size=1)) == pinned
+
+
+# ----------------------------------------------------------------------------- locks without flock (issue 24 G)
+def _no_flock(monkeypatch) -> None:
+    """The run dir's file system has no locks: NFS without lockd, Lustre without -o flock."""
+    import errno
+
+    import adasam_glue.run_dir as run_dir_module
+
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_dir_module.fcntl, "flock", flock)
+
+
+def test_a_file_system_without_flock_is_a_clear_error_with_an_opt_in_lock_file(tmp_path, monkeypatch):
+    import json
+    import socket
+
+    from adasam_glue.run_dir import EXCL_LOCK_NAME, LOCK_FALLBACK_ENV, RunDirLockUnsupported
+
+    _no_flock(monkeypatch)
+    monkeypatch.delenv(LOCK_FALLBACK_ENV, raising=False)
+    d = tmp_path / "r"
+    with pytest.raises(RunDirLockUnsupported) as e:  # was a raw OSError traceback
+        with run_dir_lock(d):
+            pytest.fail("locked without a lock")
+    msg = str(e.value)
+    assert str(d / ".lock") in msg and "ENOLCK" in msg and f"{LOCK_FALLBACK_ENV}=1" in msg
+    assert isinstance(e.value, ConfigError)  # a user error: the CLI prints one line, no traceback
+
+    monkeypatch.setenv(LOCK_FALLBACK_ENV, "1")
+    lock = d / EXCL_LOCK_NAME
+    with run_dir_lock(d):
+        holder = json.loads(lock.read_text())
+        assert holder["host"] == socket.gethostname() and holder["pid"] == os.getpid()
+        with pytest.raises(RunDirLocked, match=f"pid {os.getpid()}, since .*; on this host"):
+            with run_dir_lock(d):
+                pytest.fail("two holders")
+        assert lock.exists()  # the refused launch left the holder's file alone
+    assert not lock.exists()
+
+    # a lock file left by a killed run of this host: its pid is dead, so it is taken over
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "since": "earlier"}))
+    with run_dir_lock(d):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+
+    # one of another host cannot be checked from here: refused, naming host and pid, and kept
+    lock.write_text(json.dumps({"host": "node-17", "pid": 4242, "since": "2025-01-01T00:00:00"}))
+    with pytest.raises(
+        RunDirLocked, match="host node-17, pid 4242, since 2025-01-01T00:00:00; on another host"
+    ) as e:
+        with run_dir_lock(d):
+            pytest.fail("took another host's lock")
+    assert f"delete {lock}" in str(e.value) and lock.exists()
+
+    monkeypatch.setenv(LOCK_FALLBACK_ENV, "maybe")
+    lock.unlink()
+    with pytest.raises(ConfigError, match=f"invalid {LOCK_FALLBACK_ENV}='maybe'"):
+        with run_dir_lock(d):
+            pass
+
+
+def test_a_flock_held_on_another_host_is_reported_as_such(tmp_path, monkeypatch):
+    """NFS with lockd: the holder may be a process of another node; its pid means nothing here."""
+    import json
+
+    import adasam_glue.run_dir as run_dir_module
+
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / ".lock").write_text(json.dumps({"host": "node-3", "pid": 99, "since": "2025-01-01T00:00:00"}))
+
+    def flock(fd, op):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(run_dir_module.fcntl, "flock", flock)
+    with pytest.raises(RunDirLocked, match="host node-3, pid 99, since 2025-01-01T00:00:00; on another host"):
+        with run_dir_lock(d):
+            pytest.fail("locked")
+
+
+def test_run_without_flock_stops_before_anything_or_trains_with_the_lock_file(
+    tiny_cfg, tmp_path, monkeypatch
+):
+    from adasam_glue.run_dir import EXCL_LOCK_NAME, LOCK_FALLBACK_ENV, RunDirLockUnsupported
+
+    _no_flock(monkeypatch)
+    monkeypatch.delenv(LOCK_FALLBACK_ENV, raising=False)
+    d = tmp_path / "r"
+    with pytest.raises(RunDirLockUnsupported):
+        run(tiny_cfg("optim=amsgrad", run_dir=d))
+    assert not (d / "record.json").exists()
+    monkeypatch.setenv(LOCK_FALLBACK_ENV, "1")
+    assert run(tiny_cfg("optim=amsgrad", run_dir=d))["status"] == "completed"
+    assert not (d / EXCL_LOCK_NAME).exists()

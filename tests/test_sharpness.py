@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import types
 
@@ -523,3 +524,25 @@ def test_sharpness_for_training_uses_the_loader_and_bypasses_autocast_wrapper(mo
     model.__dict__["_original_forward"] = lambda **kw: (calls.append(1), original(**kw))[1]  # as Accelerate
     block = fn(model)
     assert calls and block["settings"]["num_samples_used"] == 8 and block["cost"]["num_batches"] == 3
+
+
+def test_posthoc_takes_the_run_dir_lock_and_refuses_an_unfinished_run(tmp_path, capsys):
+    """Issue 24 G: the post-hoc measurement wrote record.json without the lock or a status check, so it
+    could race a training launch of the same run dir, or add a block that the run's resume would drop."""
+    from adasam_glue.run_dir import RunDirLocked, run_dir_lock
+    from adasam_glue.sharpness_posthoc import RunNotFinished
+
+    run_dir = _tiny_run_dir(tmp_path)
+    path = run_dir / "record.json"
+    before = path.read_bytes()
+    with run_dir_lock(run_dir):  # a training launch holds it
+        with pytest.raises(RunDirLocked, match=f"pid {os.getpid()}"):
+            measure_run(run_dir, device="cpu")
+        assert main([str(run_dir), "--device", "cpu"]) == 2
+        assert "in use by another process" in capsys.readouterr().err
+    assert path.read_bytes() == before
+    for status in ("running", "preempted", "failed"):
+        write_record(path, {**json.loads(before), "status": status})
+        with pytest.raises(RunNotFinished, match=f"the run is '{status}'"):
+            measure_run(run_dir, device="cpu")
+        assert "sharpness" not in json.loads(path.read_text())

@@ -30,6 +30,7 @@ import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from adasam_glue.data.glue_tsv import SPLIT_FILES, TsvFormatError, describe_skipped, parse_glue_tsv
+from adasam_glue.identity import fingerprint_path
 from adasam_glue.tasks import TASK_ORDER, TaskInfo, get_task
 
 logger = logging.getLogger(__name__)
@@ -244,16 +245,16 @@ def _load_tsv(info: TaskInfo, data_dir, cache_dir) -> tuple[DatasetDict, dict[st
                 f"{task_dir}/train.tsv and {_dev_names(info)}. {_GET_DATA}"
             )
     files = {s: p for s, p in files.items() if p.is_file()}
-    # Parse once, save as Arrow; later runs (and datasets' map cache) reuse the saved folder.
+    # Parse once, save as Arrow; later runs (and datasets' map cache) reuse the saved folder. The key is
+    # the files' content fingerprint, the one the run identity holds (identity.fingerprint_path), not
+    # their path, size and mtime: a same-size edit that keeps the mtime (cp -p, rsync -t, os.utime)
+    # must not train on the old cached labels while the record names the new files.
     key = hashlib.sha256(
         json.dumps(
             [
                 _TSV_CACHE_VERSION,
                 info.name,
-                [
-                    (s, str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
-                    for s, p in sorted(files.items())
-                ],
+                [(s, fingerprint_path(p)[p.name]) for s, p in sorted(files.items())],
             ],
         ).encode()
     ).hexdigest()[:16]

@@ -163,12 +163,23 @@ def _index(col, tables, speedup, sharp, files: list[str]) -> str:
     out += [f"- `{rel}`: {why}" for rel, why in col.skipped] or ["- none"]
     out += ["", "## Duplicate runs dropped", ""]
     out += [
-        f"- `{d.rel}` [{d.status}]: same identity and seed as `{k.rel}` [{k.status}] (kept)"
+        f"- `{d.rel}` [{d.status_text}]: same identity and seed as `{k.rel}` [{k.status_text}] (kept)"
         for d, k in col.duplicates
     ] or ["- none"]
+    if col.flagged:  # only when there is one: reports of clean records stay as they were
+        out += [
+            "",
+            "## Runs flagged by the report",
+            "",
+            "A completed record that breaks the divergence rule counts as diverged; a run resumed under a "
+            "changed config is excluded; rows lost to malformed TSV lines are flagged (the metric is over "
+            "the rows kept). Status as the report uses it, then the record's:",
+            "",
+        ]
+        out += [f"- `{r.rel}`: {r.status_text}" for r in col.flagged]
     out += ["", "## Runs not used in any table", ""]
     incomplete = [r for r in runs if r.status not in ("completed", "diverged")]
-    out += [f"- `{r.rel}`: status {r.status}" for r in incomplete]
+    out += [f"- `{r.rel}`: status {r.status_text}" for r in incomplete]
     outside = [
         r
         for r in runs

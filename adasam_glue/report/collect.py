@@ -11,6 +11,20 @@ Rules:
 Only ``completed`` runs enter the tables; ``diverged`` runs are counted and shown; ``running``,
 ``failed`` and ``preempted`` runs are listed as incomplete.
 
+The report does not take a record's ``status`` on trust (``Run.status`` is the report's, ``Run.flags``
+says why it differs from the record's, :func:`judge`):
+
+- a ``completed`` record that breaks the divergence rule (:func:`adasam_glue.records.skip_rule_verdict`:
+  fp16 updates nearly all skipped, or a non-finite last train loss; records written before the trainer
+  applied the rule) is ``diverged``: counted and listed, never in a mean, a rho or an lr selection;
+- a run resumed under a changed config (``reuse_run_dir=true``: ``identity_changes`` in the record or
+  one of its attempts) is ``excluded``: its results mix two configs and belong to neither identity,
+  so it is listed with the keys that changed and enters no table;
+- a run that lost rows to malformed TSV lines (``data_quality``: rows skipped in a train or dev split)
+  keeps its status and is flagged wherever it is listed: every run of one identity read the same
+  files (the identity fingerprints them) and skipped the same rows, so its cell is like with like,
+  but its dev metric is over fewer rows than the task's dev set.
+
 Every run carries its *identity* (:func:`adasam_glue.identity.run_identity`: everything in the resolved
 config that can change a result, plus data and weights fingerprints and the number of processes). A
 schema-2 record stores it; for a schema-1 record it is derived here from the stored config (marked
@@ -18,7 +32,7 @@ schema-2 record stores it; for a schema-1 record it is derived here from the sto
 and pairs runs only through identities (:mod:`adasam_glue.report.grouping`, docs/algorithms.md §4.4).
 
 Two records of one identity *and* seed (a copied folder, a run filed under two experiment names) are
-one run: :func:`dedupe` keeps one deterministically and lists the other, with both statuses.
+one run: :func:`dedupe` keeps one by an explicit rule and lists the others, with their statuses.
 
 Metric keys are read under the Hugging Face names (``matthews_correlation``, ``spearmanr``) and the
 names records used before them (``mcc``, ``spearman``), so old records still render.
@@ -34,10 +48,30 @@ from pathlib import Path
 from typing import Any
 
 from adasam_glue.identity import canonical_json, flatten, group_hash, identity_hash, run_identity
-from adasam_glue.records import FINAL_STATUSES, RECORD_NAME, RecordError, find_records, read_record
+from adasam_glue.records import (
+    FINAL_STATUSES,
+    RECORD_NAME,
+    RecordError,
+    find_records,
+    read_record,
+    skip_rule_verdict,
+)
 from adasam_glue.tasks import TASKS
 
-__all__ = ["METRIC_ALIASES", "Collection", "NoRecordsError", "Run", "dedupe", "load_runs", "to_float"]
+__all__ = [
+    "EXCLUDED",
+    "METRIC_ALIASES",
+    "Collection",
+    "NoRecordsError",
+    "Run",
+    "dedupe",
+    "judge",
+    "load_runs",
+    "to_float",
+]
+
+#: the report's status of a final record it will not use (a run resumed under a changed config)
+EXCLUDED = "excluded"
 
 #: metric key a record may use -> the key the report uses (Hugging Face ``evaluate`` names)
 METRIC_ALIASES: dict[str, str] = {"mcc": "matthews_correlation", "spearman": "spearmanr"}
@@ -118,6 +152,32 @@ class Run:
     group_hash: str = ""  #: hash of the identity without the seed: the seeds of one grid point
     identity_derived: bool = False  #: True: derived from a schema-1 record's config, not stored
     identity_note: str = ""  #: why a derived identity is incomplete (weights not fingerprinted)
+    record_status: str = ""  #: the record's own ``status`` (``status`` is the report's, see :func:`judge`)
+    flags: tuple[str, ...] = field(default=(), compare=False)  #: what the report flags, in words
+
+    @property
+    def rejudged(self) -> bool:
+        """The report's status differs from the record's (diverged by the rule, or excluded)."""
+        return bool(self.record_status) and self.status != self.record_status
+
+    @property
+    def status_text(self) -> str:
+        """The status as listings show it: the report's, with the record's and the flags when they differ."""
+        if not self.flags:
+            return self.status
+        said = f"record says {self.record_status}; " if self.rejudged else ""
+        return f"{self.status}: {said}{'; '.join(self.flags)}"
+
+    @property
+    def finished_ts(self) -> float | None:
+        """``finished_at`` as a POSIX time (None when absent or unparsable): the duplicate rule's tiebreak."""
+        import datetime as _dt
+
+        value = self.record.get("finished_at")
+        try:
+            return _dt.datetime.fromisoformat(str(value)).timestamp() if value else None
+        except ValueError:
+            return None
 
     @property
     def completed(self) -> bool:
@@ -189,18 +249,29 @@ class Collection:
     def incomplete(self) -> list[Run]:
         return [r for r in self.unique if r.status not in ("completed", "diverged")]
 
+    @property
+    def flagged(self) -> list[Run]:
+        """Every run the report flags (:func:`judge`), duplicates included: each is one record to look at."""
+        return [r for r in self.runs if r.flags]
+
 
 def dedupe(runs: list[Run], prefer: str = "") -> list[tuple[Run, Run]]:
     """``(dropped, kept)`` for every record whose identity and seed another record already has.
 
     One identity and seed is one run, however many folders hold a record of it (the speedup study's
-    batch-16 MRPC run *is* Table 1's AdaSAM rho 0.01 run when their configs agree). Kept, in this
-    order: a record with a final status (``completed``/``diverged``) over an unfinished one, a record
-    of the experiment ``prefer`` (a table's own), of a table's experiment (``table1`` ...), then the
-    first by path. Runs of different identities are never duplicates: a diverged run at one lr is
-    counted even when a completed run at another lr has the same task, optimizer, rho and seed.
-    Each consumer dedupes the runs it selected (a table its eligible runs, the speedup figure its
-    speedup runs), so a copy filed under another experiment never hides a run from it.
+    batch-16 MRPC run *is* Table 1's AdaSAM rho 0.01 run when their configs agree). The rule, in
+    order (the first that tells two records apart decides):
+
+    1. the report's status: ``completed`` over ``diverged`` (the rule's verdicts included) over anything
+       unfinished or excluded: a valid completed record wins;
+    2. a record of the experiment ``prefer`` (a table's own), then of a table's experiment (``table1`` ...);
+    3. the latest ``finished_at`` (a record without one last): the newer attempt at the same run;
+    4. the path (alphabetical), so that the choice never depends on the order files are found in.
+
+    Runs of different identities are never duplicates: a diverged run at one lr is counted even when a
+    completed run at another lr has the same task, optimizer, rho and seed. Each consumer dedupes the
+    runs it selected (a table its eligible runs, the speedup figure its speedup runs), so a copy filed
+    under another experiment never hides a run from it; every dropped record is listed with the kept one.
     """
     groups: dict[str, list[Run]] = {}
     for r in runs:
@@ -210,14 +281,66 @@ def dedupe(runs: list[Run], prefer: str = "") -> list[tuple[Run, Run]]:
         rs = sorted(
             rs,
             key=lambda r: (
-                r.status not in FINAL_STATUSES,
+                0 if r.status == "completed" else 1 if r.status in FINAL_STATUSES else 2,
                 r.experiment != prefer,
                 not r.experiment.startswith("table"),
+                -(r.finished_ts if r.finished_ts is not None else -math.inf),
                 r.rel,
             ),
         )
         out += [(d, rs[0]) for d in rs[1:]]
     return sorted(out, key=lambda p: p[0].rel)
+
+
+def judge(record: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """``(status, flags)``: the status the report uses for ``record`` and what it flags (module docstring).
+
+    Applied to every record, old and new: a record written before a rule existed is judged by it too.
+    """
+    status = str(record.get("status"))
+    flags: list[str] = []
+    verdict = skip_rule_verdict(record)
+    if verdict:
+        status = "diverged"
+        flags.append(verdict)
+    changes = _identity_changes(record)
+    if changes:
+        if status in FINAL_STATUSES:
+            status = EXCLUDED
+        flags.append(
+            "resumed under a changed config (reuse_run_dir=true: "
+            + ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changes)
+            + "): its results mix two configs"
+        )
+    lost = _data_quality_losses(record)
+    if lost:
+        flags.append("malformed rows skipped: " + ", ".join(lost))
+    return status, tuple(flags)
+
+
+def _identity_changes(record: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``identity_changes`` of the record and of each attempt (``[key, old, new]`` lists), once each."""
+    seen: dict[str, tuple[str, Any, Any]] = {}
+    attempts = record.get("attempts") if isinstance(record.get("attempts"), list) else []
+    for block in (record, *[a for a in attempts if isinstance(a, dict)]):
+        changes = block.get("identity_changes")
+        for c in changes if isinstance(changes, list) else []:
+            if isinstance(c, (list, tuple)) and len(c) == 3:
+                seen.setdefault(json.dumps(c, sort_keys=True, default=str), (str(c[0]), c[1], c[2]))
+    return list(seen.values())
+
+
+def _data_quality_losses(record: dict[str, Any]) -> list[str]:
+    """``["validation 3 of 411 rows", ...]``: the splits that lost malformed rows (``data_quality``)."""
+    quality = record.get("data_quality")
+    out = []
+    for split, q in sorted(quality.items()) if isinstance(quality, dict) else []:
+        skipped = q.get("skipped") if isinstance(q, dict) else None
+        if isinstance(skipped, int) and not isinstance(skipped, bool) and skipped > 0:
+            rows = q.get("rows")
+            total = f" of {rows + skipped}" if isinstance(rows, int) else ""
+            out.append(f"{split} {skipped}{total} rows")
+    return out
 
 
 def _parse(rel: str, record: dict[str, Any]) -> Run:
@@ -233,9 +356,10 @@ def _parse(rel: str, record: dict[str, Any]) -> Run:
     seed = record.get("seed", config.get("seed"))
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed {seed!r} is not an integer")
-    status = record.get("status")
-    if not isinstance(status, str):
-        raise ValueError(f"status {status!r} is not a string")
+    record_status = record.get("status")
+    if not isinstance(record_status, str):
+        raise ValueError(f"status {record_status!r} is not a string")
+    status, flags = judge(record)
     bs = task_cfg.get("batch_size")
     identity, derived, note = derive_identity(record)
     return Run(
@@ -258,6 +382,8 @@ def _parse(rel: str, record: dict[str, Any]) -> Run:
         group_hash=group_hash(identity),
         identity_derived=derived,
         identity_note=note,
+        record_status=record_status,
+        flags=flags,
     )
 
 

@@ -9,6 +9,7 @@ import csv
 import io
 from collections.abc import Sequence
 
+from adasam_glue.report.collect import EXCLUDED
 from adasam_glue.report.grouping import format_diff, label_suffix
 from adasam_glue.report.palette import method_name, metric_label, task_name
 from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
@@ -166,14 +167,24 @@ def _notes(res: TableResult) -> list[str]:
     ]
     if edges:
         lines.append("Rho grid: " + "; ".join(edges) + ".")
-    if res.unused:
+    flagged = sorted({r.rel: r for r in res.runs if r.flags}.values(), key=lambda r: r.rel)
+    if flagged:  # collect.judge: re-judged diverged, or rows lost to malformed TSV lines
         lines.append(
-            "Not used (not completed): " + "; ".join(f"{r.describe()} [{r.status}]" for r in res.unused) + "."
+            "Flagged by the report: " + "; ".join(f"{r.describe()} [{r.status_text}]" for r in flagged) + "."
+        )
+    if res.unused:
+        excluded = any(r.status == EXCLUDED for r in res.unused)
+        lines.append(
+            ("Not used (not completed, or excluded): " if excluded else "Not used (not completed): ")
+            + "; ".join(f"{r.describe()} [{r.status_text}]" for r in res.unused)
+            + "."
         )
     if res.duplicates:
         lines.append(
             "Duplicate runs dropped (same identity and seed as a kept run): "
-            + "; ".join(f"{d.rel} [{d.status}] (kept {k.rel} [{k.status}])" for d, k in res.duplicates)
+            + "; ".join(
+                f"{d.rel} [{d.status_text}] (kept {k.rel} [{k.status_text}])" for d, k in res.duplicates
+            )
             + "."
         )
     derived = sorted({r.rel for r in res.runs if r.identity_derived})
