@@ -132,7 +132,7 @@ def plan(stages: list[str], seeds: list[str] | None, tasks: list[str] | None) ->
     runs = []
     for stage in stages:
         if stage == "probe":  # heterogeneous single runs: each launch skips itself if already completed
-            runs.extend(probe_runs(tasks))
+            runs.extend(["PROBE", *r] for r in probe_runs(tasks))
             continue
         if stage == "sharpness":  # expanded when reached: the runs before it must have finished
             runs.append(["SHARPNESS"])
@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             elif not stop["now"]:
                 failed += measure_all(results, hydra_root, stop, tasks, seeds)
             continue
-        is_probe = overrides[-1] == "seed=1" and overrides in probe_runs()
+        is_probe = overrides[0] == "PROBE"  # not planned by grid point: a probe's keys are not the grid's
+        if is_probe:
+            overrides = overrides[1:]
+            line = " ".join(overrides)
         if overrides[0] != "SELECT" and not is_probe:
             exp = overrides[0].split("=", 1)[1]
             if exp not in finished:

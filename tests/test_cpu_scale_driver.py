@@ -93,3 +93,21 @@ def test_sharpness_stage_restricted_to_tasks_and_seeds(driver, tmp_path):
     assert names(driver.unmeasured(results, tasks=["mrpc"])) == ["mrpc/seed1", "mrpc/seed2"]
     assert names(driver.unmeasured(results, seeds=["1"])) == ["mrpc/seed1", "rte/seed1"]
     assert names(driver.unmeasured(results, ["rte"], ["2"])) == []
+
+
+def test_probe_stage_runs_every_listed_probe_and_each_composes(driver, tmp_path):
+    """conf/probes/cpu_scale.yaml is the probe stage: each probe becomes one run line (seed 1), in file
+    order, planned without the grid-point shortcut; each one composes (a typo fails here, not after an
+    hour of sweep), and the SGD probes stay out of the tables' experiments."""
+    from hydra import compose
+
+    lines = driver.plan(["probe"], None, None)
+    probes = driver.probe_runs()
+    assert lines == [["PROBE", *p] for p in probes] and all(p[-1] == "seed=1" for p in probes)
+    assert driver.plan(["probe"], None, ["mrpc"]) == [["PROBE", *p] for p in probes if "task=mrpc" in p]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for p in probes:
+            cfg = compose("config", overrides=[*p, "data.data_dir=/nonexistent"])
+            assert cfg.experiment_name in ("cpu_scale", "cpu_scale_probe"), p
+            if cfg.optim.name == "sgd":
+                assert cfg.experiment_name == "cpu_scale_probe" and cfg.trainer.save_model == "none", p
