@@ -450,7 +450,9 @@ def test_head_lr_scale_gives_the_head_its_own_lr_and_none_keeps_the_two_groups()
     from adasam_glue.modeling import is_head_param, param_groups
 
     model = BertForSequenceClassification(
-        BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+        BertConfig(
+            vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+        )
     )
     names = {id(p): n for n, p in model.named_parameters()}
     plain = param_groups(model, 0.1)
@@ -458,7 +460,10 @@ def test_head_lr_scale_gives_the_head_its_own_lr_and_none_keeps_the_two_groups()
     split = param_groups(model, 0.1, lr=0.2, head_lr_scale=0.01)
     head = [g for g in split if "lr" in g]
     assert {names[id(p)] for g in head for p in g["params"]} == {
-        "bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
     }
     assert all(g["lr"] == pytest.approx(0.002) for g in head)
     assert sorted(g["weight_decay"] for g in head) == [0.0, 0.1]  # head biases are not decayed either
