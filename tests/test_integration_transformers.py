@@ -687,3 +687,29 @@ def test_readme_example_runs_as_written(tiny_cfg, tmp_path, monkeypatch):
     assert type(trainer.optimizer.optimizer) is AdaSAM and trainer.optimizer.last_update.passes == 2
     assert trainer.args.max_grad_norm == 0.0 and trainer.optimizer.param_groups[0]["weight_decay"] == 0.1
     assert _max_diff(_weights(trainer.model), start) > 0
+
+
+def test_samtrainer_optimizer_line_follows_hf_log_level(tmp_path, capsys):
+    """run_glue.py leaves the root logger at WARNING and sets only HF's loggers from --log_level: the
+    optimizer line must follow HF's level (found running the real run_glue.py: it never appeared)."""
+    import logging as pylogging
+
+    import transformers
+
+    package_log = pylogging.getLogger("adasam_glue")
+    root = pylogging.getLogger()
+    handler = pylogging.StreamHandler()
+    old = (package_log.level, root.level, transformers.logging.get_verbosity())
+    try:
+        package_log.setLevel(pylogging.NOTSET)
+        root.setLevel(pylogging.WARNING)
+        root.addHandler(handler)
+        transformers.logging.set_verbosity_info()
+        args = _plain_args(tmp_path, max_steps=1)
+        SAMTrainer(_tiny_bert(), args, train_dataset=_random_examples(4), optim="adasam").train()
+        assert "SAMTrainer optimizer: adasam" in capsys.readouterr().err
+    finally:
+        root.removeHandler(handler)
+        package_log.setLevel(old[0])
+        root.setLevel(old[1])
+        transformers.logging.set_verbosity(old[2])

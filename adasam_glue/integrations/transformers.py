@@ -375,6 +375,11 @@ class SAMTrainer(Trainer):
         self._flos_held = 0.0  # per-pass flos of the micro-batches whose update has not run yet
         self._flos_passes = 1  # passes of the last update (floating_point_ops)
         super().__init__(*args, **kwargs)
+        # HF sets its loggers' level from --log_level (run_glue.py: info by default) and leaves the root at
+        # WARNING; unless the user set ours, it follows HF's, so the optimizer line below reaches that log
+        package_log = logging.getLogger("adasam_glue")
+        if package_log.level == logging.NOTSET:
+            package_log.setLevel(self.args.get_process_log_level())
         if self.optimizer is None:
             self.optim, self.optim_kwargs = self._choose_optim(optim, dict(optim_kwargs or {}))
             self._record_optim(_check_optim(self.optim, self.optim_kwargs, self.args))
