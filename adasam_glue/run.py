@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from adasam_glue.config import ConfigError, validate_config
 from adasam_glue.identity import describe_diff, group_hash, identity_diff, identity_hash, run_identity
+from adasam_glue.schedules import total_updates, warmup_updates  # noqa: F401  (run_mod.* users)
 from adasam_glue.records import FINAL_STATUSES, RECORD_NAME, RecordError, RunRecorder, now, read_record
 from adasam_glue.run_dir import model_label, resolve_run_dir, run_dir_lock, run_params_tag
 
@@ -66,17 +67,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 USER_ERRORS = _user_errors()
-
-
-def total_updates(cfg: DictConfig) -> int:
-    """The task's updates, capped by ``trainer.max_updates`` (quick runs)."""
-    t = cfg.task.total_updates
-    return min(t, cfg.trainer.max_updates) if cfg.trainer.max_updates else t
-
-
-def warmup_updates(cfg: DictConfig, total: int) -> int:
-    """The task's warmup, scaled with the cap so a shortened run keeps the recipe's warmup fraction."""
-    return round(cfg.task.warmup_updates * total / cfg.task.total_updates)
 
 
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -10,8 +10,9 @@ shares of the training samples, at constant lr.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if (
     TYPE_CHECKING
@@ -81,3 +82,16 @@ def build_batch_plan(batch_size: int, total_updates: int, batch_schedule: list[i
         return BatchPlan((batch_size,), (total_updates,))
     samples = total_updates * batch_size / len(batch_schedule)
     return BatchPlan(tuple(batch_schedule), tuple(max(1, math.ceil(samples / b)) for b in batch_schedule))
+
+
+def total_updates(cfg: Mapping[str, Any]) -> int:
+    """The task's updates, capped by ``trainer.max_updates`` (quick runs). ``cfg``: the composed config
+    (a DictConfig) or a record's resolved ``config`` dict: the report states what ran from the same rule."""
+    t = cfg["task"]["total_updates"]
+    cap = (cfg.get("trainer") or {}).get("max_updates")
+    return min(t, cap) if cap else t
+
+
+def warmup_updates(cfg: Mapping[str, Any], total: int) -> int:
+    """The task's warmup, scaled with the cap so a shortened run keeps the recipe's warmup fraction."""
+    return round(cfg["task"]["warmup_updates"] * total / cfg["task"]["total_updates"])

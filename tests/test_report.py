@@ -614,7 +614,7 @@ def test_synthetic_runs_are_labelled_synthetic_in_every_caption(tmp_path, monkey
     assert t1.startswith("# Table 1: AMSGrad vs AdaSAM, β1 = 0.9 — SYNTHETIC DATA\n")
     setting = (
         "model minilm; SYNTHETIC data (generated: 640 train / 192 dev rows; not GLUE); "
-        "40 updates per run (1.7% of the 2296-update recipe); lr 1e-05, linear schedule, 137 warmup updates; "
+        "40 updates per run (1.7% of the 2296-update recipe); lr 1e-05, linear schedule, 2 warmup updates; "
         "batch 16, max_length 128; bf16 mixed precision"
     )
     assert f"Setting of the unmarked rows: {setting}." in t1

@@ -164,9 +164,20 @@ def lr_text(runs: Sequence[Run]) -> str:
     else:
         lr = f"lr {lrs[0]:g}–{lrs[-1]:g} (per task and optimizer)"
     schedule = _distinct([str(_section(r, "trainer").get("schedule") or "?") for r in runs])
-    warmups = sorted({w for r in runs if isinstance(w := _section(r, "task").get("warmup_updates"), int)})
+    warmups = sorted({w for r in runs if (w := warmup_ran(r)) is not None})
     warmup = "/".join(map(str, warmups)) if 0 < len(warmups) <= 3 else "per-task" if warmups else "?"
     return f"{lr}, {schedule} schedule, {warmup} warmup updates"
+
+
+def warmup_ran(run: Run) -> int | None:
+    """The warmup the run trained with: the recipe's, scaled with ``trainer.max_updates`` as the trainer
+    scales it (:func:`adasam_glue.schedules.warmup_updates`), not the recipe's number."""
+    task = _section(run, "task")
+    if not all(isinstance(task.get(k), int) for k in ("warmup_updates", "total_updates")):
+        return None
+    from adasam_glue.schedules import total_updates, warmup_updates
+
+    return warmup_updates(run.config, total_updates(run.config))
 
 
 def _distinct(values: Sequence[str]) -> str:
