@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,24 @@ def tiny_cfg(tmp_path, data_cache):
         return compose_cfg(*base, *overrides)
 
     return make
+
+
+@contextlib.contextmanager
+def training_linear_dtypes() -> Iterator[set]:
+    """The dtypes of every ``nn.Linear`` output computed for training (module in train mode, grad on)
+    while the block runs: ``{torch.float16}`` when the forward ran under fp16 autocast (spec
+    ``docs/algorithms.md`` §2.2), ``{torch.float32}`` without it. Evaluation and the sharpness measure
+    (eval mode, no grad, autocast off by design) are left out."""
+    import torch
+
+    seen: set = set()
+
+    def hook(module, args, output) -> None:
+        if isinstance(module, torch.nn.Linear) and module.training and torch.is_grad_enabled():
+            seen.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()

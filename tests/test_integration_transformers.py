@@ -43,6 +43,7 @@ from adasam_glue.integrations.transformers import (  # noqa: E402
     format_optim_args,
     parse_optim_args,
 )
+from tests.conftest import training_linear_dtypes  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TOL = 1e-6
@@ -196,14 +197,19 @@ def test_samtrainer_equals_harness_trainer(tiny_cfg, tmp_path, optim, k, extra):
         "trainer.eval_every=0",
         run_dir=tmp_path / "harness",
     )
-    record = run_mod.run(cfg)
+    precision = {"fp16": {torch.float16}}.get(cfg.trainer.mixed_precision)  # the training forward's
+    with training_linear_dtypes() as dtypes:
+        record = run_mod.run(cfg)
+    assert precision is None or dtypes == precision  # equal to SAMTrainer below, and in fp16 (§2.2)
     assert record["status"] == "completed" and record["optimizer_updates"] == 4
     harness = load_file(str(tmp_path / "harness" / "model" / "model.safetensors"))
 
     model, batches = _harness_start(cfg)
     start = _weights(model)
     trainer = _sam_trainer(cfg, model, batches, _args(cfg, tmp_path / "hf"))
-    trainer.train()
+    with training_linear_dtypes() as dtypes:
+        trainer.train()
+    assert precision is None or dtypes == precision
 
     ours = _weights(trainer.model)
     diff, moved = _max_diff(ours, harness), _max_diff(ours, start)
