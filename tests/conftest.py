@@ -83,3 +83,41 @@ def training_linear_dtypes() -> Iterator[set]:
         yield seen
     finally:
         handle.remove()
+
+
+# ----------------------------------------------------------------------------- two gloo processes
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gloo_process(rank: int, port: int, timeout_s: int, worker, args: tuple) -> None:
+    """One of the two processes: the process group up, ``worker(rank, *args)``, the group down."""
+    import datetime
+    import gc
+
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
+    )
+    torch.set_num_threads(1)
+    # a desynchronised collective (ranks skipping different updates) fails after timeout_s, never hangs
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=timeout_s))
+    worker(rank, *args)
+    # the DDP reducers go before the process group does (gloo aborts at exit otherwise, now and then)
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def run_two_gloo_processes(worker, *args, timeout_s: int = 60) -> None:
+    """``worker(rank, *args)`` in two spawned CPU processes sharing a gloo process group (DDP's data
+    parallelism, spec ``docs/algorithms.md`` §2.4); ``worker`` must be a module-level function (pickled)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gloo_process, args=(_free_port(), timeout_s, worker, args), nprocs=2, join=True)

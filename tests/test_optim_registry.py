@@ -321,8 +321,8 @@ def test_report_reads_the_registry():
         if not info.two_pass or info.own_descent:
             assert name not in SAM_BASE
             continue
-        paired = OPTIMIZERS[SAM_BASE[name]]
-        assert not paired.two_pass and paired.base == ("amsgrad" if info.base == "amsgrad_paper" else info.base)
+        paired, base = OPTIMIZERS[SAM_BASE[name]], "amsgrad" if info.base == "amsgrad_paper" else info.base
+        assert not paired.two_pass and paired.base == base
     row = lambda opt, base: SimpleNamespace(
         optimizer=opt, flat={} if base is None else {"config.optim.base": base}
     )

@@ -124,10 +124,9 @@ class _Logits(torch.nn.Module):
 def stub_trainer(overrides: list[str], ddp: FakeDDP, **accelerator: object):
     """The harness's :class:`~adasam_glue.trainer.Trainer`, its settings from the composed ``conf/``, on a
     stub accelerator whose ``backward``/``no_sync`` are ``ddp``'s (only what ``train_step`` touches)."""
-    from tests.conftest import compose_cfg
-
     from adasam_glue.optim import get_optim_info
     from adasam_glue.trainer import Trainer, TrainerSettings
+    from tests.conftest import compose_cfg
 
     cfg = compose_cfg("task=rte", *overrides)
     model = _Logits()
