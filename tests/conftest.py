@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# every test that composes an experiment config (hydra.compose) needs its resolvers, as the CLI has them
+import adasam_glue.experiment_resolvers  # noqa: E402,F401
 
 TINY = [
     "model=tiny",
@@ -60,3 +65,62 @@ def tiny_cfg(tmp_path, data_cache):
         return compose_cfg(*base, *overrides)
 
     return make
+
+
+@contextlib.contextmanager
+def training_linear_dtypes() -> Iterator[set]:
+    """The dtypes of every ``nn.Linear`` output computed for training (module in train mode, grad on)
+    while the block runs: ``{torch.float16}`` when the forward ran under fp16 autocast (spec
+    ``docs/algorithms.md`` §2.2), ``{torch.float32}`` without it. Evaluation and the sharpness measure
+    (eval mode, no grad, autocast off by design) are left out."""
+    import torch
+
+    seen: set = set()
+
+    def hook(module, args, output) -> None:
+        if isinstance(module, torch.nn.Linear) and module.training and torch.is_grad_enabled():
+            seen.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+# ----------------------------------------------------------------------------- two gloo processes
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gloo_process(rank: int, port: int, timeout_s: int, worker, args: tuple) -> None:
+    """One of the two processes: the process group up, ``worker(rank, *args)``, the group down."""
+    import datetime
+    import gc
+
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
+    )
+    torch.set_num_threads(1)
+    # a desynchronised collective (ranks skipping different updates) fails after timeout_s, never hangs
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=timeout_s))
+    worker(rank, *args)
+    # the DDP reducers go before the process group does (gloo aborts at exit otherwise, now and then)
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def run_two_gloo_processes(worker, *args, timeout_s: int = 60) -> None:
+    """``worker(rank, *args)`` in two spawned CPU processes sharing a gloo process group (DDP's data
+    parallelism, spec ``docs/algorithms.md`` §2.4); ``worker`` must be a module-level function (pickled)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gloo_process, args=(_free_port(), timeout_s, worker, args), nprocs=2, join=True)

@@ -236,7 +236,8 @@ def cuda_like_accelerator(monkeypatch):
 
 @pytest.mark.parametrize("optim", ["sgd", "adasam"])
 def test_trainer_fp16_update_equals_fp32(tiny_cfg, tmp_path, optim, cuda_like_accelerator):
-    """One update through ``run()`` (autocast, the scaler, unscale before the step) == the fp32 one."""
+    """One update through ``run()`` (autocast, the scaler, unscale before the step) == the fp32 one, and
+    its training forward ran in fp16 (every ``nn.Linear`` output half precision; spec §2.2)."""
     # eps large next to the gradients, so that AMSGrad's step is about linear in g (no sign(g) of
     # gradients at fp16 noise level) and an eps divided by the scale would show
     hp = ["optim.eps=0.01", "optim.lr=0.01"] if optim == "adasam" else ["optim.lr=0.5"]
@@ -249,9 +250,14 @@ def test_trainer_fp16_update_equals_fp32(tiny_cfg, tmp_path, optim, cuda_like_ac
         "trainer.save_model=final",
     ]
     from adasam_glue.run import run
+    from tests.conftest import training_linear_dtypes
 
-    a = run(tiny_cfg(*common, run_dir=tmp_path / "fp32"))
-    b = run(tiny_cfg(*common, "trainer.mixed_precision=fp16", run_dir=tmp_path / "fp16"))
+    with training_linear_dtypes() as fp32_dtypes:
+        a = run(tiny_cfg(*common, run_dir=tmp_path / "fp32"))
+    with training_linear_dtypes() as fp16_dtypes:
+        b = run(tiny_cfg(*common, "trainer.mixed_precision=fp16", run_dir=tmp_path / "fp16"))
+    # the forward ran in half precision (without the autocast fp16 == fp32 below holds trivially)
+    assert fp16_dtypes == {torch.float16} and fp32_dtypes == {torch.float32}
     assert a["status"] == b["status"] == "completed"
     assert b["hardware"]["mixed_precision"] == "fp16"
     assert b["skipped_updates"] == 0  # a loss scaled twice overflows: the update would be skipped

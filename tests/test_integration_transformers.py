@@ -15,13 +15,9 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import gc
 import itertools
 import json
-import os
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +39,7 @@ from adasam_glue.integrations.transformers import (  # noqa: E402
     format_optim_args,
     parse_optim_args,
 )
+from tests.conftest import run_two_gloo_processes, training_linear_dtypes  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TOL = 1e-6
@@ -196,14 +193,19 @@ def test_samtrainer_equals_harness_trainer(tiny_cfg, tmp_path, optim, k, extra):
         "trainer.eval_every=0",
         run_dir=tmp_path / "harness",
     )
-    record = run_mod.run(cfg)
+    precision = {"fp16": {torch.float16}}.get(cfg.trainer.mixed_precision)  # the training forward's
+    with training_linear_dtypes() as dtypes:
+        record = run_mod.run(cfg)
+    assert precision is None or dtypes == precision  # equal to SAMTrainer below, and in fp16 (§2.2)
     assert record["status"] == "completed" and record["optimizer_updates"] == 4
     harness = load_file(str(tmp_path / "harness" / "model" / "model.safetensors"))
 
     model, batches = _harness_start(cfg)
     start = _weights(model)
     trainer = _sam_trainer(cfg, model, batches, _args(cfg, tmp_path / "hf"))
-    trainer.train()
+    with training_linear_dtypes() as dtypes:
+        trainer.train()
+    assert precision is None or dtypes == precision
 
     ours = _weights(trainer.model)
     diff, moved = _max_diff(ours, harness), _max_diff(ours, start)
@@ -575,14 +577,7 @@ def test_run_glue_style_script_with_optim_flags(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- two processes
-def _ddp_worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
-    )
-    torch.set_num_threads(1)
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=120))
+def _ddp_worker(rank: int, out: str) -> None:
     for sync_ascent in (False, True):
         args = _plain_args(
             Path(out) / f"hf{int(sync_ascent)}",
@@ -597,15 +592,6 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
         trainer.train()
         torch.save(_weights(trainer.model), Path(out) / f"w{int(sync_ascent)}_rank{rank}.pt")
         del trainer
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -613,9 +599,7 @@ def _free_port() -> int:
 def test_two_process_samtrainer(tmp_path):
     """Two gloo processes under HF's DDP: per-device ascent leaves both ranks with the same weights;
     global SAM (``sync_ascent=True``) equals one process on the whole batch (spec §2.4)."""
-    import torch.multiprocessing as mp
-
-    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_two_gloo_processes(_ddp_worker, str(tmp_path), timeout_s=120)
     w = {(s, r): torch.load(tmp_path / f"w{s}_rank{r}.pt") for s in (0, 1) for r in (0, 1)}
     start = _weights(_tiny_bert())
     for s in (0, 1):

@@ -12,16 +12,13 @@ ranks, and both ranks skipped the same fp16 updates and hold the same loss scale
 from __future__ import annotations
 
 import contextlib
-import datetime
-import gc
 import json
-import os
-import socket
 
 import pytest
 import torch
 
 from adasam_glue.optim import OPTIMIZERS
+from tests.conftest import run_two_gloo_processes
 
 pytestmark = pytest.mark.distributed
 
@@ -96,13 +93,7 @@ def _replica_run(rank: int, name: str, form: dict, sync_ascent: bool, fp16: bool
     }
 
 
-def _worker(rank: int, port: int, out: str) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    # a desynchronised collective (ranks skipping different updates) fails in a minute, never hangs
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+def _worker(rank: int, out: str) -> None:
     rows = []
     for name, info in OPTIMIZERS.items():
         for form in info.forms(bases=False):  # the default base: two processes cost (one base each)
@@ -113,24 +104,12 @@ def _worker(rank: int, port: int, out: str) -> None:
     if rank == 0:
         with open(out, "w") as f:
             json.dump(rows, f)
-    # the DDP reducers go before the process group does (gloo aborts at exit otherwise, now and then)
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def replica_rows(tmp_path_factory):
-    import torch.multiprocessing as mp
-
     out = tmp_path_factory.mktemp("replicas") / "rows.json"
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    run_two_gloo_processes(_worker, str(out), timeout_s=60)
     return json.loads(out.read_text())
 
 

@@ -30,7 +30,7 @@ import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from adasam_glue.data.glue_tsv import SPLIT_FILES, TsvFormatError, describe_skipped, parse_glue_tsv
-from adasam_glue.identity import fingerprint_path
+from adasam_glue.fingerprint import fingerprint_path
 from adasam_glue.tasks import TASK_ORDER, TaskInfo, get_task
 
 logger = logging.getLogger(__name__)

@@ -60,6 +60,7 @@ __all__ = [
     "baseline_of",
     "build_optimizer",
     "get_optim_info",
+    "if_base_takes",
     "optimizer_values",
     "register",
 ]
@@ -423,7 +424,7 @@ def _named(name: str, error: ValueError) -> ValueError:
 def _conf_file(name: str) -> DictConfig | None:
     """``conf/optim/<name>.yaml`` as written (interpolations unresolved), read through ``CONF_DIR``;
     ``None`` when there is none. Parsed once per file version (path and modification time)."""
-    from adasam_glue.config import CONF_DIR  # also registers ${if_base_takes:...}
+    from adasam_glue.conf_location import CONF_DIR
 
     path = Path(CONF_DIR) / "optim" / f"{name}.yaml"
     try:
@@ -436,3 +437,22 @@ def _conf_file(name: str) -> DictConfig | None:
 @functools.lru_cache(maxsize=64)
 def _load_conf(path: str, stamp: int) -> DictConfig:
     return OmegaConf.load(path)
+
+
+def if_base_takes(base: Any, value: Any, *, _node_: Any, _parent_: Any) -> Any:
+    """``beta2: ${if_base_takes:${.base},0.98}`` in ``conf/optim``: ``value`` when the base optimizer
+    ``base`` takes this key (the node's own name), else ``None`` (not passed, not in the run identity).
+
+    So one YAML serves a perturbation on every base: ``optim=vasso optim.base=sgd`` drops AMSGrad's
+    ``beta2``/``eps``, which SGD does not have. A null ``base`` is the record's own (``sam``'s YAML names
+    none, so that its run identity stays the one it had: SGD, no ``beta2``; ``optim.base=adamw`` brings
+    it in). An unknown base keeps ``value``; ``validate_config`` then reports ``optim.base`` itself."""
+    if base is None:
+        info = OPTIMIZERS.get(str(_parent_.get("name"))) if _parent_ is not None else None
+        base = info.base if info is not None else None
+    spec = BASES.get(str(base))
+    return value if spec is None or _node_._key() in spec.keys else None
+
+
+#: the YAML of conf/optim resolves through the registry (composition registers a forwarder in config.py)
+OmegaConf.register_new_resolver("if_base_takes", if_base_takes, replace=True)

@@ -82,7 +82,6 @@ import dataclasses
 import hashlib
 import math
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -584,9 +583,3 @@ def sharpness_for_training(
     batches = subset_batches(dataset, collate, s.num_samples, s.batch_size, s.subset_seed)
     loss_fn = build_loss_fn(task.num_labels)
     return lambda model: measure_sharpness(model, batches, loss_fn, cfg, device=device)
-
-
-if __name__ == "__main__":  # python -m adasam_glue.sharpness RUN_DIR ...: the post-hoc CLI
-    from adasam_glue.sharpness_posthoc import main
-
-    sys.exit(main())
