@@ -173,8 +173,10 @@ def warmup_ran(run: Run) -> int | None:
     """The warmup the run trained with: the recipe's, scaled with ``trainer.max_updates`` as the trainer
     scales it (:func:`adasam_glue.schedules.warmup_updates`), not the recipe's number."""
     task = _section(run, "task")
-    if not all(isinstance(task.get(k), int) for k in ("warmup_updates", "total_updates")):
+    if not isinstance(task.get("warmup_updates"), int):
         return None
+    if not isinstance(task.get("total_updates"), int):
+        return task["warmup_updates"]  # no length recorded: no cap to scale by
     from adasam_glue.schedules import total_updates, warmup_updates
 
     return warmup_updates(run.config, total_updates(run.config))
