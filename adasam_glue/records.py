@@ -24,7 +24,9 @@ Record layout (``SCHEMA_VERSION`` 2; version 1 records are still read), top-leve
   error, ``wandb_error`` when wandb failed and the run went on without it; a failed attempt never erases
   what an earlier one recorded), ``data_quality`` (rows read and skipped per split), ``skipped_updates``
   (fp16 overflow skips), ``diverged_reason`` (str, a ``diverged`` run written since the rule below: why
-  it was stopped)
+  it was stopped), ``final_phase_pending`` (a run ``preempted`` after its last update: the final-phase
+  steps its requeue does, ``adasam_glue.trainer.FINAL_STEPS``), ``predictions`` (``predict_test``: the
+  test submission files and the model they came from)
 
 When it is written: at every evaluation, checkpoint, signal and at the end of a run, never per update,
 so the cost of keeping it is independent of the run's length.
@@ -313,6 +315,8 @@ class RunRecorder:
             out["sharpness"] = state.sharpness
         if state.sharpness_curve:
             out["sharpness_curve"] = state.sharpness_curve
+        if getattr(state, "final_pending", None):  # preempted in the final phase: what the requeue does
+            out["final_phase_pending"] = list(state.final_pending)
         return out
 
     def write(self, state: Any, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
