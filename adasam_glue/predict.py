@@ -73,7 +73,9 @@ def check_test_files(cfg: DictConfig, task: TaskInfo) -> None:
         from adasam_glue.data.load import find_task_dir
 
         task_dir = find_task_dir(cfg.data.data_dir, task)
-        missing = [str(task_dir / SPLIT_FILES[s]) for s in splits if not (task_dir / SPLIT_FILES[s]).is_file()]
+        missing = [
+            str(task_dir / SPLIT_FILES[s]) for s in splits if not (task_dir / SPLIT_FILES[s]).is_file()
+        ]
         if missing:
             raise DataError(
                 f"trainer.predict_test=true needs the GLUE {task.glue_dir} test file(s), missing: "
@@ -174,10 +176,14 @@ def saved_predictions_complete(record: dict[str, Any], run_dir: Path) -> bool:
     block = record.get("predictions")
     if not isinstance(block, dict) or not isinstance(block.get("files"), dict) or not block["files"]:
         return False
-    return all((run_dir / str(f.get("file"))).is_file() for f in block["files"].values() if isinstance(f, dict))
+    return all(
+        (run_dir / str(f.get("file"))).is_file() for f in block["files"].values() if isinstance(f, dict)
+    )
 
 
-def predict_completed(cfg: DictConfig, task: TaskInfo, run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+def predict_completed(
+    cfg: DictConfig, task: TaskInfo, run_dir: Path, record: dict[str, Any]
+) -> dict[str, Any]:
     """Test predictions of a run that is already ``completed``, from the model it saved under
     ``run_dir/model`` (its best one with ``trainer.save_model=best``, its final one with ``final``);
     the record's ``predictions`` block. Raises ``PredictionError`` saying why when there is no saved

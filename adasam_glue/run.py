@@ -11,6 +11,9 @@ Contract (relied on by ``adasam_glue.experiments`` and the report):
   (the record is returned with ``skipped=True`` in memory only); a checkpoint of the same identity is
   resumed. A different identity in the same dir is refused with the keys that differ (or reused on
   ``reuse_run_dir=true``, which records the change).
+- A record of the same identity written by another git commit: a warning and the usual skip/resume,
+  or (``rerun_on_new_commit=true``) a new run from update 0 with the old record and files set aside
+  (``_code_version_policy``).
 - ``trainer.predict_test=true``: the test files are checked before anything is trained; a completed run
   without its predictions writes them from its saved model (or says why it cannot); the skip message
   warns when the record ran on another device (``trainer.cpu`` is not in the identity).
@@ -108,10 +111,95 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
         check_test_files(cfg, get_task(cfg.task.name))
     with run_dir_lock(run_dir, enabled=_is_main_rank()):
         previous = _previous_record(run_dir, identity, cfg)
+        superseded = None
+        if previous is not None:
+            previous, superseded = _code_version_policy(cfg, run_dir, previous)
         if previous is not None and previous.get("status") in FINAL_STATUSES:
             return _finished(cfg, run_dir, previous)
         with _job_files_in(run_dir):
-            return _train(cfg, overrides, run_dir, identity, previous)
+            return _train(cfg, overrides, run_dir, identity, previous, superseded)
+
+
+#: what a run dir holds of one run's result; set aside together when the run is trained again
+_RESULT_FILES = (RECORD_NAME, "checkpoint", "model", "predictions")
+
+
+def _code_version_policy(
+    cfg: DictConfig, run_dir: Path, previous: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The stated policy for a record (same identity) that another git commit wrote: the identity says
+    *what* ran, not *which code* ran it, so after a bug fix the old result would otherwise be skipped
+    (or resumed) without a word and pooled with new seeds.
+
+    - commits equal, or either unknown (not a git checkout): nothing to say;
+    - ``rerun_on_new_commit=false`` (default): a warning (log and stdout) naming both commits, then the
+      usual skip (a final record) or resume (its ``attempts`` keep each attempt's commit); the report
+      names the commits behind each cell and flags the cells that mix them;
+    - ``rerun_on_new_commit=true``: the run is trained again from update 0. Nothing written is lost:
+      ``record.json``, ``checkpoint/``, ``model/`` and ``predictions/`` are renamed with the old commit
+      (``record.<commit>.json``, which the report does not read, ``model.<commit>/`` ...) and the new
+      record names the old one under ``supersedes``.
+
+    A tree with uncommitted changes (``git_dirty``) on either side is named in the warning; the commit
+    alone decides a rerun. Returns ``(previous record or None to start over, the set-aside record's name)``.
+    """
+    from adasam_glue.provenance import git_commit
+    from adasam_glue.records import record_commits
+
+    commit, dirty = git_commit()
+    stored, stored_dirty = record_commits(previous)
+    other = [c for c in stored if c != commit]
+    if commit is None or not other:
+        return previous, None
+    status = previous.get("status")
+    what = (
+        f"{run_dir / RECORD_NAME} ({status}) was written by commit {', '.join(c[:12] for c in other)}"
+        + (" (from a tree with uncommitted changes)" if stored_dirty else "")
+        + f"; this code is commit {commit[:12]}"
+        + (" with uncommitted changes" if dirty else "")
+    )
+    if not cfg.rerun_on_new_commit:
+        action = (
+            "skipped: its result is reused as it is"
+            if status in FINAL_STATUSES
+            else "resumed: each attempt's commit stays in its attempts"
+        )
+        message = (
+            f"warning: code changed: {what}. The run is {action}. Set rerun_on_new_commit=true to train it "
+            f"again with this code (the old record is kept as record.<commit>.json)."
+        )
+        log.warning(message)
+        print(message, flush=True)
+        return previous, None
+    tag = (previous.get("git_commit") or other[-1])[:12] + ("-dirty" if stored_dirty else "")
+    moved = _set_aside(run_dir, tag)
+    message = (
+        f"rerun_on_new_commit=true: {what}. Set aside as {', '.join(moved)}; training again from update 0."
+    )
+    log.warning(message)
+    print(message, flush=True)
+    return None, moved[0]
+
+
+def _set_aside(run_dir: Path, tag: str) -> list[str]:
+    """Rename the run's result files with ``tag`` (a free suffix: ``record.<tag>.2.json`` if taken);
+    the record first, so the returned list starts with its new name."""
+    suffix, k = tag, 1
+    while any((run_dir / _aside_name(name, suffix)).exists() for name in _RESULT_FILES):
+        k += 1
+        suffix = f"{tag}.{k}"
+    moved = []
+    for name in _RESULT_FILES:
+        if (run_dir / name).exists() and _is_main_rank():
+            (run_dir / name).rename(run_dir / _aside_name(name, suffix))
+            moved.append(_aside_name(name, suffix))
+    return moved
+
+
+def _aside_name(name: str, tag: str) -> str:
+    """``record.json`` -> ``record.<tag>.json``; a folder ``model`` -> ``model.<tag>``."""
+    stem, dot, ext = name.partition(".")
+    return f"{stem}.{tag}.{ext}" if dot else f"{name}.{tag}"
 
 
 def _finished(cfg: DictConfig, run_dir: Path, previous: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +232,9 @@ def _finished(cfg: DictConfig, run_dir: Path, previous: dict[str, Any]) -> dict[
             if _is_main_rank():
                 write_record(path, previous | {"predictions": block})
             out = out | {"predictions": block}
-            notes.append(f"test predictions written now from its {block['model']} model: {run_dir / 'predictions'}")
+            notes.append(
+                f"test predictions written now from its {block['model']} model: {run_dir / 'predictions'}"
+            )
     log.info("skipping %s: record says %s (same identity)", run_dir, status)
     print(f"skipped (already {status}): {path}" + "".join(f"\n  {n}" for n in notes), flush=True)
     return out
@@ -220,6 +310,7 @@ def _train(
     run_dir: Path,
     identity: dict[str, Any],
     previous: dict[str, Any] | None,
+    superseded: str | None = None,
 ) -> dict[str, Any]:
     from adasam_glue.tasks import get_task
     from adasam_glue.trainer import TrainState
@@ -228,9 +319,12 @@ def _train(
     task = get_task(cfg.task.name)
     accelerator = setup_accelerator(cfg)
     print(f"run dir: {run_dir}", flush=True)
+    base = record_provenance(cfg, overrides, identity, task.name, accelerator)
+    if superseded:  # rerun_on_new_commit: the record of the earlier code, kept beside this one
+        base["supersedes"] = superseded
     recorder = RunRecorder(
         run_dir / RECORD_NAME,
-        record_provenance(cfg, overrides, identity, task.name, accelerator),
+        base,
         previous,
         write=accelerator.is_main_process,
     )

@@ -365,11 +365,18 @@ def _sweep(
         code = launch(cmd, log_path, stop, a.grace)
         text = log_path.read_text(errors="replace")
         if overrides[0] == "SELECT":
-            status, shown = ("ok" if code == 0 else "failed"), ("ok" if code == 0 else f"FAILED (exit {code})")
+            status, shown = (
+                ("ok" if code == 0 else "failed"),
+                ("ok" if code == 0 else f"FAILED (exit {code})"),
+            )
         else:
             status, run_dir = run_status(text)
             if status is None:
-                shown = "FAILED (" + ("no run dir in its output" if run_dir is None else "no readable record") + ")"
+                shown = (
+                    "FAILED ("
+                    + ("no run dir in its output" if run_dir is None else "no readable record")
+                    + ")"
+                )
             else:
                 shown = OUTCOMES.get(status, f"status {status!r}")
             if code != 0 and status != "failed":

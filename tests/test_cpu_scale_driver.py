@@ -191,7 +191,9 @@ def _signal_when_started(root, signum, n=1):
 
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
-def test_a_stop_signal_reaches_the_run_and_it_gets_time_to_checkpoint(driver, fake_runs, monkeypatch, capsys, signame):
+def test_a_stop_signal_reaches_the_run_and_it_gets_time_to_checkpoint(
+    driver, fake_runs, monkeypatch, capsys, signame
+):
     """Issue 24 H: Ctrl-C gave the child 0.25 s before SIGKILL (subprocess.run), and SIGTERM was not
     forwarded at all; now the run gets SIGTERM and --grace seconds, and writes its preempted record."""
     argv, root = fake_runs
@@ -210,7 +212,9 @@ def test_a_stop_signal_reaches_the_run_and_it_gets_time_to_checkpoint(driver, fa
     assert signal.getsignal(getattr(signal, signame)) == before  # the driver's handlers are gone again
 
 
-def test_a_run_that_ignores_the_signal_is_killed_after_the_grace_period(driver, fake_runs, monkeypatch, capsys):
+def test_a_run_that_ignores_the_signal_is_killed_after_the_grace_period(
+    driver, fake_runs, monkeypatch, capsys
+):
     argv, root = fake_runs
     monkeypatch.setenv("FAKE_MODE", "ignore")
     _signal_when_started(root, signal.SIGTERM)

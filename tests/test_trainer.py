@@ -335,7 +335,9 @@ def test_signal_in_the_final_phase_checkpoints_and_the_requeue_finishes_it(
     ]
     straight = run(tiny_cfg(*common, run_dir=tmp_path / "straight"))
     d, calls = tmp_path / "r", []
-    _signal_inside(monkeypatch, predict_mod if patched == "predict_test" else trainer_mod.Trainer, patched, calls)
+    _signal_inside(
+        monkeypatch, predict_mod if patched == "predict_test" else trainer_mod.Trainer, patched, calls
+    )
     first = run(tiny_cfg(*common, run_dir=d))
     assert calls, "the seam never ran"
     assert first["status"] == "preempted" and first["optimizer_updates"] == 4
@@ -356,7 +358,11 @@ def test_signal_in_the_final_phase_checkpoints_and_the_requeue_finishes_it(
     assert [a["status"] for a in resumed["attempts"]] == ["preempted", "completed"]
     assert json.dumps(resumed["eval_curve"]) == json.dumps(straight["eval_curve"])  # one final eval
     for key in ("eigenvalue", "loss"):  # measured at the same final weights
-        assert resumed["sharpness"]["values"][key] == pytest.approx(straight["sharpness"]["values"][key], rel=1e-6)
+        assert resumed["sharpness"]["values"][key] == pytest.approx(
+            straight["sharpness"]["values"][key], rel=1e-6
+        )
     assert resumed["predictions"]["files"] == straight["predictions"]["files"]
-    assert (d / "predictions" / "RTE.tsv").read_text() == (tmp_path / "straight" / "predictions" / "RTE.tsv").read_text()
+    assert (d / "predictions" / "RTE.tsv").read_text() == (
+        tmp_path / "straight" / "predictions" / "RTE.tsv"
+    ).read_text()
     _assert_same_weights(_weights(tmp_path / "straight"), _weights(d))
