@@ -16,7 +16,18 @@ from adasam_glue.config import CONF_DIR
 
 #: (section title, dotted keys) shown in this order: the keys a user sets most
 KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("run", ("seed", "results_dir", "run_dir", "reuse_run_dir", "experiment_name", "dry_run")),
+    (
+        "run",
+        (
+            "seed",
+            "results_dir",
+            "run_dir",
+            "reuse_run_dir",
+            "rerun_on_new_commit",
+            "experiment_name",
+            "dry_run",
+        ),
+    ),
     ("task", ("task.lr", "task.batch_size", "task.total_updates", "task.max_length", "task.init_from")),
     ("optim", ("optim.lr", "optim.rho", "optim.beta1", "optim.sync_ascent")),
     ("model", ("model.path", "model.revision", "model.cache_dir", "model.dropout", "model.mnli_checkpoint")),

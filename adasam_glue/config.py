@@ -165,6 +165,9 @@ class Config:
     results_dir: str = MISSING  #: root of runs/ (resolved to an absolute path)
     run_dir: str | None = MISSING  #: ``null``: results_dir/runs/<experiment>/<task>/<optim>/<tag>/seed<k>
     reuse_run_dir: bool = MISSING  #: resume a run dir of another identity (recorded in ``attempts``)
+    rerun_on_new_commit: bool = (
+        MISSING  #: train again a run another git commit wrote (old record kept); false: warn
+    )
     dry_run: bool = MISSING  #: print the plan line and exit (used by reproduce-all DRY_RUN=1)
 
 

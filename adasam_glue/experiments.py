@@ -293,7 +293,11 @@ class Planner:
                     batch_size=int(cfg.task.batch_size),
                     passes=passes,
                     gpu_hours=hours,
-                    status=_record_status(run_dir) if run_dir is not None else None,
+                    status=(
+                        _record_status(run_dir, bool(cfg.get("rerun_on_new_commit")))
+                        if run_dir is not None
+                        else None
+                    ),
                     depends_on_mnli=isinstance(init_raw, str) and "model.mnli_checkpoint" in init_raw,
                     lr=lr,
                     lr_source=lr_source,
@@ -357,14 +361,35 @@ def _model_params(cfg: DictConfig) -> float | None:
     return None
 
 
-def _record_status(run_dir: Path) -> str | None:
+#: the plan's status of a finished record that ``rerun_on_new_commit=true`` will train again
+STALE_COMMIT = "other-commit"
+
+
+def _record_status(run_dir: Path, rerun_on_new_commit: bool = False) -> str | None:
+    """The record's status; :data:`STALE_COMMIT` for a finished one of another git commit when
+    ``rerun_on_new_commit`` (``run()`` trains it again, so the plan must not count it as done)."""
     path = run_dir / "record.json"
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text()).get("status")
-    except (OSError, ValueError):
+        record = json.loads(path.read_text())
+        status = record.get("status")
+    except (OSError, ValueError, AttributeError):
         return "unreadable"
+    if rerun_on_new_commit and status in ("completed", "diverged"):
+        from adasam_glue.records import record_commits
+
+        commit = _current_commit()
+        if commit is not None and any(c != commit for c in record_commits(record)[0]):
+            return STALE_COMMIT
+    return status
+
+
+@functools.cache
+def _current_commit() -> str | None:
+    from adasam_glue.provenance import git_commit
+
+    return git_commit()[0]
 
 
 def _with_tasks(overrides: Sequence[str], tasks: Sequence[str]) -> list[str]:

@@ -14,6 +14,19 @@ Keys that only matter under some setting are dropped when that setting is off (`
 unless ``data.source=synthetic``, ``data.hub_name`` unless ``hub``, ``sharpness.*`` unless enabled).
 Data and model *paths* are replaced by fingerprints of what they hold (``fingerprint_path``), so a
 moved copy of the same files is the same run and an edited file under the same path is not.
+
+Three keys are left out although a launch may ask for something different with them; none of them
+changes a number the report reads, and ``adasam_glue.run`` makes each difference visible instead:
+
+- ``trainer.predict_test`` and ``trainer.save_model`` decide which files a run writes besides its
+  record (test predictions, model weights), not what it computes. A completed run asked for
+  predictions writes them from its saved model, or says that it saved none (``adasam_glue.predict``).
+- ``trainer.cpu`` (the device): CPU and GPU kernels differ only by float rounding, as two GPU models
+  do, and the hardware is never part of the identity (it is recorded under the record's
+  ``hardware``); taking it in would also change every identity already written. A launch on another
+  device than the record's is told so in the skip message (a warning, not a rerun).
+- ``rerun_on_new_commit``: the policy for records written by other code (``adasam_glue.run``), not a
+  property of a run.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ NON_IDENTITY_KEYS: tuple[str, ...] = (
     "dry_run",
     "experiment_name",  # a folder label: the same config in two experiments is the same run
     "reuse_run_dir",
+    "rerun_on_new_commit",  # what to do with records of another commit (adasam_glue.run), not the run
     "logging",
     "trainer.progress_bar",
     "trainer.log_every",
@@ -48,7 +62,7 @@ NON_IDENTITY_KEYS: tuple[str, ...] = (
     "trainer.save_model",
     "trainer.keep_checkpoint",
     "trainer.stop_after_updates",
-    "trainer.cpu",  # the device is recorded under ``hardware``
+    "trainer.cpu",  # the device is recorded under ``hardware``; why it is out: the module docstring
     "trainer.predict_test",
     # the fp16 skip rule: when a run that no longer trains (every update skipped) is stopped and called
     # diverged; no number of a run that trains depends on them (added after runs existed: identities kept)

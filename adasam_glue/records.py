@@ -24,7 +24,10 @@ Record layout (``SCHEMA_VERSION`` 2; version 1 records are still read), top-leve
   error, ``wandb_error`` when wandb failed and the run went on without it; a failed attempt never erases
   what an earlier one recorded), ``data_quality`` (rows read and skipped per split), ``skipped_updates``
   (fp16 overflow skips), ``diverged_reason`` (str, a ``diverged`` run written since the rule below: why
-  it was stopped)
+  it was stopped), ``final_phase_pending`` (a run ``preempted`` after its last update: the final-phase
+  steps its requeue does, ``adasam_glue.trainer.FINAL_STEPS``), ``predictions`` (``predict_test``: the
+  test submission files and the model they came from), ``supersedes`` (``rerun_on_new_commit=true``:
+  the name of the earlier code's record, kept in the run dir as ``record.<commit>.json``)
 
 When it is written: at every evaluation, checkpoint, signal and at the end of a run, never per update,
 so the cost of keeping it is independent of the run's length.
@@ -122,6 +125,23 @@ def skip_rule_verdict(record: dict[str, Any]) -> str | None:
         if why:
             return why
     return final_loss_not_finite(record)
+
+
+def record_commits(record: dict[str, Any]) -> tuple[list[str], bool]:
+    """``(commits, dirty)`` behind a record: every git commit that trained it (one per attempt, in first-seen
+    order, then the record's own ``git_commit``) and whether any of them ran from a tree with uncommitted
+    changes (``git_dirty``). Records of a run outside a git checkout have none: ``([], False)``."""
+    commits: list[str] = []
+    dirty = False
+    attempts = record.get("attempts") if isinstance(record.get("attempts"), list) else []
+    for entry in [*attempts, record]:
+        if not isinstance(entry, dict):
+            continue
+        commit = entry.get("git_commit")
+        if isinstance(commit, str) and commit and commit not in commits:
+            commits.append(commit)
+        dirty = dirty or entry.get("git_dirty") is True
+    return commits, dirty
 
 
 class RecordError(ValueError):
@@ -313,6 +333,8 @@ class RunRecorder:
             out["sharpness"] = state.sharpness
         if state.sharpness_curve:
             out["sharpness_curve"] = state.sharpness_curve
+        if getattr(state, "final_pending", None):  # preempted in the final phase: what the requeue does
+            out["final_phase_pending"] = list(state.final_pending)
         return out
 
     def write(self, state: Any, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:

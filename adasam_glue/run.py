@@ -11,10 +11,17 @@ Contract (relied on by ``adasam_glue.experiments`` and the report):
   (the record is returned with ``skipped=True`` in memory only); a checkpoint of the same identity is
   resumed. A different identity in the same dir is refused with the keys that differ (or reused on
   ``reuse_run_dir=true``, which records the change).
+- A record of the same identity written by another git commit: a warning and the usual skip/resume,
+  or (``rerun_on_new_commit=true``) a new run from update 0 with the old record and files set aside
+  (``_code_version_policy``).
+- ``trainer.predict_test=true``: the test files are checked before anything is trained; a completed run
+  without its predictions writes them from its saved model (or says why it cannot); the skip message
+  warns when the record ran on another device (``trainer.cpu`` is not in the identity).
 - ``cfg.dry_run``: print ``run: <overrides>`` and return without loading anything.
 - Every outcome writes the record: ``completed``, ``diverged`` (NaN loss on an applied update, or the
   fp16 skip rule: ``adasam_glue.trainer``, with ``diverged_reason``), ``preempted`` (signal or
-  ``trainer.stop_after_updates``), ``failed`` (exception or Ctrl-C, re-raised after the record is
+  ``trainer.stop_after_updates``; a signal in the final phase checkpoints at the last update and the
+  record names the steps left, ``final_phase_pending``), ``failed`` (exception or Ctrl-C, re-raised after the record is
   written, keeping what earlier attempts recorded). The completed record is written before the resume
   checkpoint is removed, so a kill in between leaves a completed (or resumable) run.
 """
@@ -32,8 +39,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from adasam_glue.config import ConfigError, validate_config
 from adasam_glue.identity import describe_diff, group_hash, identity_diff, identity_hash, run_identity
+from adasam_glue.records import (
+    FINAL_STATUSES,
+    RECORD_NAME,
+    RecordError,
+    RunRecorder,
+    now,
+    read_record,
+    write_record,
+)
 from adasam_glue.schedules import total_updates, warmup_updates  # noqa: F401  (run_mod.* users)
-from adasam_glue.records import FINAL_STATUSES, RECORD_NAME, RecordError, RunRecorder, now, read_record
 from adasam_glue.run_dir import model_label, resolve_run_dir, run_dir_lock, run_params_tag
 
 log = logging.getLogger(__name__)
@@ -61,9 +76,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     them as one line instead of a traceback."""
     from adasam_glue.data.load import DataError
     from adasam_glue.modeling import ModelError
+    from adasam_glue.predict import PredictionError
     from adasam_glue.trainer import CheckpointError
 
-    return (ConfigError, RecordError, DataError, ModelError, CheckpointError)
+    return (ConfigError, RecordError, DataError, ModelError, CheckpointError, PredictionError)
 
 
 USER_ERRORS = _user_errors()
@@ -78,14 +94,167 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     if cfg.dry_run:
         print("run: " + " ".join(overrides), flush=True)
         return {"dry_run": True, "run_dir": str(run_dir), "overrides": overrides}
+    if cfg.trainer.predict_test:  # before any training: a missing test.tsv must not cost the run
+        from adasam_glue.predict import check_test_files
+        from adasam_glue.tasks import get_task
+
+        check_test_files(cfg, get_task(cfg.task.name))
     with run_dir_lock(run_dir, enabled=_is_main_rank()):
         previous = _previous_record(run_dir, identity, cfg)
+        superseded = None
+        if previous is not None:
+            previous, superseded = _code_version_policy(cfg, run_dir, previous)
         if previous is not None and previous.get("status") in FINAL_STATUSES:
-            log.info("skipping %s: record says %s (same identity)", run_dir, previous["status"])
-            print(f"skipped (already {previous['status']}): {run_dir / RECORD_NAME}", flush=True)
-            return previous | {"skipped": True}
+            return _finished(cfg, run_dir, previous)
         with _job_files_in(run_dir):
-            return _train(cfg, overrides, run_dir, identity, previous)
+            return _train(cfg, overrides, run_dir, identity, previous, superseded)
+
+
+#: what a run dir holds of one run's result; set aside together when the run is trained again
+_RESULT_FILES = (RECORD_NAME, "checkpoint", "model", "predictions")
+
+
+def _code_version_policy(
+    cfg: DictConfig, run_dir: Path, previous: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The stated policy for a record (same identity) that another git commit wrote: the identity says
+    *what* ran, not *which code* ran it, so after a bug fix the old result would otherwise be skipped
+    (or resumed) without a word and pooled with new seeds.
+
+    - commits equal, or either unknown (not a git checkout): nothing to say;
+    - ``rerun_on_new_commit=false`` (default): a warning (log and stdout) naming both commits, then the
+      usual skip (a final record) or resume (its ``attempts`` keep each attempt's commit); the report
+      names the commits behind each cell and flags the cells that mix them;
+    - ``rerun_on_new_commit=true``: the run is trained again from update 0. Nothing written is lost:
+      ``record.json``, ``checkpoint/``, ``model/`` and ``predictions/`` are renamed with the old commit
+      (``record.<commit>.json``, which the report does not read, ``model.<commit>/`` ...) and the new
+      record names the old one under ``supersedes``.
+
+    A tree with uncommitted changes (``git_dirty``) on either side is named in the warning; the commit
+    alone decides a rerun. Returns ``(previous record or None to start over, the set-aside record's name)``.
+    """
+    from adasam_glue.provenance import git_commit
+    from adasam_glue.records import record_commits
+
+    commit, dirty = git_commit()
+    stored, stored_dirty = record_commits(previous)
+    other = [c for c in stored if c != commit]
+    if commit is None or not other:
+        return previous, None
+    status = previous.get("status")
+    what = (
+        f"{run_dir / RECORD_NAME} ({status}) was written by commit {', '.join(c[:12] for c in other)}"
+        + (" (from a tree with uncommitted changes)" if stored_dirty else "")
+        + f"; this code is commit {commit[:12]}"
+        + (" with uncommitted changes" if dirty else "")
+    )
+    if not cfg.rerun_on_new_commit:
+        action = (
+            "skipped: its result is reused as it is"
+            if status in FINAL_STATUSES
+            else "resumed: each attempt's commit stays in its attempts"
+        )
+        message = (
+            f"warning: code changed: {what}. The run is {action}. Set rerun_on_new_commit=true to train it "
+            f"again with this code (the old record is kept as record.<commit>.json)."
+        )
+        log.warning(message)
+        print(message, flush=True)
+        return previous, None
+    tag = (previous.get("git_commit") or other[-1])[:12] + ("-dirty" if stored_dirty else "")
+    moved = _set_aside(run_dir, tag)
+    message = (
+        f"rerun_on_new_commit=true: {what}. Set aside as {', '.join(moved)}; training again from update 0."
+    )
+    log.warning(message)
+    print(message, flush=True)
+    return None, moved[0]
+
+
+def _set_aside(run_dir: Path, tag: str) -> list[str]:
+    """Rename the run's result files with ``tag`` (a free suffix: ``record.<tag>.2.json`` if taken);
+    the record first, so the returned list starts with its new name."""
+    suffix, k = tag, 1
+    while any((run_dir / _aside_name(name, suffix)).exists() for name in _RESULT_FILES):
+        k += 1
+        suffix = f"{tag}.{k}"
+    moved = []
+    for name in _RESULT_FILES:
+        if (run_dir / name).exists() and _is_main_rank():
+            (run_dir / name).rename(run_dir / _aside_name(name, suffix))
+            moved.append(_aside_name(name, suffix))
+    return moved
+
+
+def _aside_name(name: str, tag: str) -> str:
+    """``record.json`` -> ``record.<tag>.json``; a folder ``model`` -> ``model.<tag>``."""
+    stem, dot, ext = name.partition(".")
+    return f"{stem}.{tag}.{ext}" if dot else f"{name}.{tag}"
+
+
+def _finished(cfg: DictConfig, run_dir: Path, previous: dict[str, Any]) -> dict[str, Any]:
+    """A run dir whose record is final (same identity): not trained again; said so in one line, with
+    what this launch asked for that the record cannot give silently:
+
+    - ``trainer.predict_test=true`` on a completed run without its predictions: they are written now
+      from the run's saved model (``PredictionError`` when it saved none);
+    - a record from another device (``trainer.cpu`` is not part of the identity, see
+      ``adasam_glue.identity``): a warning, the record is reused.
+    """
+    status, path = previous["status"], run_dir / RECORD_NAME
+    notes = []
+    device_note = _other_device(cfg, previous)
+    if device_note:
+        log.warning("%s: %s", path, device_note)
+        notes.append(device_note)
+    out = previous | {"skipped": True}
+    if cfg.trainer.predict_test:
+        from adasam_glue.predict import predict_completed, saved_predictions_complete
+        from adasam_glue.tasks import get_task
+
+        if status != "completed":
+            notes.append(f"a {status} run has no test predictions (trainer.predict_test=true ignored)")
+        elif saved_predictions_complete(previous, run_dir):
+            notes.append(f"its test predictions are in {run_dir / 'predictions'}")
+        else:
+            block = predict_completed(cfg, get_task(cfg.task.name), run_dir, previous)
+            block["written_at"] = now()
+            if _is_main_rank():
+                write_record(path, previous | {"predictions": block})
+            out = out | {"predictions": block}
+            notes.append(
+                f"test predictions written now from its {block['model']} model: {run_dir / 'predictions'}"
+            )
+    log.info("skipping %s: record says %s (same identity)", run_dir, status)
+    print(f"skipped (already {status}): {path}" + "".join(f"\n  {n}" for n in notes), flush=True)
+    return out
+
+
+def _device_type(cfg: DictConfig) -> str:
+    """The device type this launch would train on (Accelerate's choice: ``trainer.cpu``, else CUDA, MPS)."""
+    import torch
+
+    if cfg.trainer.cpu:
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+def _other_device(cfg: DictConfig, record: dict[str, Any]) -> str | None:
+    """A warning when the record was trained on another device type than this launch would use."""
+    stored = (record.get("hardware") or {}).get("device")
+    if not stored:
+        return None
+    stored_type, now_type = str(stored).split(":")[0], _device_type(cfg)
+    if stored_type == now_type:
+        return None
+    return (
+        f"warning: this record was trained on {stored} and this launch would run on {now_type}; the device "
+        "is not part of the run identity (it changes numbers only by float rounding), so the record is "
+        f"reused. To train again on {now_type}, move {RECORD_NAME} away or pick another results_dir."
+    )
 
 
 def _previous_record(run_dir: Path, identity: dict[str, Any], cfg: DictConfig) -> dict[str, Any] | None:
@@ -131,6 +300,7 @@ def _train(
     run_dir: Path,
     identity: dict[str, Any],
     previous: dict[str, Any] | None,
+    superseded: str | None = None,
 ) -> dict[str, Any]:
     from adasam_glue.tasks import get_task
     from adasam_glue.trainer import TrainState
@@ -139,9 +309,12 @@ def _train(
     task = get_task(cfg.task.name)
     accelerator = setup_accelerator(cfg)
     print(f"run dir: {run_dir}", flush=True)
+    base = record_provenance(cfg, overrides, identity, task.name, accelerator)
+    if superseded:  # rerun_on_new_commit: the record of the earlier code, kept beside this one
+        base["supersedes"] = superseded
     recorder = RunRecorder(
         run_dir / RECORD_NAME,
-        record_provenance(cfg, overrides, identity, task.name, accelerator),
+        base,
         previous,
         write=accelerator.is_main_process,
     )
@@ -153,6 +326,12 @@ def _train(
             cfg, accelerator, task, tokenizer, model, run_dir, recorder, identity, wandb_run
         )
         trainer.verify_identity = not (previous or {}).get("identity_changes")  # reuse_run_dir=true
+        if cfg.trainer.predict_test:  # the final phase's last step, under the trainer's signal handlers
+            from adasam_glue.predict import predict_test
+
+            trainer.predict = lambda trained: predict_test(
+                cfg, task, trained, tokenizer, loaders.collator, accelerator, run_dir
+            )
         resumed = recorder.resumed = trainer.load_checkpoint()
         state = trainer.fit()
         extra = {
@@ -160,12 +339,8 @@ def _train(
             "padding": padding_summary(loaders),
             "data_quality": _data_quality(loaders),
         }
-        if cfg.trainer.predict_test and state.status == "completed":
-            from adasam_glue.predict import predict_test
-
-            extra["predictions"] = predict_test(
-                cfg, task, trainer.model, tokenizer, loaders.collator, accelerator, run_dir
-            )
+        if state.predictions is not None and state.status == "completed":
+            extra["predictions"] = state.predictions
         if wandb_run is not None:  # before the record is written, so a failure to finish is in it
             wandb_run.finish()
         record = recorder.write(state, state.status, extra)

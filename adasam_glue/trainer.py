@@ -21,6 +21,7 @@ Conventions that keep the accounting honest:
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -49,6 +50,16 @@ CHECKPOINT_DIR = "checkpoint"
 #: signals that mean "you are about to be stopped": checkpoint and requeue (SLURM, submitit)
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 MODEL_DIR = "model"
+#: the final phase, in order: dev evaluation at the last update, final sharpness, the final model save
+#: (``save_model=final``), the test predictions (``predict_test``)
+FINAL_STEPS = ("evaluate", "sharpness", "save_model", "predict")
+
+
+class _FinalPhaseSignal(BaseException):
+    """Raised by the signal handler inside a final-phase step (one process): the step stops at once.
+
+    A ``BaseException`` so that no ``except Exception`` in library code (saving, metrics) swallows it.
+    """
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,12 @@ class TrainState:
     wall_time_s: float = 0.0
     sharpness: dict[str, Any] | None = None
     sharpness_curve: list[dict[str, Any]] = field(default_factory=list)
+    #: the final phase's steps (:data:`FINAL_STEPS`) already done: a run requeued after a signal in the
+    #: final phase does only the others
+    final_done: list[str] = field(default_factory=list)
+    #: the steps a run preempted in its final phase has left (the record's ``final_phase_pending``)
+    final_pending: list[str] = field(default_factory=list)
+    predictions: dict[str, Any] | None = None  #: the record's ``predictions`` block (``predict_test``)
 
     @property
     def final(self) -> dict[str, Any] | None:
@@ -160,8 +177,11 @@ class Trainer:
         self.sharpness_fn = sharpness_fn
         self.identity_hash = identity_hash  #: stored in checkpoints; a resume checks it
         self.verify_identity = True  #: False when the user asked to reuse a run dir (``reuse_run_dir``)
+        #: ``predict(model) -> predictions block``: the final phase's last step when set (``predict_test``)
+        self.predict: Callable[[torch.nn.Module], dict[str, Any]] | None = None
         self.state = TrainState()
         self._signal: int | None = None
+        self._interruptible = False  #: a signal now raises _FinalPhaseSignal (inside a final-phase step)
         # fp16 is the trainer's on every device (spec §2.2): autocast in _losses, one GradScaler for both
         # passes of an update. On CUDA Accelerate made one (and autocasts the prepared forward): reuse it,
         # one scale; on CPU its fp16 is a no-op, so the scaler is ours. Under fp16 the backward is a plain
@@ -301,18 +321,96 @@ class Trainer:
                 why = self._end_of_run_verdict()
                 if why is not None:
                     self._diverge(why)
-            # The final phase stays under the handlers: a signal now lets it finish (it is short), so a
-            # preemption here never kills the run between its last update and its completed record.
             if st.status == "running":
-                if not st.eval_curve or st.eval_curve[-1]["update"] != st.updates:
-                    self.evaluate_and_track()
-                if tcfg.sharpness_enabled:
-                    self._measure_sharpness(final=True)
-                if tcfg.save_model == "final":
-                    self.save_model()
-                st.status = "completed"
-            st.wall_time_s += time.perf_counter() - started
-        return st
+                st.wall_time_s += time.perf_counter() - started
+                started = time.perf_counter()
+                self._final_phase()  # may replace self.state (a signal: back to the last finished step)
+            self.state.wall_time_s += time.perf_counter() - started
+        return self.state
+
+    # ------------------------------------------------------------------ the final phase
+    def _final_phase(self) -> None:
+        """After the last update: the steps of :data:`FINAL_STEPS` this run needs, each done once.
+
+        It runs under the signal handlers, and a preemption signal here is never swallowed (the run
+        would end ``running`` with no checkpoint, and its requeue would start at update 0). With one
+        process the signal interrupts the current step at once (the final sharpness of a large model
+        can outlast the grace period between the signal and the kill); with several, the processes
+        agree on it between steps. Either way the state goes back to the last finished step (weights
+        too: sharpness perturbs them and ``save_model=best`` predictions load the best ones), a
+        checkpoint is written at the last update, and the run ends ``preempted`` with
+        ``final_pending`` naming the steps left; the requeued run resumes at the last update and does
+        only those (``final_done``).
+        """
+        st, t = self.state, self.settings
+        needed = {
+            "evaluate": not st.eval_curve or st.eval_curve[-1]["update"] != st.updates,
+            "sharpness": t.sharpness_enabled and self.sharpness_fn is not None,
+            "save_model": t.save_model == "final",
+            "predict": self.predict is not None,
+        }
+        todo = [name for name in FINAL_STEPS if needed[name] and name not in st.final_done]
+        one_process = self.accelerator.num_processes == 1
+        # the final weights, kept to checkpoint them if a step that changes the weights is interrupted
+        final_weights = None
+        if one_process and ("sharpness" in todo or ("predict" in todo and t.save_model == "best")):
+            model = self.accelerator.unwrap_model(self.model)
+            final_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        done = copy.deepcopy(st)
+        for i, name in enumerate(todo):
+            if self._stop_requested():
+                self._preempt_in_final_phase(done, todo[i:], final_weights)
+                return
+            self._interruptible = one_process
+            try:
+                self._final_step(name)
+            except _FinalPhaseSignal:
+                self._preempt_in_final_phase(done, todo[i:], final_weights)
+                return
+            finally:
+                self._interruptible = False
+            self.state.final_done.append(name)
+            done = copy.deepcopy(self.state)
+        self.state.status = "completed"
+
+    def _final_step(self, name: str) -> None:
+        if name == "evaluate":
+            self.evaluate_and_track()
+        elif name == "sharpness":
+            self._measure_sharpness(final=True)
+        elif name == "save_model":
+            self.save_model()
+        elif name == "predict" and self.predict is not None:
+            self.state.predictions = self.predict(self.model)
+
+    def _stop_requested(self) -> bool:
+        """Whether a signal came on any process (one all-reduce with several processes)."""
+        flag = self._signal is not None
+        if self.accelerator.num_processes > 1:
+            t = torch.tensor([float(flag)], device=self.accelerator.device)
+            flag = self.accelerator.reduce(t, reduction="sum").item() > 0
+        return flag
+
+    def _preempt_in_final_phase(
+        self, done: TrainState, pending: list[str], final_weights: dict[str, torch.Tensor] | None
+    ) -> None:
+        """Back to the last finished step, checkpoint at the last update, end ``preempted``."""
+        self._interruptible = False
+        if final_weights is not None:
+            self.accelerator.unwrap_model(self.model).load_state_dict(final_weights)
+        self.model.train()
+        log.warning(
+            "signal %s in the final phase (before %s): checkpointing at update %d; the requeued run "
+            "resumes there and does only %s",
+            self._signal,
+            pending[0],
+            done.updates,
+            ", ".join(pending),
+        )
+        self.state = done
+        self.save_checkpoint()
+        self.state.final_pending = list(pending)
+        self.state.status = "preempted"
 
     # ------------------------------------------------------------------ the divergence rule
     def _diverge(self, why: str) -> None:
@@ -529,14 +627,15 @@ class Trainer:
         if self.scaler is not None and rank_state.get("grad_scaler"):  # fp16 (adasam_glue.step)
             self.scaler.load_state_dict(rank_state["grad_scaler"])
         self.state = TrainState(**_read_json(ckpt / "trainer_state.json", restart))
-        self.state.status = "running"
+        self.state.status, self.state.final_pending = "running", []
         log.info("resumed from %s at update %d", ckpt, self.state.updates)
         return True
 
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
-        """Preemption and Ctrl-C: finish the current update, checkpoint, write the record, exit cleanly.
+        """Preemption and Ctrl-C: finish the current update, checkpoint, write the record, exit cleanly
+        (in the final phase: stop the current step, checkpoint, see :meth:`_final_phase`).
 
         :data:`PREEMPT_SIGNALS` covers every signal a SLURM setup may send before a kill: SIGTERM,
         SIGUSR1 and SIGUSR2 (submitit's default ``--signal=USR2@...`` when ``SUBMITIT_PREEMPT_SIGNAL`` is
@@ -551,10 +650,14 @@ class Trainer:
         previous = {}
 
         def handler(signum: int, frame: Any) -> None:
-            log.warning("received signal %d: checkpointing after this update", signum)
             self._signal = signum
             if signum == signal.SIGINT:  # a second Ctrl-C raises KeyboardInterrupt right away
                 signal.signal(signal.SIGINT, signal.default_int_handler)
+            if self._interruptible:  # inside a final-phase step (one process): stop it now
+                log.warning("received signal %d in the final phase: checkpointing now", signum)
+                self._interruptible = False
+                raise _FinalPhaseSignal(signum)
+            log.warning("received signal %d: checkpointing after this update", signum)
 
         for sig in (*PREEMPT_SIGNALS, signal.SIGINT):
             previous[sig] = signal.signal(sig, handler)

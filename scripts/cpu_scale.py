@@ -7,7 +7,14 @@ Order: seed-major (every task and method of seed 1, then seed 2, ...), so a stop
 whole paired comparisons. The ``tune`` stage (one seed) ends with ``python -m adasam_glue.experiments
 select-lr cpu_scale_tune``, which writes the lr that ``table2`` reads. Each run is ``python -m
 adasam_glue experiment=<exp> task=T method=M seed=S``: a completed run of the same identity is skipped, a preempted one resumes from its checkpoint, so the
-sweep can be stopped (Ctrl-C, SIGTERM) and started again at any time. The driver plans each stage
+sweep can be stopped (Ctrl-C, SIGTERM) and started again at any time. Each run's line says what its
+record says when it ends (completed, diverged, preempted, failed), not just its exit status: a
+preempted run exits 0. Stopping: the driver forwards Ctrl-C/SIGTERM to the running child as SIGTERM
+(the run's preemption signal: it finishes its update, checkpoints and writes a ``preempted`` record),
+waits up to ``--grace`` seconds (default 120) for it, and only then kills it; a second Ctrl-C kills it
+at once. The child runs in its own session, so a terminal's Ctrl-C reaches it only through the driver
+(one signal, not a second one that would interrupt its checkpoint). The exit status is 0 only when
+every launched run ended completed or diverged. The driver plans each stage
 when it reaches it (``adasam_glue.experiments.Planner``, the dry run's plan: the same identities and
 run dirs) and does not launch a run whose record is completed or diverged, so a restart costs seconds,
 not one process start per finished run. A failed run is reported and the sweep goes on. The
@@ -157,6 +164,107 @@ def plan(stages: list[str], seeds: list[str] | None, tasks: list[str] | None) ->
     return runs
 
 
+#: seconds a child gets to checkpoint after the forwarded signal before it is killed (a checkpoint of
+#: RoBERTa-large with its optimizer state takes seconds on a local disk, longer on a busy shared one)
+GRACE_S = 120.0
+
+
+class Stopper:
+    """The driver's SIGINT/SIGTERM handling: the first signal stops the sweep after the current run and
+    forwards SIGTERM to that run (it checkpoints); a second one kills the run at once."""
+
+    def __init__(self) -> None:
+        self.now = False  #: a signal came: launch nothing more
+        self.kill_now = False  #: a second signal came: kill the child
+        self.child: subprocess.Popen | None = None
+        self.forwarded_at: float | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self.handle)
+
+    def restore(self) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        self._previous.clear()
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.now:
+            self.kill_now = True
+            if self.child is not None and self.child.poll() is None:
+                print(f"second signal {signum}: killing the run (pid {self.child.pid}) now", flush=True)
+                self.child.kill()
+            return
+        self.now = True
+        if self.child is not None and self.child.poll() is None:
+            print(
+                f"signal {signum}: stopping after the current run; forwarded SIGTERM to it (pid "
+                f"{self.child.pid}) so it checkpoints (a second Ctrl-C kills it)",
+                flush=True,
+            )
+            self.child.send_signal(signal.SIGTERM)
+            self.forwarded_at = time.monotonic()
+        else:
+            print(f"signal {signum}: stopping", flush=True)
+
+
+def launch(cmd: list[str], log_path: Path, stop: Stopper, grace: float = GRACE_S) -> int:
+    """Run ``cmd`` with its output in ``log_path`` (a file, not a pipe: a run outlives a killed driver
+    without a broken pipe) in its own session; return its exit status. On a stop signal the child gets
+    SIGTERM (:class:`Stopper`) and up to ``grace`` seconds to checkpoint before SIGKILL."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
+        )
+    stop.child = proc
+    try:
+        if stop.now:  # the signal came between runs and this one started anyway: stop it the same way
+            proc.send_signal(signal.SIGTERM)
+            stop.forwarded_at = time.monotonic()
+        while True:
+            try:
+                return proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+            if stop.forwarded_at is not None and time.monotonic() - stop.forwarded_at > grace:
+                print(f"the run did not stop within {grace:g} s of SIGTERM (--grace): killing it", flush=True)
+                proc.kill()
+                return proc.wait()
+    finally:
+        stop.child, stop.forwarded_at = None, None
+
+
+#: what a run's record status means for the sweep (a status not listed: the run never ended cleanly)
+OUTCOMES = {
+    "completed": "completed",
+    "diverged": "diverged",
+    "preempted": "preempted (resumes from its checkpoint at the next launch)",
+    "failed": "FAILED",
+    "running": "KILLED (its record still says running)",
+}
+
+
+def run_status(log_text: str) -> tuple[str | None, Path | None]:
+    """``(record status, run dir)`` of a run from its output: the run prints ``run dir: <dir>`` when it
+    starts training and ``skipped (already <status>): <dir>/record.json`` when it is finished already;
+    the status is read from that dir's record.json (``(None, dir)`` when there is none or it is
+    unreadable, ``(None, None)`` when the run never got as far as its run dir)."""
+    run_dir = None
+    for line in log_text.splitlines():
+        if line.startswith("run dir: "):
+            run_dir = Path(line[len("run dir: ") :].strip())
+        elif line.startswith("skipped (already ") and "): " in line:
+            run_dir = Path(line.split("): ", 1)[1].strip()).parent
+    if run_dir is None:
+        return None, None
+    try:
+        status = json.loads((run_dir / "record.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None, run_dir
+    return (str(status) if status is not None else None), run_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -167,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default=None, help="override the experiment's seeds, e.g. 1")
     p.add_argument("--tasks", default=None, help="override the experiment's tasks, e.g. rte,mrpc")
     p.add_argument("--dry-run", action="store_true", help="print the run lines and exit")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=GRACE_S,
+        help=f"seconds a run gets to checkpoint after Ctrl-C/SIGTERM before it is killed (default {GRACE_S:g})",
+    )
     p.add_argument("overrides", nargs="*", help="extra overrides for every run")
     a = p.parse_args(argv)
 
@@ -184,13 +298,28 @@ def main(argv: list[str] | None = None) -> int:
     hydra_root = Path(tempfile.mkdtemp(prefix="cpu_scale_hydra_"))
     common = [f"data.data_dir={data_dir}", f"results_dir={results}", *a.overrides]
     print(f"{len(runs)} runs -> {results}", flush=True)
-    stop = {"now": False}
+    stop = Stopper()
+    if not a.dry_run:
+        stop.install()
+    try:
+        return _sweep(a, runs, results, common, hydra_root, tasks, seeds, stop)
+    finally:
+        stop.restore()
 
-    def on_signal(signum, frame):  # let the current run checkpoint (it gets the signal too), then stop
-        stop["now"] = True
 
-    signal.signal(signal.SIGTERM, on_signal)
+def _sweep(
+    a: argparse.Namespace,
+    runs: list[list[str]],
+    results: Path,
+    common: list[str],
+    hydra_root: Path,
+    tasks: list[str] | None,
+    seeds: list[str] | None,
+    stop: Stopper,
+) -> int:
+    """Launch ``runs`` in order; print each one's outcome as its record says; the exit status."""
     failed = 0
+    counts: dict[str, int] = {}
     finished: dict[str, dict[Point, str]] = {}  # experiment -> its finished grid points, planned when reached
     for i, overrides in enumerate(runs, 1):
         line = " ".join(overrides)
@@ -200,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"run: python -m adasam_glue.sharpness RUN_DIR {extra}  # {n} completed runs unmeasured now"
                 )
-            elif not stop["now"]:
-                failed += measure_all(results, hydra_root, stop, tasks, seeds)
+            elif not stop.now:
+                failed += measure_all(results, hydra_root, stop, tasks, seeds, a.grace)
             continue
         is_probe = overrides[0] == "PROBE"  # not planned by grid point: a probe's keys are not the grid's
         if is_probe:
@@ -218,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.dry_run:
             print(f"run: {line}")
             continue
-        if stop["now"]:
+        if stop.now:
             print("stopping: signal received", flush=True)
             break
         t0 = time.time()
@@ -233,38 +362,62 @@ def main(argv: list[str] | None = None) -> int:
                 *common,
                 f"hydra.run.dir={hydra_root / str(i)}",
             ]
-        # the run's output goes to a file, not a pipe: a run outlives a killed driver without a broken pipe
         log_path = hydra_root / f"{i}.log"
-        with open(log_path, "w") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-        status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-        failed += proc.returncode != 0
-        print(f"[{i}/{len(runs)}] {status} {time.time() - t0:7.1f}s  {line}", flush=True)
-        if proc.returncode != 0:
-            print("    " + "\n    ".join(tail), flush=True)
-    return 1 if failed else 0
+        code = launch(cmd, log_path, stop, a.grace)
+        text = log_path.read_text(errors="replace")
+        if overrides[0] == "SELECT":
+            status, shown = (
+                ("ok" if code == 0 else "failed"),
+                ("ok" if code == 0 else f"FAILED (exit {code})"),
+            )
+        else:
+            status, run_dir = run_status(text)
+            if status is None:
+                shown = (
+                    "FAILED ("
+                    + ("no run dir in its output" if run_dir is None else "no readable record")
+                    + ")"
+                )
+            else:
+                shown = OUTCOMES.get(status, f"status {status!r}")
+            if code != 0 and status != "failed":
+                shown += f", exit {code}"
+            if run_dir is not None and status not in ("completed", "diverged"):
+                shown += f"  [{run_dir}]"
+            status = status if status in OUTCOMES else "failed"
+        counts[status] = counts.get(status, 0) + 1
+        bad = status not in ("ok", "completed", "diverged", "preempted")
+        failed += bad
+        print(f"[{i}/{len(runs)}] {shown} {time.time() - t0:7.1f}s  {line}", flush=True)
+        if bad or code != 0:
+            tail = text.strip().splitlines()[-3:]
+            print("    " + "\n    ".join(tail) + f"\n    (log: {log_path})", flush=True)
+    if counts:
+        print("outcomes: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), flush=True)
+    if counts.get("preempted"):
+        print("preempted runs resume from their checkpoints: launch the same command again", flush=True)
+    return 1 if failed or counts.get("preempted") else 0
 
 
 def measure_all(
     results: Path,
     logs: Path,
-    stop: dict[str, bool],
+    stop: Stopper,
     tasks: list[str] | None = None,
     seeds: list[str] | None = None,
+    grace: float = GRACE_S,
 ) -> int:
     """``python -m adasam_glue.sharpness RUN_DIR <settings>`` for every unmeasured run; the failures."""
     todo, extra, failed = unmeasured(results, tasks, seeds), sharpness_overrides(), 0
     print(f"sharpness: {len(todo)} runs to measure ({' '.join(extra)})", flush=True)
     for k, run_dir in enumerate(todo, 1):
-        if stop["now"]:
+        if stop.now:
             break
         t0, log_path = time.time(), logs / f"sharpness_{k}.log"
-        with open(log_path, "w") as log:
-            cmd = [sys.executable, "-m", "adasam_glue.sharpness", str(run_dir), *extra]
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-        failed += proc.returncode != 0
-        status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, log {log_path})"
+        cmd = [sys.executable, "-m", "adasam_glue.sharpness", str(run_dir), *extra]
+        code = launch(cmd, log_path, stop, grace)
+        failed += code != 0
+        status = "ok" if code == 0 else f"FAILED (exit {code}, log {log_path})"
         print(
             f"  [{k}/{len(todo)}] {status} {time.time() - t0:7.1f}s  {run_dir.relative_to(results)}",
             flush=True,

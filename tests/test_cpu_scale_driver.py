@@ -111,3 +111,114 @@ def test_probe_stage_runs_every_listed_probe_and_each_composes(driver, tmp_path)
             assert cfg.experiment_name in ("cpu_scale", "cpu_scale_probe"), p
             if cfg.optim.name == "sgd":
                 assert cfg.experiment_name == "cpu_scale_probe" and cfg.trainer.save_model == "none", p
+
+
+#: A stand-in for ``python -m adasam_glue ...`` (the driver launches ``sys.executable``): it prints its run
+#: dir as a run does and writes the record. FAKE_MODE: ``preempted`` (exit 0 with a preempted record, as
+#: trainer.stop_after_updates or a signal gives), ``wait`` (checkpoint on SIGTERM in 1.5 s, longer than
+#: the 0.25 s subprocess.run gave a Ctrl-C'd child; completed after 8 s if never signalled), ``ignore``
+#: (ignores SIGTERM: only a kill stops it).
+_FAKE_RUN = """#!{python}
+import json, os, signal, sys, time
+from pathlib import Path
+name = Path([a for a in sys.argv if a.startswith("hydra.run.dir=")][0].split("=", 1)[1]).name
+run_dir = Path(os.environ["FAKE_ROOT"]) / ("run" + name)
+run_dir.mkdir(parents=True, exist_ok=True)
+print("run dir: " + str(run_dir), flush=True)
+def record(status):
+    (run_dir / "record.json").write_text(json.dumps({{"status": status}}))
+mode = os.environ["FAKE_MODE"]
+if mode == "preempted":
+    record("preempted")
+    sys.exit(0)
+record("running")
+def checkpoint(signum, frame):
+    time.sleep(1.5)
+    record("preempted")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, checkpoint if mode == "wait" else signal.SIG_IGN)
+(run_dir / "started").write_text("")
+time.sleep(8 if mode == "wait" else 60)
+record("completed")
+"""
+
+
+@pytest.fixture
+def fake_runs(tmp_path, monkeypatch):
+    """The driver's children are the fake run above; returns ``(argv, fake root)``."""
+    import os
+    import sys
+
+    script = tmp_path / "fake_python"
+    script.write_text(_FAKE_RUN.format(python=sys.executable))
+    script.chmod(0o755)
+    root = tmp_path / "fake_runs"
+    monkeypatch.setattr(sys, "executable", str(script))
+    monkeypatch.setenv("FAKE_ROOT", str(root))
+    data = _glue(tmp_path)
+    argv = ["--data-dir", str(data), "--results-dir", str(tmp_path / "results"), "--tasks", "mrpc"]
+    assert os.access(script, os.X_OK)
+    return [*argv, "--seeds", "1"], root
+
+
+def test_each_run_is_reported_by_its_record_status_not_its_exit_code(driver, fake_runs, monkeypatch, capsys):
+    """Issue 24 H: a preempted run exits 0 and used to be reported "ok"."""
+    argv, _ = fake_runs
+    monkeypatch.setenv("FAKE_MODE", "preempted")
+    assert driver.main(argv) != 0  # preempted runs are not a finished sweep
+    out = capsys.readouterr().out.splitlines()
+    lines = [line for line in out if line.startswith("[")]
+    assert len(lines) == 4 and all("] preempted (resumes from its checkpoint" in line for line in lines), out
+    assert not any(" ok " in line for line in lines)
+    assert "outcomes: 4 preempted" in out
+
+
+def _signal_when_started(root, signum, n=1):
+    """Send ``signum`` to this process (the driver) ``n`` times once the first fake run has started."""
+    import os
+    import threading
+    import time
+
+    def send():
+        deadline = time.monotonic() + 30
+        while not list(root.glob("*/started")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(n):
+            os.kill(os.getpid(), signum)
+            time.sleep(0.3)
+
+    threading.Thread(target=send, daemon=True).start()
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_reaches_the_run_and_it_gets_time_to_checkpoint(
+    driver, fake_runs, monkeypatch, capsys, signame
+):
+    """Issue 24 H: Ctrl-C gave the child 0.25 s before SIGKILL (subprocess.run), and SIGTERM was not
+    forwarded at all; now the run gets SIGTERM and --grace seconds, and writes its preempted record."""
+    argv, root = fake_runs
+    monkeypatch.setenv("FAKE_MODE", "wait")
+    before = signal.getsignal(getattr(signal, signame))
+    _signal_when_started(root, getattr(signal, signame))
+    try:
+        code = driver.main([*argv, "--grace", "30"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped the driver: the run was killed after 0.25 s, without its checkpoint")
+    out = capsys.readouterr().out
+    assert code != 0
+    assert json.loads((root / "run1" / "record.json").read_text())["status"] == "preempted"
+    assert "[1/4] preempted" in out and "forwarded SIGTERM" in out and "stopping: signal received" in out
+    assert not (root / "run2").exists()  # nothing launched after the signal
+    assert signal.getsignal(getattr(signal, signame)) == before  # the driver's handlers are gone again
+
+
+def test_a_run_that_ignores_the_signal_is_killed_after_the_grace_period(
+    driver, fake_runs, monkeypatch, capsys
+):
+    argv, root = fake_runs
+    monkeypatch.setenv("FAKE_MODE", "ignore")
+    _signal_when_started(root, signal.SIGTERM)
+    assert driver.main([*argv, "--grace", "1"]) != 0
+    out = capsys.readouterr().out
+    assert "did not stop within 1 s of SIGTERM (--grace): killing it" in out
+    assert "[1/4] KILLED (its record still says running)" in out

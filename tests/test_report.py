@@ -889,3 +889,46 @@ def test_rows_lost_to_malformed_tsv_lines_are_flagged(tmp_path):
         "- `table1/mrpc/amsgrad/beta0.9_b16/seed2/record.json`: completed: malformed rows skipped: "
         "train 8 of 3668 rows, validation 3 of 408 rows" in readme
     )
+
+
+def test_each_cell_names_its_commits_and_a_cell_mixing_commits_is_flagged(tmp_path):
+    """Issue 24 C: nothing in the report named the code behind a cell, so seeds of old and new code were
+    averaged without a word. The Identities table names each cell's commit(s); a cell whose seeds (or one
+    seed's attempts) come from several commits, or from uncommitted changes, is flagged in the notes
+    and the README; a cell of one clean commit is not."""
+    runs = tmp_path / "runs"
+    old, new = "1" * 40, "2" * 40
+    for seed in (1, 2):  # MRPC AMSGrad: one commit, clean
+        _patch(
+            make_record(runs, "mrpc", "amsgrad", seed, {"accuracy": 0.80, "f1": 0.85}),
+            git_commit=old,
+            git_dirty=False,
+        )
+    # RTE AMSGrad: seed 1 old code, seed 2 new code
+    _patch(make_record(runs, "rte", "amsgrad", 1, {"accuracy": 0.70}), git_commit=old, git_dirty=False)
+    _patch(make_record(runs, "rte", "amsgrad", 2, {"accuracy": 0.72}), git_commit=new, git_dirty=False)
+    # CoLA AMSGrad: one seed resumed under the new code, from uncommitted changes
+    attempts = [{"status": "preempted", "git_commit": old, "git_dirty": False},
+                {"status": "completed", "git_commit": new, "git_dirty": True}]  # fmt: skip
+    _patch(
+        make_record(runs, "cola", "amsgrad", 1, {"mcc": 0.5}),
+        git_commit=new,
+        git_dirty=True,
+        attempts=attempts,
+    )
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "table1.md").read_text()
+    assert "| AMSGrad | MRPC | n/a |" in text
+    ident = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| AMSGrad | ")}
+    assert ident["MRPC"].endswith(f"| 1, 2 | — | {old[:10]} |")
+    assert ident["RTE"].endswith(f"| {old[:10]}, {new[:10]} ⚠ |")
+    assert ident["CoLA"].endswith(f"| {old[:10]}, {new[:10]} + uncommitted changes ⚠ |")
+    assert (
+        "- Code versions: the runs of these cells come from more than one git commit, or from uncommitted "
+        f"changes, so their seeds may not have run the same code (rerun_on_new_commit=true trains such runs "
+        f"again): AMSGrad / CoLA: {old[:10]}, {new[:10]} + uncommitted changes; AMSGrad / RTE: "
+        f"{old[:10]}, {new[:10]}." in text
+    )
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert f"- {old[:10]} (4 runs)" in readme and f"- {new[:10]} (2 runs)" in readme
+    assert f"- table1: AMSGrad / RTE: {old[:10]}, {new[:10]}" in readme

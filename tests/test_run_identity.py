@@ -319,6 +319,152 @@ def test_predict_test_writes_glue_submission_files(tiny_cfg, tmp_path, task, fil
             assert set(values) <= set(info.label_names)  # RTE/MNLI spell labels by name
 
 
+def test_completed_run_asked_for_predictions_writes_them_from_its_saved_model(tiny_cfg, tmp_path, capsys):
+    """Issue 24 E: predict_test is outside the identity, so a completed run asked for predictions used to
+    print "skipped" and write none. It writes them now from its saved (best) model, the same files a run
+    that predicted from the start writes; a third launch finds them and says where they are."""
+    common = ["task=rte", "optim=amsgrad", "trainer.save_model=best"]
+    d = tmp_path / "r"
+    first = run(tiny_cfg(*common, run_dir=d))
+    assert first["status"] == "completed" and "predictions" not in first
+    capsys.readouterr()
+    again = run(tiny_cfg(*common, "trainer.predict_test=true", run_dir=d))
+    out = capsys.readouterr().out
+    assert again["skipped"] and "test predictions written now from its best model" in out
+    assert again["predictions"]["model"] == "best"
+    on_disk = read_record(d / "record.json")
+    assert on_disk["predictions"]["files"] == again["predictions"]["files"]
+    assert on_disk["status"] == "completed" and on_disk["optimizer_updates"] == first["optimizer_updates"]
+    fresh = run(tiny_cfg(*common, "trainer.predict_test=true", run_dir=tmp_path / "fresh"))
+    assert (d / "predictions" / "RTE.tsv").read_text() == (
+        tmp_path / "fresh" / "predictions" / "RTE.tsv"
+    ).read_text()
+    assert fresh["predictions"]["files"] == on_disk["predictions"]["files"]
+    third = run(tiny_cfg(*common, "trainer.predict_test=true", run_dir=d))
+    assert third["skipped"] and f"its test predictions are in {d / 'predictions'}" in capsys.readouterr().out
+
+
+def test_completed_run_without_a_saved_model_says_why_it_cannot_predict(tiny_cfg, tmp_path):
+    from adasam_glue.predict import PredictionError
+
+    d = tmp_path / "r"
+    run(tiny_cfg("task=rte", "optim=amsgrad", "trainer.save_model=none", run_dir=d))
+    with pytest.raises(PredictionError, match=r"saved no model .*trainer.save_model='none'.*save_model=best"):
+        run(
+            tiny_cfg(
+                "task=rte", "optim=amsgrad", "trainer.save_model=none", "trainer.predict_test=true", run_dir=d
+            )
+        )
+    assert "predictions" not in read_record(d / "record.json")
+
+
+def test_predict_test_without_test_files_fails_before_training(tiny_cfg, tmp_path):
+    """A GLUE folder without test.tsv: the error names the file, and nothing is trained or written (it
+    used to train, then fail with a raw FileNotFoundError and a failed record)."""
+    from adasam_glue.data.load import DataError
+
+    glue = tmp_path / "glue" / "MRPC"
+    glue.mkdir(parents=True)
+    head = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    body = "".join(f"{i % 2}\t{i}\t{i + 1000}\tthe cat sat {i}\ta cat sat {i}\n" for i in range(20))
+    for name in ("train.tsv", "dev.tsv"):
+        (glue / name).write_text(head + body, encoding="utf-8")
+    cfg = tiny_cfg("task=mrpc", "optim=amsgrad", "data.source=tsv", f"data.data_dir={glue.parent}",
+                   "trainer.predict_test=true", run_dir=tmp_path / "r")  # fmt: skip
+    with pytest.raises(DataError, match=r"test file\(s\), missing: .*MRPC/test\.tsv.*nothing was trained"):
+        run(cfg)
+    assert not (tmp_path / "r" / "record.json").exists()
+
+
+def test_skip_message_says_when_the_record_ran_on_another_device(tiny_cfg, tmp_path, capsys):
+    """trainer.cpu stays out of the identity (identity.py says why); reusing a record trained on another
+    device is a warning in the skip message, not a silent reuse and not a rerun."""
+    import json
+
+    d = tmp_path / "r"
+    run(tiny_cfg("optim=amsgrad", run_dir=d))
+    rec = json.loads((d / "record.json").read_text())
+    rec["hardware"]["device"] = "cuda:0"  # as if the first launch had run on a GPU
+    (d / "record.json").write_text(json.dumps(rec))
+    capsys.readouterr()
+    again = run(tiny_cfg("optim=amsgrad", run_dir=d))
+    out = capsys.readouterr().out
+    assert again["skipped"] and "skipped (already completed)" in out
+    assert "trained on cuda:0 and this launch would run on cpu" in out
+    run(tiny_cfg("optim=amsgrad", run_dir=tmp_path / "same"))
+    capsys.readouterr()
+    run(tiny_cfg("optim=amsgrad", run_dir=tmp_path / "same"))
+    assert "trained on" not in capsys.readouterr().out  # same device: no warning
+
+
+def _code_at(monkeypatch, commit: str, dirty: bool = False) -> None:
+    """Make this process's code look like ``commit`` (what provenance.git_commit reports)."""
+    import adasam_glue.provenance as provenance
+
+    monkeypatch.setattr(provenance, "git_commit", lambda: (commit, dirty))
+
+
+def test_a_record_of_another_commit_is_skipped_with_a_warning_or_rerun_on_request(
+    tiny_cfg, tmp_path, monkeypatch, capsys
+):
+    """Issue 24 C: the code version was stored, never compared: after a fix, completed runs were skipped
+    without a word. Default: a warning naming both commits, then the skip. rerun_on_new_commit=true (not
+    in the identity): trained again, the old record and model kept as record.<commit>.json, model.<commit>."""
+    old, new = "a" * 40, "b" * 40
+    d, common = tmp_path / "r", ["optim=amsgrad", "trainer.save_model=final"]
+    _code_at(monkeypatch, old, dirty=True)
+    first = run(tiny_cfg(*common, run_dir=d))
+    assert first["git_commit"] == old and first["status"] == "completed"
+    _code_at(monkeypatch, new)
+    capsys.readouterr()
+    again = run(tiny_cfg(*common, run_dir=d))
+    out = capsys.readouterr().out
+    assert again["skipped"] and again["git_commit"] == old
+    assert (
+        f"warning: code changed: {d / 'record.json'} (completed) was written by commit {old[:12]} (from a "
+        "tree with uncommitted changes); this code is commit " + new[:12] in out
+    )
+    assert "set rerun_on_new_commit=true" in out.lower()
+
+    cfg = tiny_cfg(*common, "rerun_on_new_commit=true", run_dir=d)
+    assert identity_hash(run_identity(cfg)) == first["identity_hash"]  # the key is not the run's identity
+    rerun = run(cfg)
+    assert not rerun.get("skipped") and rerun["status"] == "completed" and rerun["git_commit"] == new
+    tag = old[:12] + "-dirty"
+    assert rerun["supersedes"] == f"record.{tag}.json" and len(rerun["attempts"]) == 1
+    assert read_record(d / f"record.{tag}.json")["git_commit"] == old  # nothing written is lost
+    assert (d / f"model.{tag}" / "config.json").exists() and (d / "model" / "config.json").exists()
+    capsys.readouterr()
+    assert run(tiny_cfg(*common, "rerun_on_new_commit=true", run_dir=d))["skipped"]  # same commit now
+    assert "code changed" not in capsys.readouterr().out
+
+
+def test_a_preempted_run_of_another_commit_resumes_with_a_warning(tiny_cfg, tmp_path, monkeypatch, capsys):
+    d = tmp_path / "r"
+    _code_at(monkeypatch, "c" * 40)
+    run(tiny_cfg("optim=amsgrad", "trainer.stop_after_updates=2", run_dir=d))
+    _code_at(monkeypatch, "e" * 40)
+    capsys.readouterr()
+    rec = run(tiny_cfg("optim=amsgrad", run_dir=d))
+    assert "resumed: each attempt's commit stays in its attempts" in capsys.readouterr().out
+    assert rec["resumed"] and [a["git_commit"][0] for a in rec["attempts"]] == ["c", "e"]
+
+
+def test_the_plan_counts_a_run_of_another_commit_as_to_do_only_with_rerun_on_new_commit(
+    tmp_path, monkeypatch
+):
+    import json
+
+    from adasam_glue import experiments
+
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "record.json").write_text(json.dumps({"status": "completed", "git_commit": "a" * 40}))
+    monkeypatch.setattr(experiments, "_current_commit", lambda: "b" * 40)
+    assert experiments._record_status(d) == "completed"
+    assert experiments._record_status(d, rerun_on_new_commit=True) == experiments.STALE_COMMIT
+
+
 @pytest.mark.parametrize(
     "overrides, pinned",
     [

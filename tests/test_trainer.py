@@ -275,3 +275,94 @@ def test_bf16_autocast_run(tiny_cfg, tmp_path):
     assert rec["status"] == "completed"
     assert all(p["loss"] == p["loss"] for p in rec["train_curve"])  # finite, not NaN
     assert rec["hardware"]["mixed_precision"] == "bf16"
+
+
+#: a final sharpness measurement that takes a moment on the tiny model
+_SHARP = [
+    "sharpness.enabled=true",
+    "sharpness.num_samples=16",
+    "sharpness.batch_size=16",
+    "sharpness.measures=[eigenvalue]",
+    "sharpness.power_iters=3",
+]
+
+
+def _signal_inside(monkeypatch, owner, name, calls):
+    """Replace ``owner.name`` by a version that sends SIGUSR2 to this process first (as SLURM does while
+    the step runs) and records the call; the replaced function runs after the handler returns."""
+    import os
+    import signal
+
+    original = getattr(owner, name)
+
+    def wrapped(*args, **kwargs):
+        calls.append(name)
+        if name != "_measure_sharpness" or kwargs.get("final", args[-1] if len(args) > 1 else None):
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+@pytest.mark.parametrize(
+    "step, patched",
+    [
+        ("evaluate", "evaluate_and_track"),
+        ("sharpness", "_measure_sharpness"),
+        ("save_model", "save_model"),
+        ("predict", "predict_test"),
+    ],
+)
+def test_signal_in_the_final_phase_checkpoints_and_the_requeue_finishes_it(
+    tiny_cfg, tmp_path, monkeypatch, step, patched
+):
+    """Issue 24 D: SIGUSR2 during the final evaluation, the final sharpness, the final model save or the
+    test predictions used to be swallowed (the run went on; killed there, its record said running and
+    the requeue started at update 0). Now the step stops, a checkpoint at the last update is written,
+    the record says preempted and which steps are left; the requeue trains no update, does only those
+    steps, and ends with the numbers of an uninterrupted run."""
+    import adasam_glue.predict as predict_mod
+    import adasam_glue.trainer as trainer_mod
+
+    common = [
+        "optim=adasam",
+        "task=rte",
+        "trainer.max_updates=4",
+        "trainer.eval_every=0",
+        "trainer.save_model=final",
+        "trainer.predict_test=true",
+        *_SHARP,
+    ]
+    straight = run(tiny_cfg(*common, run_dir=tmp_path / "straight"))
+    d, calls = tmp_path / "r", []
+    _signal_inside(
+        monkeypatch, predict_mod if patched == "predict_test" else trainer_mod.Trainer, patched, calls
+    )
+    first = run(tiny_cfg(*common, run_dir=d))
+    assert calls, "the seam never ran"
+    assert first["status"] == "preempted" and first["optimizer_updates"] == 4
+    assert first["final_phase_pending"][0] == step
+    on_disk = read_record(d / "record.json")
+    assert on_disk["status"] == "preempted" and on_disk["final_phase_pending"] == first["final_phase_pending"]
+    assert json.loads((d / "checkpoint" / "meta.json").read_text())["updates"] == 4
+
+    monkeypatch.undo()
+    trained = []
+    original_step = trainer_mod.Trainer.train_step
+    monkeypatch.setattr(
+        trainer_mod.Trainer, "train_step", lambda self, mb: trained.append(1) or original_step(self, mb)
+    )
+    resumed = run(tiny_cfg(*common, run_dir=d))
+    assert resumed["status"] == "completed" and resumed["resumed"] is True and not trained
+    assert "final_phase_pending" not in resumed and not (d / "checkpoint").exists()
+    assert [a["status"] for a in resumed["attempts"]] == ["preempted", "completed"]
+    assert json.dumps(resumed["eval_curve"]) == json.dumps(straight["eval_curve"])  # one final eval
+    for key in ("eigenvalue", "loss"):  # measured at the same final weights
+        assert resumed["sharpness"]["values"][key] == pytest.approx(
+            straight["sharpness"]["values"][key], rel=1e-6
+        )
+    assert resumed["predictions"]["files"] == straight["predictions"]["files"]
+    assert (d / "predictions" / "RTE.tsv").read_text() == (
+        tmp_path / "straight" / "predictions" / "RTE.tsv"
+    ).read_text()
+    _assert_same_weights(_weights(tmp_path / "straight"), _weights(d))

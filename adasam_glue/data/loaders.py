@@ -359,6 +359,16 @@ def build_train_loader(
     )
 
 
+def make_collator(data_cfg: Any, tokenizer: Any, mixed_precision: str = "no") -> GlueCollator:
+    """The run's collator (padding value, multiple and side): one definition for training and for the
+    test predictions of a completed run, which need it without building the training loaders."""
+    return GlueCollator(
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        pad_to_multiple_of=default_pad_multiple(_cfg(data_cfg, "pad_to_multiple_of"), mixed_precision),
+        padding_side=getattr(tokenizer, "padding_side", "right") or "right",
+    )
+
+
 def build_dataloaders(
     data_cfg: Any,
     task: str,
@@ -384,12 +394,8 @@ def build_dataloaders(
         for split in info.eval_splits:
             splits[split] = subsample(raw[split], _cfg(data_cfg, "max_eval_samples"), None)
         tokenized = tokenize_glue(splits, task, tokenizer, max_length, target_scale)
-    pad_multiple = default_pad_multiple(_cfg(data_cfg, "pad_to_multiple_of"), mixed_precision)
-    collator = GlueCollator(
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-        pad_to_multiple_of=pad_multiple,
-        padding_side=getattr(tokenizer, "padding_side", "right") or "right",
-    )
+    collator = make_collator(data_cfg, tokenizer, mixed_precision)
+    pad_multiple = collator.pad_to_multiple_of
     group = bool(_cfg(data_cfg, "group_by_length"))
     workers = int(_cfg(data_cfg, "num_workers") or 0)
     train_ds = tokenized["train"]

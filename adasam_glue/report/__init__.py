@@ -105,6 +105,40 @@ def build_report(
     return summary
 
 
+def _code_section(runs, tables) -> list[str]:
+    """The git commits the records were trained by, and the table cells that mix them (issue 24 C: the
+    identity says what ran, not which code; after a fix, old-code seeds must not pool silently)."""
+    from adasam_glue.report.collect import UNKNOWN_COMMIT, code_versions
+    from adasam_glue.report.table_render import mixed_code_cells
+
+    counts: dict[str, int] = {}
+    for r in runs:
+        for c in code_versions([r])[0]:
+            counts[c] = counts.get(c, 0) + 1
+    dirty = sum(r.dirty for r in runs)
+    out = [
+        "",
+        "## Code versions",
+        "",
+        "Git commits the runs were trained by (a run resumed under two counts for both):",
+        "",
+    ]
+    out += [
+        f"- {c if c != UNKNOWN_COMMIT else 'unknown (no commit in the record)'} ({n} run{'s' if n != 1 else ''})"
+        for c, n in sorted(counts.items(), key=lambda kv: (kv[0] == UNKNOWN_COMMIT, kv[0]))
+    ] or ["- none"]
+    if dirty:
+        out.append(f"- {dirty} run(s) trained from a tree with uncommitted changes")
+    mixed = [f"{res.spec.name}: {cell}" for res in tables for cell in mixed_code_cells(res)]
+    out += [
+        "",
+        "Table cells whose runs mix commits or uncommitted changes (listed in each table's notes):",
+        "",
+    ]
+    out += [f"- {m}" for m in mixed] or ["- none"]
+    return out
+
+
 def _index(col, tables, speedup, sharp, files: list[str]) -> str:
     from adasam_glue.report.palette import method_name
     from adasam_glue.report.setting import SYNTHETIC_BANNER, is_synthetic, setting_text
@@ -137,6 +171,7 @@ def _index(col, tables, speedup, sharp, files: list[str]) -> str:
         key = setting_text([r])
         settings[key] = settings.get(key, 0) + 1
     out += [f"- {k} ({v} run{'s' if v != 1 else ''})" for k, v in sorted(settings.items())] or ["- none"]
+    out += _code_section(runs, tables)
     out += ["", "## Files", ""]
     desc = {
         "claims.md": "the paper's claims (spec §4) checked against these results",

@@ -31,6 +31,10 @@ schema-2 record stores it; for a schema-1 record it is derived here from the sto
 ``identity_derived``), so old and new records are grouped by one definition. The report pools, selects
 and pairs runs only through identities (:mod:`adasam_glue.report.grouping`, docs/algorithms.md §4.4).
 
+The identity says what ran, not which code ran it: every run carries the git commits of its attempts
+(``Run.commits``, ``Run.dirty``), and the tables name the commit(s) behind each cell and flag a cell
+whose runs mix commits or ran from uncommitted changes (:func:`code_versions`).
+
 Two records of one identity *and* seed (a copied folder, a run filed under two experiment names) are
 one run: :func:`dedupe` keeps one by an explicit rule and lists the others, with their statuses.
 
@@ -54,6 +58,7 @@ from adasam_glue.records import (
     RecordError,
     find_records,
     read_record,
+    record_commits,
     skip_rule_verdict,
 )
 from adasam_glue.tasks import TASKS
@@ -154,6 +159,9 @@ class Run:
     identity_note: str = ""  #: why a derived identity is incomplete (weights not fingerprinted)
     record_status: str = ""  #: the record's own ``status`` (``status`` is the report's, see :func:`judge`)
     flags: tuple[str, ...] = field(default=(), compare=False)  #: what the report flags, in words
+    #: the git commits that trained the run (one per attempt, :func:`adasam_glue.records.record_commits`)
+    commits: tuple[str, ...] = field(default=(), compare=False)
+    dirty: bool = field(default=False, compare=False)  #: some attempt ran from uncommitted changes
 
     @property
     def rejudged(self) -> bool:
@@ -343,6 +351,27 @@ def _data_quality_losses(record: dict[str, Any]) -> list[str]:
     return out
 
 
+#: a run whose record names no commit (not run from a git checkout, or written before commits were kept)
+UNKNOWN_COMMIT = "unknown"
+
+
+def code_versions(runs: list[Run] | tuple[Run, ...]) -> tuple[list[str], bool]:
+    """``(short commits, dirty)`` behind ``runs``: the sorted 10-character commits of all their attempts
+    (:data:`UNKNOWN_COMMIT` last for runs that name none) and whether any ran from uncommitted changes."""
+    short = {c[:10] for r in runs for c in r.commits}
+    unknown = any(not r.commits for r in runs)
+    return sorted(short) + ([UNKNOWN_COMMIT] if unknown else []), any(r.dirty for r in runs)
+
+
+def code_text(runs: list[Run] | tuple[Run, ...]) -> str:
+    """The code column of a cell: its commits, ``+ uncommitted changes`` and a ⚠ when mixed or dirty."""
+    commits, dirty = code_versions(runs)
+    text = ", ".join(commits) or UNKNOWN_COMMIT
+    if dirty:
+        text += " + uncommitted changes"
+    return text + (" ⚠" if len(commits) > 1 or dirty else "")
+
+
 def _parse(rel: str, record: dict[str, Any]) -> Run:
     config = record.get("config") if isinstance(record.get("config"), dict) else {}
     optim = config.get("optim") or {}
@@ -362,6 +391,7 @@ def _parse(rel: str, record: dict[str, Any]) -> Run:
     status, flags = judge(record)
     bs = task_cfg.get("batch_size")
     identity, derived, note = derive_identity(record)
+    commits, dirty = record_commits(record)
     return Run(
         rel=rel,
         record=record,
@@ -384,6 +414,8 @@ def _parse(rel: str, record: dict[str, Any]) -> Run:
         identity_note=note,
         record_status=record_status,
         flags=flags,
+        commits=tuple(commits),
+        dirty=dirty,
     )
 
 

@@ -9,7 +9,7 @@ import csv
 import io
 from collections.abc import Sequence
 
-from adasam_glue.report.collect import EXCLUDED
+from adasam_glue.report.collect import EXCLUDED, code_text, code_versions
 from adasam_glue.report.grouping import format_diff, label_suffix
 from adasam_glue.report.palette import method_name, metric_label, task_name
 from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
@@ -187,6 +187,13 @@ def _notes(res: TableResult) -> list[str]:
             )
             + "."
         )
+    mixed = mixed_code_cells(res)
+    if mixed:
+        lines.append(
+            "Code versions: the runs of these cells come from more than one git commit, or from uncommitted "
+            "changes, so their seeds may not have run the same code (rerun_on_new_commit=true trains such "
+            "runs again): " + "; ".join(mixed) + "."
+        )
     derived = sorted({r.rel for r in res.runs if r.identity_derived})
     if derived:
         lines.append(
@@ -194,6 +201,21 @@ def _notes(res: TableResult) -> list[str]:
             "fingerprints of the data and weights as found now)."
         )
     return lines
+
+
+def mixed_code_cells(res: TableResult) -> list[str]:
+    """``"<row> / <task> [rho r]: <commits>"`` for every identity of the table whose runs mix commits
+    (a run resumed under another commit counts too) or ran from uncommitted changes."""
+    out = []
+    for row in res.rows:
+        for t in TASK_ORDER:
+            for cand in res.row_cell(row, t).candidates:
+                runs = [*cand.completed, *cand.diverged]
+                commits, dirty = code_versions(runs)
+                if len(commits) > 1 or dirty:
+                    rho = "" if cand.rho is None else f" rho {cand.rho:g}"
+                    out.append(f"{row.label} / {task_name(t)}{rho}: {code_text(runs).rstrip(' ⚠')}")
+    return out
 
 
 def _md_cell(res: TableResult, row: Row, task: str, metric: str, bold: bool) -> str:
@@ -299,10 +321,12 @@ def render_markdown(res: TableResult) -> str:
         "",
         "## Identities",
         "",
-        "Each cell pools the seeds of one identity (the group hash: the run identity without its seed).",
+        "Each cell pools the seeds of one identity (the group hash: the run identity without its seed). "
+        "The identity says what ran, not which code: `code` names the git commit(s) of the runs' attempts "
+        "(⚠: more than one, or uncommitted changes; see the notes).",
         "",
-        "| Row | Task | rho | identity | completed seeds | diverged seeds |",
-        "|---|---|---:|---|---|---|",
+        "| Row | Task | rho | identity | completed seeds | diverged seeds | code |",
+        "|---|---|---:|---|---|---|---|",
     ]
     n_ident = 0
     for row in res.rows:
@@ -311,11 +335,13 @@ def render_markdown(res: TableResult) -> str:
                 n_ident += 1
                 seeds = ", ".join(str(r.seed) for r in cand.completed) or MISSING
                 dseeds = ", ".join(str(r.seed) for r in cand.diverged) or MISSING
+                code = code_text([*cand.completed, *cand.diverged])
                 out.append(
-                    f"| {row.label} | {task_name(t)} | {_r(cand.rho)} | {cand.group_hash} | {seeds} | {dseeds} |"
+                    f"| {row.label} | {task_name(t)} | {_r(cand.rho)} | {cand.group_hash} | {seeds} | {dseeds} "
+                    f"| {code} |"
                 )
     if not n_ident:
-        out.append(f"| {MISSING} | no runs | | | | |")
+        out.append(f"| {MISSING} | no runs | | | | | |")
     return "\n".join(out) + "\n"
 
 
