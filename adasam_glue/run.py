@@ -48,8 +48,8 @@ from adasam_glue.records import (
     read_record,
     write_record,
 )
-from adasam_glue.schedules import total_updates, warmup_updates  # noqa: F401  (run_mod.* users)
 from adasam_glue.run_dir import model_label, resolve_run_dir, run_dir_lock, run_params_tag
+from adasam_glue.schedules import total_updates, warmup_updates  # noqa: F401  (run_mod.* users)
 
 log = logging.getLogger(__name__)
 
