@@ -85,6 +85,24 @@ _CONDITIONAL: tuple[tuple[str, Any], ...] = (
 )
 
 
+#: Keys naming starting weights: a Hub id stays in the config part (with its revision); a local folder
+#: leaves it, because ``weights`` holds the fingerprint of what it contains (the same files moved elsewhere
+#: are the same run). No record made before this rule had a local path here, so no identity moved.
+_LOCAL_WEIGHT_PATHS: tuple[str, ...] = ("model.path", "task.init_from")
+
+
+def _get_dotted(d: Mapping[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(part)
+    return d
+
+
+def _is_local_source(ref: Any) -> bool:
+    return isinstance(ref, str) and bool(ref) and Path(ref).exists()
+
+
 def _pop(d: dict[str, Any], dotted: str) -> None:
     parts = dotted.split(".")
     for p in parts[:-1]:
@@ -172,6 +190,9 @@ def run_identity(cfg: DictConfig | Mapping[str, Any], world_size: int | None = N
             _pop(c, key)
     for key in NON_IDENTITY_KEYS:
         _pop(c, key)
+    for key in _LOCAL_WEIGHT_PATHS:  # a local folder is its fingerprint (``weights``), not where it lies
+        if _is_local_source(_get_dotted(c, key)):
+            _pop(c, key)
     c["optim"] = {**optim_identity, **c.get("optim", {})}
     identity = {
         "identity_version": IDENTITY_VERSION,

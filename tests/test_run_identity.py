@@ -590,3 +590,26 @@ def test_run_without_flock_stops_before_anything_or_trains_with_the_lock_file(
     monkeypatch.setenv(LOCK_FALLBACK_ENV, "1")
     assert run(tiny_cfg("optim=amsgrad", run_dir=d))["status"] == "completed"
     assert not (d / EXCL_LOCK_NAME).exists()
+
+
+def test_moved_local_weights_are_the_same_run_and_edited_ones_are_not(tmp_path):
+    """identity.py's promise: a local model.path / task.init_from enters as the fingerprint of what it
+    holds, so the same folder moved elsewhere keeps the identity; a Hub id stays as it is written."""
+    import shutil
+
+    first = tmp_path / "a" / "my-bert"
+    first.mkdir(parents=True)
+    (first / "config.json").write_text('{"model_type": "bert"}')
+    (first / "model.safetensors").write_bytes(b"\\x00" * 64)
+    moved = tmp_path / "b" / "elsewhere" / "my-bert"
+    shutil.copytree(first, moved)
+    for key in ("model.path", "task.init_from"):
+        here = run_identity(compose_cfg("task=mrpc", "model=minilm", f"{key}={first}"))
+        there = run_identity(compose_cfg("task=mrpc", "model=minilm", f"{key}={moved}"))
+        assert identity_hash(here) == identity_hash(there), key
+        (moved / "config.json").write_text('{"model_type": "bert", "hidden_size": 8}')
+        edited = run_identity(compose_cfg("task=mrpc", "model=minilm", f"{key}={moved}"))
+        assert identity_hash(edited) != identity_hash(here), key
+        (moved / "config.json").write_text('{"model_type": "bert"}')
+    hub = run_identity(compose_cfg("task=mrpc"))
+    assert hub["config"]["model"]["path"] == "roberta-large"  # a Hub id is not a local folder: kept
