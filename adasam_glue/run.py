@@ -253,7 +253,8 @@ def _other_device(cfg: DictConfig, record: dict[str, Any]) -> str | None:
     return (
         f"warning: this record was trained on {stored} and this launch would run on {now_type}; the device "
         "is not part of the run identity (it changes numbers only by float rounding), so the record is "
-        f"reused. To train again on {now_type}, move {RECORD_NAME} away or pick another results_dir."
+        f"reused. To train again on {now_type}, move {RECORD_NAME} (and checkpoint/, if present) away or pick "
+        "another results_dir."
     )
 
 
@@ -333,6 +334,16 @@ def _train(
                 cfg, task, trained, tokenizer, loaders.collator, accelerator, run_dir
             )
         resumed = recorder.resumed = trainer.load_checkpoint()
+        # the attempt starts where training does: the checkpoint's update (or 0), not the old record's count
+        recorder.attempt["updates_at_start"] = int(trainer.state.updates)
+        if resumed and previous is None:
+            log.warning(
+                "resuming %s from its checkpoint at update %d although it has no %s: to start over, move "
+                "the checkpoint/ folder away too",
+                run_dir,
+                trainer.state.updates,
+                RECORD_NAME,
+            )
         state = trainer.fit()
         extra = {
             "resumed": resumed,

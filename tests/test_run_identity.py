@@ -613,3 +613,20 @@ def test_moved_local_weights_are_the_same_run_and_edited_ones_are_not(tmp_path):
         (moved / "config.json").write_text('{"model_type": "bert"}')
     hub = run_identity(compose_cfg("task=mrpc"))
     assert hub["config"]["model"]["path"] == "roberta-large"  # a Hub id is not a local folder: kept
+
+
+def test_an_attempt_starts_at_the_checkpoints_update_and_says_so_without_a_record(tiny_cfg, tmp_path, caplog):
+    """A record moved away with its checkpoint left behind: the run resumes from the checkpoint (warning
+    that the checkpoint must go too to start over) and the attempt's updates_at_start is the checkpoint's
+    update, not 0 (issue 24: the earlier record's count was shown, not the checkpoint's)."""
+    import logging
+
+    d = tmp_path / "r"
+    first = run(tiny_cfg("optim=amsgrad", "trainer.stop_after_updates=2", run_dir=d))
+    assert first["status"] == "preempted" and (d / "checkpoint").exists()
+    (d / "record.json").rename(tmp_path / "moved-away.json")
+    with caplog.at_level(logging.WARNING, logger="adasam_glue.run"):
+        again = run(tiny_cfg("optim=amsgrad", run_dir=d))
+    assert again["status"] == "completed" and again["resumed"]
+    assert again["attempts"][-1]["updates_at_start"] == 2
+    assert any("move the checkpoint/ folder away too" in r.getMessage() for r in caplog.records)
