@@ -37,11 +37,26 @@ import tempfile
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+#: this script's checkout: the driver and every run it launches use its code, not another installed copy
+#: (a frozen checkout of the tree can sweep while the working tree changes; the records name its commit)
+ROOT = Path(__file__).resolve().parents[1]
+if (ROOT / "adasam_glue").is_dir():
+    sys.path.insert(0, str(ROOT))
 
-import adasam_glue.experiment_resolvers  # noqa: F401  the experiments' resolvers, for the planner's compose
-from adasam_glue.config import CONF_DIR
-from adasam_glue.experiment_conf import experiment_sweep
+from omegaconf import OmegaConf  # noqa: E402
+
+import adasam_glue.experiment_resolvers  # noqa: E402,F401  the experiments' resolvers, for the planner's compose
+from adasam_glue.config import CONF_DIR  # noqa: E402
+from adasam_glue.experiment_conf import experiment_sweep  # noqa: E402
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a launched run: this checkout first on PYTHONPATH (see ``ROOT``)."""
+    env = os.environ.copy()
+    if (ROOT / "adasam_glue").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
 
 #: stage -> experiment config (conf/experiment/<name>.yaml); ``sharpness`` measures finished runs.
 #: ``probe`` is the recipe's evidence (SGD at several lrs and head lrs, one seed; records under
@@ -215,7 +230,7 @@ def launch(cmd: list[str], log_path: Path, stop: Stopper, grace: float = GRACE_S
     SIGTERM (:class:`Stopper`) and up to ``grace`` seconds to checkpoint before SIGKILL."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True
         )
     stop.child = proc
     try:

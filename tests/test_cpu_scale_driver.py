@@ -222,3 +222,14 @@ def test_a_run_that_ignores_the_signal_is_killed_after_the_grace_period(
     out = capsys.readouterr().out
     assert "did not stop within 1 s of SIGTERM (--grace): killing it" in out
     assert "[1/4] KILLED (its record still says running)" in out
+
+
+def test_driver_and_runs_use_the_scripts_own_checkout(driver, monkeypatch):
+    """A frozen copy of the tree sweeps while the working tree changes: the driver plans with its own
+    checkout's package and the runs it launches import it first (PYTHONPATH), whatever is installed."""
+    import sys
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    root = SCRIPT.parents[1]
+    assert driver.ROOT == root and str(root) in sys.path
+    assert driver.child_env()["PYTHONPATH"].split(":") == [str(root), "/elsewhere"]
