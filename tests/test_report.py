@@ -932,3 +932,99 @@ def test_each_cell_names_its_commits_and_a_cell_mixing_commits_is_flagged(tmp_pa
     readme = (tmp_path / "out" / "README.md").read_text()
     assert f"- {old[:10]} (4 runs)" in readme and f"- {new[:10]} (2 runs)" in readme
     assert f"- table1: AMSGrad / RTE: {old[:10]}, {new[:10]}" in readme
+
+
+# ------------------------------------------------------------------- compute-matched row (issue 21 §2.2)
+def _sched(updates: int) -> dict:
+    return {
+        "task": {"total_updates": updates, "warmup_updates": updates * 6 // 100, "epochs": updates // 100}
+    }
+
+
+def test_compute_matched_comparison_pairs_equal_passes_only(tmp_path):
+    """AMSGrad (400 updates, 400 passes), AdaSAM (400 updates, 800 passes, two rhos) and AMSGrad with 800
+    updates (800 passes) on two tasks x 3 seeds: AdaSAM is compared with the 800-update AMSGrad at equal
+    compute; a 600-update AMSGrad (600 passes) and an 800-pass one differing in max_length are not used."""
+    runs = tmp_path / "runs"
+    mrpc = {  # (accuracy, f1) per seed
+        "ams": [(0.80, 0.85), (0.81, 0.86), (0.82, 0.87)],
+        "ada01": [(0.84, 0.88), (0.85, 0.89), (0.86, 0.90)],
+        "ada005": [(0.80, 0.84), (0.80, 0.84), (0.80, 0.84)],
+        "m800": [(0.83, 0.87), (0.84, 0.89), (0.83, 0.89)],
+        "m600": [(0.95, 0.95)] * 3,
+        "mlen": [(0.99, 0.99)] * 3,
+    }
+    cola = {  # MCC per seed
+        "ams": [0.40, 0.42, 0.44],
+        "ada01": [0.45, 0.47, 0.46],
+        "ada005": [0.41, 0.41, 0.41],
+        "m800": [0.48, 0.49, 0.50],
+        "m600": [0.10] * 3,
+        "mlen": [0.05] * 3,
+    }
+    plan = [  # key, optimizer, rho, updates, passes, extra config, folder
+        ("ams", "amsgrad", None, 400, 400, {}, ""),
+        ("ada01", "adasam", 0.01, 400, 800, {}, ""),
+        ("ada005", "adasam", 0.005, 400, 800, {}, ""),
+        ("m800", "amsgrad", None, 800, 800, {}, "_u800"),
+        ("m600", "amsgrad", None, 600, 600, {}, "_u600"),
+        ("mlen", "amsgrad", None, 800, 800, {"max_length": 64}, "_len64"),
+    ]
+    for key, opt, rho, updates, npass, extra, folder in plan:
+        cfg = _sched(updates)
+        cfg["task"] |= extra
+        for s in range(3):
+            a, f = mrpc[key][s]
+            for task, metrics in (
+                ("mrpc", {"accuracy": a, "f1": f}),
+                ("cola", {"matthews_correlation": cola[key][s]}),
+            ):
+                p = make_record(runs, task, opt, s + 1, metrics, rho=rho, config=cfg, folder=folder)
+                _patch(p, optimizer_updates=updates, forward_backward_passes=npass)
+    out = tmp_path / "out"
+    build_report(runs, out, figures=False)
+    res = build_table(TABLES[0], load_runs(runs).runs)
+    assert [(m.task, m.updates, m.passes) for m in res.matched] == [
+        ("cola", (800,), (800,)),
+        ("mrpc", (800,), (800,)),
+    ]
+
+    def score(task, key, s):
+        return mrpc[key][s][0] / 2 + mrpc[key][s][1] / 2 if task == "mrpc" else cola[key][s]
+
+    md = (out / "table1.md").read_text()
+    rows = section_rows(md, "## Compute-matched comparison: AdaSAM − AMSGrad (compute-matched)")
+    paired = [
+        r
+        for r in csv.DictReader(io.StringIO((out / "paired.csv").read_text()))
+        if "compute" in r["comparison"]
+    ]
+    assert [r["task"] for r in paired] == ["cola", "mrpc"]
+    for m, name, csv_row in zip(res.matched, ("CoLA", "MRPC"), paired):
+        t = m.task
+        sam, ams = (
+            summarize([score(t, "ada01", s) for s in range(3)]),
+            summarize([score(t, "m800", s) for s in range(3)]),
+        )
+        diffs = [(score(t, "ada01", s) - score(t, "m800", s)) * 100 for s in range(3)]
+        ci = bootstrap_mean_ci(diffs, seed=BOOTSTRAP_SEED + ("cola", "sst2", "mrpc").index(t))
+        assert math.isclose(m.sam.mean, sam.mean) and math.isclose(m.matched.mean, ams.mean)
+        assert math.isclose(m.paired.mean, np.mean(diffs)) and m.paired.n == 3 and m.rho == 0.01
+        cells = rows[name]
+        assert cells[0] == f"{sam.mean * 100:.2f} ± {sam.std * 100:.2f} (3) (ρ=0.01)"
+        assert cells[1].startswith(f"{ams.mean * 100:.2f} ± {ams.std * 100:.2f} (3) [")
+        assert cells[2:6] == ["800", "800", f"{np.mean(diffs):+.2f}", f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"]
+        assert csv_row["comparison"] == "AdaSAM − AMSGrad (compute-matched)"
+        assert csv_row["mean_difference"] == f"{np.mean(diffs):.4f}" and csv_row["ci_low"] == f"{ci[0]:.4f}"
+        assert csv_row["seeds_paired"] == "3"
+    assert math.isclose(res.matched[1].paired.mean, (1.0 + 0.5 + 2.0) / 3)  # MRPC by hand
+    assert math.isclose(res.matched[0].paired.mean, -3.0)  # CoLA by hand
+    assert "equal optimizer updates" in md and "equal compute" in md
+    assert "beats the compute-matched AMSGrad on 1 of 2 comparison(s) (MRPC); loses on CoLA" in md
+    claims = (out / "claims.md").read_text()
+    line = next(
+        ln
+        for ln in claims.splitlines()
+        if ln.startswith("| Table 1: AMSGrad vs AdaSAM, β1 = 0.9 (compute-matched)")
+    )
+    assert "AdaSAM wins 1, loses 1, ties 0 of 2 at equal compute" in line

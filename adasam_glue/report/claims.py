@@ -30,7 +30,7 @@ from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, short_key
 from adasam_glue.report.palette import method_name, metric_label, task_name
 from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, data_text, model_text, setting_text
 from adasam_glue.report.sharpness import SharpnessReport
-from adasam_glue.report.tables import Comparison, TableResult
+from adasam_glue.report.tables import Comparison, Row, TableResult
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 __all__ = ["REFERENCE_DEV", "SPEEDUP_BAND", "Claim", "check_claims", "render_claims"]
@@ -213,12 +213,50 @@ def _speedup_claim(sp: SpeedupResult) -> Claim:
     )
 
 
+def _matched_claim(res: TableResult) -> Claim:
+    """The unmarked SAM row against the compute-matched base row (equal forward/backward passes): not a
+    claim of the paper, the check a reader needs beside it (issue 21 §2.2). Wins, losses and ties per
+    task on the mean task score, and where the paired bootstrap CI excludes 0."""
+    spec = res.spec
+    sam, base = method_name(spec.sam), method_name(spec.base)
+    per = []
+    for m in res.matched:
+        p = m.paired
+        sig = (
+            "" if p.ci is None else (" (CI excludes 0)" if p.ci[0] > 0 or p.ci[1] < 0 else " (CI includes 0)")
+        )
+        per.append(f"{task_name(m.task)}: {m.outcome} {p.mean:+.2f}{sig}")
+    won = [m.task for m in res.matched if m.outcome == "win"]
+    lost = [m.task for m in res.matched if m.outcome == "loss"]
+    tied = [m.task for m in res.matched if m.outcome == "tie"]
+    n = len(res.matched)
+    verdict = f"{sam} wins {len(won)}, loses {len(lost)}, ties {len(tied)} of {n} at equal compute"
+    runs = [r for m in res.matched for row in (m.base, Row(spec.sam)) for r in res.row_cell(row, m.task).runs]
+    idents = tuple(
+        f"{task_name(m.task)}: {sam} {m.paired.sam_identity}"
+        + ("" if m.rho is None else f" (ρ={m.rho:g})")
+        + f" vs {base} compute-matched {m.paired.base_identity} ({m.paired.n} seed(s) paired)"
+        for m in res.matched
+    )
+    return Claim(
+        f"{spec.title} (compute-matched)",
+        f"not a claim of the paper: {sam} vs {base} given the same forward/backward passes (equal compute; "
+        f"the table's headline compares equal updates)",
+        "; ".join(per) + f"; wins on {_names(won)}, loses on {_names(lost)}, ties on {_names(tied)}",
+        _on_synthetic(verdict, any_synthetic(runs)),
+        setting_text(runs),
+        idents,
+    )
+
+
 def check_claims(tables: Sequence[TableResult], speedup: SpeedupResult) -> list[Claim]:
-    """One claim per table comparison with results (the unmarked pair always), then the cross-table
-    and the speedup claims."""
+    """One claim per table comparison with results (the unmarked pair always), then the compute-matched
+    line of a table that has one, then the cross-table and the speedup claims."""
     out = []
     for res in tables:
         out += [_table_claim(res, c) for c in res.comparisons if c.main or c.common_tasks]
+        if res.matched:
+            out.append(_matched_claim(res))
     return [*out, _adaptive_claim(tables), _speedup_claim(speedup)]
 
 

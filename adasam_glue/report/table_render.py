@@ -316,6 +316,7 @@ def render_markdown(res: TableResult) -> str:
                 f"| {task_name(p.task)} | {p.mean:+.{DECIMALS}f} | {ci} | {p.n} | {excl} | "
                 f"{p.sam_identity} vs {p.base_identity}{refused} |"
             )
+    out += _matched_markdown(res)
     # identities behind every cell
     out += [
         "",
@@ -343,6 +344,63 @@ def render_markdown(res: TableResult) -> str:
     if not n_ident:
         out.append(f"| {MISSING} | no runs | | | | | |")
     return "\n".join(out) + "\n"
+
+
+def _score(x) -> str:
+    """A task-score summary (fraction) as ``mean ± std (n)`` ×100."""
+    sd = f" ± {_fmt(x.std)}" if x.std is not None else ""
+    return f"{_fmt(x.mean)}{sd} ({x.n})"
+
+
+def _matched_markdown(res: TableResult) -> list[str]:
+    """The compute-matched section (protocol item 7 of :mod:`adasam_glue.report.tables`); nothing
+    when no base row is compute-matched."""
+    if not res.matched:
+        return []
+    spec = res.spec
+    sam, base = method_name(spec.sam), method_name(spec.base)
+    out = [
+        "",
+        f"## Compute-matched comparison: {res.matched_name} (task score ×100)",
+        "",
+        f"What each comparison supports: {sam} against the unmarked {base} row is a comparison at equal "
+        f"optimizer updates ({sam} spends two forward/backward passes per update, so twice the compute); "
+        f"{sam} against the compute-matched {base} row is a comparison at equal compute (the same "
+        f"forward/backward passes per run, {base} taking twice the updates over the same recipe). "
+        f"A compute-matched {base} run differs from the {sam} run of its seed (the chosen rho) only in the "
+        "optimizer keys and in task.total_updates, task.warmup_updates, task.epochs, and its record has "
+        "the same forward_backward_passes; the paired difference pairs those seeds, with the bootstrap of "
+        "the paired comparisons above.",
+        "",
+        f"| Task | {sam} (ρ) | {base} compute-matched | passes per run | {base} updates | mean difference "
+        "| 95% bootstrap CI | seeds paired | CI excludes 0 | identities |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---|---|",
+    ]
+    for m in res.matched:
+        p = m.paired
+        ci = MISSING if p.ci is None else f"[{p.ci[0]:+.{DECIMALS}f}, {p.ci[1]:+.{DECIMALS}f}]"
+        excl = "n < 2" if p.ci is None else ("yes" if p.ci[0] > 0 or p.ci[1] < 0 else "no")
+        out.append(
+            f"| {task_name(m.task)} | {_score(m.sam)} (ρ={_r(m.rho)}) | {_score(m.matched)} [{m.base.suffix}] "
+            f"| {', '.join(map(str, m.passes))} | {', '.join(map(str, m.updates)) or MISSING} "
+            f"| {p.mean:+.{DECIMALS}f} | {ci} | {p.n} | {excl} | {p.sam_identity} vs {p.base_identity} |"
+        )
+    won = [task_name(m.task) for m in res.matched if m.outcome == "win"]
+    lost = [task_name(m.task) for m in res.matched if m.outcome == "loss"]
+    tied = [task_name(m.task) for m in res.matched if m.outcome == "tie"]
+    out += ["", matched_line(res, won, lost, tied)]
+    return out
+
+
+def matched_line(res: TableResult, won: list[str], lost: list[str], tied: list[str]) -> str:
+    """One sentence: the SAM method's wins, losses and ties against the compute-matched base."""
+    sam, base = method_name(res.spec.sam), method_name(res.spec.base)
+    n = len(won) + len(lost) + len(tied)
+    names = lambda xs: ", ".join(xs) or "none"  # noqa: E731
+    return (
+        f"At equal compute, {sam} beats the compute-matched {base} on {len(won)} of {n} comparison(s) "
+        f"({names(won)}); loses on {names(lost)}; ties on {names(tied)}."
+    )
 
 
 def _r(rho: float | None) -> str:
@@ -525,4 +583,24 @@ def render_paired_csv(results: Sequence[TableResult]) -> str:
                         setting,
                     ]
                 )
+        for m in res.matched:
+            p = m.paired
+            base_runs = res.row_cell(m.base, m.task).runs
+            sam_runs = res.row_cell(Row(res.spec.sam), m.task).runs
+            w.writerow(
+                [
+                    res.spec.name,
+                    res.matched_name,
+                    res.spec.sam,
+                    res.spec.base,
+                    p.task,
+                    f"{p.mean:.4f}",
+                    "" if p.ci is None else f"{p.ci[0]:.4f}",
+                    "" if p.ci is None else f"{p.ci[1]:.4f}",
+                    p.n,
+                    p.sam_identity,
+                    p.base_identity,
+                    setting_text([*sam_runs, *base_runs]),
+                ]
+            )
     return buf.getvalue()

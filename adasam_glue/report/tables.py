@@ -22,6 +22,12 @@ Protocol (printed under every table; docs/algorithms.md §4.4 and the tuning pla
    metrics; Avg. is the mean task score over the tasks where both rows of the comparison have one.
    The paired difference pairs, per seed, runs whose identities differ only in the optimizer keys.
 6. Bold marks the best value per column among the rows of one setting, when two or more have one.
+7. Compute-matched comparison (issue 21 §2.2): a SAM-family update costs two forward/backward passes,
+   so the unmarked SAM row against the unmarked base row compares equal *updates*. For each task, a
+   base row whose runs differ from the unmarked SAM cell's runs (its chosen rho) only in the optimizer
+   keys and in the schedule length (:data:`MATCHED_KEYS`), seed by seed, and whose records have the
+   same ``forward_backward_passes``, is the *compute-matched* base: the SAM cell against it compares
+   equal *compute*. Its paired difference pairs those seeds, with the same bootstrap as item 5.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ __all__ = [
     "TABLES",
     "Cell",
     "Comparison",
+    "MATCHED_KEYS",
+    "Matched",
     "Paired",
     "Row",
     "TableResult",
@@ -346,6 +354,36 @@ class Comparison:
         return out
 
 
+#: the schedule-length keys a compute-matched base run may differ in (more updates, same recipe otherwise)
+MATCHED_KEYS = ("config.task.total_updates", "config.task.warmup_updates", "config.task.epochs")
+
+
+def passes(run: Run) -> int | None:
+    """The record's ``forward_backward_passes`` (None when absent or not an integer)."""
+    v = run.record.get("forward_backward_passes")
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+@dataclass
+class Matched:
+    """The unmarked SAM cell of one task against a compute-matched base row (task score ×100)."""
+
+    task: str
+    base: Row  #: the base row whose runs have the SAM runs' forward/backward passes
+    rho: float | None  #: the SAM cell's chosen rho
+    sam: Summary  #: SAM task score over the cell's seeds (fraction)
+    matched: Summary  #: base task score over the matched seeds (fraction)
+    passes: tuple[int, ...]  #: the forward/backward passes of the matched runs (distinct)
+    updates: tuple[int, ...]  #: the matched base runs' optimizer updates (distinct)
+    paired: Paired
+
+    @property
+    def outcome(self) -> str:
+        """win | loss | tie of the SAM cell on the mean task score."""
+        a, b = self.sam.mean, self.matched.mean
+        return "win" if a > b else "loss" if a < b else "tie"
+
+
 @dataclass
 class TableResult:
     spec: TableSpec
@@ -354,6 +392,11 @@ class TableResult:
     duplicates: list[tuple[Run, Run]]  #: (dropped, kept) among this table's runs
     unused: list[Run]  #: matching runs that are neither completed nor diverged
     comparisons: list[Comparison]  #: the unmarked pair first
+    matched: list[Matched] = field(default_factory=list)  #: compute-matched comparisons (protocol 7)
+
+    @property
+    def matched_name(self) -> str:
+        return f"{method_name(self.spec.sam)} − {method_name(self.spec.base)} (compute-matched)"
 
     def row_cell(self, row: Row, task: str) -> Cell:
         return self.cells[(row, task)]
@@ -515,6 +558,57 @@ def _pair(task: str, sam: Cell, base: Cell, boot_seed: int) -> Paired:
     )
 
 
+def _compute_matched(
+    spec: TableSpec, rows: Sequence[Row], cells: dict[tuple[Row, str], Cell]
+) -> list[Matched]:
+    """Protocol item 7: the unmarked SAM cell of each task against every base row whose runs, seed by
+    seed, differ from the SAM runs only in optimizer and :data:`MATCHED_KEYS` keys and ran as many
+    forward/backward passes."""
+    out = []
+    for i, t in enumerate(TASK_ORDER):
+        sam = cells[(Row(spec.sam), t)]
+        if not sam.seed_runs:
+            continue
+        for row in rows:
+            if row.method != spec.base or row.main:
+                continue
+            base = cells[(row, t)]
+            seeds = [
+                s
+                for s in sorted(set(sam.seed_runs) & set(base.seed_runs))
+                if not differs_outside(sam.seed_runs[s].flat, base.seed_runs[s].flat, (OPTIM, *MATCHED_KEYS))
+                and passes(sam.seed_runs[s]) is not None
+                and passes(sam.seed_runs[s]) == passes(base.seed_runs[s])
+            ]
+            if not seeds:
+                continue
+            diffs = [(sam.seed_scores[s] - base.seed_scores[s]) * 100 for s in seeds]
+            paired = Paired(
+                t,
+                len(diffs),
+                sum(diffs) / len(diffs),
+                bootstrap_mean_ci(diffs, seed=BOOTSTRAP_SEED + i),
+                sam.chosen.group_hash,
+                base.chosen.group_hash,
+            )
+            runs = [base.seed_runs[s] for s in seeds]
+            out.append(
+                Matched(
+                    t,
+                    row,
+                    sam.rho,
+                    summarize(list(sam.seed_scores.values())),
+                    summarize([base.seed_scores[s] for s in seeds]),
+                    tuple(sorted({passes(r) for r in runs})),
+                    tuple(
+                        sorted({u for r in runs if isinstance(u := r.record.get("optimizer_updates"), int)})
+                    ),
+                    paired,
+                )
+            )
+    return out
+
+
 def build_table(spec: TableSpec, runs: Sequence[Run]) -> TableResult:
     """Split ``runs`` into rows of one setting, select rho, aggregate seeds, compare like with like.
 
@@ -555,4 +649,12 @@ def build_table(spec: TableSpec, runs: Sequence[Run]) -> TableResult:
             ]
             comparisons.append(comp)
     comparisons.sort(key=lambda c: (not c.main, c.sam.setting, c.base.optim, c.sam.optim))
-    return TableResult(spec, rows, cells, duplicates, sorted(unused, key=lambda r: r.rel), comparisons)
+    return TableResult(
+        spec,
+        rows,
+        cells,
+        duplicates,
+        sorted(unused, key=lambda r: r.rel),
+        comparisons,
+        _compute_matched(spec, rows, cells),
+    )
