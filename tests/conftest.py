@@ -40,6 +40,18 @@ def compose_cfg(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
+def tiny_mrpc_glue(root: Path) -> Path:
+    """A GLUE root (``root/glue``) holding a 20-row MRPC in the original TSV layout, train and dev, no
+    test split (the identity fingerprints the files, so they must exist)."""
+    d = root / "glue" / "MRPC"
+    d.mkdir(parents=True)
+    head = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    body = "".join(f"{i % 2}\t{i}\t{i + 1000}\tthe cat sat {i}\ta cat sat {i}\n" for i in range(20))
+    for name in ("train.tsv", "dev.tsv"):
+        (d / name).write_text(head + body, encoding="utf-8")
+    return root / "glue"
+
+
 def data_config(**values):
     """``conf/data/default.yaml`` with ``values`` replaced: the ``data`` node a real run passes on."""
     from omegaconf import OmegaConf

@@ -14,6 +14,7 @@ from hydra import initialize_config_dir
 
 from adasam_glue.config import CONF_DIR
 from adasam_glue.experiments import Planner
+from tests.conftest import tiny_mrpc_glue
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "cpu_scale.py"
 
@@ -27,14 +28,7 @@ def driver():
 
 
 def _glue(root: Path) -> Path:
-    """A tiny MRPC in GLUE's layout (the identity hashes the files, so they must exist)."""
-    d = root / "glue" / "MRPC"
-    d.mkdir(parents=True)
-    head = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
-    body = "".join(f"{i % 2}\t{i}\t{i + 1000}\tthe cat sat {i}\ta cat sat {i}\n" for i in range(20))
-    for name in ("train.tsv", "dev.tsv"):
-        (d / name).write_text(head + body, encoding="utf-8")
-    return root / "glue"
+    return tiny_mrpc_glue(root)
 
 
 def test_grid_point_compares_numbers_as_numbers_and_ignores_other_keys(driver):

@@ -362,14 +362,10 @@ def test_predict_test_without_test_files_fails_before_training(tiny_cfg, tmp_pat
     """A GLUE folder without test.tsv: the error names the file, and nothing is trained or written (it
     used to train, then fail with a raw FileNotFoundError and a failed record)."""
     from adasam_glue.data.load import DataError
+    from tests.conftest import tiny_mrpc_glue
 
-    glue = tmp_path / "glue" / "MRPC"
-    glue.mkdir(parents=True)
-    head = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
-    body = "".join(f"{i % 2}\t{i}\t{i + 1000}\tthe cat sat {i}\ta cat sat {i}\n" for i in range(20))
-    for name in ("train.tsv", "dev.tsv"):
-        (glue / name).write_text(head + body, encoding="utf-8")
-    cfg = tiny_cfg("task=mrpc", "optim=amsgrad", "data.source=tsv", f"data.data_dir={glue.parent}",
+    glue = tiny_mrpc_glue(tmp_path)
+    cfg = tiny_cfg("task=mrpc", "optim=amsgrad", "data.source=tsv", f"data.data_dir={glue}",
                    "trainer.predict_test=true", run_dir=tmp_path / "r")  # fmt: skip
     with pytest.raises(DataError, match=r"test file\(s\), missing: .*MRPC/test\.tsv.*nothing was trained"):
         run(cfg)
