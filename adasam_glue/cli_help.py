@@ -52,7 +52,7 @@ KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: section of the root config -> its dataclass in the schema
 _SECTIONS = {
     "task": schema.TaskConfig,
-    "optim": schema.OptimConfig,
+    "optim": schema.OptimKeys,  # the documented keys (OptimConfig is derived from it and the registry)
     "model": schema.ModelConfig,
     "data": schema.DataConfig,
     "trainer": schema.TrainerConfig,

@@ -8,7 +8,7 @@ and raises ``ConfigError`` naming the key, the bad value and what is valid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -38,32 +38,71 @@ class TaskConfig:
 
 
 @dataclass
-class OptimConfig:
-    """Union of every optimizer's keys; ``None`` means "not used by this optimizer".
+class OptimKeys:
+    """The ``optim`` keys every run has, or that ``--help`` describes; ``None``: not used by this optimizer.
 
-    Only non-None keys (minus ``name``/``sync_ascent``) reach ``build_optimizer``, so setting a key an
-    optimizer does not know (``optim.theta`` on AdaSAM) is an error rather than silently ignored. What
-    each optimizer takes, and the valid ranges, are its registry record's (``adasam_glue.optim``).
+    The schema's ``optim`` node is :func:`optim_schema`: these plus every key an optimizer takes, read from
+    ``conf/optim/*.yaml`` and the registry's records, so a new variant's key needs no edit here. Only
+    non-None keys (minus ``name``/``sync_ascent``) reach ``build_optimizer``, so setting a key an optimizer
+    does not know (``optim.theta`` on AdaSAM) is an error rather than silently ignored.
     """
 
     name: str = MISSING
     base: str | None = None  #: descent optimizer of a perturbation (asam ... esam): sgd, amsgrad or adamw
     lr: float = MISSING  #: peak learning rate (adaptive optimizers: the task's recipe lr)
     beta1: float | None = None  #: momentum / first-moment decay (Tables 1/2: 0.9, Tables 3/4: 0)
-    beta2: float | None = None
-    eps: float | None = None
-    weight_decay: float | None = None
     rho: float | None = None  #: SAM-family perturbation radius (paper grid 0.01, 0.005, 0.001)
-    form: str | None = None  #: AdaSAM ``library``/``paper``; LightSAM ``adagrad_norm``/``adagrad``/``adam``
-    eta: float | None = None  #: ASAM
-    alpha: float | None = None  #: GSAM
-    rho_min: float | None = None  #: GSAM
-    theta: float | None = None  #: VaSSO
-    sigma: float | None = None  #: RSAM
-    beta: float | None = None  #: ESAM weight-perturbation probability
-    gamma: float | None = None  #: ESAM sample fraction
-    nesterov: bool | None = None  #: SGD family
     sync_ascent: bool = MISSING  #: all-reduce the ascent gradient (global SAM) instead of per-device
+
+
+def _key_type(key: str, examples: list[Any], rule: Any) -> Any:
+    """A derived key's type: its range rule's (an interval: float, a flag: bool, a choice: str), else the
+    type of its YAML literals, else ``Any``; always optional (``None``: not this optimizer's key)."""
+    from adasam_glue.optim.validation import Flag, Interval, OneOf
+
+    kinds = {Interval: float, Flag: bool, OneOf: str}
+    if rule is not None:
+        return kinds[type(rule)] | None
+    types = {type(v) for v in examples if isinstance(v, bool | int | float | str)}
+    if types and types <= {int, float}:
+        return float | None
+    return types.pop() | None if len(types) == 1 else Any
+
+
+def optim_schema() -> type:
+    """``OptimConfig``: :class:`OptimKeys` plus every other key of ``conf/optim/*.yaml``, of the range
+    table and of the registry's records (when the registry is loaded: composing imports no torch).
+
+    Rebuilt by :func:`register_configs` (the registry calls it when a record is added at run time)."""
+    import sys
+
+    from adasam_glue.optim.validation import RULES
+
+    found: dict[str, list[Any]] = {k: [] for k in RULES}
+    for path in sorted((CONF_DIR / "optim").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        for key in node:
+            if not OmegaConf.is_missing(node, key) and not OmegaConf.is_interpolation(node, key):
+                found.setdefault(str(key), []).append(node[key])
+            else:
+                found.setdefault(str(key), [])
+    rules: dict[str, Any] = dict(RULES)
+    registry = sys.modules.get("adasam_glue.optim.registry")
+    for info in getattr(registry, "OPTIMIZERS", {}).values():
+        for key in (*info.hparams, *info.choices):
+            found.setdefault(key, [])
+            rules.setdefault(key, info.rule(key))
+    fixed = {f.name: f for f in fields(OptimKeys)}
+    ends = ("name", "base", "sync_ascent")
+    order = [*ends[:2], *(k for k in {**found, **fixed} if k not in ends)]
+    spec = [
+        (k, fixed[k].type, field(default=fixed[k].default)) if k in fixed else (k, _key_type(k, found[k], rules.get(k)), None)
+        for k in (*order, "sync_ascent")
+    ]
+    return make_dataclass("OptimConfig", spec)
+
+
+OptimConfig = optim_schema()
 
 
 @dataclass
@@ -154,7 +193,7 @@ class SharpnessConfig:
 @dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: Any = field(default_factory=lambda: OptimConfig())  # optim_schema(): derived, see OptimKeys
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -172,9 +211,12 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schema so ``conf/config.yaml`` can extend it (``defaults: [base_config, ...]``)."""
+    """Register the schema so ``conf/config.yaml`` can extend it (``defaults: [base_config, ...]``), with
+    the ``optim`` node rebuilt from the YAML and the registry (:func:`optim_schema`)."""
+    global OptimConfig
+    OptimConfig = optim_schema()
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
+    cs.store(name="base_config", node=Config(optim=OptimConfig()))
 
 
 register_configs()

@@ -20,32 +20,24 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import fields
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from adasam_glue import config
 from adasam_glue.config import ConfigError
 
 LOCK_NAME = ".lock"
 
-_TAG_KEYS = (  # optimizer keys that distinguish grid points, in tag order, with short names
-    ("base", ""),
-    ("lr", "lr"),
-    ("beta1", "b1"),
-    ("beta2", "b2"),
-    ("rho", "rho"),
-    ("rho_min", "rhomin"),
-    ("form", ""),
-    ("eta", "eta"),
-    ("alpha", "alpha"),
-    ("theta", "theta"),
-    ("sigma", "sigma"),
-    ("beta", "beta"),
-    ("gamma", "gamma"),
-    ("weight_decay", "wd"),
-)
+#: how an ``optim`` key is written in the run-dir tag: its short name (``""``: the value alone); a key not
+#: named here is written under its own name (a new variant's key needs no entry)
+_TAG_NAMES = {"base": "", "beta1": "b1", "beta2": "b2", "rho_min": "rhomin", "form": "", "weight_decay": "wd"}
+#: keys left out of the tag (the same in every grid; the hash still tells two values apart), and the key
+#: written last
+_UNTAGGED, _TAG_LAST = ("name", "eps", "nesterov", "sync_ascent"), "weight_decay"
 
 
 def model_label(model_cfg: Any) -> str:
@@ -60,8 +52,10 @@ def run_params_tag(cfg: DictConfig) -> str:
     """Readable folder name of a grid point: model, optimizer hyperparameters, batch and schedule."""
     o = cfg.optim
     parts = [model_label(cfg.model)]
-    for key, short in _TAG_KEYS:
-        value = o.get(key)
+    order = [f.name for f in fields(config.OptimConfig)]  # every optimizer's keys (config.optim_schema)
+    keys = [k for k in (*order, *o) if k not in _UNTAGGED and k != _TAG_LAST] + [_TAG_LAST]
+    for key in dict.fromkeys(keys):
+        value, short = o.get(key), _TAG_NAMES.get(key, key)
         if value is not None:
             parts.append(f"{short}{value:g}" if isinstance(value, float) else f"{short}{value}")
     parts.append(f"bs{cfg.task.batch_size}")

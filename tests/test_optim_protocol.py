@@ -215,8 +215,8 @@ def test_registry_flags_match_classes(name, form):
             [torch.nn.Parameter(torch.zeros(2))], **{k: v for k, v in values.items() if k in BASES[base].keys}
         )
         assert type(built) is type(ref)
-        keep = lambda g: {k: v for k, v in g.items() if k not in ("params", "rho", "eta", "theta", "sigma",
-                          "beta", "gamma", "alpha", "rho_min", "initial_lr", "rho_t")}  # fmt: skip
+        own = {"params", "initial_lr", "rho_t", *info.keys}  # the perturbation's keys, from its record
+        keep = lambda g: {k: v for k, v in g.items() if k not in own}
         assert keep(built.param_groups[0]) == keep(ref.param_groups[0])
 
 

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import functools
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from adasam_glue.cli_help import render_help
 from adasam_glue.config import ConfigError, validate_config
 from adasam_glue.identity import group_hash, run_identity
 from adasam_glue.optim import (
@@ -28,7 +30,8 @@ from adasam_glue.optim import (
     register,
 )
 from adasam_glue.optim.base import make_base
-from adasam_glue.optim.validation import Interval
+from adasam_glue.optim.validation import Interval, check_interval
+from adasam_glue.run_dir import run_params_tag
 from tests.conftest import compose_cfg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -332,14 +335,16 @@ def test_report_reads_the_registry():
 
 # ----------------------------------------------------------------------------- a throwaway variant
 class ToySAM(SAMBase):
-    """e = rho s / (1 + ||s||): a perturbation no paper proposes, for this test only."""
+    """e = rho s / (kappa + ||s||): a perturbation no paper proposes, with a key no optimizer had (kappa),
+    for this test only."""
 
-    def __init__(self, params, rho: float = 0.05, base="amsgrad", **base_hparams) -> None:
-        super().__init__(params, dict(rho=rho), make_base(base, **base_hparams))
+    def __init__(self, params, rho: float = 0.05, kappa: float = 1.0, base="amsgrad", **base_hparams) -> None:
+        check_interval("kappa", kappa, 0.0, lo_open=True)
+        super().__init__(params, dict(rho=rho, kappa=kappa), make_base(base, **base_hparams))
 
     def _perturbation(self, groups):
-        inv = 1.0 / (1.0 + self._norm([g for _, _, gs in groups for g in gs]))
-        return [(ps, gs, inv * group["rho"]) for group, ps, gs in groups]
+        norm = self._norm([g for _, _, gs in groups for g in gs])
+        return [(ps, gs, group["rho"] / (group["kappa"] + norm)) for group, ps, gs in groups]
 
 
 TOY_YAML = """\
@@ -351,6 +356,7 @@ beta2: ${if_base_takes:${.base},0.98}
 eps: ${if_base_takes:${.base},1.0e-6}
 weight_decay: 0.1
 rho: 0.02
+kappa: 1.0
 sync_ascent: false
 """
 
@@ -361,7 +367,8 @@ def toysam(tmp_path):
     info = register(
         OptimInfo(
             "toysam", ToySAM, ToySAM, True, "ToySAM", "#123456", "none (a test)", "e = rho s / (1 + ||s||)",
-            "§2.5", keys=("rho",), base="amsgrad", bases=BASE_CHOICES, ranges={"rho": Interval(0.0, 1.0)},
+            "§2.5", keys=("rho", "kappa"), base="amsgrad", bases=BASE_CHOICES,
+            ranges={"rho": Interval(0.0, 1.0), "kappa": Interval(0.0, lo_open=True)},
         )
     )  # fmt: skip
     (tmp_path / "conf" / "optim").mkdir(parents=True)
@@ -426,6 +433,18 @@ def test_a_throwaway_variant_is_picked_up_everywhere(toysam, tiny_cfg, tmp_path)
     validate_config(tiny_cfg("optim=sam", "optim.rho=2.0"))  # the shared table still allows it elsewhere
     with pytest.raises(ConfigError, match="'beta2' for optimizer 'toysam' on base 'sgd'"):
         validate_config(tiny_cfg("optim=toysam", "optim.base=sgd", "optim.beta2=0.9", searchpath))
+
+    # its new key: in the schema (typed: an int becomes a float), the identity, the run-dir name, --help
+    with pytest.raises(ConfigError, match=r"invalid optim\.kappa=0\.0: must be > 0"):
+        validate_config(tiny_cfg("optim=toysam", "optim.kappa=0", searchpath))
+    with pytest.raises(ConfigError, match="'kappa' for optimizer 'adasam'"):
+        validate_config(tiny_cfg("optim=adasam", "optim.kappa=2"))
+    k2 = tiny_cfg("optim=toysam", "optim.kappa=2", searchpath)
+    assert k2.optim.kappa == 2.0 and isinstance(k2.optim.kappa, float)
+    assert run_identity(k2, 1)["config"]["optim"]["kappa"] == 2.0
+    assert group_hash(run_identity(k2, 1)) != group_hash(run_identity(cfg, 1))
+    assert "_rho0.02_kappa2_wd0.1_" in run_params_tag(k2) and "_kappa1_" in run_params_tag(cfg)
+    assert re.search(r"^  toysam +beta1, beta2, eps, weight_decay, nesterov, rho, kappa, base$", render_help(), re.M)
 
     # run identity: the record names it; its keys and its base enter
     ident = run_identity(cfg, world_size=1)["config"]["optim"]

@@ -14,19 +14,7 @@ live; the CLI and ``SAMTrainer`` build from the same); the classes (``AdaSAM(par
 signature defaults (weight decay 0: :mod:`adasam_glue.optim.base`).
 """
 
-from .base import BASE_CHOICES, BASES, AMSGradPaper, BaseInfo
-from .lightsam import LightSAM, LightSAMAdaGrad, LightSAMAdaGradNorm, LightSAMAdam
-from .registry import (
-    OPTIMIZERS,
-    OptimInfo,
-    baseline_of,
-    build_optimizer,
-    get_optim_info,
-    optimizer_values,
-    register,
-)
-from .sam import SAMBase
-from .variants import ASAM, ESAM, GSAM, RSAM, SAM, USAM, AdaSAM, VaSSO
+from typing import Any
 
 __all__ = [
     "ASAM",
@@ -54,3 +42,27 @@ __all__ = [
     "optimizer_values",
     "register",
 ]
+
+#: public name -> the submodule that defines it. Imported on first use (PEP 562), so that the torch-free
+#: range table (``adasam_glue.optim.validation``, read when a config is composed) imports no torch.
+_HOME = {
+    **dict.fromkeys(("BASES", "BASE_CHOICES", "AMSGradPaper", "BaseInfo"), "base"),
+    **dict.fromkeys(("LightSAM", "LightSAMAdaGrad", "LightSAMAdaGradNorm", "LightSAMAdam"), "lightsam"),
+    **dict.fromkeys(
+        ("OPTIMIZERS", "OptimInfo", "baseline_of", "build_optimizer", "get_optim_info", "optimizer_values",
+         "register"),
+        "registry",
+    ),  # fmt: skip
+    "SAMBase": "sam",
+    **dict.fromkeys(("ASAM", "ESAM", "GSAM", "RSAM", "SAM", "USAM", "AdaSAM", "VaSSO"), "variants"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    globals()[name] = value
+    return value

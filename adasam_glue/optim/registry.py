@@ -29,8 +29,9 @@ development, a test's throwaway record) takes its signature defaults.
 
 **A new variant** is one class (a :class:`~adasam_glue.optim.sam.SAMBase` subclass taking
 ``base=`` and ``**base_hparams``), one record (:func:`register`, or a line in ``_RECORDS``) and one
-YAML; a key no optimizer had before also needs a field in ``config.OptimConfig`` (the typed schema)
-and, if its range is not in ``RULES``, an entry in the record's ``ranges``.
+YAML; a key no optimizer had before needs its range, in ``RULES`` or the record's ``ranges``. The config
+schema (``config.optim_schema``), the run-dir name and ``--help`` derive their keys from the YAML and
+the records.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,6 +344,9 @@ def register(info: OptimInfo, replace: bool = False) -> OptimInfo:
     if info.name in OPTIMIZERS and not replace:
         raise ValueError(f"optimizer {info.name!r} is already registered")
     OPTIMIZERS[info.name] = info
+    config = sys.modules.get("adasam_glue.config")  # loaded: its optim schema gains the record's keys
+    if config is not None:
+        config.register_configs()
     return info
 
 

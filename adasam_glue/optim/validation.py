@@ -121,7 +121,8 @@ def check_bool(name: str, value: Any) -> bool:
 
 
 _UNIT = Interval(0.0, 1.0)
-#: key -> rule. ``form`` and ``base`` are checked against the record's own choices.
+#: key -> rule. ``form`` and ``base`` are checked against the record's own choices. The order is the
+#: ``optim`` schema's (``config.optim_schema``), so the order of the keys in run-dir names (``run_dir``).
 RULES: dict[str, Rule] = {
     "lr": Interval(0.0, lo_open=True),
     "beta1": Interval(0.0, 1.0, hi_open=True),
@@ -132,9 +133,9 @@ RULES: dict[str, Rule] = {
     "weight_decay": Interval(0.0),
     "nesterov": Flag(),
     "rho": Interval(0.0),
+    "rho_min": Interval(0.0),
     "eta": Interval(0.0),
     "alpha": Interval(0.0, 1.0, hi_open=True),
-    "rho_min": Interval(0.0),
     "theta": Interval(0.0, 1.0, lo_open=True),  # theta = 1: d = g, VaSSO's ascent is SAM's (spec §2.8)
     "sigma": Interval(0.0),
     "beta": Interval(0.0, 1.0, lo_open=True),
