@@ -103,7 +103,7 @@ class PlannedRun:
     lr: float | None = None  #: optim.lr (None: not selected yet by the tuning stage)
     #: where optim.lr comes from: recipe (an interpolation such as ``${task.lr}``), tuned (the tuning
     #: stage's file), grid (swept by the experiment), override (given on the command line), experiment
-    #: (a literal in the experiment's YAML) or placeholder (a literal from conf/task_optim for an
+    #: (a literal in the experiment's YAML) or placeholder (a literal from conf/untuned_lr for an
     #: optimizer without a recipe lr: untuned)
     lr_source: str = "recipe"
     tuned_by: str | None = None  #: the tuning experiment of ``${tuned_lr:...}``

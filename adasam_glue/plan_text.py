@@ -120,7 +120,7 @@ def lr_lines(runs: Sequence[PlannedRun]) -> list[str]:
     if placeholder:
         where = sorted(
             {
-                f"{r.experiment} {r.task}/{r.optim} (conf/task_optim/{r.task}_{r.optim}.yaml)"
+                f"{r.experiment} {r.task}/{r.optim} (conf/untuned_lr/{r.optim}.yaml)"
                 for r in placeholder
             }
         )

@@ -168,10 +168,10 @@ def test_variants_cover_every_sam_variant():
     assert optims == {"asam", "usam", "gsam", "vasso", "rsam", "esam", "lightsam"}
 
 
-def test_task_optim_specialisation_applies_to_direct_runs_only():
-    # conf/task_optim keeps an untuned default for direct runs, tests and the benchmark ...
+def test_untuned_lr_applies_to_direct_runs_only():
+    # conf/untuned_lr keeps an untuned default for direct runs, tests and the benchmark ...
     cfg = _compose(["task=rte", "optim=sam"], hydra_cfg=True)
-    assert cfg.hydra.runtime.choices.task_optim == "rte_sam" and cfg.optim.lr == 1e-3
+    assert cfg.hydra.runtime.choices.untuned_lr == "sam" and cfg.optim.lr == 1e-3
     # ... which no table reads: their SGD/SAM lr is the tuning stage's (the experiment merges later)
     for table, (tuning, _, _) in TUNED.items():
         cfg = _compose([f"experiment={table}", "task=rte", "method=sam_rho0.005", DATA])
@@ -580,7 +580,7 @@ def test_plan_warns_about_a_placeholder_lr(tmp_path, capsys):
     )
     assert rc == 0
     assert (
-        "warning: 2 runs use a placeholder lr (no recipe lr, not tuned): smoke rte/sgd (conf/task_optim/rte_sgd.yaml)"
+        "warning: 2 runs use a placeholder lr (no recipe lr, not tuned): smoke rte/sgd (conf/untuned_lr/sgd.yaml)"
         in out
     )
 
