@@ -33,30 +33,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, description=help)
         if name != "render":
-            c.add_argument(
-                "--out", default="results/bench", help="folder of the JSON (default results/bench)"
-            )
+            c.add_argument("--out", default="results/bench", help="folder of the JSON (results/bench)")
             c.add_argument("--md", default=None, help="also render the page to this Markdown file")
         return c
 
-    c = command(
-        "step-cost", "per-optimizer step cost, ratio to its base and memory, for every registry record"
-    )
+    c = command("step-cost", "per-optimizer step cost, ratio to its base and memory, every registry record")
     c.add_argument(
-        "--quick", action="store_true", help="< 5 minutes on 2 CPU cores (full: more rounds, every form)"
+        "--quick", action="store_true", help="< 5 min on 2 CPU cores (else more rounds, every form)"
     )
-    c.add_argument("--model", action="append", help="conf/model name(s), repeatable (default: tiny and minilm on "
-                   "CPU, roberta-large-random on CUDA)")  # fmt: skip
+    c.add_argument("--model", action="append", help="conf/model name, repeatable (default: tiny and minilm)")
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.add_argument("--optimizers", nargs="+", default=None, help="registry names (default: every record)")
     c.add_argument(
         "--rounds", type=int, default=None, help="timed updates per optimizer (default: per model)"
     )
-    c.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: 1 on CPU, where "
-                   "two OpenMP threads stall at every barrier when another process holds a core)")  # fmt: skip
-    c.add_argument(
-        "overrides", nargs="*", help="Hydra overrides for every set-up (hydra.searchpath=[file://DIR])"
-    )
+    c.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: 1 on CPU)")
+    c.add_argument("overrides", nargs="*", help="Hydra overrides of every set-up (hydra.searchpath=...)")
     c = command("overhead", "harness overhead per update at paper-scale update counts (stub model)")
     c.add_argument("--points", type=int, nargs="+", default=[1000, 10000, 123873])
     c.add_argument("--window", type=int, default=1000, help="updates per point")
@@ -74,9 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--rounds", type=int, default=1, help="throughput rounds of the grouping comparison")
     c.add_argument("--padmax-steps", type=int, default=10)
     c.add_argument("--jobs", type=int, default=1, help="runs at once (one thread each)")
-    c.add_argument(
-        "--quick", action="store_true", help="tiny model, a few updates: a smoke test, not a result"
-    )
+    c.add_argument("--quick", action="store_true", help="tiny model, a few updates: a smoke test")
     c = command("gpu-check", "RoBERTa-large (random weights) on one GPU: every optimizer, bf16/fp16 vs fp32")
     c.add_argument("--dry", action="store_true", help="CPU, tiny model: the same code in seconds")
     c.add_argument("--precisions", nargs="+", default=["bf16", "fp16"], choices=["bf16", "fp16"])
@@ -104,58 +94,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(a: argparse.Namespace) -> Path:
-    """Run the measuring command ``a.command``, print a short summary; the path of its JSON."""
+    """Run the measuring command ``a.command``; print where its JSON went and its verdicts; that path."""
     out = Path(a.out)
     if a.command == "step-cost":
         from adasam_glue.bench.step_cost import run_step_cost
 
         res = run_step_cost(a.quick, out, a.model, a.device, a.optimizers, a.rounds, a.overrides,
                             log=lambda s: print(s, flush=True))  # fmt: skip
-        print("summary:", res["summary"])
-        return out / f"bench_{res['mode']}.json"
-    if a.command == "overhead":
-        import time
-
-        from adasam_glue.bench.harness import environment, write_json
+        path, brief = out / f"bench_{res['mode']}.json", res["summary"]
+    elif a.command == "overhead":
         from adasam_glue.bench.overhead import bench_overhead
 
-        t0, env = time.perf_counter(), environment("cpu")
-        res = bench_overhead(a.points, a.window, a.optim, a.task, not a.no_progress_bar, a.budget_s)
-        res = {"env": env, **res, "wall_s": time.perf_counter() - t0}
-        write_json(out / "overhead.json", res)
-        for pt in res["points"]:
-            print(pt["update"], pt.get("overhead_cpu", "not reached"))
-        print("verdict:", res["verdict"], f"(data fetch {res['data_fetch_ms']:.2f} ms/batch)")
-        return out / "overhead.json"
-    if a.command == "parity":
-        import dataclasses
-
+        res = bench_overhead(a.points, a.window, a.optim, a.task, not a.no_progress_bar, a.budget_s, out=out)
+        path, brief = out / "overhead.json", res["verdict"]
+    elif a.command == "parity":
         from adasam_glue.bench.parity import QUICK, Recipe, bench_parity
 
-        given = {
-            k: getattr(a, k) for k in ("model", "train_rows", "epochs", "batch_size", "max_length", "lr")
-        }
-        recipe = QUICK if a.quick else Recipe(**{k: v for k, v in given.items() if v is not None})
+        keys = ("model", "train_rows", "epochs", "batch_size", "max_length", "lr")
+        recipe = QUICK if a.quick else Recipe(**{k: getattr(a, k) for k in keys if getattr(a, k) is not None})
         res = bench_parity(a.data_dir, out, recipe, a.tasks, a.seeds[:1] if a.quick else a.seeds, a.rounds,
                            2 if a.quick else a.padmax_steps, a.jobs)  # fmt: skip
-        for task, v in res["parity"].items():
-            print(task, {m: (round(v["ours"]["mean"][m], 4), round(v["hf"]["mean"][m], 4), x["parity"])
-                         for m, x in v["per_metric"].items()})  # fmt: skip
-        tp = res["throughput"]
-        print("throughput:", {t: round(v["ratio_ours_to_hf"], 3) for t, v in tp["equal_padding"].items()},
-              {t: round(v["ratio_vs_hf_pad_to_max"], 3) for t, v in tp["grouping"].items()},
-              f"wall {res['wall_s']}s", dataclasses.asdict(recipe))  # fmt: skip
-        return out / "hf_parity.json"
-    from adasam_glue.bench.gpu_check import gpu_check
+        path, brief = out / "hf_parity.json", {t: v["parity"] for t, v in res["parity"].items()}
+        brief["ours / HF samples/s"] = {
+            t: v["ratio_ours_to_hf"] for t, v in res["throughput"]["equal_padding"].items()
+        }
+    else:
+        from adasam_glue.bench.gpu_check import gpu_check
 
-    res = gpu_check(out, a.dry, a.precisions, a.optimizers)
-    print(f"gpu-check ({res['mode']}, {res['wall_s']}s):")
-    for precision, s in res["summary"].items():
-        print(f"  {precision}: " + ", ".join(f"{k}={v}" for k, v in s.items() if v not in (None, [])))
-    for r in res.get("rows", []):
-        if "error" in r:
-            print(f"  {r['precision']} {r['optimizer']}: error {r['error'][:200]}")
-    return out / ("gpu_check_dry.json" if a.dry else "gpu_check.json")
+        res = gpu_check(out, a.dry, a.precisions, a.optimizers)
+        path, brief = out / ("gpu_check_dry.json" if a.dry else "gpu_check.json"), res["summary"]
+    print(f"wrote {path}: {brief}")
+    return path
 
 
 def _write_page(path: str | Path, md: str | None) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adasam_glue.bench.harness import compose
+from adasam_glue.bench.harness import compose, environment, write_json
 from adasam_glue.bench.measure import TrainClock
 
 PAPER_POINTS = (1000, 10000, 123873)  #: MNLI's recipe is the paper's longest run: 123,873 updates
@@ -179,8 +179,12 @@ def bench_overhead(
     progress_bar: bool = True,
     budget_s: float = 1500,
     work_dir: str | None = None,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """One run of ``max(points)`` updates of the stub, timed from outside (module doc)."""
+    """One run of ``max(points)`` updates of the stub, timed from outside (module doc); with ``out``,
+    written to ``out/overhead.json`` with the environment block."""
+    env = environment("cpu")
+    t_start = time.perf_counter()
     tmp = Path(work_dir or tempfile.mkdtemp(prefix="adasam_bench_overhead_"))
     overrides = [
         "logging.wandb_mode=disabled", "experiment_name=bench_overhead",
@@ -200,23 +204,28 @@ def bench_overhead(
         finally:
             timer.cancel()
     wall = time.perf_counter() - t0
-    res = analyse(clock, points, window)
+    timed = analyse(clock, points, window)
     last_step = clock.step_ends[-1] if clock.step_ends else t0
     final_eval = sum(e - s for s, e in clock.eval_spans if s > last_step)
     settings = {"points": list(points), "window": window, "optimizer": optim, "task": task,
                 "progress_bar": progress_bar, "budget_s": budget_s, "overrides": overrides}  # fmt: skip
-    return {
+    res = {
+        "env": env,
         "settings": settings,
         "status": record.get("status"),
         "optimizer_updates": record.get("optimizer_updates"),
         "run_wall_s": wall,
         "data_fetch_ms": fetch,
-        **res,
+        **timed,
         "finalize_s": max(0.0, t0 + wall - last_step - final_eval),
         "targets": {"max_mean_ms": TARGET_MS, "max_ratio": TARGET_RATIO},
-        "verdict": verdict(res["points"]),
-        "verdict_wall": verdict(res["points"], "overhead"),
+        "verdict": verdict(timed["points"]),
+        "verdict_wall": verdict(timed["points"], "overhead"),
+        "wall_s": time.perf_counter() - t_start,
     }
+    if out is not None:
+        write_json(Path(out) / "overhead.json", res)
+    return res
 
 
 @contextlib.contextmanager

@@ -1,22 +1,15 @@
 """What one update costs per optimizer of the registry: the real ``Trainer.train_step`` on fixed batches.
 
-One row per record of :data:`adasam_glue.optim.OPTIMIZERS` (a new variant registered there gets its row
-with no change here), and with ``forms`` per non-default form (``adasam[form=paper]``, ``vasso[base=sgd]``).
-Time: median wall time of the whole update; ``ratio_to_base`` = that / the median of the row's reference,
-the registry's :func:`~adasam_glue.optim.baseline_of` (SAM: SGD, AdaSAM: AMSGrad); a two-pass optimizer
-without one (LightSAM, a base without a record) is compared with AMSGrad and says so in
-``ratio_reference``. 2.0 is the two-pass limit. On CPU the ratio is also taken on the main thread's CPU
-time (``ratio_to_base_cpu``, one intra-op thread), which load from other processes does not inflate; the
-summary judges that one on CPU.
-
-The optimizer's own time is taken around its public protocol calls (``prepare_ascent``, ``first_step``,
-``descent_loss``, ``second_step``; ``step`` and ``zero_grad`` for one-pass optimizers) and the base update
-with torch's step hooks on ``base_optimizer``: ``perturbation_time`` = optimizer time minus the base
-update. Memory (CPU): the optimizer's calls in the first update run under
-:class:`~adasam_glue.bench.measure.AllocTracker`; what is still alive after it is the state the optimizer
-keeps (moments, the SAM weight copy), the next update gives the transient peak. On CUDA: the allocator's
-peak. Schedules: ``interleaved`` (CPU: every optimizer alive, round r times one update of each in a
-rotated order, so load spreads over all rows alike) and ``blocks`` (GPU: one optimizer alive at a time).
+One row per record of :data:`adasam_glue.optim.OPTIMIZERS` (a variant registered there gets its row with no
+change here; ``forms``: also each non-default form). ``ratio_to_base`` = median update time / that of the
+row's reference, the registry's :func:`~adasam_glue.optim.baseline_of` (AMSGrad for a two-pass optimizer
+without one, LightSAM); 2.0 is the two-pass limit. On CPU the ratio is also taken on the main thread's CPU
+time (``ratio_to_base_cpu``, one intra-op thread), which other processes do not inflate; the summary judges
+that one. Optimizer time is taken around its public protocol calls, the base update by torch's step hooks
+(``perturbation_time`` = the difference). Memory on CPU: the allocations of the optimizer's calls
+(:class:`~adasam_glue.bench.measure.AllocTracker`; state = what survives the first update, transient = the
+second's peak); on CUDA the allocator's peak. Schedules: ``interleaved`` (CPU: every optimizer alive,
+rotated round-robin, so load spreads over all rows alike) and ``blocks`` (GPU: one alive at a time).
 """
 
 from __future__ import annotations
@@ -53,71 +46,6 @@ SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 }
 
 
-class OptimizerProbe:
-    """Times the optimizer's own calls inside ``train_step`` and optionally tracks their allocations: the
-    protocol methods of this one instance are shadowed by wrappers (the class is untouched), the base
-    update is timed by the base optimizer's public step pre/post hooks."""
-
-    SAM_CALLS = ("prepare_ascent", "first_step", "descent_loss", "second_step")
-
-    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-        from adasam_glue.optim import SAMBase
-
-        self.device, self.timing, self.tracker = device, False, None
-        self.total = self.base = self._t0 = 0.0
-        self._mode: Any = None
-        self.one_pass = not isinstance(optimizer, SAMBase)
-        for name in ("zero_grad",) if self.one_pass else self.SAM_CALLS:
-            setattr(optimizer, name, self._wrap(getattr(optimizer, name)))
-        #: ``None``: the optimizer does its own descent (LightSAM), no base time to subtract
-        self.base_optimizer = optimizer if self.one_pass else optimizer.base_optimizer
-        self.split = self.base_optimizer is not None
-        if self.split:
-            self.base_optimizer.register_step_pre_hook(self._pre)
-            self.base_optimizer.register_step_post_hook(self._post)
-
-    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def probed(*args: Any, **kwargs: Any) -> Any:
-            if self.tracker is not None:
-                with self.tracker.active():
-                    return fn(*args, **kwargs)
-            if not self.timing:
-                return fn(*args, **kwargs)
-            sync(self.device)
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                sync(self.device)
-                self.total += time.perf_counter() - t0
-
-        return probed
-
-    def _pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self.tracker is not None and self.one_pass:
-            self._mode = self.tracker.active()
-            self._mode.__enter__()
-        elif self.timing:
-            sync(self.device)
-            self._t0 = time.perf_counter()
-
-    def _post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._mode is not None:
-            self._mode.__exit__(None, None, None)
-            self._mode = None
-        elif self.timing:
-            sync(self.device)
-            dt = time.perf_counter() - self._t0
-            self.base += dt
-            self.total += dt if self.one_pass else 0.0  # step() is the one-pass optimizer's own call
-
-    def take(self) -> tuple[float, float]:
-        """``(optimizer time, base-update time)`` since the last call."""
-        out = (self.total, self.base)
-        self.total = self.base = 0.0
-        return out
-
-
 def variant_specs(names: Sequence[str] | None = None, forms: bool = False) -> list[tuple[str, str, dict]]:
     """``(row label, registry name, form)`` for every registry record (``names``: a subset); with ``forms``
     also each non-default form."""
@@ -135,7 +63,14 @@ def variant_specs(names: Sequence[str] | None = None, forms: bool = False) -> li
 
 
 class _Runner:
-    """One optimizer of the section: its trainer, probe, registry facts and what was measured."""
+    """One optimizer on the setup's model, in the run's trainer, and what was measured for it.
+
+    The optimizer's own calls are timed, and while ``tracker`` is set their allocations tracked, by
+    wrappers shadowing the protocol methods of this one instance (the class is untouched); the base update
+    is timed by the base optimizer's public step pre/post hooks.
+    """
+
+    SAM_CALLS = ("prepare_ascent", "first_step", "descent_loss", "second_step")
 
     def __init__(self, setup: Setup, label: str, name: str, form: dict[str, Any]) -> None:
         from adasam_glue.optim import OPTIMIZERS, baseline_of
@@ -144,15 +79,59 @@ class _Runner:
         self.label, self.name, self.form, self.two_pass = label, name, form, info.two_pass
         self.base = info.base_of(form)
         self.baseline = baseline_of(name, self.base)
+        self.device = setup.device
         self.optimizer, self.trainer = build_trainer(setup, optimizer_overrides(name, form))
-        self.probe = OptimizerProbe(self.optimizer, setup.device)
-        self.split = self.probe.split
+        self.tracker: AllocTracker | None = None
+        self.timing, self._mode, self._t0 = False, None, 0.0
+        self.optim_s = self.base_s = 0.0  #: inside the current update
+        for call in self.SAM_CALLS if self.two_pass else ("zero_grad",):
+            setattr(self.optimizer, call, self._wrap(getattr(self.optimizer, call)))
+        base = self.optimizer.base_optimizer if self.two_pass else self.optimizer
+        self.split = base is not None  #: False: the optimizer does its own descent (LightSAM)
+        if self.split:
+            base.register_step_pre_hook(self._pre)
+            base.register_step_post_hook(self._post)
         self.times: list[float] = []
         self.cpu_times: list[float] = []  #: the main thread's CPU time (CPU runs: immune to other processes)
         self.optim_times: list[float] = []
         self.pert_times: list[float] = []
         self.state_bytes = self.transient_bytes = 0
         self.cuda_peak = 0.0
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def probed(*args: Any, **kwargs: Any) -> Any:
+            if self.tracker is not None:
+                with self.tracker.active():
+                    return fn(*args, **kwargs)
+            if not self.timing:
+                return fn(*args, **kwargs)
+            sync(self.device)
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                sync(self.device)
+                self.optim_s += time.perf_counter() - t0
+
+        return probed
+
+    def _pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.tracker is not None and not self.two_pass:  # step() is the one-pass optimizer's own call
+            self._mode = self.tracker.active()
+            self._mode.__enter__()
+        elif self.timing:
+            sync(self.device)
+            self._t0 = time.perf_counter()
+
+    def _post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+        elif self.timing:
+            sync(self.device)
+            dt = time.perf_counter() - self._t0
+            self.base_s += dt
+            self.optim_s += 0.0 if self.two_pass else dt
 
     def update(self, batch: dict[str, torch.Tensor]) -> None:
         with warnings.catch_warnings():
@@ -163,14 +142,12 @@ class _Runner:
         """Two updates (tracked on CPU: the first allocates the state, what survives it; the second gives
         the transient peak), then ``warmup`` untimed ones."""
         b = setup.batches
-        if setup.device.type == "cpu":
+        if self.device.type == "cpu":
             first, second = AllocTracker(), AllocTracker()
             for tracker, batch in ((first, b[0]), (second, b[1 % len(b)])):
-                self.probe.tracker = tracker
-                try:
-                    self.update(batch)
-                finally:
-                    self.probe.tracker = None
+                self.tracker = tracker
+                self.update(batch)
+            self.tracker = None
             self.state_bytes, self.transient_bytes = first.current, max(second.peak - second.current, 0)
         else:
             self.update(b[0])
@@ -178,29 +155,28 @@ class _Runner:
         for i in range(warmup):
             self.update(b[(2 + i) % len(b)])
 
-    def timed_update(self, batch: dict[str, torch.Tensor], device: torch.device) -> None:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        self.probe.timing = True
-        sync(device)
+    def timed_update(self, batch: dict[str, torch.Tensor]) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.timing, self.optim_s, self.base_s = True, 0.0, 0.0
+        sync(self.device)
         t0, c0 = time.perf_counter(), time.thread_time()
         self.update(batch)
-        sync(device)
+        sync(self.device)
         self.times.append(time.perf_counter() - t0)
         self.cpu_times.append(time.thread_time() - c0)
-        self.probe.timing = False
-        total, base = self.probe.take()
-        self.optim_times.append(total)
-        self.pert_times.append(total - base if self.probe.split else float("nan"))
-        if device.type == "cuda":
-            self.cuda_peak = max(self.cuda_peak, torch.cuda.max_memory_allocated(device) / MB)
+        self.timing = False
+        self.optim_times.append(self.optim_s)
+        self.pert_times.append(self.optim_s - self.base_s if self.split else float("nan"))
+        if self.device.type == "cuda":
+            self.cuda_peak = max(self.cuda_peak, torch.cuda.max_memory_allocated(self.device) / MB)
 
-    def release(self, device: torch.device) -> None:
+    def release(self) -> None:
         """Free the optimizer's state before the next block (GPU memory)."""
         self.optimizer.state.clear()
-        self.optimizer = self.trainer = self.probe = None  # type: ignore[assignment]
-        gc.collect()  # the probe's wrappers and hooks form reference cycles with the optimizer
-        if device.type == "cuda":
+        self.optimizer = self.trainer = None  # type: ignore[assignment]
+        gc.collect()  # the wrappers and hooks form reference cycles with the optimizer
+        if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
 
@@ -218,7 +194,7 @@ def bench_optimizers(
     trainer refuses) gives a row with ``error`` instead of ending the section."""
     if schedule not in ("interleaved", "blocks"):
         raise ValueError(f"schedule must be 'interleaved' or 'blocks', got {schedule!r}")
-    specs, nb, dev = variant_specs(names, forms), len(setup.batches), setup.device
+    specs, nb = variant_specs(names, forms), len(setup.batches)
     runners: list[_Runner] = []
     errors: list[dict[str, Any]] = []
     setup.reset()
@@ -229,20 +205,20 @@ def bench_optimizers(
         for i in range(rounds):
             k = i % len(runners)
             for r in runners[k:] + runners[:k]:
-                r.timed_update(setup.batches[(warmup + 2 + i) % nb], dev)
+                r.timed_update(setup.batches[(warmup + 2 + i) % nb])
     for spec in specs if schedule == "blocks" else ():
         setup.reset()
         try:
             r = _Runner(setup, *spec)
             r.prepare(setup, warmup)
             for i in range(rounds):
-                r.timed_update(setup.batches[(warmup + 2 + i) % nb], dev)
+                r.timed_update(setup.batches[(warmup + 2 + i) % nb])
         except Exception as e:
             if not record_errors:
                 raise
             errors.append({"model": setup.name, "optimizer": spec[0], "error": f"{type(e).__name__}: {e}"})
             continue
-        r.release(dev)
+        r.release()
         runners.append(r)
     setup.reset()
     return _rows(setup, runners) + errors
