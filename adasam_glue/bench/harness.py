@@ -110,20 +110,12 @@ def build_setup(
     from adasam_glue.tasks import get_task
 
     ov = (
-        *BENCH_OVERRIDES,
-        f"model={model}",
-        f"task={task}",
-        f"task.batch_size={batch_size}",
-        f"task.max_length={max_length}",
-        f"trainer.mixed_precision={mixed_precision}",
-        f"trainer.cpu={str(device == 'cpu').lower()}",
-        "data.source=synthetic",
-        f"data.synthetic_train_size={max(64, batch_size * num_batches)}",
-        "data.synthetic_eval_size=16",
-        "seed=0",
-        *([f"data.cache_dir={cache_dir}"] if cache_dir else []),
-        *overrides,
-    )
+        *BENCH_OVERRIDES, f"model={model}", f"task={task}", f"task.batch_size={batch_size}",
+        f"task.max_length={max_length}", f"trainer.mixed_precision={mixed_precision}",
+        f"trainer.cpu={str(device == 'cpu').lower()}", "data.source=synthetic", "data.synthetic_eval_size=16",
+        f"data.synthetic_train_size={max(64, batch_size * num_batches)}", "seed=0",
+        *([f"data.cache_dir={cache_dir}"] if cache_dir else []), *overrides,
+    )  # fmt: skip
     cfg = compose(ov)
     info = get_task(cfg.task.name)
     acc = run_mod.setup_accelerator(cfg)
@@ -146,23 +138,10 @@ def build_setup(
             info, num_batches, batch_size, seq_len, net.config.vocab_size, int(cfg.seed)
         )
     batches = [{k: v.to(acc.device) for k, v in b.items()} for b in batches]
-    net.to(acc.device)
-    return Setup(
-        name=model,
-        cfg=cfg,
-        overrides=tuple(ov),
-        accelerator=acc,
-        task=info,
-        model=acc.prepare(net),
-        raw_model=net,
-        tokenizer=tokenizer,
-        batches=batches,
-        plan=plan,
-        micro=micro,
-        loaders=loaders,
-        initial_state={k: v.detach().clone() for k, v in net.state_dict().items()},
-        info=_describe(net, batches, info.name, mixed_precision, ov),
-    )
+    initial = {k: v.detach().clone() for k, v in net.to(acc.device).state_dict().items()}
+    return Setup(name=model, cfg=cfg, overrides=tuple(ov), accelerator=acc, task=info, model=acc.prepare(net),
+                 raw_model=net, tokenizer=tokenizer, batches=batches, plan=plan, micro=micro, loaders=loaders,
+                 initial_state=initial, info=_describe(net, batches, info.name, mixed_precision, ov))  # fmt: skip
 
 
 def _describe(
@@ -226,7 +205,7 @@ def build_trainer(setup: Setup, optim_overrides: Sequence[str]) -> tuple[torch.o
     return optimizer, trainer
 
 
-def environment(device: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
+def environment(device: str) -> dict[str, Any]:
     """The ``env`` block of every file: versions, CPUs and threads, device, git commit, load average,
     date and the command line."""
     from adasam_glue.provenance import git_commit, versions
@@ -237,7 +216,6 @@ def environment(device: str, argv: Sequence[str] | None = None) -> dict[str, Any
     except OSError:  # not available on this platform
         load = None
     v = versions()
-    args = sys.argv[1:] if argv is None else list(argv)
     return {
         **{k: v.get(k) for k in ("python", "torch", "transformers", "accelerate", "datasets")},
         "platform": platform.platform(),
@@ -250,7 +228,7 @@ def environment(device: str, argv: Sequence[str] | None = None) -> dict[str, Any
         "git_dirty": dirty,
         "load_avg_at_start": load,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, "-m", "adasam_glue.bench", *args]),
+        "command": " ".join([Path(sys.executable).name, "-m", "adasam_glue.bench", *sys.argv[1:]]),
     }
 
 
