@@ -150,8 +150,9 @@ def summarize(runs: list[dict[str, Any]], tasks: Sequence[str]) -> dict[str, Any
         sides = {}
         for fw, rs in dyn.items():
             stats = {m: spread([r["metrics"][m] for r in rs if m in r["metrics"]]) for m in names}
-            sides[fw] = {"per_seed": {str(r["seed"]): {m: r["metrics"].get(m) for m in names} for r in rs},
-                         "mean": {m: s[0] for m, s in stats.items()}, "std": {m: s[1] for m, s in stats.items()}}  # fmt: skip
+            per_seed = {str(r["seed"]): {m: r["metrics"].get(m) for m in names} for r in rs}
+            mean, std = ({m: s[i] for m, s in stats.items()} for i in (0, 1))
+            sides[fw] = {"per_seed": per_seed, "mean": mean, "std": std}
         per_metric = {}
         for m in names:
             d = abs(sides["ours"]["mean"][m] - sides["hf"]["mean"][m])
@@ -290,8 +291,14 @@ def hf_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
             logging_strategy="no", save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
             use_cpu=bool(cfg.trainer.cpu), dataloader_pin_memory=False, seed=int(cfg.seed),
         )  # fmt: skip
-        trainer = HFTrainer(model=model, args=args, train_dataset=loaders.train_dataset, data_collator=collator,
-                            processing_class=tokenizer, optimizer_cls_and_kwargs=(torch.optim.AdamW, kwargs))  # fmt: skip
+        trainer = HFTrainer(
+            model=model,
+            args=args,
+            train_dataset=loaders.train_dataset,
+            data_collator=collator,
+            processing_class=tokenizer,
+            optimizer_cls_and_kwargs=(torch.optim.AdamW, kwargs),
+        )
         trainer.remove_callback(PrinterCallback)  # its per-log prints; logging is off on our side too
         with TrainClock() as clock:
             out = trainer.train()
@@ -300,9 +307,14 @@ def hf_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
             pred = trainer.predict(ds)
             metrics |= compute_metrics(task.name, pred.predictions, pred.label_ids, split=split)
         check = no_decay_check(trainer, model, float(o.weight_decay))
-    return {"status": "completed", "updates": int(out.global_step), "metrics": metrics,
-            "throughput": clock.throughput(), "hf_train_samples_per_second": out.metrics.get("train_samples_per_second"),
-            "no_decay_check": check}  # fmt: skip
+    return {
+        "status": "completed",
+        "updates": int(out.global_step),
+        "metrics": metrics,
+        "throughput": clock.throughput(),
+        "hf_train_samples_per_second": out.metrics.get("train_samples_per_second"),
+        "no_decay_check": check,
+    }
 
 
 def no_decay_check(trainer: Any, model: torch.nn.Module, weight_decay: float) -> dict[str, Any]:
