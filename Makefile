@@ -52,27 +52,28 @@ cpu-scale:  ## CPU-scale reproduction on real GLUE, resumable: DATA_DIR=glue_dat
 	$(PYTHON) -m adasam_glue.report results/cpu_scale/runs results/cpu_scale/report
 
 .PHONY: bench-parity bench-overhead bench-docs gpu-check
-bench:  ## full benchmark (JSON under $(BENCH_OUT)); includes the overhead run at 123,873 updates
-	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench --out $(BENCH_OUT)
+# every bench target is one command of `python -m adasam_glue.bench` (JSON under $(BENCH_OUT), pages under docs/)
+bench:  ## full benchmark: step cost of every registry optimizer and form, then the overhead run at 123,873 updates
+	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench step-cost --out $(BENCH_OUT)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench overhead --out $(BENCH_OUT)
 
-bench-quick:  ## < 5 min on 2 CPU cores (JSON under $(BENCH_OUT); `make bench-docs` renders docs/bench.md)
-	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench --quick --out $(BENCH_OUT)
+bench-quick:  ## step cost, ratio to base and memory per optimizer, < 5 min on 2 CPU cores (`make bench-docs` renders docs/bench.md)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench step-cost --quick --out $(BENCH_OUT)
 
 bench-parity:  ## dev metrics and samples/s vs transformers.Trainer on real GLUE: DATA_DIR=glue_data [JOBS=1] (~1 h on 2 CPU cores)
 	@test -n "$(DATA_DIR)" || { echo "usage: make bench-parity DATA_DIR=/path/to/glue_data [JOBS=1]"; exit 2; }
-	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench.hf_parity --data-dir $(DATA_DIR) --out $(BENCH_OUT) --jobs $(or $(JOBS),1) --md docs/bench_parity.md
+	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench parity --data-dir $(DATA_DIR) --out $(BENCH_OUT) --jobs $(or $(JOBS),1) --md docs/bench_parity.md
 
 bench-overhead:  ## harness overhead per update at 1,000 / 10,000 / 123,873 updates (~10 min on 1 CPU core)
-	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench.overhead --out $(BENCH_OUT) --md docs/bench_overhead.md
+	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench overhead --out $(BENCH_OUT) --md docs/bench_overhead.md
 
 gpu-check:  ## <= 5 min on one GPU: RoBERTa-large (random init) bf16/fp16, every optimizer, fp16-vs-fp32 update (DRY=1: CPU)
-	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench.gpu_check --out $(BENCH_OUT) $(if $(filter 1,$(DRY)),--dry,)
-	$(if $(filter 1,$(DRY)),,$(PYTHON) -m adasam_glue.bench --render $(BENCH_OUT)/gpu_check.json --md docs/bench_gpu.md)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m adasam_glue.bench gpu-check --out $(BENCH_OUT) $(if $(filter 1,$(DRY)),--dry,--md docs/bench_gpu.md)
 
 bench-docs:  ## render docs/bench*.md from the JSON under $(BENCH_OUT) (whichever exist)
 	@for pair in bench_quick:bench overhead:bench_overhead hf_parity:bench_parity gpu_check:bench_gpu; do \
 	  json=$(BENCH_OUT)/$${pair%%:*}.json; md=docs/$${pair##*:}.md; \
-	  if [ -f $$json ]; then $(PYTHON) -m adasam_glue.bench --render $$json --md $$md && echo "$$md <- $$json"; fi; \
+	  if [ -f $$json ]; then $(PYTHON) -m adasam_glue.bench render $$json --md $$md && echo "$$md <- $$json"; fi; \
 	done
 
 clean:

@@ -1,4 +1,4 @@
-"""``python -m adasam_glue.bench``: see :mod:`adasam_glue.bench.cli`."""
+"""``python -m adasam_glue.bench <command>``: see :mod:`adasam_glue.bench.cli`."""
 
 from adasam_glue.bench.cli import main
 

@@ -1,11 +1,16 @@
-"""``python -m adasam_glue.bench``: run the benchmark sections, or render a written JSON as Markdown.
+"""``python -m adasam_glue.bench <command>``: the one entry point of the benchmarks.
 
-``python -m adasam_glue.bench [--quick] [--out DIR] [--model tiny|minilm|roberta-large-random ...]
-[--device cpu|cuda] [--glue-dir DIR] [--sections ...]`` writes ``DIR/bench_quick.json`` (``--quick``)
-or ``DIR/bench_full.json``; ``make bench-quick`` / ``make bench`` run it (``BENCH_OUT=dir``).
-``python -m adasam_glue.bench --render JSON [--md OUT]`` renders any benchmark JSON (``bench_*``,
-``overhead``, ``gpu_check``, ``hf_parity``) without benchmarking. The other commands:
-``python -m adasam_glue.bench.hf_parity``, ``.overhead``, ``.gpu_check``.
+Commands (each measuring one writes JSON under ``--out``, default ``results/bench``, and with ``--md`` also
+its page; ``render`` turns any of those files into its page without measuring):
+
+- ``step-cost [--quick]``: per-optimizer step cost, ratio to its base and memory (``bench_quick.json`` /
+  ``bench_full.json``; ``make bench-quick``, ``make bench``);
+- ``overhead``: harness overhead per update at 1,000 / 10,000 / 123,873 updates (``overhead.json``;
+  ``make bench-overhead``);
+- ``parity --data-dir DIR``: dev metrics and samples/s vs ``transformers.Trainer`` on real GLUE
+  (``hf_parity.json``; ``make bench-parity DATA_DIR=...``);
+- ``gpu-check [--dry]``: RoBERTa-large on one GPU, bf16 and fp16 (``gpu_check.json``; ``make gpu-check``);
+- ``render JSON [--md OUT]``: the page of a benchmark JSON (``make bench-docs``).
 """
 
 from __future__ import annotations
@@ -19,69 +24,117 @@ from pathlib import Path
 
 import torch
 
-from adasam_glue.bench.runner import SECTIONS, SIZES, run_bench
-
-
-def render(path: str) -> str:
-    """The Markdown of a benchmark JSON, chosen by what the file holds."""
-    from adasam_glue.bench import render as r
-    from adasam_glue.bench.jsonio import read_json
-
-    res = read_json(path)
-    if "parity" in res:
-        from adasam_glue.bench.render_parity import render_parity
-
-        return render_parity(res, path)
-    if "agreement" in res:
-        return r.render_gpu_check(res, path)
-    if "points" in res:
-        return r.render_overhead_page(res, path)
-    return r.render_markdown(res, source=path)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line (module doc); 0 on success."""
     p = argparse.ArgumentParser(prog="python -m adasam_glue.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="< 5 minutes on 2 CPU cores")
-    p.add_argument(
-        "--out", default="results/bench", help="output folder (bench_quick.json / bench_full.json)"
-    )
-    p.add_argument(
-        "--model",
-        action="append",
-        choices=sorted(SIZES),
-        help="model(s) for the per-optimizer rows (default: tiny and minilm on CPU, "
-        "roberta-large-random on CUDA); repeatable",
-    )
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--glue-dir", default=None, help="GLUE TSV root (glue_data) for the padding section")
-    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
-    p.add_argument("--render", metavar="JSON", default=None, help="do not benchmark: render a benchmark JSON")
-    p.add_argument(
-        "--md", metavar="OUT", default=None, help="with --render: write the Markdown here (else stdout)"
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch intra-op threads (default: 1 on CPU, torch's own on CUDA). On a shared machine two "
-        "OpenMP threads on two cores stall at every barrier when another process holds a core; one "
-        "thread gives stable ratios",
-    )
-    a = p.parse_args(argv)
-    if a.render:
-        text = render(a.render)
-        if a.md:
-            from adasam_glue.records import atomic_write_text
+    sub = p.add_subparsers(dest="command", required=True)
 
-            atomic_write_text(Path(a.md), text)
-        else:
-            sys.stdout.write(text)
-        return 0
-    threads = a.threads or (1 if a.device == "cpu" else None)
-    if threads:
-        torch.set_num_threads(threads)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help)
+        if name != "render":
+            c.add_argument("--out", default="results/bench", help="folder of the JSON (results/bench)")
+            c.add_argument("--md", default=None, help="also render the page to this Markdown file")
+        return c
+
+    c = command("step-cost", "per-optimizer step cost, ratio to its base and memory, every registry record")
+    c.add_argument(
+        "--quick", action="store_true", help="< 5 min on 2 CPU cores (else more rounds, every form)"
+    )
+    c.add_argument("--model", action="append", help="conf/model name, repeatable (default: tiny and minilm)")
+    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    c.add_argument("--optimizers", nargs="+", default=None, help="registry names (default: every record)")
+    c.add_argument(
+        "--rounds", type=int, default=None, help="timed updates per optimizer (default: per model)"
+    )
+    c.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: 1 on CPU)")
+    c.add_argument("overrides", nargs="*", help="Hydra overrides of every set-up (hydra.searchpath=...)")
+    c = command("overhead", "harness overhead per update at paper-scale update counts (stub model)")
+    c.add_argument("--points", type=int, nargs="+", default=[1000, 10000, 123873])
+    c.add_argument("--window", type=int, default=1000, help="updates per point")
+    c.add_argument("--optim", default="adasam")
+    c.add_argument("--task", default="mnli")
+    c.add_argument("--no-progress-bar", action="store_true")
+    c.add_argument("--budget-s", type=float, default=1500, help="stop the run (SIGUSR1) after this long")
+    c = command("parity", "dev metrics and samples/s vs transformers.Trainer on real GLUE")
+    c.add_argument("--data-dir", required=True, help="GLUE TSV root (glue_data/<Task>/{train,dev}.tsv)")
+    c.add_argument("--tasks", nargs="+", default=["mrpc", "rte"])
+    c.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    for key, typ in (("model", str), ("train-rows", int), ("epochs", int), ("batch-size", int),
+                     ("max-length", int), ("lr", float)):  # fmt: skip
+        c.add_argument(f"--{key}", type=typ, default=None, help="the recipe's (default: parity.Recipe)")
+    c.add_argument("--rounds", type=int, default=1, help="throughput rounds of the grouping comparison")
+    c.add_argument("--padmax-steps", type=int, default=10)
+    c.add_argument("--jobs", type=int, default=1, help="runs at once (one thread each)")
+    c.add_argument("--quick", action="store_true", help="tiny model, a few updates: a smoke test")
+    c = command("gpu-check", "RoBERTa-large (random weights) on one GPU: every optimizer, bf16/fp16 vs fp32")
+    c.add_argument("--dry", action="store_true", help="CPU, tiny model: the same code in seconds")
+    c.add_argument("--precisions", nargs="+", default=["bf16", "fp16"], choices=["bf16", "fp16"])
+    c.add_argument("--optimizers", nargs="+", default=None, help="registry names (default: every record)")
+    c = command("render", "render a benchmark JSON as its Markdown page (no measuring)")
+    c.add_argument("json")
+    c.add_argument("--md", default=None, help="write the Markdown here (else stdout)")
+    a = p.parse_args(argv)
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    run_bench(a.quick, a.out, a.model, a.device, a.glue_dir, a.sections, log=lambda s: print(s, flush=True))
+    if a.command == "render":
+        _write_page(a.json, a.md)
+        return 0
+    if a.command == "step-cost":
+        threads = a.threads or (1 if a.device == "cpu" else None)
+    else:  # one thread on CPU (parity: one per run), torch's own on a GPU
+        threads = None if a.command == "gpu-check" and not a.dry else 1
+    if threads:
+        torch.set_num_threads(threads)  # the environment block records it
+    path = _run(a)
+    if a.md:
+        _write_page(path, a.md)
     return 0
+
+
+def _run(a: argparse.Namespace) -> Path:
+    """Run the measuring command ``a.command``; print where its JSON went and its verdicts; that path."""
+    out = Path(a.out)
+    if a.command == "step-cost":
+        from adasam_glue.bench.step_cost import run_step_cost
+
+        res = run_step_cost(a.quick, out, a.model, a.device, a.optimizers, a.rounds, a.overrides,
+                            log=lambda s: print(s, flush=True))  # fmt: skip
+        path, brief = out / f"bench_{res['mode']}.json", res["summary"]
+    elif a.command == "overhead":
+        from adasam_glue.bench.overhead import bench_overhead
+
+        res = bench_overhead(a.points, a.window, a.optim, a.task, not a.no_progress_bar, a.budget_s, out=out)
+        path, brief = out / "overhead.json", res["verdict"]
+    elif a.command == "parity":
+        from adasam_glue.bench.parity import QUICK, Recipe, bench_parity
+
+        keys = ("model", "train_rows", "epochs", "batch_size", "max_length", "lr")
+        recipe = QUICK if a.quick else Recipe(**{k: getattr(a, k) for k in keys if getattr(a, k) is not None})
+        res = bench_parity(a.data_dir, out, recipe, a.tasks, a.seeds[:1] if a.quick else a.seeds, a.rounds,
+                           2 if a.quick else a.padmax_steps, a.jobs)  # fmt: skip
+        path, brief = out / "hf_parity.json", {t: v["parity"] for t, v in res["parity"].items()}
+        brief["ours / HF samples/s"] = {
+            t: v["ratio_ours_to_hf"] for t, v in res["throughput"]["equal_padding"].items()
+        }
+    else:
+        from adasam_glue.bench.gpu_check import gpu_check
+
+        res = gpu_check(out, a.dry, a.precisions, a.optimizers)
+        path, brief = out / ("gpu_check_dry.json" if a.dry else "gpu_check.json"), res["summary"]
+    print(f"wrote {path}: {brief}")
+    return path
+
+
+def _write_page(path: str | Path, md: str | None) -> None:
+    """The page of the JSON at ``path``, written to ``md`` (else to stdout)."""
+    from adasam_glue.bench.render import render
+
+    text = render(path)
+    if md:
+        from adasam_glue.records import atomic_write_text
+
+        atomic_write_text(Path(md), text)
+    else:
+        sys.stdout.write(text)

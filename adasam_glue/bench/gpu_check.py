@@ -1,25 +1,25 @@
-"""``make gpu-check``: the paper-scale GPU check, ready to run on one GPU in under five minutes.
+"""The paper-scale GPU check, under five minutes on one GPU: RoBERTa-large with random weights
+(``conf/model/roberta-large-random.yaml``, nothing downloaded) at the paper's batch sizes (16, 32) and
+length 512, in bf16 and fp16.
 
-``python -m adasam_glue.bench.gpu_check [--out results/bench] [--dry]`` writes ``gpu_check.json``
-(``gpu_check_dry.json`` with ``--dry``)
-(schema: ``docs/bench_schema.md``) and prints a summary:
+- Rows: every optimizer of the registry (one alive at a time) with step time, ratio to its base, peak
+  memory, tokens/s and MFU. FLOPs per update = passes x tokens x (6 N + 12 L H S), ``N`` the
+  non-embedding parameters, ``L`` layers, ``H`` hidden size, ``S`` the padded length (PaLM, appendix B),
+  2 passes for the SAM family; MFU = FLOPs / step time / the device's peak (:data:`PEAK_FLOPS`).
+- Agreement: one update of SGD, AMSGrad, SAM and AdaSAM from the same weights and batch, dropout off,
+  through the trainer's real ``train_step`` in fp32 and in the mixed precision, compared on the change of
+  the fp32 master weights (``norm_ratio`` = ||dw_mixed|| / ||dw_fp32||: a loss scale left in the update
+  shows as 65536; ``cosine``). An update the trainer skips (fp16 overflow) is retried on the same batch,
+  up to three times. A precision the trainer refuses or whose update disagrees is recorded as
+  ``supported: false`` with the reason; nothing crashes.
 
-- RoBERTa-large with random weights (``conf/model/roberta-large-random.yaml``, nothing downloaded) at
-  the paper's batch sizes (16 and 32) and max length 512, in bf16 and fp16: step time of every
-  optimizer of the registry (SGD, AMSGrad, SAM, AdaSAM and the variants), ratio to its base,
-  tokens/s, MFU and peak memory, each optimizer alone on the GPU (:func:`~adasam_glue.bench.gpu.bench_gpu`);
-- fp16 (and bf16) vs fp32 agreement of one update of SGD, AMSGrad, SAM and AdaSAM through the
-  trainer's real ``train_step`` (:func:`~adasam_glue.bench.gpu.update_agreement`), so whatever mixed
-  precision support the trainer has is what is checked. A precision the trainer refuses, or whose
-  update disagrees with fp32, is recorded as ``supported: false`` with the reason; nothing crashes.
-
-``--dry`` runs the same code on CPU with the tiny model in seconds (the test of this script).
+``dry`` runs the same code on CPU with the tiny model in seconds (the test of this command); it writes
+``gpu_check_dry.json``, so a dry run never replaces GPU figures.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,32 +28,124 @@ from typing import Any
 
 import torch
 
-from adasam_glue.bench.env import environment
-from adasam_glue.bench.gpu import bench_gpu, update_agreement
-from adasam_glue.bench.jsonio import write_json, write_partial
+from adasam_glue.bench.harness import (
+    Setup,
+    build_setup,
+    build_trainer,
+    environment,
+    optimizer_overrides,
+    write_json,
+)
+from adasam_glue.bench.step_cost import bench_optimizers
 
-#: full check on a GPU vs the CPU dry run: model, device, batch sizes, length, timed rounds, agreement batch
-MODES: dict[str, dict[str, Any]] = {
-    "gpu": {
-        "model": "roberta-large-random",
-        "device": "cuda",
-        "batch_sizes": (16, 32),
-        "seq_lens": (512,),
-        "rounds": 3,
-        "agreement": (16, 128),
-        "budget_s": 200,
-    },
-    "dry": {
-        "model": "tiny",
-        "device": "cpu",
-        "batch_sizes": (4,),
-        "seq_lens": (32,),
-        "rounds": 1,
-        "agreement": (4, 32),
-        "budget_s": None,
-    },
-}
+#: peak dense tensor-core FLOP/s (bf16 = fp16) by device-name substring, first match wins
+PEAK_FLOPS: tuple[tuple[str, float], ...] = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12),
+                                             ("A100", 312e12))  # fmt: skip
+#: agreement thresholds per precision: (|norm_ratio - 1| at most, cosine at least)
+AGREEMENT_TOL = {"fp16": (0.05, 0.99), "bf16": (0.1, 0.97)}
+AGREEMENT_OPTIMIZERS = ("sgd", "amsgrad", "sam", "adasam")
 PRECISIONS = ("bf16", "fp16")
+#: the check on a GPU vs the CPU dry run
+MODES: dict[str, dict[str, Any]] = {
+    "gpu": {"model": "roberta-large-random", "device": "cuda", "batch_sizes": (16, 32), "seq_lens": (512,),
+            "rounds": 3, "agreement": (16, 128), "budget_s": 200},
+    "dry": {"model": "tiny", "device": "cpu", "batch_sizes": (4,), "seq_lens": (32,), "rounds": 1,
+            "agreement": (4, 32), "budget_s": None},
+}  # fmt: skip
+
+
+def peak_flops(device_name: str, precision: str = "bf16") -> float | None:
+    """The device's peak dense FLOP/s in ``precision`` (``None`` if unknown or fp32)."""
+    if precision in ("bf16", "fp16"):
+        return next((flops for key, flops in PEAK_FLOPS if key.lower() in device_name.lower()), None)
+    return None
+
+
+def gpu_rows(setup: Setup, names: Sequence[str] | None, rounds: int, warmup: int = 1) -> list[dict[str, Any]]:
+    """The step-cost rows (one optimizer alive at a time) with tokens/s, FLOPs and MFU added (module doc)."""
+    device_name = torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else "cpu"
+    precision = str(setup.cfg.trainer.mixed_precision)
+    peak = peak_flops(device_name, precision)
+    rows = bench_optimizers(setup, names, rounds, warmup, schedule="blocks", record_errors=True)
+    b, s = setup.batches[0]["input_ids"].shape
+    c = setup.raw_model.config
+    per_token = 6 * setup.info["num_nonembedding_params"] + 12 * c.num_hidden_layers * c.hidden_size * s
+    for r in rows:
+        r |= {
+            "device_name": device_name,
+            "precision": precision,
+            "batch_size": setup.batch_size,
+            "seq_len": int(s),
+        }
+        if "error" not in r:
+            t, passes = r["step_time_median_s"], 2 if r["two_pass"] else 1
+            flops = passes * b * s * per_token
+            r |= {"tokens_per_s": b * s / t, "passes_per_update": passes, "model_flops_per_update": flops,
+                  "peak_flops": peak, "mfu": flops / t / peak if peak else None}  # fmt: skip
+    return rows
+
+
+def _weight_change(setup: Setup, name: str, tries: int = 4) -> tuple[list[torch.Tensor], int]:
+    """The fp32 weight change of one ``train_step`` of ``name`` from the initial weights, dropout off;
+    retried on the same batch while the trainer skips the update (weights unchanged)."""
+    setup.reset()
+    setup.raw_model.eval()  # no dropout: both precisions see the same function
+    _, trainer = build_trainer(setup, optimizer_overrides(name))
+    w0 = [p.detach().float().clone() for p in setup.params]
+    for attempt in range(1, tries + 1):
+        trainer.train_step([setup.batches[0]])
+        dw = [p.detach().float() - w for p, w in zip(setup.params, w0)]
+        if any(bool(d.abs().max() > 0) for d in dw):
+            return dw, attempt
+    return dw, tries
+
+
+def _compare(
+    dw: list[torch.Tensor], ref: list[torch.Tensor], attempts: int, max_dev: float, min_cos: float
+) -> dict:
+    dot = sum(float((a.double() * b.double()).sum()) for a, b in zip(dw, ref))
+    na = math.sqrt(sum(float(a.double().square().sum()) for a in dw))
+    nb = math.sqrt(sum(float(b.double().square().sum()) for b in ref))
+    diff = math.sqrt(sum(float((a.double() - b.double()).square().sum()) for a, b in zip(dw, ref)))
+    ratio = na / nb if nb > 0 else float("nan")
+    cos = dot / (na * nb) if na > 0 and nb > 0 else float("nan")
+    agrees = math.isfinite(ratio) and math.isfinite(cos) and abs(ratio - 1) <= max_dev and cos >= min_cos
+    return {"norm_ratio": ratio, "cosine": cos, "relative_error": diff / nb if nb > 0 else float("nan"),
+            "attempts": attempts, "agrees": agrees}  # fmt: skip
+
+
+def update_agreement(
+    model: str, device: str, precisions: Sequence[str], batch_size: int = 16, seq_len: int = 128,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Mixed precision vs fp32 for one update of each of :data:`AGREEMENT_OPTIMIZERS` (module doc); setups
+    are built one after the other (Accelerate holds one precision per process)."""
+    ref_setup = build_setup(model, device, batch_size, 1, seq_len=seq_len, cache_dir=cache_dir)
+    ref = {n: _weight_change(ref_setup, n)[0] for n in AGREEMENT_OPTIMIZERS}
+    del ref_setup
+    out: dict[str, Any] = {"model": model, "batch_size": batch_size, "seq_len": seq_len, "precisions": {}}
+    for precision in precisions:
+        max_dev, min_cos = AGREEMENT_TOL[precision]
+        entry: dict[str, Any] = {"tolerance": {"max_norm_ratio_deviation": max_dev, "min_cosine": min_cos}}
+        out["precisions"][precision] = entry
+        try:
+            setup = build_setup(model, device, batch_size, 1, seq_len=seq_len, mixed_precision=precision,
+                                cache_dir=cache_dir)  # fmt: skip
+            per = {}
+            for n in AGREEMENT_OPTIMIZERS:
+                dw, attempts = _weight_change(setup, n)
+                per[n] = _compare(dw, ref[n], attempts, max_dev, min_cos)
+            del setup
+        except Exception as e:  # the trainer or Accelerate refuses this precision: say so, do not crash
+            entry |= {"supported": False, "reason": f"{type(e).__name__}: {e}"}
+            continue
+        bad = [n for n, v in per.items() if not v["agrees"]]
+        entry |= {"optimizers": per, "supported": not bad}
+        if bad:
+            entry["reason"] = "the trainer's update disagrees with fp32 for " + ", ".join(
+                f"{n} (norm ratio {per[n]['norm_ratio']:.4g}, cosine {per[n]['cosine']:.4f})" for n in bad
+            )
+    return out
 
 
 def gpu_check(
@@ -62,41 +154,40 @@ def gpu_check(
     precisions: Sequence[str] = PRECISIONS,
     names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the check (module doc); write ``out/gpu_check.json``; return its content."""
+    """Run the check (module doc); write ``out/gpu_check.json`` (``gpu_check_dry.json``); return it."""
     mode = MODES["dry" if dry else "gpu"]
     if not dry and not torch.cuda.is_available():
         raise SystemExit("gpu-check needs a CUDA device (use --dry for the CPU dry run)")
     t0 = time.perf_counter()
-    path = Path(out) / (
-        "gpu_check_dry.json" if dry else "gpu_check.json"
-    )  # a dry run never replaces GPU figures
-    res: dict[str, Any] = {
-        "mode": "dry" if dry else "gpu",
-        "env": environment(mode["device"], "adasam_glue.bench.gpu_check"),
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in mode.items()},
-    }
+    path = Path(out) / ("gpu_check_dry.json" if dry else "gpu_check.json")
+    res: dict[str, Any] = {"mode": "dry" if dry else "gpu", "env": environment(mode["device"]),
+                           "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in mode.items()}}  # fmt: skip
     cache = tempfile.mkdtemp(prefix="adasam_gpu_check_")
-    res["agreement"] = update_agreement(
-        mode["model"],
-        mode["device"],
-        precisions,
-        batch_size=mode["agreement"][0],
-        seq_len=mode["agreement"][1],
-        cache_dir=cache,
-    )
-    write_partial(path, res)
-    res |= bench_gpu(
-        mode["model"],
-        mode["batch_sizes"],
-        mode["seq_lens"],
-        precisions,
-        names,
-        rounds=mode["rounds"],
-        warmup=1,
-        device=mode["device"],
-        cache_dir=cache,
-        budget_s=mode["budget_s"],
-    )
+    bs, sl = mode["agreement"]
+    res["agreement"] = update_agreement(mode["model"], mode["device"], precisions, bs, sl, cache)
+    write_json(path, res, partial=True)
+    rows: list[dict[str, Any]] = []
+    unsupported: list[dict[str, Any]] = []
+    not_run: list[dict[str, Any]] = []
+    deadline = time.perf_counter() + mode["budget_s"] if mode["budget_s"] else math.inf  # for the rows
+    for precision in precisions:
+        for bs in mode["batch_sizes"]:
+            for sl in mode["seq_lens"]:
+                where = {"precision": precision, "batch_size": bs, "seq_len": sl}
+                if time.perf_counter() > deadline:
+                    not_run.append(where)
+                    continue
+                try:
+                    setup = build_setup(mode["model"], mode["device"], bs, 3, seq_len=sl, mixed_precision=precision,
+                                        cache_dir=cache)  # fmt: skip
+                except Exception as e:  # e.g. a precision this device or Accelerate refuses
+                    unsupported.append({**where, "error": f"{type(e).__name__}: {e}"})
+                    continue
+                rows += gpu_rows(setup, names, mode["rounds"])
+                del setup
+                if mode["device"] == "cuda":
+                    torch.cuda.empty_cache()
+    res |= {"model": mode["model"], "rows": rows, "unsupported": unsupported, "not_run": not_run}
     res["summary"] = summarize(res)
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     write_json(path, res)
@@ -107,52 +198,16 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     """Per precision: supported or not (and why), the largest two-pass ratio, the best MFU."""
     out: dict[str, Any] = {}
     for precision, entry in (res.get("agreement") or {}).get("precisions", {}).items():
-        rows = [r for r in res.get("rows", []) if r.get("precision") == precision and "error" not in r]
-        ratios = [r["ratio_to_base"] for r in rows if r.get("ratio_to_base")]
-        mfus = [r["mfu"] for r in rows if r.get("mfu")]
+        mine = [r for r in res.get("rows", []) if r.get("precision") == precision]
+        rows = [r for r in mine if "error" not in r]
         out[precision] = {
             "supported": entry.get("supported"),
             "reason": entry.get("reason"),
             "rows": len(rows),
-            "failed_rows": [
-                r["optimizer"]
-                for r in res.get("rows", [])
-                if r.get("precision") == precision and "error" in r
-            ],
-            "max_ratio_to_base": max(ratios, default=None),
-            "max_mfu": max(mfus, default=None),
+            "failed_rows": [r["optimizer"] for r in mine if "error" in r],
+            "max_ratio_to_base": max(
+                (r["ratio_to_base"] for r in rows if r.get("ratio_to_base")), default=None
+            ),
+            "max_mfu": max((r["mfu"] for r in rows if r.get("mfu")), default=None),
         }
     return out
-
-
-def _print_summary(res: dict[str, Any]) -> None:
-    print(f"gpu-check ({res['mode']}, {res['wall_s']}s):")
-    for precision, s in res["summary"].items():
-        print(
-            f"  {precision}: supported={s['supported']} rows={s['rows']} max ratio={s['max_ratio_to_base']} "
-            f"max MFU={s['max_mfu']}" + (f"\n    reason: {s['reason']}" if s["reason"] else "")
-        )
-    for r in res.get("rows", []):
-        if "error" in r:
-            print(f"  {r['precision']} {r['optimizer']}: error {r['error'][:200]}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``make gpu-check`` (module doc); 0 on success."""
-    p = argparse.ArgumentParser(
-        prog="python -m adasam_glue.bench.gpu_check", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("--out", default="results/bench", help="folder of gpu_check.json")
-    p.add_argument("--dry", action="store_true", help="CPU, tiny model: the same code in seconds")
-    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
-    p.add_argument("--optimizers", nargs="+", default=None, help="registry names (default: all)")
-    a = p.parse_args(argv)
-    if a.dry:
-        torch.set_num_threads(1)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _print_summary(gpu_check(a.out, a.dry, a.precisions, a.optimizers))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,45 +1,29 @@
 """The harness's own cost per update at paper-scale update counts: is it small, and is it constant?
 
 One run of the MNLI recipe's structure (``conf/task/mnli.yaml``: 123,873 updates of batch 32, a dev
-evaluation of both MNLI dev splits once per recipe epoch, the record written at each) on the synthetic
-MNLI, AdaSAM by default, built by :func:`adasam_glue.run.run`'s own setup steps: the accelerator, the
-tokenizer, the data, the optimizer and schedule, and the trainer with its record writer and logging wired
-by the run's ``_trainer`` step, then the real :meth:`adasam_glue.trainer.Trainer.fit` and the final
-record write. Only the model is replaced, by :class:`StubClassifier` (an embedding, a mean and a linear
-layer), so forward/backward cost little and 123,873 updates take minutes. A
-:class:`~adasam_glue.bench.timing.TrainClock` timestamps, from outside the loop, every training forward
-and every optimizer step.
+evaluation of both MNLI dev splits per recipe epoch, the record written at each) on synthetic MNLI,
+AdaSAM by default, built by :func:`adasam_glue.run.run`'s own setup steps and run by the real
+``Trainer.fit``; only the model is replaced by :class:`StubClassifier`, so 123,873 updates take minutes.
+A :class:`~adasam_glue.bench.measure.TrainClock` timestamps every training forward and optimizer step.
 
-*Harness overhead per update* = the time from the end of an update's (base) optimizer step to the
-start of the next update's first forward: everything the loop does besides forward, backward and the
-optimizer's step — zero_grad, the scheduler, the per-update loss all-reduce, curve and logging,
-progress bar, eval/checkpoint checks, record writes, fetching and collating the next batch. It is
-reported over windows of ``window`` updates ending at each point (1,000, 10,000 and 123,873), gaps that
-contain a dev evaluation left out; those are reported per evaluation instead (``eval_points``: the gap
-minus the eval forwards: metrics, the record write, the best-model save). ``data_fetch_ms`` times
-iterating the same train loader alone, the part of the overhead that is data loading.
-
-Every gap is measured twice: in wall time and in the main thread's CPU time (``time.thread_time``). On
-a shared machine other processes inflate the wall figure by whatever share of the core they take; the
-CPU figure is what the harness itself spends, so the targets (``verdict``) are judged on it, with the
-wall-clock verdict beside it (``verdict_wall``). Targets (``targets``): mean overhead at most 1 ms per
-update, and flat: at most 1.2x from the first point to the last (median and 1%-trimmed mean, so a burst
-of load cannot decide it; a cost that grows with the run moves both). A run that exceeds its time
-budget is stopped the way a cluster would stop it (SIGUSR1: the trainer checkpoints and exits), and
-the JSON says which points were reached.
+*Overhead per update* = end of an update's (base) optimizer step to the start of the next update's first
+forward: zero_grad, the scheduler, the loss all-reduce, logging, progress bar, eval/checkpoint checks,
+record writes, fetching and collating the next batch. Reported over the ``window`` updates ending at each
+point (gaps holding a dev evaluation left out, reported per evaluation in ``eval_points``), in wall time
+and in the main thread's CPU time, which other processes on a shared machine do not inflate; the targets
+(``verdict``: mean <= 1 ms, last / first <= 1.2 on the median and the 1%-trimmed mean) are judged on the
+CPU figure. A run past its time budget is stopped as a cluster would (SIGUSR1: checkpoint and exit).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -47,21 +31,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from adasam_glue.bench.env import environment
-from adasam_glue.bench.harness import compose
-from adasam_glue.bench.jsonio import write_json
-from adasam_glue.bench.timing import TrainClock
+from adasam_glue.bench.harness import compose, environment, write_json
+from adasam_glue.bench.measure import TrainClock
 
 PAPER_POINTS = (1000, 10000, 123873)  #: MNLI's recipe is the paper's longest run: 123,873 updates
 TARGET_MS, TARGET_RATIO = 1.0, 1.2
 
 
 class StubClassifier(torch.nn.Module):
-    """As cheap as a sequence classifier can be: token embeddings, their masked mean, one linear layer.
-
-    It takes what the trainer feeds a Hugging Face model and returns an object with ``logits``; it saves
-    itself like one (``save_pretrained``), so the best-model save at evaluations runs as in a real run.
-    """
+    """As cheap as a sequence classifier can be (embedding, masked mean, linear), taking what the trainer
+    feeds a Hugging Face model and saving itself like one (the best-model save runs as in a real run)."""
 
     def __init__(self, vocab_size: int, num_labels: int, width: int = 8) -> None:
         super().__init__()
@@ -70,8 +49,8 @@ class StubClassifier(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> Any:
         h = self.embed(input_ids)
-        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        m = mask.unsqueeze(-1).to(h.dtype)
+        m = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).unsqueeze(-1)
+        m = m.to(h.dtype)
         return SimpleNamespace(logits=self.head((h * m).sum(1) / m.sum(1).clamp(min=1)))
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -79,47 +58,14 @@ class StubClassifier(torch.nn.Module):
         torch.save(self.state_dict(), Path(path) / "stub.pt")
 
 
-def overhead_overrides(
-    total: int,
-    run_dir: Path,
-    cache_dir: str,
-    optim: str = "adasam",
-    task: str = "mnli",
-    progress_bar: bool = True,
-) -> list[str]:
-    """The run's overrides: the task recipe with ``total`` updates, the stub model, synthetic data."""
-    return [
-        "logging.wandb_mode=disabled",
-        "experiment_name=bench_overhead",
-        "model=tiny",  # its offline tokenizer; the model itself is replaced by the stub
-        f"task={task}",
-        f"task.total_updates={total}",
-        f"optim={optim}",
-        "data.source=synthetic",
-        "data.synthetic_train_size=1024",
-        "data.synthetic_eval_size=64",
-        f"data.cache_dir={cache_dir}",
-        "trainer.cpu=true",
-        f"trainer.progress_bar={str(progress_bar).lower()}",
-        f"run_dir={run_dir}",
-        f"results_dir={run_dir.parent}",
-    ]
-
-
 def _stats_ms(x: np.ndarray) -> dict[str, float]:
     if not len(x):
         return {"n": 0}
     ms = np.sort(x) * 1e3
     keep = ms[: max(1, int(np.ceil(0.99 * len(ms))))]
-    return {
-        "n": int(len(ms)),
-        "mean_ms": float(ms.mean()),
-        "trimmed_mean_ms": float(keep.mean()),
-        "median_ms": float(np.median(ms)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "max_ms": float(ms[-1]),
-    }
+    return {"n": int(len(ms)), "mean_ms": float(ms.mean()), "trimmed_mean_ms": float(keep.mean()),
+            "median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms[-1])}  # fmt: skip
 
 
 def _gaps(clock: TrainClock, cpu: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -154,72 +100,18 @@ def analyse(clock: TrainClock, points: Sequence[int], window: int) -> dict[str, 
             continue
         lo = max(0, last - window)
         keep = ~eval_in_gap[lo:last]
-        out.append(
-            {
-                "update": p,
-                "reached": True,
-                "window": [lo + 1, last],
-                "excluded_eval_gaps": int((~keep).sum()),
-                "overhead_cpu": _stats_ms(gaps_cpu[lo:last][keep]),
-                "overhead": _stats_ms(gaps[lo:last][keep]),
-                "compute_median_ms": float(np.median(compute[lo:last]) * 1e3),
-                "compute_cpu_median_ms": float(np.median(compute_cpu[lo:last]) * 1e3),
-            }
-        )
+        out.append({
+            "update": p, "reached": True, "window": [lo + 1, last], "excluded_eval_gaps": int((~keep).sum()),
+            "overhead_cpu": _stats_ms(gaps_cpu[lo:last][keep]), "overhead": _stats_ms(gaps[lo:last][keep]),
+            "compute_median_ms": float(np.median(compute[lo:last]) * 1e3),
+            "compute_cpu_median_ms": float(np.median(compute_cpu[lo:last]) * 1e3),
+        })  # fmt: skip
     return {"points": out, "eval_points": eval_points, "updates_timed": len(compute)}
 
 
-def _fetch_ms(loader: Any, batches: int = 300) -> float:
-    """Median time to fetch one training batch from ``loader`` iterated alone (epochs as the trainer)."""
-    times, epoch = [], 0
-    while len(times) < batches:
-        loader.set_epoch(epoch)
-        it = iter(loader)
-        while len(times) < batches:
-            t0 = time.perf_counter()
-            try:
-                next(it)
-            except StopIteration:
-                break
-            times.append(time.perf_counter() - t0)
-        epoch += 1
-    return float(np.median(times[1:]) * 1e3)
-
-
-def stub_run(cfg: Any, overrides: list[str]) -> tuple[dict[str, Any], float]:
-    """The run's setup steps and loop with the stub model (module doc); ``(record, data_fetch_ms)``."""
-    from adasam_glue import run as run_mod
-    from adasam_glue.identity import run_identity
-    from adasam_glue.records import RECORD_NAME, RunRecorder
-    from adasam_glue.tasks import get_task
-
-    task = get_task(cfg.task.name)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = run_mod.setup_accelerator(cfg)
-    identity = run_identity(cfg)
-    recorder = RunRecorder(
-        run_dir / RECORD_NAME,
-        run_mod.record_provenance(cfg, overrides, identity, task.name, accelerator),
-        None,
-    )
-    tokenizer, _ = run_mod.setup_model_and_tokenizer(cfg, task)
-    model = StubClassifier(len(tokenizer), task.num_labels)
-    trainer, loaders = run_mod.setup_training(
-        cfg, accelerator, task, tokenizer, model, run_dir, recorder, identity
-    )
-    fetch = _fetch_ms(accelerator.prepare(loaders.train))
-    trainer.load_checkpoint()
-    state = trainer.fit()
-    record = recorder.write(state, state.status, {"padding": run_mod.padding_summary(loaders)})
-    if state.status == "completed":
-        trainer.remove_checkpoint()
-    return record, fetch
-
-
 def verdict(points: list[dict[str, Any]], key: str = "overhead_cpu") -> dict[str, Any]:
-    """Targets on ``key`` (thread CPU time by default): the worst reached point's mean <= 1 ms, and
-    last / first <= 1.2 on the median and the trimmed mean."""
+    """Targets on ``key``: the worst reached point's mean <= 1 ms; last / first <= 1.2 on the median and
+    the trimmed mean."""
     reached = [p for p in points if p.get("reached") and p[key].get("n")]
     if len(reached) < 2:
         return {"evaluated": False, "why": "fewer than two points reached", "basis": key}
@@ -237,6 +129,48 @@ def verdict(points: list[dict[str, Any]], key: str = "overhead_cpu") -> dict[str
     }
 
 
+def _fetch_ms(loader: Any, batches: int = 300) -> float:
+    """Median time to fetch one training batch from ``loader`` iterated alone (epochs as the trainer)."""
+    times, epoch = [], 0
+    while len(times) < batches:
+        loader.set_epoch(epoch)
+        it = iter(loader)
+        while len(times) < batches:
+            t0 = time.perf_counter()
+            if next(it, None) is None:
+                break
+            times.append(time.perf_counter() - t0)
+        epoch += 1
+    return float(np.median(times[1:]) * 1e3)
+
+
+def stub_run(cfg: Any, overrides: list[str]) -> tuple[dict[str, Any], float]:
+    """The run's setup steps and loop with the stub model; ``(record, data_fetch_ms)``."""
+    from adasam_glue import run as run_mod
+    from adasam_glue.identity import run_identity
+    from adasam_glue.records import RECORD_NAME, RunRecorder
+    from adasam_glue.tasks import get_task
+
+    task, run_dir = get_task(cfg.task.name), Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = run_mod.setup_accelerator(cfg)
+    identity = run_identity(cfg)
+    provenance = run_mod.record_provenance(cfg, overrides, identity, task.name, accelerator)
+    recorder = RunRecorder(run_dir / RECORD_NAME, provenance, None)
+    tokenizer, _ = run_mod.setup_model_and_tokenizer(cfg, task)
+    model = StubClassifier(len(tokenizer), task.num_labels)
+    trainer, loaders = run_mod.setup_training(
+        cfg, accelerator, task, tokenizer, model, run_dir, recorder, identity
+    )
+    fetch = _fetch_ms(accelerator.prepare(loaders.train))
+    trainer.load_checkpoint()
+    state = trainer.fit()
+    record = recorder.write(state, state.status, {"padding": run_mod.padding_summary(loaders)})
+    if state.status == "completed":
+        trainer.remove_checkpoint()
+    return record, fetch
+
+
 def bench_overhead(
     points: Sequence[int] = PAPER_POINTS,
     window: int = 1000,
@@ -245,11 +179,21 @@ def bench_overhead(
     progress_bar: bool = True,
     budget_s: float = 1500,
     work_dir: str | None = None,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """One run of ``max(points)`` updates of the stub, timed from outside (module doc)."""
-    total = max(points)
+    """One run of ``max(points)`` updates of the stub, timed from outside (module doc); with ``out``,
+    written to ``out/overhead.json`` with the environment block."""
+    env = environment("cpu")
+    t_start = time.perf_counter()
     tmp = Path(work_dir or tempfile.mkdtemp(prefix="adasam_bench_overhead_"))
-    overrides = overhead_overrides(total, tmp / "run", str(tmp / "cache"), optim, task, progress_bar)
+    overrides = [
+        "logging.wandb_mode=disabled", "experiment_name=bench_overhead",
+        "model=tiny",  # its offline tokenizer; the model itself is replaced by the stub
+        f"task={task}", f"task.total_updates={max(points)}", f"optim={optim}", "data.source=synthetic",
+        "data.synthetic_train_size=1024", "data.synthetic_eval_size=64", f"data.cache_dir={tmp / 'cache'}",
+        "trainer.cpu=true", f"trainer.progress_bar={str(progress_bar).lower()}", f"run_dir={tmp / 'run'}",
+        f"results_dir={tmp}",
+    ]  # fmt: skip
     cfg = compose(overrides)
     timer = threading.Timer(budget_s, lambda: os.kill(os.getpid(), signal.SIGUSR1))  # a cluster's preemption
     t0 = time.perf_counter()
@@ -260,73 +204,33 @@ def bench_overhead(
         finally:
             timer.cancel()
     wall = time.perf_counter() - t0
-    res = analyse(clock, points, window)
+    timed = analyse(clock, points, window)
     last_step = clock.step_ends[-1] if clock.step_ends else t0
     final_eval = sum(e - s for s, e in clock.eval_spans if s > last_step)
-    return {
-        "settings": {
-            "points": list(points),
-            "window": window,
-            "optimizer": optim,
-            "task": task,
-            "progress_bar": progress_bar,
-            "budget_s": budget_s,
-            "overrides": overrides,
-        },
+    settings = {"points": list(points), "window": window, "optimizer": optim, "task": task,
+                "progress_bar": progress_bar, "budget_s": budget_s, "overrides": overrides}  # fmt: skip
+    res = {
+        "env": env,
+        "settings": settings,
         "status": record.get("status"),
         "optimizer_updates": record.get("optimizer_updates"),
         "run_wall_s": wall,
         "data_fetch_ms": fetch,
-        **res,
+        **timed,
         "finalize_s": max(0.0, t0 + wall - last_step - final_eval),
         "targets": {"max_mean_ms": TARGET_MS, "max_ratio": TARGET_RATIO},
-        "verdict": verdict(res["points"]),
-        "verdict_wall": verdict(res["points"], "overhead"),
+        "verdict": verdict(timed["points"]),
+        "verdict_wall": verdict(timed["points"], "overhead"),
+        "wall_s": time.perf_counter() - t_start,
     }
+    if out is not None:
+        write_json(Path(out) / "overhead.json", res)
+    return res
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Any:
+def _quiet_stderr() -> Iterator[None]:
     """The progress bar and logs go to the null device, as a batch job's go to a log file: their cost
     stays in the measurement, the terminal's does not."""
     with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
         yield
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``make bench-overhead`` (module doc); prints the points and the verdict, 0 on success."""
-    p = argparse.ArgumentParser(
-        prog="python -m adasam_glue.bench.overhead", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("--out", default="results/bench", help="folder of overhead.json")
-    p.add_argument("--points", type=int, nargs="+", default=list(PAPER_POINTS))
-    p.add_argument("--window", type=int, default=1000, help="updates per point")
-    p.add_argument("--optim", default="adasam")
-    p.add_argument("--task", default="mnli")
-    p.add_argument("--no-progress-bar", action="store_true")
-    p.add_argument("--budget-s", type=float, default=1500, help="stop the run (SIGUSR1) after this long")
-    p.add_argument("--md", default=None, help="also render the page section to this Markdown file")
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    res = bench_overhead(a.points, a.window, a.optim, a.task, not a.no_progress_bar, a.budget_s)
-    res = {
-        "env": environment("cpu", "adasam_glue.bench.overhead", argv),
-        **res,
-        "wall_s": time.perf_counter() - t0,
-    }
-    path = Path(a.out) / "overhead.json"
-    write_json(path, res)
-    if a.md:
-        from adasam_glue.bench.render import render_overhead_page
-        from adasam_glue.records import atomic_write_text
-
-        atomic_write_text(Path(a.md), render_overhead_page(res, str(path)))
-    for pt in res["points"]:
-        print(pt["update"], pt.get("overhead_cpu", "not reached"), file=sys.stdout)
-    print("verdict:", res["verdict"], f"(data fetch {res['data_fetch_ms']:.2f} ms/batch)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
