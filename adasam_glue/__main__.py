@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import adasam_glue.experiment_resolvers  # noqa: F401  ${sqrt_scale}, ${task_recipe}, ${tuned_lr}
+import adasam_glue.experiments.resolvers  # noqa: F401  ${sqrt_scale}, ${task_recipe}, ${tuned_lr}
 from adasam_glue.config import CONF_DIR
 
 

@@ -96,7 +96,9 @@ def optim_schema() -> type:
     ends = ("name", "base", "sync_ascent")
     order = [*ends[:2], *(k for k in {**found, **fixed} if k not in ends)]
     spec = [
-        (k, fixed[k].type, field(default=fixed[k].default)) if k in fixed else (k, _key_type(k, found[k], rules.get(k)), None)
+        (k, fixed[k].type, field(default=fixed[k].default))
+        if k in fixed
+        else (k, _key_type(k, found[k], rules.get(k)), None)
         for k in (*order, "sync_ascent")
     ]
     return make_dataclass("OptimConfig", spec)
@@ -491,4 +493,4 @@ def _if_path(path: Any, expected: str, value: str) -> str | None:
 
 OmegaConf.register_new_resolver("if_path", _if_path, replace=True)
 # The experiment layer's resolvers (${sqrt_scale}, ${task_recipe}, ${tuned_lr}) are registered by
-# adasam_glue.experiment_resolvers, which every entry point that composes configs imports.
+# adasam_glue.experiments.resolvers, which every entry point that composes configs imports.

@@ -141,7 +141,7 @@ def data_fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     if not root.exists():
         return {"missing": str(root)}  # the loader raises the real error; identity must not
     if data["source"] == "tsv":
-        from adasam_glue.data.load import find_task_dir
+        from adasam_glue.data.sources import find_task_dir
         from adasam_glue.tasks import get_task
 
         try:

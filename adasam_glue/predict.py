@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from adasam_glue.data.load import DataError
+from adasam_glue.data.sources import DataError
 from adasam_glue.records import atomic_write_text
 from adasam_glue.tasks import TaskInfo
 
@@ -56,7 +56,7 @@ def format_prediction(task: TaskInfo, value: float | int) -> str:
 
 
 def check_test_files(cfg: DictConfig, task: TaskInfo) -> None:
-    """Raise :class:`~adasam_glue.data.load.DataError` naming the missing test file(s) (or splits) when
+    """Raise :class:`~adasam_glue.data.sources.DataError` naming the missing test file(s) (or splits) when
     ``trainer.predict_test=true`` cannot be honoured, before anything is trained or written: found only
     after training, the run would end ``failed`` with its hours lost.
 
@@ -70,7 +70,7 @@ def check_test_files(cfg: DictConfig, task: TaskInfo) -> None:
     if cfg.data.source == "tsv":
         if not cfg.data.data_dir:
             return  # the loader says that data.source=tsv needs data.data_dir
-        from adasam_glue.data.load import find_task_dir
+        from adasam_glue.data.sources import find_task_dir
 
         task_dir = find_task_dir(cfg.data.data_dir, task)
         missing = [

@@ -1,6 +1,6 @@
 """``run(cfg)``: one fine-tuning run from a composed config to a run record. Tests call this directly.
 
-Contract (relied on by ``adasam_glue.experiments`` and the report):
+Contract (relied on by ``adasam_glue.experiments.plan`` and the report):
 
 - The config is validated before anything heavy is imported or loaded (``validate_config``).
 - The run's identity (``adasam_glue.identity``) is what can change its result; the run dir is
@@ -74,10 +74,10 @@ __all__ = [
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "the input is wrong" (their messages say what and how to fix): the CLI prints
     them as one line instead of a traceback."""
-    from adasam_glue.data.load import DataError
+    from adasam_glue.checkpoint import CheckpointError
+    from adasam_glue.data.sources import DataError
     from adasam_glue.modeling import ModelError
     from adasam_glue.predict import PredictionError
-    from adasam_glue.trainer import CheckpointError
 
     return (ConfigError, RecordError, DataError, ModelError, CheckpointError, PredictionError)
 

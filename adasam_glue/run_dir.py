@@ -20,8 +20,8 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import fields
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 

@@ -25,8 +25,6 @@ import copy
 import json
 import logging
 import math
-import random
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from adasam_glue import checkpoint
+from adasam_glue.checkpoint import CHECKPOINT_DIR
 from adasam_glue.metrics import compute_metrics
 from adasam_glue.modeling import per_sample_loss
 from adasam_glue.optim import OptimInfo
@@ -46,10 +46,8 @@ from adasam_glue.tasks import TaskInfo
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
 #: signals that mean "you are about to be stopped": checkpoint and requeue (SLURM, submitit)
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
-MODEL_DIR = "model"
 #: the final phase, in order: dev evaluation at the last update, final sharpness, the final model save
 #: (``save_model=final``), the test predictions (``predict_test``)
 FINAL_STEPS = ("evaluate", "sharpness", "save_model", "predict")
@@ -443,7 +441,7 @@ class Trainer:
         """Delete the resume checkpoint; the caller does this only after the completed record is written."""
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            shutil.rmtree(self.run_dir / CHECKPOINT_DIR, ignore_errors=True)
+            checkpoint.remove(self.run_dir)
 
     def _micro_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """Endless micro-batch stream; epoch and in-epoch position live in the state (resumable)."""
@@ -530,105 +528,39 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving and resuming
     def save_model(self) -> None:
-        """HF ``save_pretrained`` of the model (+ tokenizer) to ``run_dir/model``, swapped in atomically."""
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            tmp, dst = self.run_dir / f".{MODEL_DIR}.tmp", self.run_dir / MODEL_DIR
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.accelerator.unwrap_model(self.model).save_pretrained(tmp)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(tmp)
-            _swap_dir(tmp, dst)
-        self.accelerator.wait_for_everyone()
+        """HF ``save_pretrained`` of the model (+ tokenizer) to ``run_dir/model`` (:mod:`adasam_glue.checkpoint`)."""
+        checkpoint.save_model(self.accelerator, self.model, self.tokenizer, self.run_dir)
 
     def save_checkpoint(self) -> None:
-        """Model, optimizer (SAM state included), scheduler, RNGs and data position; atomic swap.
-
-        ``meta.json`` names what wrote it (process count, run identity) so a resume can check both.
-        """
-        acc = self.accelerator
-        tmp, dst = self.run_dir / f".{CHECKPOINT_DIR}.tmp", self.run_dir / CHECKPOINT_DIR
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        rank_state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(),
-        }
+        """Model, optimizer (SAM state included), scheduler, RNGs, loss scale and data position."""
+        opt = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         if self.scaler is not None:  # fp16: the loss scale and its growth tracker (adasam_glue.step)
-            rank_state["grad_scaler"] = self.scaler.state_dict()
-        torch.save(rank_state, tmp / f"rank{acc.process_index}.pt")
-        if acc.is_main_process:
-            torch.save(acc.unwrap_model(self.model).state_dict(), tmp / "model.pt")
-            (tmp / "trainer_state.json").write_text(json.dumps(asdict(self.state)))
-            meta = {
-                "num_processes": acc.num_processes,
-                "identity_hash": self.identity_hash,
-                "updates": self.state.updates,
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            _swap_dir(tmp, dst)
-        acc.wait_for_everyone()
+            opt["grad_scaler"] = self.scaler.state_dict()
+        checkpoint.save(
+            self.accelerator, self.run_dir, self.model, opt, asdict(self.state), self.identity_hash
+        )
 
     def load_checkpoint(self) -> bool:
-        """Resume from ``run_dir/checkpoint`` if present; returns whether it did.
-
-        Every failure names the file and the way out; the caller's record keeps the earlier history.
-        """
-        ckpt = self.run_dir / CHECKPOINT_DIR
-        if not (ckpt / "trainer_state.json").exists():
-            return False
-        acc = self.accelerator
-        restart = (
-            f"To restart this run from update 0 instead, delete {ckpt} (the record keeps the earlier "
-            "attempts' history); or restore the folder from a backup."
+        """Resume from ``run_dir/checkpoint`` if present; returns whether it did (failures:
+        :class:`~adasam_glue.checkpoint.CheckpointError`, naming the file and the way out)."""
+        stored = checkpoint.load(
+            self.accelerator, self.run_dir, self.model, self.identity_hash if self.verify_identity else None
         )
-        meta = _read_json(ckpt / "meta.json", restart) if (ckpt / "meta.json").exists() else {}
-        stored = meta.get("identity_hash")
-        if self.verify_identity and stored and self.identity_hash and stored != self.identity_hash:
-            raise CheckpointError(
-                f"{ckpt} was written by a run of another identity ({meta['identity_hash']}, this run is "
-                f"{self.identity_hash}): it cannot be resumed under this config. {restart}"
-            )
-        rank_file = ckpt / f"rank{acc.process_index}.pt"
-        written_by = meta.get("num_processes")
-        if written_by is not None and written_by != acc.num_processes:
-            raise CheckpointError(
-                f"{ckpt} was written by {written_by} process(es); this run has {acc.num_processes}. Resume "
-                f"with {written_by} process(es). {restart}"
-            )
-        if not rank_file.exists():
-            present = sorted(p.name for p in ckpt.glob("rank*.pt"))
-            raise CheckpointError(
-                f"{rank_file} is missing (the checkpoint holds {', '.join(present) or 'no rank files'}): it is "
-                f"incomplete or was written by a different number of processes. {restart}"
-            )
-        model_state = _torch_load(ckpt / "model.pt", restart)
-        try:
-            acc.unwrap_model(self.model).load_state_dict(model_state)
-        except RuntimeError as e:
-            raise CheckpointError(
-                f"{ckpt / 'model.pt'} does not fit this model ({str(e).splitlines()[0]}): it was written "
-                f"for another architecture. {restart}"
-            ) from e
-        rank_state = _torch_load(rank_file, restart)
+        if stored is None:
+            return False
+        rank_state, trainer_state, where = stored
         try:
             self.optimizer.load_state_dict(rank_state["optimizer"])
             self.scheduler.load_state_dict(rank_state["scheduler"])
         except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(
-                f"{rank_file}: optimizer/scheduler state does not fit ({e}). {restart}"
+            raise checkpoint.CheckpointError(
+                f"{where}: optimizer/scheduler state does not fit ({e}). {checkpoint.recover_hint(self.run_dir)}"
             ) from e
-        _set_rng_state(rank_state["rng"])
         if self.scaler is not None and rank_state.get("grad_scaler"):  # fp16 (adasam_glue.step)
             self.scaler.load_state_dict(rank_state["grad_scaler"])
-        self.state = TrainState(**_read_json(ckpt / "trainer_state.json", restart))
+        self.state = TrainState(**trainer_state)
         self.state.status, self.state.final_pending = "running", []
-        log.info("resumed from %s at update %d", ckpt, self.state.updates)
+        log.info("resumed from %s at update %d", self.run_dir / CHECKPOINT_DIR, self.state.updates)
         return True
 
     # ------------------------------------------------------------------ plumbing
@@ -682,48 +614,3 @@ class Trainer:
         return tqdm(
             total=total, initial=self.state.updates, disable=disable, desc="updates", dynamic_ncols=True
         )
-
-
-class CheckpointError(RuntimeError):
-    """A resume checkpoint that cannot be used; the message names the file and how to recover."""
-
-
-def _torch_load(path: Path, recover: str) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: the checkpoint is incomplete. {recover}") from None
-    except Exception as e:  # truncated or corrupt file: torch raises OSError, RuntimeError, EOFError, ...
-        raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: {e}). {recover}") from e
-
-
-def _read_json(path: Path, recover: str) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: {e}). {recover}") from e
-
-
-def _swap_dir(tmp: Path, dst: Path) -> None:
-    """Replace ``dst`` by ``tmp`` so that a crash leaves either the old or the new folder, never half."""
-    old = dst.with_name(f".{dst.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dst.exists():
-        dst.rename(old)
-    tmp.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -15,7 +15,7 @@ waits up to ``--grace`` seconds (default 120) for it, and only then kills it; a 
 at once. The child runs in its own session, so a terminal's Ctrl-C reaches it only through the driver
 (one signal, not a second one that would interrupt its checkpoint). The exit status is 0 only when
 every launched run ended completed or diverged. The driver plans each stage
-when it reaches it (``adasam_glue.experiments.Planner``, the dry run's plan: the same identities and
+when it reaches it (``adasam_glue.experiments.plan.Planner``, the dry run's plan: the same identities and
 run dirs) and does not launch a run whose record is completed or diverged, so a restart costs seconds,
 not one process start per finished run. A failed run is reported and the sweep goes on. The
 ``sharpness`` stage measures the final model of every completed run that has no sharpness block yet
@@ -45,9 +45,9 @@ if (ROOT / "adasam_glue").is_dir():
 
 from omegaconf import OmegaConf  # noqa: E402
 
-import adasam_glue.experiment_resolvers  # noqa: E402,F401  the experiments' resolvers, for the planner's compose
+import adasam_glue.experiments.resolvers  # noqa: E402,F401  the experiments' resolvers, for the planner's compose
 from adasam_glue.config import CONF_DIR  # noqa: E402
-from adasam_glue.experiment_conf import experiment_sweep  # noqa: E402
+from adasam_glue.experiments.conf import experiment_sweep  # noqa: E402
 
 
 def child_env() -> dict[str, str]:
@@ -119,7 +119,7 @@ def grid_point(overrides: list[str] | tuple[str, ...], keys: set[str]) -> Point:
 
 def finished_points(experiment: str, common: list[str]) -> dict[Point, str]:
     """The grid points of ``experiment`` whose record says completed or diverged (``run()`` skips both),
-    with that status, from the dry run's plan (:class:`adasam_glue.experiments.Planner`: the identities
+    with that status, from the dry run's plan (:class:`adasam_glue.experiments.plan.Planner`: the identities
     and run dirs the runs themselves resolve). A plan that cannot be composed returns ``{}``: every run
     is launched and each skips itself or fails with its own message."""
     from hydra import initialize_config_dir

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-import adasam_glue.experiment_resolvers  # noqa: F401  composes experiment=demo (as the CLI would)
+import adasam_glue.experiments.resolvers  # noqa: F401  composes experiment=demo (as the CLI would)
 from adasam_glue.config import CONF_DIR
 from adasam_glue.run import run
 

@@ -15,7 +15,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # every test that composes an experiment config (hydra.compose) needs its resolvers, as the CLI has them
-import adasam_glue.experiment_resolvers  # noqa: E402,F401
+import adasam_glue.experiments.resolvers  # noqa: E402,F401
 
 TINY = [
     "model=tiny",

@@ -396,7 +396,7 @@ def test_tsv_accepts_task_folder_and_counts_malformed_rows_on_every_load(
     glue_root, tmp_path, caplog, monkeypatch
 ):
     import adasam_glue.data as data
-    import adasam_glue.data.load as load_module
+    import adasam_glue.data.sources as load_module
 
     with caplog.at_level(logging.WARNING):
         dd = load_glue("qqp", source="tsv", data_dir=glue_root / "QQP", cache_dir=tmp_path)

@@ -16,7 +16,7 @@ import datasets
 import pytest
 
 import adasam_glue.data as data
-import adasam_glue.data.load as load_module
+import adasam_glue.data.sources as load_module
 from adasam_glue.data import DataError, load_glue
 from adasam_glue.tasks import TASK_ORDER, get_task
 from adasam_glue.tokenizer_offline import build_offline_tokenizer

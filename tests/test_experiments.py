@@ -15,11 +15,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from adasam_glue import experiments as ex
-from adasam_glue import launchers
-from adasam_glue import tuned_lr as tl
 from adasam_glue.config import CONF_DIR
-from adasam_glue.launchers import SlurmDistributedEnv
+from adasam_glue.experiments import launchers
+from adasam_glue.experiments import plan as ex
+from adasam_glue.experiments import tuned_lr as tl
+from adasam_glue.experiments.launchers import SlurmDistributedEnv
 
 TASKS = ["mnli", "qnli", "qqp", "rte", "sst2", "mrpc", "cola", "stsb"]
 SHRINK = [
@@ -191,7 +191,10 @@ def test_slurm_launcher_config():
     # (the sbatch text itself: tests/test_slurm_sbatch.py).
     assert launcher["additional_parameters"]["signal"] == f"USR2@{launcher['signal_delay_s']}"
     assert any("SUBMITIT_PREEMPT_SIGNAL=USR2" in line for line in launcher["setup"])
-    assert cfg.hydra.callbacks.slurm_distributed_env._target_ == "adasam_glue.launchers.SlurmDistributedEnv"
+    assert (
+        cfg.hydra.callbacks.slurm_distributed_env._target_
+        == "adasam_glue.experiments.launchers.SlurmDistributedEnv"
+    )
     local = _compose(["hydra/launcher=submitit_local_test"], hydra_cfg=True)
     assert local.hydra.launcher._target_.endswith("LocalLauncher")
 

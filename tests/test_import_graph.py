@@ -175,7 +175,7 @@ def test_no_import_cycles():
 #: resolvers, which config.py no longer imports (it sits below them): module or file -> why
 COMPOSERS = {
     "adasam_glue.__main__": "the CLI",
-    "adasam_glue.experiments": "plans, reproduce-all, select-lr",
+    "adasam_glue.experiments.plan": "plans, reproduce-all, select-lr",
     "scripts/cpu_scale.py": "the CPU-scale driver's planner",
     "scripts/demo.py": "make demo",
     "tests/conftest.py": "every test's hydra.compose",
@@ -218,7 +218,7 @@ def test_every_composer_registers_the_experiment_resolvers(composer):
 
     graph = import_graph()
     starts = {composer} if composer in graph else _file_imports(ROOT.parent / composer)
-    assert "adasam_glue.experiment_resolvers" in _reaches(graph, starts), (
+    assert "adasam_glue.experiments.resolvers" in _reaches(graph, starts), (
         f"{composer} ({COMPOSERS[composer]})"
     )
     for name in ("sqrt_scale", "task_recipe", "tuned_lr", "if_base_takes", "if_path"):

@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover
     )
 
 from adasam_glue.optim import OPTIMIZERS, SAMBase, build_optimizer, get_optim_info
-from adasam_glue.optim.sam import global_sq_norm
+from adasam_glue.optim.perturbation import global_sq_norm
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "optim"
 

@@ -29,7 +29,7 @@ from adasam_glue.optim import (
     build_optimizer,
     register,
 )
-from adasam_glue.optim.base import make_base
+from adasam_glue.optim.descent import make_base
 from adasam_glue.optim.validation import Interval, check_interval
 from adasam_glue.run_dir import run_params_tag
 from tests.conftest import compose_cfg
@@ -444,7 +444,9 @@ def test_a_throwaway_variant_is_picked_up_everywhere(toysam, tiny_cfg, tmp_path)
     assert run_identity(k2, 1)["config"]["optim"]["kappa"] == 2.0
     assert group_hash(run_identity(k2, 1)) != group_hash(run_identity(cfg, 1))
     assert "_rho0.02_kappa2_wd0.1_" in run_params_tag(k2) and "_kappa1_" in run_params_tag(cfg)
-    assert re.search(r"^  toysam +beta1, beta2, eps, weight_decay, nesterov, rho, kappa, base$", render_help(), re.M)
+    assert re.search(
+        r"^  toysam +beta1, beta2, eps, weight_decay, nesterov, rho, kappa, base$", render_help(), re.M
+    )
 
     # run identity: the record names it; its keys and its base enter
     ident = run_identity(cfg, world_size=1)["config"]["optim"]

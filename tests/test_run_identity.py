@@ -11,12 +11,12 @@ import sys
 import pytest
 
 import adasam_glue.modeling as modeling
+from adasam_glue.checkpoint import CheckpointError
 from adasam_glue.config import ConfigError
 from adasam_glue.identity import group_hash, identity_hash, run_identity
 from adasam_glue.records import read_record
 from adasam_glue.run import run
 from adasam_glue.run_dir import RunDirLocked, resolve_run_dir, run_dir_lock
-from adasam_glue.trainer import CheckpointError
 from tests.conftest import compose_cfg
 
 #: every key that was once skipped as "completed" under another value: each must change the run
@@ -361,7 +361,7 @@ def test_completed_run_without_a_saved_model_says_why_it_cannot_predict(tiny_cfg
 def test_predict_test_without_test_files_fails_before_training(tiny_cfg, tmp_path):
     """A GLUE folder without test.tsv: the error names the file, and nothing is trained or written (it
     used to train, then fail with a raw FileNotFoundError and a failed record)."""
-    from adasam_glue.data.load import DataError
+    from adasam_glue.data.sources import DataError
     from tests.conftest import tiny_mrpc_glue
 
     glue = tiny_mrpc_glue(tmp_path)
@@ -451,7 +451,7 @@ def test_the_plan_counts_a_run_of_another_commit_as_to_do_only_with_rerun_on_new
 ):
     import json
 
-    from adasam_glue import experiments
+    from adasam_glue.experiments import plan as experiments
 
     d = tmp_path / "r"
     d.mkdir()

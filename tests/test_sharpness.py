@@ -23,7 +23,7 @@ from adasam_glue.sharpness import (
     select_subset,
     subset_batches,
 )
-from adasam_glue.sharpness_posthoc import main, measure_run
+from adasam_glue.sharpness.posthoc import main, measure_run
 from tests.conftest import data_config
 
 SHARPNESS_YAML = CONF_DIR / "sharpness" / "default.yaml"
@@ -530,7 +530,7 @@ def test_posthoc_takes_the_run_dir_lock_and_refuses_an_unfinished_run(tmp_path, 
     """Issue 24 G: the post-hoc measurement wrote record.json without the lock or a status check, so it
     could race a training launch of the same run dir, or add a block that the run's resume would drop."""
     from adasam_glue.run_dir import RunDirLocked, run_dir_lock
-    from adasam_glue.sharpness_posthoc import RunNotFinished
+    from adasam_glue.sharpness.posthoc import RunNotFinished
 
     run_dir = _tiny_run_dir(tmp_path)
     path = run_dir / "record.json"

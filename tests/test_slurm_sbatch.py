@@ -20,7 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from adasam_glue.config import CONF_DIR
-from adasam_glue.launchers import MAIN_JOB_NAME
+from adasam_glue.experiments.launchers import MAIN_JOB_NAME
 
 pytest.importorskip("submitit")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -143,7 +143,7 @@ def test_print_sbatch_shows_what_a_launch_submits_and_submits_nothing(
 ):
     """``reproduce-all --launcher slurm --print-sbatch`` on a machine without SLURM prints, per multirun, the
     script that the real launcher (through the fake ``sbatch``) hands SLURM for the same sweep."""
-    from adasam_glue import experiments
+    from adasam_glue.experiments import plan as experiments
 
     sweep = f"hydra.sweep.dir={tmp_path / 'sweep'}"
     common = [f"results_dir={tmp_path / 'results'}", *overrides]
@@ -163,7 +163,7 @@ def test_print_sbatch_shows_what_a_launch_submits_and_submits_nothing(
 
 
 def test_print_sbatch_needs_a_slurm_launcher(capsys):
-    from adasam_glue import experiments
+    from adasam_glue.experiments import plan as experiments
 
     assert (
         experiments.main(["reproduce-all", "--launcher", "local", "--print-sbatch", "--only", "smoke"]) == 2

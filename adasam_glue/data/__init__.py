@@ -6,16 +6,6 @@ Modules: ``glue_tsv`` (the original TSV formats and parser), ``load`` (``load_gl
 """
 
 from adasam_glue.data.glue_tsv import SPLIT_FILES, TsvFormatError, parse_glue_tsv, read_glue_tsv
-from adasam_glue.data.load import (
-    SOURCES,
-    DataError,
-    find_task_dir,
-    hub_features,
-    hub_splits,
-    load_glue,
-    load_glue_config,
-    load_glue_with_quality,
-)
 from adasam_glue.data.loaders import (
     GlueCollator,
     GlueDataLoader,
@@ -30,6 +20,16 @@ from adasam_glue.data.loaders import (
     tokenize_glue,
     tokenizer_fingerprint,
     train_order,
+)
+from adasam_glue.data.sources import (
+    SOURCES,
+    DataError,
+    find_task_dir,
+    hub_features,
+    hub_splits,
+    load_glue,
+    load_glue_config,
+    load_glue_with_quality,
 )
 from adasam_glue.data.synthetic import make_synthetic_glue
 

@@ -27,7 +27,7 @@ import torch
 from datasets import Dataset, DatasetDict, Value
 from torch.utils.data import DataLoader, Sampler, SequentialSampler
 
-from adasam_glue.data.load import load_glue_config
+from adasam_glue.data.sources import load_glue_config
 from adasam_glue.tasks import get_task
 
 _TOKENIZE_VERSION = "1"  # bump when tokenize_glue's output changes (invalidates the map cache)

@@ -8,10 +8,10 @@ instances driven by the trainer as::
     opt.prepare_ascent(); ascent forward/backward; opt.first_step()
     descent forward (per-sample losses); opt.descent_loss(ascent, descent).backward(); opt.second_step()
 
-See :mod:`adasam_glue.optim.sam` for the protocol, spec ``docs/algorithms.md`` §1-2 for the rules.
+See :mod:`adasam_glue.optim.perturbation` for the protocol, spec ``docs/algorithms.md`` §1-2 for the rules.
 Keys not given to ``build_optimizer`` take the values of ``conf/optim/<name>.yaml`` (the one place they
 live; the CLI and ``SAMTrainer`` build from the same); the classes (``AdaSAM(params)``) keep torch-like
-signature defaults (weight decay 0: :mod:`adasam_glue.optim.base`).
+signature defaults (weight decay 0: :mod:`adasam_glue.optim.descent`).
 """
 
 from typing import Any
@@ -49,8 +49,15 @@ _HOME = {
     **dict.fromkeys(("BASES", "BASE_CHOICES", "AMSGradPaper", "BaseInfo"), "base"),
     **dict.fromkeys(("LightSAM", "LightSAMAdaGrad", "LightSAMAdaGradNorm", "LightSAMAdam"), "lightsam"),
     **dict.fromkeys(
-        ("OPTIMIZERS", "OptimInfo", "baseline_of", "build_optimizer", "get_optim_info", "optimizer_values",
-         "register"),
+        (
+            "OPTIMIZERS",
+            "OptimInfo",
+            "baseline_of",
+            "build_optimizer",
+            "get_optim_info",
+            "optimizer_values",
+            "register",
+        ),
         "registry",
     ),  # fmt: skip
     "SAMBase": "sam",

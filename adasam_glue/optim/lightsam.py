@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .sam import Groups, Perturbation, SAMBase, global_sq_norm
+from .perturbation import Groups, Perturbation, SAMBase, global_sq_norm
 from .validation import check_choice, validate
 
 __all__ = ["LIGHTSAM_FORMS", "LightSAM", "LightSAMAdaGrad", "LightSAMAdaGradNorm", "LightSAMAdam", "lightsam"]

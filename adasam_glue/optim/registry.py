@@ -9,7 +9,7 @@ plus the record's own choices and ranges). Readers: :func:`build_optimizer`, the
 registry-parametrised tests (``forms()``).
 
 **Perturbation x base.** A perturbation record (ASAM ... ESAM) takes ``base`` (``optim.base``: ``sgd``,
-``amsgrad`` or ``adamw``, :data:`~adasam_glue.optim.base.BASES`), and then the keys of that base: its
+``amsgrad`` or ``adamw``, :data:`~adasam_glue.optim.descent.BASES`), and then the keys of that base: its
 accepted keys and their defaults are ``BASES[base]``'s plus the perturbation's own. The paper's four
 are presets: ``sgd`` and ``amsgrad`` (no perturbation, base fixed), ``sam`` (SAM on SGD; ``base=adamw``
 puts SAM's perturbation on AdamW, the usual transformers optimizer; on AMSGrad it is ``adasam``) and
@@ -22,12 +22,12 @@ the CLI (``python -m adasam_glue optim=<name>`` passes the composed keys), :func
 ``SAMTrainer`` (a key not given takes the YAML's value: :meth:`OptimInfo.defaults_for`). A YAML value
 that needs the run to be known (``lr: ${task.lr}``, ``lr: ???``) is not a default: such a key, and a key
 the YAML does not set (``nesterov``), takes the class's signature default (torch-like: lr 1e-3; see
-:mod:`adasam_glue.optim.base`). The classes themselves (``AdaSAM(params)``) keep torch-like signature
+:mod:`adasam_glue.optim.descent`). The classes themselves (``AdaSAM(params)``) keep torch-like signature
 defaults (weight decay 0), so that a Python user of a class gets what ``torch.optim`` would give; the
 registry repeats no value of either. A record without ``conf/optim/<name>.yaml`` (a variant under
 development, a test's throwaway record) takes its signature defaults.
 
-**A new variant** is one class (a :class:`~adasam_glue.optim.sam.SAMBase` subclass taking
+**A new variant** is one class (a :class:`~adasam_glue.optim.perturbation.SAMBase` subclass taking
 ``base=`` and ``**base_hparams``), one record (:func:`register`, or a line in ``_RECORDS``) and one
 YAML; a key no optimizer had before needs its range, in ``RULES`` or the record's ``ranges``. The config
 schema (``config.optim_schema``), the run-dir name and ``--help`` derive their keys from the YAML and
@@ -51,7 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from torch.optim import Optimizer
 
-from .base import BASE_CHOICES, BASES, make_amsgrad, make_sgd
+from .descent import BASE_CHOICES, BASES, make_amsgrad, make_sgd
 from .lightsam import LIGHTSAM_FORMS, LightSAM, lightsam
 from .validation import RULES, OneOf, Rule
 from .variants import ADASAM_FORMS, ASAM, ESAM, GSAM, RSAM, SAM, USAM, AdaSAM, VaSSO

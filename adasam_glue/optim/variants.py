@@ -1,11 +1,11 @@
 """The SAM family (spec §1-2): one small class per perturbation rule, all on :class:`SAMBase`.
 
 Each class is a perturbation around a base (descent) optimizer, ``base=`` a name of
-:data:`~adasam_glue.optim.base.BASES` (``sgd``, ``amsgrad``, ``adamw``) or any optimizer class, its
+:data:`~adasam_glue.optim.descent.BASES` (``sgd``, ``amsgrad``, ``adamw``) or any optimizer class, its
 keys as keywords (``VaSSO(params, theta=0.9, base="sgd", lr=0.1, beta1=0.9)``). Default base:
 SGD for :class:`SAM`, the library AMSGrad (``torch.optim.AdamW(amsgrad=True)``) for the others;
 :class:`AdaSAM` is SAM's perturbation on AMSGrad with the paper's form as an option. A key not given
-takes the class's signature default (torch's: weight decay 0; see :mod:`adasam_glue.optim.base`);
+takes the class's signature default (torch's: weight decay 0; see :mod:`adasam_glue.optim.descent`);
 ``build_optimizer`` takes the values of ``conf/optim`` instead.
 Hyperparameters are per param group (``group["rho"]`` ...); norms are global over all groups.
 """
@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .base import make_base
-from .sam import Groups, Perturbation, SAMBase, global_sq_norm, safe_inverse
+from .descent import make_base
+from .perturbation import Groups, Perturbation, SAMBase, global_sq_norm, safe_inverse
 from .validation import check_choice, validate
 
 __all__ = ["ASAM", "ESAM", "GSAM", "RSAM", "SAM", "USAM", "AdaSAM", "VaSSO"]
@@ -64,7 +64,7 @@ class AdaSAM(_NormalizedSAM):
     :class:`SAM` with ``base=``.)
 
     ``form="library"`` (default): ``torch.optim.AdamW(amsgrad=True)`` (bias correction, eps outside the
-    root, ``v_hat_0 = 0``, as fairseq). ``form="paper"``: :class:`~adasam_glue.optim.base.AMSGradPaper`
+    root, ``v_hat_0 = 0``, as fairseq). ``form="paper"``: :class:`~adasam_glue.optim.descent.AMSGradPaper`
     (no bias correction, ``v_hat_0 = eps**2`` inside the root; see its docstring); only this form accepts
     ``beta2 = 1`` (Remark 3.1).
     """

@@ -2,7 +2,7 @@
 point's dev metric, the selected lr and whether it sits at the edge of its grid.
 
 Read from the ``tuned_lr.json`` files that ``select-lr`` writes into the runs tree from the tuning runs'
-records (:mod:`adasam_glue.tuned_lr`, which documents the format); the Tables 2/4 runs trained with the
+records (:mod:`adasam_glue.experiments.tuned_lr`, which documents the format); the Tables 2/4 runs trained with the
 selected lr. An lr at the edge of its grid means the grid may not hold the best lr: the page says so.
 Paths are shown relative to the runs tree, so a rebuild elsewhere is byte-identical.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from adasam_glue.experiments.tuned_lr import read_selections
 from adasam_glue.report.palette import method_name, metric_label, task_name
-from adasam_glue.tuned_lr import read_selections
 
 __all__ = ["render_lr_tuning"]
 

@@ -4,7 +4,7 @@ Protocol (printed under every table; docs/algorithms.md §4.4 and the tuning pla
 
 1. Runs enter a table by optimizer name and ``config.optim.beta1`` (not by experiment name), except the
    experiments that vary batch size or schedule by design (``speedup``, ``schedules``), the lr-tuning
-   experiments (``*_tune``, :mod:`adasam_glue.tuned_lr`) and runs with a ``trainer.batch_schedule``.
+   experiments (``*_tune``, :mod:`adasam_glue.experiments.tuned_lr`) and runs with a ``trainer.batch_schedule``.
    Two records of one identity and seed are one run
    (:func:`adasam_glue.report.collect.dedupe`); the dropped copy is listed.
 2. Like with like (:mod:`adasam_glue.report.grouping`): runs that differ in anything but the seed,
@@ -37,7 +37,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from adasam_glue.experiment_conf import rho_grid
+from adasam_glue.experiments.conf import rho_grid
+from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report.collect import Run
 from adasam_glue.report.grouping import (
     OPTIM,
@@ -55,7 +56,6 @@ from adasam_glue.report.palette import method_name, task_name
 from adasam_glue.report.setting import any_synthetic
 from adasam_glue.report.stats import BOOTSTRAP_SEED, Summary, bootstrap_mean_ci, summarize
 from adasam_glue.tasks import TASK_ORDER, TASKS
-from adasam_glue.tuned_lr import TUNING_SUFFIX
 
 __all__ = [
     "EXCLUDED_EXPERIMENTS",

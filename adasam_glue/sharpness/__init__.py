@@ -89,13 +89,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from adasam_glue.experiment_conf import rho_grid
+from adasam_glue.experiments.conf import rho_grid
 
 MEASURES = ("eigenvalue", "trace", "worst_case")
 #: ``rhos: null``: the worst case at the radii of the paper's AdaSAM grid (docs/algorithms.md §4), read
-#: from the experiment that sweeps it (:func:`adasam_glue.experiment_conf.rho_grid`).
+#: from the experiment that sweeps it (:func:`adasam_glue.experiments.conf.rho_grid`).
 PAPER_RHOS_FROM = ("table1", "adasam")
-MODEL_DIR = "model"  #: HF ``save_pretrained`` folder inside a run dir (model + tokenizer)
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
 Vec = list[torch.Tensor]  # one tensor per trainable parameter

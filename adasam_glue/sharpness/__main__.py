@@ -1,5 +1,5 @@
 """``python -m adasam_glue.sharpness RUN_DIR [key=value ...]``: the post-hoc sharpness CLI
-(:func:`adasam_glue.sharpness_posthoc.main`).
+(:func:`adasam_glue.sharpness.posthoc.main`).
 
 Its own ``__main__`` module so that the command runs the measure's module once: as a ``__main__`` block
 of the measure itself, ``-m`` ran it as ``__main__`` and the CLI imported it a second time
@@ -8,7 +8,7 @@ of the measure itself, ``-m`` ran it as ``__main__`` and the CLI imported it a s
 
 import sys
 
-from adasam_glue.sharpness_posthoc import main
+from adasam_glue.sharpness.posthoc import main
 
 if __name__ == "__main__":
     sys.exit(main())

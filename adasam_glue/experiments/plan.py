@@ -14,7 +14,7 @@ the launcher choice. Skipping completed runs and resuming preempted ones is :fun
 job; the plan only reads ``record.json`` to report it.
 
 The lr-tuning stage: SGD and SAM have no recipe lr, so Tables 2/4 (and ``cpu_scale_table2``) set
-``optim.lr: ${tuned_lr:<tuning experiment>}`` (:mod:`adasam_glue.tuned_lr`). reproduce-all puts every
+``optim.lr: ${tuned_lr:<tuning experiment>}`` (:mod:`adasam_glue.experiments.tuned_lr`). reproduce-all puts every
 tuning experiment the chosen experiments depend on first (``table2_tune``, ``table4_tune``), runs it,
 then ``select-lr`` writes ``<results_dir>/runs/<tuning>/<task>/<optim>/tuned_lr.json``, which the tables'
 jobs read. The dry run prints the tuning runs first, a ``select:`` line, then the dependent runs marked
@@ -43,10 +43,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-import adasam_glue.experiment_resolvers  # noqa: F401  ${sqrt_scale}, ${task_recipe}, ${tuned_lr}
-from adasam_glue import tuned_lr as tl
+import adasam_glue.experiments.resolvers  # noqa: F401  ${sqrt_scale}, ${task_recipe}, ${tuned_lr}
 from adasam_glue.config import CONF_DIR, ConfigError, check_override_keys
-from adasam_glue.launchers import (
+from adasam_glue.experiments import tuned_lr as tl
+from adasam_glue.experiments.launchers import (
     SLURM_LAUNCHERS,
     ExperimentError,
     available_experiments,
@@ -54,7 +54,7 @@ from adasam_glue.launchers import (
     check_launcher,
     sbatch_scripts,
 )
-from adasam_glue.plan_text import (
+from adasam_glue.experiments.plan_text import (
     SECONDS_PER_SAMPLE_PASS,
     print_plan,
     summary_lines,
@@ -539,7 +539,7 @@ def launch(blocks: Sequence[Block], launcher: str, own_mnli: bool = False) -> in
 
 def print_sbatch(blocks: Sequence[Block], launcher: str, file: Any = None) -> None:
     """``reproduce-all --print-sbatch``: per multirun, in launch order, the sbatch script(s) it would hand
-    SLURM (:func:`adasam_glue.launchers.sbatch_scripts`), headed by the multirun's command; nothing is
+    SLURM (:func:`adasam_glue.experiments.launchers.sbatch_scripts`), headed by the multirun's command; nothing is
     submitted. A multirun whose runs are all done is not launched, so it prints no script."""
     file = file or sys.stdout
     for i, b in enumerate(blocks, 1):

@@ -1,6 +1,6 @@
 """Which experiments and launchers exist, what a launcher needs on this machine, and the SLURM job hook.
 
-``reproduce-all`` (:mod:`adasam_glue.experiments`) checks its ``--only`` and ``--launcher`` here before it
+``reproduce-all`` (:mod:`adasam_glue.experiments.plan`) checks its ``--only`` and ``--launcher`` here before it
 plans anything; :class:`SlurmDistributedEnv` is the Hydra callback ``conf/hydra/launcher/slurm.yaml``
 names, which turns submitit's one-task-per-GPU jobs into a torch.distributed environment.
 """

@@ -25,10 +25,11 @@ import torch
 from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 
+from adasam_glue.checkpoint import MODEL_DIR
 from adasam_glue.config import CONF_DIR
 from adasam_glue.records import FINAL_STATUSES, RECORD_NAME, RecordError, read_record, write_record
 from adasam_glue.run_dir import run_dir_lock
-from adasam_glue.sharpness import MODEL_DIR, build_loss_fn, measure_sharpness, subset_batches
+from adasam_glue.sharpness import build_loss_fn, measure_sharpness, subset_batches
 
 __all__ = ["RunNotFinished", "main", "measure_run", "sharpness_settings"]
 

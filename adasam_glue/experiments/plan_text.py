@@ -1,7 +1,7 @@
 """What ``reproduce-all --dry-run`` prints about a plan: the run lines, counts, GPU-hours, where each lr
 comes from (tuned, pending, placeholder), disk for saved models, and precision.
 
-The plan itself (``PlannedRun``, ``Block``) is built in :mod:`adasam_glue.experiments`; this module only
+The plan itself (``PlannedRun``, ``Block``) is built in :mod:`adasam_glue.experiments.plan`; this module only
 turns it into lines.
 """
 
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adasam_glue import tuned_lr as tl
+from adasam_glue.experiments import tuned_lr as tl
 
 if TYPE_CHECKING:
-    from adasam_glue.experiments import Block, PlannedRun
+    from adasam_glue.experiments.plan import Block, PlannedRun
 
 __all__ = [
     "PAPER_PRECISION",
@@ -119,10 +119,7 @@ def lr_lines(runs: Sequence[PlannedRun]) -> list[str]:
     placeholder = [r for r in runs if r.lr_source == "placeholder"]
     if placeholder:
         where = sorted(
-            {
-                f"{r.experiment} {r.task}/{r.optim} (conf/untuned_lr/{r.optim}.yaml)"
-                for r in placeholder
-            }
+            {f"{r.experiment} {r.task}/{r.optim} (conf/untuned_lr/{r.optim}.yaml)" for r in placeholder}
         )
         lines.append(
             f"  warning: {len(placeholder)} runs use a placeholder lr (no recipe lr, not tuned): "

@@ -174,7 +174,7 @@ def get_base(name: str) -> BaseInfo:
 def make_base(
     base: str | Callable[..., Optimizer], **hparams: Any
 ) -> Callable[[list[dict[str, Any]]], Optimizer]:
-    """What :class:`~adasam_glue.optim.sam.SAMBase` takes: ``groups -> base optimizer``.
+    """What :class:`~adasam_glue.optim.perturbation.SAMBase` takes: ``groups -> base optimizer``.
 
     ``base`` is a name of :data:`BASES` (``hparams`` are its YAML keys; missing ones take the Python API
     defaults; unknown ones raise ``ValueError`` naming the valid keys) or any optimizer class or
