@@ -221,12 +221,17 @@ def _text(x: float | None) -> str:
     return "?" if x is None else f"{x:g}"
 
 
+#: the columns of :func:`_parse` (a frame of no runs has them too)
+COLUMNS = (
+    "rel experiment task optimizer seed record_status beta1 rho batch_size schedule best final record config "
+    "identity flat identity_hash group_hash identity_derived identity_note commits dirty finished_ts"
+).split()
+
+
 def build_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The run frame: one row per parsed record, judged (``status``, ``flagged``), with the texts every
     listing shows (``status_text``, ``description``). ``None`` stays ``None`` in optional columns."""
-    df = pd.DataFrame(rows, dtype=object)
-    if df.empty:
-        return df
+    df = pd.DataFrame(rows, columns=list(rows[0]) if rows else COLUMNS, dtype=object)
     df = pd.concat([df, judge_frame(df.record)], axis=1)
     df["status_text"] = [
         s if not f else f"{s}: {f'record says {rs}; ' if s != rs else ''}{'; '.join(f)}"
