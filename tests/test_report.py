@@ -1057,7 +1057,7 @@ def test_judge_frame_flags_each_rule_and_only_it():
     )
 
 
-def _frame(tmp_path, specs) -> "object":
+def _frame(tmp_path, specs):
     """Records of ``(task, optimizer, seed, accuracy, rho, extra config, folder, status)`` -> the run frame."""
     runs = tmp_path / "runs"
     for task, opt, seed, acc, rho, config, folder, status in specs:

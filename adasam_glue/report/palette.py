@@ -7,7 +7,7 @@ registry does not know (a record of an older version) keeps its key and gets a s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from adasam_glue.tasks import TASKS
@@ -34,26 +34,27 @@ def optimizers() -> dict[str, Any]:
     return OPTIMIZERS
 
 
-class _RegistryView(Mapping[str, str]):
-    """``{optimizer key: record.<attr>}`` in registry order, read on every access."""
+class RegistryView(Mapping[str, Any]):
+    """A mapping computed from the registry on every access (``{name: value}``, registry order), so a
+    record registered later shows up with no edit here."""
 
-    def __init__(self, attr: str) -> None:
-        self._attr = attr
+    def __init__(self, items: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self._items = lambda: items(optimizers())
 
-    def __getitem__(self, key: str) -> str:
-        return getattr(optimizers()[key], self._attr)
+    def __getitem__(self, key: str) -> Any:
+        return self._items()[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(optimizers()))
+        return iter(self._items())
 
     def __len__(self) -> int:
-        return len(optimizers())
+        return len(self._items())
 
 
 #: Optimizer key -> paper spelling (``record.display``).
-METHOD_NAMES: Mapping[str, str] = _RegistryView("display")
+METHOD_NAMES: Mapping[str, str] = RegistryView(lambda recs: {n: r.display for n, r in recs.items()})
 #: Optimizer key -> colour (colour-blind-safe hues; the one-pass bases are also dashed, :func:`linestyle`).
-PALETTE: Mapping[str, str] = _RegistryView("color")
+PALETTE: Mapping[str, str] = RegistryView(lambda recs: {n: r.color for n, r in recs.items()})
 
 
 def method_name(key: str, base: str | None = None) -> str:

@@ -15,7 +15,7 @@ differ only in :data:`SCHEDULE_KEYS`; the rank correlation is taken per task ove
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,46 +23,32 @@ import pandas as pd
 
 from adasam_glue.report.collect import to_float
 from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, setting_of
-from adasam_glue.report.palette import method_name, metric_label, optimizer_rank, task_name
+from adasam_glue.report.palette import RegistryView, method_name, metric_label, optimizer_rank, task_name
 from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
 from adasam_glue.report.stats import Summary, summarize
 from adasam_glue.report.table_text import _csv, md_table
 from adasam_glue.schedules import DECAYING
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
-
-class _BaselineView(Mapping[str, str]):
-    """Two-pass optimizer -> the one-pass optimizer of its default base, read live from the registry
-    (``baseline_of``); optimizers without one (LightSAM, the bases) are absent."""
-
-    def _items(self) -> dict[str, str]:
-        from adasam_glue.optim.registry import OPTIMIZERS, baseline_of
-
-        return {n: b for n in OPTIMIZERS if (b := baseline_of(n)) is not None}
-
-    def __getitem__(self, key: str) -> str:
-        return self._items()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items())
-
-    def __len__(self) -> int:
-        return len(self._items())
-
-
 #: SAM-family optimizer -> its default base's one-pass optimizer; a run on another base (``optim.base``)
 #: is compared with that base's runs (:func:`_baseline`).
-SAM_BASE: Mapping[str, str] = _BaselineView()
+SAM_BASE: Mapping[str, str] = RegistryView(
+    lambda recs: {n: b for n in recs if (b := _baseline_of(n)) is not None}
+)
 #: the identity keys a schedule point of the schedules experiment sets (conf/schedule/*.yaml)
 SCHEDULE_KEYS = ("config.trainer.schedule", "config.trainer.batch_schedule", "config.trainer.min_lr_ratio")
 HEAD = ("top eigenvalue", "trace")
 
 
+def _baseline_of(name: str, base: str | None = None) -> str | None:
+    from adasam_glue.optim.registry import baseline_of  # imported on first use: torch loads only then
+
+    return baseline_of(name, base)
+
+
 def _baseline(r: Any) -> str | None:
     """The optimizer ``r``'s runs are compared with: the one-pass record of the base they ran on."""
-    from adasam_glue.optim.registry import baseline_of
-
-    return baseline_of(r.optimizer, r.flat.get(f"{OPTIM}.base"))
+    return _baseline_of(r.optimizer, r.flat.get(f"{OPTIM}.base"))
 
 
 def measures(values: dict) -> dict[str, float]:

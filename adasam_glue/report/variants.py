@@ -19,6 +19,7 @@ import pandas as pd
 from adasam_glue.report.grouping import OPTIM, setting_of
 from adasam_glue.report.palette import method_name, metric_label, optimizer_rank, task_name
 from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
+from adasam_glue.report.sharpness import _baseline_of
 from adasam_glue.report.stats import BOOTSTRAP_SEED, Paired, Summary, metric, pair, summarize
 from adasam_glue.report.table_text import MISSING, _csv, ci_text, md_table, num, rho_text, summary_text
 from adasam_glue.report.tables import PROBE_SUFFIX
@@ -47,8 +48,7 @@ class VariantPair:
 
 def baselines(df: pd.DataFrame) -> pd.Series:
     """Per run, the one-pass optimizer it is compared with (``None``: one-pass itself, or no base)."""
-    from adasam_glue.optim.registry import baseline_of
-
+    baseline_of = _baseline_of
     return pd.Series(
         [baseline_of(o, f.get(f"{OPTIM}.base")) for o, f in zip(df.optimizer, df.flat)],
         index=df.index,
