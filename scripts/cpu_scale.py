@@ -124,7 +124,7 @@ def finished_points(experiment: str, common: list[str]) -> dict[Point, str]:
     is launched and each skips itself or fails with its own message."""
     from hydra import initialize_config_dir
 
-    from adasam_glue.experiments import Planner
+    from adasam_glue.experiments.plan import Planner
 
     keys = set(experiment_sweep(experiment))
     try:

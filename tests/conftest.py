@@ -136,3 +136,19 @@ def run_two_gloo_processes(worker, *args, timeout_s: int = 60) -> None:
     import torch.multiprocessing as mp
 
     mp.spawn(_gloo_process, args=(_free_port(), timeout_s, worker, args), nprocs=2, join=True)
+
+
+@pytest.fixture(autouse=True)
+def _package_loggers_restored() -> Iterator[None]:
+    """Each test starts with the package's loggers as the process had them: a test that builds a
+    SAMTrainer (which sets the ``adasam_glue`` level from HF's log level) or runs Hydra's job logging
+    (which may disable existing loggers) must not silence the log a later test reads through caplog."""
+    import logging
+
+    names = ["adasam_glue", *(n for n in logging.root.manager.loggerDict if n.startswith("adasam_glue."))]
+    saved = {n: (logging.getLogger(n).level, logging.getLogger(n).disabled) for n in names}
+    yield
+    for name in logging.root.manager.loggerDict:
+        if name == "adasam_glue" or name.startswith("adasam_glue."):
+            logger = logging.getLogger(name)
+            logger.level, logger.disabled = saved.get(name, (logging.NOTSET, False))

@@ -13,7 +13,7 @@ import pytest
 from hydra import initialize_config_dir
 
 from adasam_glue.config import CONF_DIR
-from adasam_glue.experiments import Planner
+from adasam_glue.experiments.plan import Planner
 from tests.conftest import tiny_mrpc_glue
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "cpu_scale.py"

@@ -284,7 +284,7 @@ def test_table1_notes_missing_diverged_rho_and_duplicates(report):
 
 def test_paired_bootstrap(report):
     runs, out, _ = report
-    res = build_table(TABLES[0], load_runs(runs).runs)
+    res = build_table(TABLES[0], load_runs(runs).frame)
     by = {p.task: p for p in res.paired}
     # per-seed task scores: AMSGrad (82.5, 84, 87), AdaSAM (85.5, 87, 88) -> diffs 3, 3, 1
     assert by["mrpc"].n == 3 and by["mrpc"].mean == pytest.approx(7 / 3)
@@ -356,11 +356,11 @@ def test_claim_verdict_rule(report):
     runs, _, _ = report
     from adasam_glue.report.claims import _table_claim
 
-    res = build_table(TABLES[0], load_runs(runs).runs)
+    res = build_table(TABLES[0], load_runs(runs).frame)
     c = _table_claim(res)
     # 2 wins of 3 tasks (0.667) < 6/8 (0.75), average +0.94 > 0 -> partly holds
     assert c.verdict == "partly holds"
-    res3 = build_table(TABLES[2], load_runs(runs).runs)
+    res3 = build_table(TABLES[2], load_runs(runs).frame)
     assert _table_claim(res3).verdict == "holds on the 1 task(s) available"
 
 
@@ -508,7 +508,7 @@ def test_unlike_runs_are_never_pooled_and_the_caption_names_them(tmp_path, case,
         assert "GLUE TSV" in captions[0] and "SYNTHETIC data" in captions[1]
     assert f"{key.split('=')[0]} = " in text  # the notes list every differing key with its value
     # the headline comparison pairs only the reference seeds; the other pair only the unlike ones
-    res = build_table(TABLES[0], load_runs(runs).runs)
+    res = build_table(TABLES[0], load_runs(runs).frame)
     assert [c.main for c in res.comparisons] == [True, False]
     main, other_cmp = res.comparisons
     mrpc = {c.name: next(p for p in c.paired if p.task == "mrpc") for c in res.comparisons}
@@ -517,7 +517,7 @@ def test_unlike_runs_are_never_pooled_and_the_caption_names_them(tmp_path, case,
     # rho is chosen per row: each row has exactly one candidate, of one identity
     for row in res.rows:
         c = res.row_cell(row, "mrpc")
-        assert len({r.group_hash for r in c.chosen.completed}) == 1
+        assert c.chosen.completed.group_hash.nunique() == 1
 
 
 def test_a_diverged_run_is_counted_not_dropped_as_a_duplicate(tmp_path):
@@ -569,7 +569,7 @@ def test_the_paired_difference_never_pairs_unlike_runs(tmp_path):
         make_record(runs, "mrpc", "amsgrad", s, {"accuracy": 0.80 + s / 100, "f1": 0.84}, config=real)
         make_record(runs, "mrpc", "adasam", s, {"accuracy": 0.50 + s / 100, "f1": 0.60}, config=synth)
     build_report(runs, tmp_path / "out", figures=False)
-    res = build_table(TABLES[0], load_runs(runs).runs)
+    res = build_table(TABLES[0], load_runs(runs).frame)
     assert all(p.n == 0 and p.mean is None for p in res.paired)
     assert all(p.n == 0 and p.mean is None for c in res.comparisons for p in c.paired)
     assert res.common_tasks == [] and res.average("adasam") is None
@@ -579,11 +579,11 @@ def test_the_paired_difference_never_pairs_unlike_runs(tmp_path):
     row = next(ln for ln in claims.splitlines() if ln.startswith("| Table 1: AMSGrad vs AdaSAM, β1 = 0.9 |"))
     assert row.endswith("| **not testable** |") and "holds" not in row
     # the guard itself: two cells whose seed-1 runs differ in the model are not paired
-    from adasam_glue.report.tables import _build_cell, _pair
+    from adasam_glue.report.tables import _pair, build_cell
 
-    col = load_runs(runs)
-    ams = _build_cell("mrpc", "amsgrad", [r for r in col.runs if r.optimizer == "amsgrad"])
-    ada = _build_cell("mrpc", "adasam", [r for r in col.runs if r.optimizer == "adasam"])
+    frame = load_runs(runs).frame
+    ams = build_cell("mrpc", "amsgrad", frame[frame.optimizer == "amsgrad"])
+    ada = build_cell("mrpc", "adasam", frame[frame.optimizer == "adasam"])
     p = _pair("mrpc", ada, ams, BOOTSTRAP_SEED)
     assert (
         p.n == 0 and p.mean is None and "config.model.name" in p.refused and "config.data.source" in p.refused
@@ -707,7 +707,7 @@ def test_a_clean_sweep_of_real_configs_has_one_setting(tmp_path):
             record(task, "amsgrad", seed, 0.70 + seed / 100)
             record(task, "adasam_rho0.01", seed, 0.72 + seed / 100)
     record("rte", "amsgrad", 3, 0.10, "model.hidden_size=64")
-    res = build_table(TABLES[0], load_runs(runs).runs)
+    res = build_table(TABLES[0], load_runs(runs).frame)
     assert res.cell("mrpc", "amsgrad").n == res.cell("rte", "amsgrad").n == 2
     assert [r.label for r in res.rows] == ["AMSGrad", "AdaSAM", "AMSGrad [model.hidden_size=64]"]
     assert [p.n for p in res.paired if p.task in ("mrpc", "rte")] == [2, 2]
@@ -728,7 +728,7 @@ def test_lr_tuning_runs_stay_out_of_the_tables(tmp_path):
             config={"optim": {"lr": lr}},
             folder=f"_lr{lr:g}",
         )
-    res = build_table(TABLES[1], load_runs(runs).runs)
+    res = build_table(TABLES[1], load_runs(runs).frame)
     assert [r.label for r in res.rows] == ["SGD", "SAM"] and res.cell("rte", "sgd").n == 1
 
 
@@ -742,13 +742,13 @@ def test_rho_ties_are_not_an_edge_optimum(tmp_path):
     make_record(runs, "mrpc", "amsgrad", 1, {"accuracy": 0.60, "f1": 0.7})
     for rho, acc in ((0.01, 0.60), (0.005, 0.62), (0.001, 0.62)):  # the smallest ties an interior rho
         make_record(runs, "mrpc", "adasam", 1, {"accuracy": acc, "f1": 0.7}, rho=rho)
-    res = build_table(TABLES[0], load_runs(runs).runs)
+    res = build_table(TABLES[0], load_runs(runs).frame)
     rte, mrpc = res.cell("rte", "adasam"), res.cell("mrpc", "adasam")
     assert rte.rho == 0.001 and not rte.is_edge()
     assert "every rho tested ties on the selection metric ({0.001, 0.005, 0.01})" in rte.edge_note((0.01,))
     assert mrpc.rho == 0.001 and not mrpc.is_edge() and mrpc.edge_note((0.01, 0.005, 0.001)) is None
     make_record(runs, "mrpc", "adasam", 1, {"accuracy": 0.63, "f1": 0.7}, rho=0.0005)  # a real edge
-    mrpc = build_table(TABLES[0], load_runs(runs).runs).cell("mrpc", "adasam")
+    mrpc = build_table(TABLES[0], load_runs(runs).frame).cell("mrpc", "adasam")
     assert mrpc.rho == 0.0005 and mrpc.is_edge() and "the optimum may lie below" in mrpc.edge_note(())
 
 
@@ -760,9 +760,9 @@ def test_caption_gives_the_lr_and_a_tuned_lr_as_its_range(tmp_path):
     for task, optimizer, lr in (("rte", "sgd", 3e-2), ("rte", "sam", 1e-2), ("mrpc", "sgd", 3e-3)):
         config = {"optim": {"lr": lr}, "task": {"warmup_updates": 6}}
         make_record(runs, task, optimizer, 1, {"accuracy": 0.6}, experiment="table2", config=config)
-    col = load_runs(runs).runs
+    col = load_runs(runs).frame
     assert lr_text(col) == "lr 0.003–0.03 (per task and optimizer), linear schedule, 6 warmup updates"
-    assert lr_text([r for r in col if r.task == "mrpc"]) == "lr 0.003, linear schedule, 6 warmup updates"
+    assert lr_text(col[col.task == "mrpc"]) == "lr 0.003, linear schedule, 6 warmup updates"
 
 
 # ----------------------------------------------------------------------------- what the report flags (issue 24)
@@ -983,7 +983,7 @@ def test_compute_matched_comparison_pairs_equal_passes_only(tmp_path):
                 _patch(p, optimizer_updates=updates, forward_backward_passes=npass)
     out = tmp_path / "out"
     build_report(runs, out, figures=False)
-    res = build_table(TABLES[0], load_runs(runs).runs)
+    res = build_table(TABLES[0], load_runs(runs).frame)
     assert [(m.task, m.updates, m.passes) for m in res.matched] == [
         ("cola", (800,), (800,)),
         ("mrpc", (800,), (800,)),
@@ -1028,3 +1028,161 @@ def test_compute_matched_comparison_pairs_equal_passes_only(tmp_path):
         if ln.startswith("| Table 1: AMSGrad vs AdaSAM, β1 = 0.9 (compute-matched)")
     )
     assert "AdaSAM wins 1, loses 1, ties 0 of 2 at equal compute" in line
+
+
+# ------------------------------------------------------------------ frame functions and the variants table
+def test_judge_frame_flags_each_rule_and_only_it():
+    """Each flag on its own record: the skip rule re-judges to diverged, identity_changes excludes, and
+    data_quality flags without changing the status; a clean record is neither re-judged nor flagged."""
+    import pandas as pd
+
+    from adasam_glue.report.collect import judge_frame
+
+    base = {"status": "completed", "optimizer_updates": 40, "train_curve": [{"update": 1, "loss": 0.5}]}
+    recs = pd.Series(
+        [
+            base,
+            base | {"skipped_updates": 39},
+            base | {"attempts": [{"identity_changes": [["config.task.lr", 1, 2]]}]},
+            base | {"data_quality": {"train": {"rows": 10, "skipped": 2}}},
+            base | {"status": "running", "identity_changes": [["config.seed", 1, 2]]},
+        ]
+    )
+    out = judge_frame(recs)
+    assert list(out.status) == ["completed", "diverged", "excluded", "completed", "running"]
+    assert [len(f) for f in out.flagged] == [0, 1, 1, 1, 1]
+    assert "39 of 40 updates skipped" in out.flagged[1][0]
+    assert "config.task.lr 1 -> 2" in out.flagged[2][0] and out.flagged[3] == (
+        "malformed rows skipped: train 2 of 12 rows",
+    )
+
+
+def _frame(tmp_path, specs):
+    """Records of ``(task, optimizer, seed, accuracy, rho, extra config, folder, status)`` -> the run frame."""
+    runs = tmp_path / "runs"
+    for task, opt, seed, acc, rho, config, folder, status in specs:
+        metrics = None if acc is None else {"accuracy": acc, "f1": acc}
+        make_record(runs, task, opt, seed, metrics, rho=rho, config=config, folder=folder, status=status)
+    return load_runs(runs).frame
+
+
+def test_dedupe_prefers_completed_then_the_preferred_experiment_then_the_path(tmp_path):
+    from adasam_glue.report.collect import dedupe
+
+    frame = _frame(
+        tmp_path,
+        [
+            ("rte", "amsgrad", 1, 0.7, None, {}, f, st)
+            for f, st in (("_a", "diverged"), ("_b", "completed"), ("_c", "completed"))
+        ]
+        + [("rte", "amsgrad", 2, 0.7, None, {}, "", "completed")],
+    )
+    dups = dedupe(frame)  # seed 1: three copies of one identity (the folder is not in the identity)
+    assert [r.split("/")[3] for r in dups.rel] == ["beta0.9_b16_a", "beta0.9_b16_c"]
+    assert set(dups.kept_rel) == {"table1/rte/amsgrad/beta0.9_b16_b/seed1/record.json"}
+    assert dedupe(frame[frame.seed == 2]).empty
+
+
+def test_assign_rows_and_mode_split_unlike_runs_from_the_reference(tmp_path):
+    """Three runs at one lr (the reference: most completed runs) and one at another: the odd run gets a
+    row whose setting names the lr; the optimizer's own keys (rho excluded) go to ``optim``."""
+    from adasam_glue.report.grouping import assign_rows, global_part, mode
+
+    lr = {"task": {"lr": 1e3}, "optim": {"lr": 1e3}}
+    frame = _frame(
+        tmp_path,
+        [("rte", "amsgrad", s, 0.7, None, {}, "", "completed") for s in (1, 2, 3)]
+        + [
+            ("rte", "amsgrad", 1, 0.7, None, lr, "_x", "completed"),
+            ("rte", "adasam", 1, 0.7, 0.05, {}, "", "completed"),
+        ],
+    )
+    assert mode(frame.flat.map(global_part), frame.status == "completed") == global_part(frame.flat.iloc[0])
+    rows = assign_rows(frame, ("amsgrad", "adasam"))
+    odd = frame.rel.str.contains("_x")
+    assert set(rows[~odd]) == {("amsgrad", (), ()), ("adasam", (), ())}
+    (method, setting, optim) = rows[odd].iloc[0]
+    assert (
+        method == "amsgrad"
+        and dict(setting) == {"config.task.lr": "1000.0"}
+        and dict(optim) == {"config.optim.lr": "1000.0"}
+    )
+
+
+def test_rho_selection_takes_the_best_mean_ties_to_the_smaller_rho_and_flags_the_edge(tmp_path):
+    from adasam_glue.report.stats import choose_rho, rho_candidates, rho_edge, tied_rhos
+
+    frame = _frame(
+        tmp_path,
+        [
+            ("rte", "adasam", s, acc, rho, {}, "", "completed")
+            for rho, accs in ((0.01, (0.6, 0.7)), (0.05, (0.7, 0.6)), (0.1, (0.5, 0.5)))
+            for s, acc in zip((1, 2), accs)
+        ]  # noqa: E501
+        + [("rte", "adasam", 3, None, 0.1, {}, "", "diverged")],
+    )
+    cands = rho_candidates(frame, "rte")
+    assert [c.rho for c in cands] == [0.01, 0.05, 0.1] and [len(c.diverged) for c in cands] == [0, 0, 1]
+    assert [c.selection.n for c in cands] == [2, 2, 2]
+    best = choose_rho(cands)  # 0.01 and 0.05 tie exactly: the smaller wins, and it is the smallest tested
+    assert best.rho == 0.01 and tied_rhos(cands, best) == [0.01, 0.05]
+    assert not rho_edge(cands, 0.01)  # it ties with an interior rho: not an edge
+    assert rho_edge(cands[::2], 0.01) and choose_rho(cands[1:]).rho == 0.05
+
+
+def test_a_registered_variant_and_its_base_appear_in_the_variants_table(tmp_path):
+    """A throwaway two-pass optimizer registered for this test only, on an AMSGrad base: its records and
+    AMSGrad's (same setting, seeds 1-3) make a line of variants.md/.csv with the paired difference; a run
+    of another setting is not paired; the runs are no longer listed as used by no table."""
+    from adasam_glue.optim.registry import OPTIMIZERS, OptimInfo, register
+
+    ada = OPTIMIZERS["adasam"]
+    register(
+        OptimInfo(
+            "toyvariant",
+            ada.cls,
+            ada.factory,
+            True,
+            "ToyVariant",
+            "#123456",
+            "a test",
+            "e = 0",
+            "§1.5",
+            keys=("rho",),
+            base="amsgrad",
+        )
+    )  # noqa: E501
+    try:
+        runs = tmp_path / "runs"
+        for s, (a, b) in enumerate([(0.70, 0.66), (0.74, 0.71), (0.72, 0.70)], start=1):
+            make_record(runs, "rte", "amsgrad", s, {"accuracy": b}, experiment="variants")
+            make_record(runs, "rte", "toyvariant", s, {"accuracy": a}, rho=0.05, experiment="variants")
+        make_record(runs, "rte", "toyvariant", 1, {"accuracy": 0.9}, rho=0.05, experiment="variants",
+                    config={"model": {"name": "minilm"}}, folder="_other")  # fmt: skip
+        summary = build_report(runs, tmp_path / "out", figures=False)
+    finally:
+        OPTIMIZERS.pop("toyvariant", None)
+    assert {"variants.md", "variants.csv"} <= set(summary.files)
+    md = (tmp_path / "out" / "variants.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("| RTE | a | ToyVariant |"))
+    diffs = [(0.70 - 0.66) * 100, (0.74 - 0.71) * 100, (0.72 - 0.70) * 100]
+    lo, hi = bootstrap_mean_ci(diffs, seed=BOOTSTRAP_SEED + 6)  # RTE is column 6
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[6:13] == [
+        "72.00 ± 2.00 (3)",
+        "AMSGrad",
+        "69.00 ± 2.65 (3)",
+        f"{np.mean(diffs):+.2f}",
+        f"[{lo:+.2f}, {hi:+.2f}]",
+        "3",
+        "yes",
+    ]  # noqa: E501
+    assert sum(ln.startswith("| RTE |") for ln in md.splitlines()) == 1  # the MiniLM run has no base
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "variants.csv").read_text())))
+    assert [(r["optimizer"], r["baseline"], r["seeds_paired"]) for r in rows] == [
+        ("toyvariant", "amsgrad", "3")
+    ]
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "`variants.md`" in readme
+    unused = readme.split("## Runs not used in any table")[1]
+    assert "_other/seed1" in unused and "toyvariant/beta0.9_rho0.05_b16/seed" not in unused

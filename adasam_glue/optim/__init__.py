@@ -46,7 +46,7 @@ __all__ = [
 #: public name -> the submodule that defines it. Imported on first use (PEP 562), so that the torch-free
 #: range table (``adasam_glue.optim.validation``, read when a config is composed) imports no torch.
 _HOME = {
-    **dict.fromkeys(("BASES", "BASE_CHOICES", "AMSGradPaper", "BaseInfo"), "base"),
+    **dict.fromkeys(("BASES", "BASE_CHOICES", "AMSGradPaper", "BaseInfo"), "descent"),
     **dict.fromkeys(("LightSAM", "LightSAMAdaGrad", "LightSAMAdaGradNorm", "LightSAMAdam"), "lightsam"),
     **dict.fromkeys(
         (
@@ -60,7 +60,7 @@ _HOME = {
         ),
         "registry",
     ),  # fmt: skip
-    "SAMBase": "sam",
+    "SAMBase": "perturbation",
     **dict.fromkeys(("ASAM", "ESAM", "GSAM", "RSAM", "SAM", "USAM", "AdaSAM", "VaSSO"), "variants"),
 }
 

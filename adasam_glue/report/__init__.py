@@ -1,25 +1,19 @@
-"""The report: Tables 1-4, claims, speedup/curve/sharpness figures, rebuilt from run records only.
+"""The report: Tables 1-4, every optimizer against its base, claims, figures, rebuilt from run records only.
 
     python -m adasam_glue.report RUNS_DIR OUT_DIR        # or: make report
 
-:func:`build_report` reads every ``record.json`` under ``RUNS_DIR`` (never trains, never touches a
-checkpoint) and writes into ``OUT_DIR``:
+:func:`build_report` reads every ``record.json`` under ``RUNS_DIR`` into one frame
+(:mod:`adasam_glue.report.collect`; it never trains or touches a checkpoint) and writes into ``OUT_DIR``:
+``table1`` ... ``table4`` (``.md``/``.tex``/``.csv``, :mod:`~adasam_glue.report.tables`) and
+``paired.csv``; ``variants.md``/``.csv`` (:mod:`~adasam_glue.report.variants`); ``claims.md``;
+``sharpness.md``/``.csv``; ``lr_tuning.md``; the speedup, curves and sharpness figures
+(:mod:`~adasam_glue.report.figures`); and ``README.md``: what was produced, the settings and code the
+runs were trained on, and every record skipped, dropped as a duplicate, flagged or not used.
 
-- ``table1`` ... ``table4`` as ``.md``, ``.tex``, ``.csv`` (see :mod:`adasam_glue.report.tables` for the
-  protocol) and ``paired.csv`` (bootstrap comparison per task);
-- ``claims.md`` (:mod:`adasam_glue.report.claims`);
-- ``speedup.png/.pdf``, ``curves_<task>_beta<b>.png/.pdf`` (:mod:`adasam_glue.report.figures`);
-- ``sharpness.md``, ``sharpness.csv`` and ``sharpness_<task>.png/.pdf`` (:mod:`adasam_glue.report.sharpness`);
-- ``README.md``: what was produced, the settings the runs were trained on, and every record skipped,
-  dropped as a duplicate or not used, with the reason.
-
-Like with like (docs/algorithms.md §4.4): every table, figure and claim reads the runs without
-duplicates (one record per identity and seed) and pools, selects and pairs them only through their
-identities (:mod:`adasam_glue.report.grouping`); every caption states the setting
-(:mod:`adasam_glue.report.setting`) and says SYNTHETIC DATA where generated data went in.
-
-Output is deterministic: no timestamps or absolute paths in text files, fixed figure metadata, a fixed
-bootstrap seed; a rerun on the same records gives byte-identical files.
+Like with like (docs/algorithms.md §4.4): everything reads the runs without duplicates and pools, selects
+and pairs them only through their identities (:mod:`~adasam_glue.report.grouping`); every caption states
+the setting and says SYNTHETIC DATA where generated data went in. Output is deterministic (no timestamps
+or absolute paths, fixed figure metadata, a fixed bootstrap seed).
 """
 
 from __future__ import annotations
@@ -28,8 +22,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from adasam_glue.records import RecordError, atomic_write_text
-from adasam_glue.report.collect import Collection, NoRecordsError, load_runs
+from adasam_glue.report.collect import UNKNOWN_COMMIT, Collection, NoRecordsError, load_runs
 
 __all__ = ["NoRecordsError", "RecordError", "ReportSummary", "build_report"]
 
@@ -54,15 +50,13 @@ def build_report(
     Raises :class:`NoRecordsError` for a folder without records and :class:`RecordError` (naming the
     file) for a record of another schema version (unless ``skip_unknown_schema``).
     """
+    from adasam_glue.report import figures as fig
+    from adasam_glue.report import table_text as tt
     from adasam_glue.report.claims import check_claims, render_claims
-    from adasam_glue.report.sharpness import (
-        build_sharpness,
-        plot_sharpness,
-        render_sharpness_csv,
-        render_sharpness_md,
-    )
-    from adasam_glue.report.table_render import render_csv, render_markdown, render_paired_csv, render_tex
+    from adasam_glue.report.lr_tuning import render_lr_tuning
+    from adasam_glue.report.sharpness import build_sharpness, render_sharpness_csv, render_sharpness_md
     from adasam_glue.report.tables import TABLES, build_table
+    from adasam_glue.report.variants import render_variants_csv, render_variants_md, variant_pairs
 
     col = load_runs(runs_dir, skip_unknown_schema=skip_unknown_schema)
     out = Path(out_dir)
@@ -74,48 +68,44 @@ def build_report(
         atomic_write_text(out / name, content)
         written.append(out / name)
 
-    runs = col.unique
-    tables = [build_table(spec, col.runs) for spec in TABLES]  # each dedupes its own eligible runs
+    tables = [build_table(spec, col.frame) for spec in TABLES]  # each dedupes its own eligible runs
     for res in tables:
-        text(f"{res.spec.name}.md", render_markdown(res))
-        text(f"{res.spec.name}.tex", render_tex(res))
-        text(f"{res.spec.name}.csv", render_csv(res))
+        for ext, render in (("md", tt.render_markdown), ("tex", tt.render_tex), ("csv", tt.render_csv)):
+            text(f"{res.spec.name}.{ext}", render(res))
         summary.lines.append(f"{res.spec.name}: {res.win_line()}")
-    text("paired.csv", render_paired_csv(tables))
-
-    from adasam_glue.report.figures import compute_speedup
-
-    speedup = compute_speedup(col.runs)  # dedupes the speedup runs it selects
-    sharp = build_sharpness(runs)
+    text("paired.csv", tt.render_paired_csv(tables))
+    variants = variant_pairs(col.unique)
+    if variants:
+        text("variants.md", render_variants_md(variants))
+        text("variants.csv", render_variants_csv(variants))
+    speedup = fig.compute_speedup(col.frame)  # dedupes the speedup runs it selects
+    sharp = build_sharpness(col.unique)
     text("sharpness.md", render_sharpness_md(sharp))
     text("sharpness.csv", render_sharpness_csv(sharp))
     text("claims.md", render_claims(check_claims(tables, speedup), tables, sharp))
-    from adasam_glue.report.lr_tuning import render_lr_tuning
-
     text("lr_tuning.md", render_lr_tuning(runs_dir))
     if figures:
-        from adasam_glue.report.figures import plot_curves, plot_speedup
-
-        written += plot_speedup(speedup, out)
-        written += plot_curves(tables, out)
-        written += plot_sharpness(sharp, out)
+        written += (
+            fig.plot_speedup(speedup, out) + fig.plot_curves(tables, out) + fig.plot_sharpness(sharp, out)
+        )
     summary.lines.append(f"speedup: {speedup.statement()}")
-    text("README.md", _index(col, tables, speedup, sharp, sorted(p.name for p in written)))
+    used = {r for p in variants for r in p.runs.rel}
+    text("README.md", _index(col, tables, speedup, used, sorted(p.name for p in written)))
     summary.files = sorted(p.name for p in written)
     return summary
 
 
-def _code_section(runs, tables) -> list[str]:
+def _count(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
+
+
+def _code_section(runs: pd.DataFrame, tables: list) -> list[str]:
     """The git commits the records were trained by, and the table cells that mix them (issue 24 C: the
     identity says what ran, not which code; after a fix, old-code seeds must not pool silently)."""
-    from adasam_glue.report.collect import UNKNOWN_COMMIT, code_versions
-    from adasam_glue.report.table_render import mixed_code_cells
+    from adasam_glue.report.table_text import mixed_code_cells
 
-    counts: dict[str, int] = {}
-    for r in runs:
-        for c in code_versions([r])[0]:
-            counts[c] = counts.get(c, 0) + 1
-    dirty = sum(r.dirty for r in runs)
+    counts = pd.Series([c for cs in runs.commits for c in sorted({c[:10] for c in cs}) or [UNKNOWN_COMMIT]])
+    counts = counts.value_counts()
     out = [
         "",
         "## Code versions",
@@ -124,64 +114,61 @@ def _code_section(runs, tables) -> list[str]:
         "",
     ]
     out += [
-        f"- {c if c != UNKNOWN_COMMIT else 'unknown (no commit in the record)'} ({n} run{'s' if n != 1 else ''})"
+        f"- {c if c != UNKNOWN_COMMIT else 'unknown (no commit in the record)'} ({_count(n)})"
         for c, n in sorted(counts.items(), key=lambda kv: (kv[0] == UNKNOWN_COMMIT, kv[0]))
     ] or ["- none"]
-    if dirty:
-        out.append(f"- {dirty} run(s) trained from a tree with uncommitted changes")
+    if runs.dirty.any():
+        out.append(f"- {int(runs.dirty.sum())} run(s) trained from a tree with uncommitted changes")
     mixed = [f"{res.spec.name}: {cell}" for res in tables for cell in mixed_code_cells(res)]
     out += [
         "",
         "Table cells whose runs mix commits or uncommitted changes (listed in each table's notes):",
         "",
     ]
-    out += [f"- {m}" for m in mixed] or ["- none"]
-    return out
+    return out + ([f"- {m}" for m in mixed] or ["- none"])
 
 
-def _index(col, tables, speedup, sharp, files: list[str]) -> str:
+FILES = {
+    "claims.md": "the paper's claims (spec §4) checked against these results",
+    "lr_tuning.md": "the lr-tuning stages: grid, dev metric per lr, the selected lr, edge flags",
+    "paired.csv": "paired per-task comparison with bootstrap CI, all tables (long form)",
+    "sharpness.md": "sharpness per configuration, with the flatter-minima claims",
+    "sharpness.csv": "sharpness per configuration (machine-readable)",
+    "speedup.png": "Figure 1: loss vs updates per batch size, updates-to-target vs batch (log-log)",
+    "variants.md": "every two-pass optimizer against its base optimizer, per setting, with paired differences",
+    "variants.csv": "every two-pass optimizer against its base optimizer (machine-readable)",
+    "README.md": "this index",
+}
+
+
+def _index(col: Collection, tables: list, speedup, used: set[str], files: list[str]) -> str:
     from adasam_glue.report.palette import method_name
-    from adasam_glue.report.setting import SYNTHETIC_BANNER, is_synthetic, setting_text
+    from adasam_glue.report.setting import SYNTHETIC_BANNER, setting_text, synthetic
     from adasam_glue.report.tables import eligible
 
-    runs = col.unique
-    by_status: dict[str, int] = {}
-    for r in col.runs:
-        by_status[r.status] = by_status.get(r.status, 0) + 1
-    n_synth = sum(is_synthetic(r) for r in runs)
+    runs, frame = col.unique, col.frame
+    n_synth = int(synthetic(runs).sum()) if len(runs) else 0
     out = ["# Report index" + (" — SYNTHETIC DATA" if n_synth else ""), ""]
-    if n_synth:
-        out += [f"> **{SYNTHETIC_BANNER}** ({n_synth} of {len(runs)} runs.)", ""]
+    out += [f"> **{SYNTHETIC_BANNER}** ({n_synth} of {len(runs)} runs.)", ""] if n_synth else []
+    statuses = (
+        ", ".join(f"{k} {v}" for k, v in sorted(frame.status.value_counts().items())) if len(frame) else ""
+    )
     out += [
         "Rebuilt by `python -m adasam_glue.report RUNS_DIR OUT_DIR` (`make report`) from run records only. "
         "Table numbers are ×100 (points); see each table for the protocol. Runs are pooled, selected and "
         "paired only within one identity or setting; unlike runs go to separate, labelled rows.",
         "",
-        f"Records read: {len(col.runs)} ("
-        + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))
-        + f"); skipped: {len(col.skipped)}; duplicates dropped: {len(col.duplicates)}.",
+        f"Records read: {len(frame)} ({statuses}); skipped: {len(col.skipped)}; duplicates dropped: {len(col.duplicates)}.",
         "",
         "## Settings",
         "",
         "What the runs were trained on (model; data; updates; precision), with the number of runs:",
         "",
     ]
-    settings: dict[str, int] = {}
-    for r in runs:
-        key = setting_text([r])
-        settings[key] = settings.get(key, 0) + 1
-    out += [f"- {k} ({v} run{'s' if v != 1 else ''})" for k, v in sorted(settings.items())] or ["- none"]
-    out += _code_section(runs, tables)
-    out += ["", "## Files", ""]
-    desc = {
-        "claims.md": "the paper's claims (spec §4) checked against these results",
-        "lr_tuning.md": "the lr-tuning stages: grid, dev metric per lr, the selected lr, edge flags",
-        "paired.csv": "paired per-task comparison with bootstrap CI, all tables (long form)",
-        "sharpness.md": "sharpness per configuration, with the flatter-minima claims",
-        "sharpness.csv": "sharpness per configuration (machine-readable)",
-        "speedup.png": "Figure 1: loss vs updates per batch size, updates-to-target vs batch (log-log)",
-        "README.md": "this index",
-    }
+    settings = pd.Series([setting_text(runs.loc[[i]]) for i in runs.index], dtype=object).value_counts()
+    out += [f"- {k} ({_count(v)})" for k, v in sorted(settings.items())] or ["- none"]
+    out += _code_section(runs, tables) + ["", "## Files", ""]
+    desc = dict(FILES)
     for res in tables:
         desc[f"{res.spec.name}.md"] = f"{res.spec.title} — {res.win_line()}" + (
             " (SYNTHETIC DATA)" if res.synthetic else ""
@@ -193,15 +180,23 @@ def _index(col, tables, speedup, sharp, files: list[str]) -> str:
         if d is None and f.startswith("sharpness_") and f.endswith(".png"):
             d = "sharpness vs dev metric, one point per run"
         out.append(f"- `{f}`" + (f": {d}" if d else ""))
-    out += ["", "## Speedup", "", f"Runs: {speedup.source}. {speedup.statement()}", ""]
-    out += ["## Records skipped", ""]
+    out += [
+        "",
+        "## Speedup",
+        "",
+        f"Runs: {speedup.source}. {speedup.statement()}",
+        "",
+        "## Records skipped",
+        "",
+    ]
     out += [f"- `{rel}`: {why}" for rel, why in col.skipped] or ["- none"]
     out += ["", "## Duplicate runs dropped", ""]
     out += [
-        f"- `{d.rel}` [{d.status_text}]: same identity and seed as `{k.rel}` [{k.status_text}] (kept)"
-        for d, k in col.duplicates
+        f"- `{d.rel}` [{d.status_text}]: same identity and seed as `{d.kept_rel}` [{d.kept_status_text}] (kept)"
+        for d in col.duplicates.itertuples()
     ] or ["- none"]
-    if col.flagged:  # only when there is one: reports of clean records stay as they were
+    flagged = frame[frame.flagged.map(bool).astype(bool)] if len(frame) else frame
+    if len(flagged):  # only when there is one: reports of clean records stay as they were
         out += [
             "",
             "## Runs flagged by the report",
@@ -211,25 +206,24 @@ def _index(col, tables, speedup, sharp, files: list[str]) -> str:
             "the rows kept). Status as the report uses it, then the record's:",
             "",
         ]
-        out += [f"- `{r.rel}`: {r.status_text}" for r in col.flagged]
+        out += [f"- `{r.rel}`: {r.status_text}" for r in flagged.itertuples()]
     out += ["", "## Runs not used in any table", ""]
-    incomplete = [r for r in runs if r.status not in ("completed", "diverged")]
-    out += [f"- `{r.rel}`: status {r.status_text}" for r in incomplete]
-    outside = [
-        r
-        for r in runs
-        if r.status in ("completed", "diverged") and not any(eligible(res.spec, r) for res in tables)
-    ]
+    final = runs.status.isin(("completed", "diverged")) if len(runs) else pd.Series(dtype=bool)
+    in_table = (
+        pd.concat([eligible(res.spec, runs) for res in tables], axis=1).any(axis=1) if len(runs) else final
+    )
+    outside = runs[final & ~in_table & ~runs.rel.isin(used)] if len(runs) else runs
+    out += [f"- `{r.rel}`: status {r.status_text}" for r in runs[~final].itertuples()] if len(runs) else []
     out += [
         f"- `{r.rel}`: {method_name(r.optimizer)}, experiment {r.experiment or '?'}, "
         f"beta1={'?' if r.beta1 is None else f'{r.beta1:g}'} (not a table's method/beta1, or a "
         "speedup/schedules/lr-tuning run)"
-        for r in outside
+        for r in outside.itertuples()
     ]
-    if not incomplete and not outside:
+    if out[-1] == "":
         out.append("- none")
-    derived = [r for r in runs if r.identity_derived]
-    if derived:
+    derived = runs[runs.identity_derived.astype(bool)] if len(runs) else runs
+    if len(derived):
         out += [
             "",
             "## Identities derived from old records",
@@ -237,5 +231,5 @@ def _index(col, tables, speedup, sharp, files: list[str]) -> str:
             f"{len(derived)} record(s) of schema version 1 store no identity; it was derived from their "
             "config (data and weights fingerprinted as found now).",
         ]
-        out += [f"- `{r.rel}`: {r.identity_note}" for r in derived if r.identity_note]
+        out += [f"- `{r.rel}`: {r.identity_note}" for r in derived.itertuples() if r.identity_note]
     return "\n".join(out) + "\n"

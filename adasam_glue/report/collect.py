@@ -1,55 +1,32 @@
-"""Load run records for the report: validate, parse, and sort them into usable / skipped runs.
+"""Run records -> one DataFrame, a row per ``record.json``: validated, parsed, judged and deduplicated.
 
-Rules:
+- A record of another ``schema_version`` is refused (:class:`RecordError` naming the file) unless
+  ``skip_unknown_schema``; corrupt JSON or a record lacking what the report needs is listed as skipped;
+  a folder without records raises :class:`NoRecordsError` (the CLI exits with code 2).
+- The report does not take ``status`` on trust (:func:`judge`, one small function per flag): a completed
+  record that breaks the divergence rule (:func:`adasam_glue.records.skip_rule_verdict`) is
+  ``diverged``; a run resumed under a changed config (``identity_changes``) is ``excluded``; rows lost to
+  malformed TSV lines (``data_quality``) are flagged but keep their status (every seed of an identity
+  read the same files).
+- Every row carries its identity (:func:`adasam_glue.identity.run_identity`; derived from the config for
+  schema-1 records) flattened to dotted keys: the report pools, selects and pairs only through it
+  (:mod:`adasam_glue.report.grouping`, docs/algorithms.md §4.4), and the git commits of its attempts.
+- Two records of one identity and seed are one run: :func:`dedupe` keeps one by a stated rule.
 
-- a record of another ``schema_version`` is refused: :func:`load_runs` raises :class:`RecordError`
-  naming the file (``skip_unknown_schema=True`` lists it as skipped instead);
-- corrupt JSON (or JSON that is not an object, or lacks the keys the report needs) is reported and
-  skipped, never fatal;
-- a folder without any ``record.json`` raises :class:`NoRecordsError` (the CLI exits with code 2).
-
-Only ``completed`` runs enter the tables; ``diverged`` runs are counted and shown; ``running``,
-``failed`` and ``preempted`` runs are listed as incomplete.
-
-The report does not take a record's ``status`` on trust (``Run.status`` is the report's, ``Run.flags``
-says why it differs from the record's, :func:`judge`):
-
-- a ``completed`` record that breaks the divergence rule (:func:`adasam_glue.records.skip_rule_verdict`:
-  fp16 updates nearly all skipped, or a non-finite last train loss; records written before the trainer
-  applied the rule) is ``diverged``: counted and listed, never in a mean, a rho or an lr selection;
-- a run resumed under a changed config (``reuse_run_dir=true``: ``identity_changes`` in the record or
-  one of its attempts) is ``excluded``: its results mix two configs and belong to neither identity,
-  so it is listed with the keys that changed and enters no table;
-- a run that lost rows to malformed TSV lines (``data_quality``: rows skipped in a train or dev split)
-  keeps its status and is flagged wherever it is listed: every run of one identity read the same
-  files (the identity fingerprints them) and skipped the same rows, so its cell is like with like,
-  but its dev metric is over fewer rows than the task's dev set.
-
-Every run carries its *identity* (:func:`adasam_glue.identity.run_identity`: everything in the resolved
-config that can change a result, plus data and weights fingerprints and the number of processes). A
-schema-2 record stores it; for a schema-1 record it is derived here from the stored config (marked
-``identity_derived``), so old and new records are grouped by one definition. The report pools, selects
-and pairs runs only through identities (:mod:`adasam_glue.report.grouping`, docs/algorithms.md §4.4).
-
-The identity says what ran, not which code ran it: every run carries the git commits of its attempts
-(``Run.commits``, ``Run.dirty``), and the tables name the commit(s) behind each cell and flag a cell
-whose runs mix commits or ran from uncommitted changes (:func:`code_versions`).
-
-Two records of one identity *and* seed (a copied folder, a run filed under two experiment names) are
-one run: :func:`dedupe` keeps one by an explicit rule and lists the others, with their statuses.
-
-Metric keys are read under the Hugging Face names (``matthews_correlation``, ``spearmanr``) and the
-names records used before them (``mcc``, ``spearman``), so old records still render.
+Metric keys are read under the Hugging Face names and the older ``mcc``/``spearman``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from adasam_glue.identity import canonical_json, flatten, group_hash, identity_hash, run_identity
 from adasam_glue.records import (
@@ -61,25 +38,15 @@ from adasam_glue.records import (
     record_commits,
     skip_rule_verdict,
 )
+from adasam_glue.report.palette import method_name, task_name
 from adasam_glue.tasks import TASKS
-
-__all__ = [
-    "EXCLUDED",
-    "METRIC_ALIASES",
-    "Collection",
-    "NoRecordsError",
-    "Run",
-    "dedupe",
-    "judge",
-    "load_runs",
-    "to_float",
-]
 
 #: the report's status of a final record it will not use (a run resumed under a changed config)
 EXCLUDED = "excluded"
-
 #: metric key a record may use -> the key the report uses (Hugging Face ``evaluate`` names)
 METRIC_ALIASES: dict[str, str] = {"mcc": "matthews_correlation", "spearman": "spearmanr"}
+#: a run whose record names no commit (not run from a git checkout, or written before commits were kept)
+UNKNOWN_COMMIT = "unknown"
 
 
 class NoRecordsError(FileNotFoundError):
@@ -87,24 +54,13 @@ class NoRecordsError(FileNotFoundError):
 
 
 def to_float(x: Any) -> float | None:
-    """A record number back to ``float``: ``"nan"``/``"inf"`` strings (how records store non-finite
-    floats) become ``nan``/``inf``; ``None``, bools and anything unparsable become ``None``."""
+    """A record number as ``float`` (``"nan"``/``"inf"`` strings too); ``None`` for bools and junk."""
     if x is None or isinstance(x, bool):
         return None
-    if isinstance(x, (int, float)):
-        return float(x)
-    if isinstance(x, str):
-        try:
-            return float(x)
-        except ValueError:
-            return None
-    return None
-
-
-def finite(x: Any) -> float | None:
-    """``to_float`` that also maps nan/inf to ``None`` (a metric that is not a number is missing)."""
-    v = to_float(x)
-    return v if v is not None and math.isfinite(v) else None
+    try:
+        return float(x) if isinstance(x, (int, float, str)) else None
+    except ValueError:
+        return None
 
 
 def normalize_metrics(metrics: Any) -> dict[str, Any]:
@@ -112,222 +68,53 @@ def normalize_metrics(metrics: Any) -> dict[str, Any]:
     if not isinstance(metrics, dict):
         return {}
     out = {k: v for k, v in metrics.items() if k not in METRIC_ALIASES}
-    for old, new in METRIC_ALIASES.items():
-        if old in metrics and new not in out:
-            out[new] = metrics[old]
-    return out
+    return out | {
+        new: metrics[old] for old, new in METRIC_ALIASES.items() if old in metrics and new not in out
+    }
 
 
 def _metrics(block: Any) -> dict[str, float]:
-    if not isinstance(block, dict):
-        return {}
-    metrics = normalize_metrics(block.get("metrics"))
-    return {k: v for k, v in ((k, finite(v)) for k, v in metrics.items()) if v is not None}
+    """Finite metrics of a ``best``/``final`` block (a non-number is missing)."""
+    metrics = normalize_metrics(block.get("metrics")) if isinstance(block, dict) else {}
+    vals = {k: to_float(v) for k, v in metrics.items()}
+    return {k: v for k, v in vals.items() if v is not None and math.isfinite(v)}
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
 
 
 def schedule_label(config: dict[str, Any]) -> str:
     """Short name of the run's training schedule: ``batch 16→32→64`` or the lr schedule name."""
     trainer = config.get("trainer") or {}
-    bs = trainer.get("batch_schedule")
-    if bs:
-        return "batch " + "→".join(str(b) for b in bs)
+    if trainer.get("batch_schedule"):
+        return "batch " + "→".join(str(b) for b in trainer["batch_schedule"])
     return str(trainer.get("schedule") or "linear")
 
 
-@dataclass(frozen=True)
-class Run:
-    """One usable run record with the fields the report needs, parsed once."""
-
-    rel: str  #: path of the record relative to the runs folder (used in every listing: deterministic)
-    record: dict[str, Any]
-    experiment: str
-    task: str
-    optimizer: str
-    seed: int
-    status: str
-    beta1: float | None
-    rho: float | None
-    batch_size: int | None
-    schedule: str  #: see :func:`schedule_label`
-    best: dict[str, float]  #: best-checkpoint metrics (fractions); empty when absent
-    final: dict[str, float]
-    identity: dict[str, Any] = field(default_factory=dict, compare=False)  #: see the module docstring
-    flat: dict[str, Any] = field(default_factory=dict, compare=False)  #: ``flatten(identity)``
-    identity_hash: str = ""  #: hash of the identity (seed included): one run
-    group_hash: str = ""  #: hash of the identity without the seed: the seeds of one grid point
-    identity_derived: bool = False  #: True: derived from a schema-1 record's config, not stored
-    identity_note: str = ""  #: why a derived identity is incomplete (weights not fingerprinted)
-    record_status: str = ""  #: the record's own ``status`` (``status`` is the report's, see :func:`judge`)
-    flags: tuple[str, ...] = field(default=(), compare=False)  #: what the report flags, in words
-    #: the git commits that trained the run (one per attempt, :func:`adasam_glue.records.record_commits`)
-    commits: tuple[str, ...] = field(default=(), compare=False)
-    dirty: bool = field(default=False, compare=False)  #: some attempt ran from uncommitted changes
-
-    @property
-    def rejudged(self) -> bool:
-        """The report's status differs from the record's (diverged by the rule, or excluded)."""
-        return bool(self.record_status) and self.status != self.record_status
-
-    @property
-    def status_text(self) -> str:
-        """The status as listings show it: the report's, with the record's and the flags when they differ."""
-        if not self.flags:
-            return self.status
-        said = f"record says {self.record_status}; " if self.rejudged else ""
-        return f"{self.status}: {said}{'; '.join(self.flags)}"
-
-    @property
-    def finished_ts(self) -> float | None:
-        """``finished_at`` as a POSIX time (None when absent or unparsable): the duplicate rule's tiebreak."""
-        import datetime as _dt
-
-        value = self.record.get("finished_at")
-        try:
-            return _dt.datetime.fromisoformat(str(value)).timestamp() if value else None
-        except ValueError:
-            return None
-
-    @property
-    def completed(self) -> bool:
-        return self.status == "completed"
-
-    @property
-    def diverged(self) -> bool:
-        return self.status == "diverged"
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.record.get("config") or {}
-
-    def describe(self) -> str:
-        from adasam_glue.report.palette import method_name, task_name
-
-        rho = "" if self.rho is None else f", rho={self.rho:g}"
-        return (
-            f"{method_name(self.optimizer)} {task_name(self.task)} beta1={_fmt(self.beta1)}{rho} "
-            f"seed {self.seed}, identity {self.group_hash} ({self.rel})"
-        )
-
-
 def derive_identity(record: dict[str, Any]) -> tuple[dict[str, Any], bool, str]:
-    """``(identity, derived, note)`` of a record: the stored one, else derived from its config.
+    """``(identity, derived, note)``: the stored identity, else one derived from the config (schema 1).
 
-    A derived identity fingerprints the data and weights the config points at *now* (a schema-1 record
-    did not store them); ``world_size`` comes from the record's ``hardware.num_processes``. When the
-    weights cannot be located (the MiniLM package missing, say), the identity is derived without them
-    and ``note`` says so: such a run never pools with one whose weights were fingerprinted.
+    A derived identity fingerprints the data and weights the config points at *now*; when the weights
+    cannot be located, ``note`` says so and the run never pools with one whose weights were fingerprinted.
     """
     stored = record.get("identity")
     if isinstance(stored, dict) and stored:
         return stored, False, ""
-    config = record.get("config") if isinstance(record.get("config"), dict) else {}
-    config = {"task": {}, "model": {}, "data": {}, **json.loads(canonical_json(config))}
-    hardware = record.get("hardware") if isinstance(record.get("hardware"), dict) else {}
-    world = hardware.get("num_processes")
-    world = int(world) if isinstance(world, int) and not isinstance(world, bool) and world > 0 else 1
+    config = {"task": {}, "model": {}, "data": {}, **json.loads(canonical_json(_dict(record.get("config"))))}
+    world = _dict(record.get("hardware")).get("num_processes")
+    world = world if isinstance(world, int) and not isinstance(world, bool) and world > 0 else 1
     try:
         return run_identity(config, world_size=world), True, ""
     except Exception as e:  # the weights' location cannot be resolved on this machine
-        model = dict(config.get("model") or {})
-        model["source"] = f"unresolved:{model.get('source')}"
+        model = dict(config.get("model") or {}) | {"source": f"unresolved:{config['model'].get('source')}"}
         ident = run_identity({**config, "model": model}, world_size=world)
         return ident, True, f"weights not fingerprinted ({type(e).__name__}: {e})"
 
 
-def _fmt(x: float | None) -> str:
-    return "?" if x is None else f"{x:g}"
-
-
-@dataclass
-class Collection:
-    """What :func:`load_runs` found: usable runs plus everything left out, with the reason."""
-
-    root: Path
-    runs: list[Run] = field(default_factory=list)  #: every parsed run, any status, sorted by path
-    skipped: list[tuple[str, str]] = field(default_factory=list)  #: (relative path, reason)
-    duplicates: list[tuple[Run, Run]] = field(default_factory=list)  #: (dropped, kept), see :func:`dedupe`
-
-    @property
-    def unique(self) -> list[Run]:
-        """The runs without the dropped duplicates (what every table, figure and claim reads)."""
-        dropped = {d.rel for d, _ in self.duplicates}
-        return [r for r in self.runs if r.rel not in dropped]
-
-    @property
-    def incomplete(self) -> list[Run]:
-        return [r for r in self.unique if r.status not in ("completed", "diverged")]
-
-    @property
-    def flagged(self) -> list[Run]:
-        """Every run the report flags (:func:`judge`), duplicates included: each is one record to look at."""
-        return [r for r in self.runs if r.flags]
-
-
-def dedupe(runs: list[Run], prefer: str = "") -> list[tuple[Run, Run]]:
-    """``(dropped, kept)`` for every record whose identity and seed another record already has.
-
-    One identity and seed is one run, however many folders hold a record of it (the speedup study's
-    batch-16 MRPC run *is* Table 1's AdaSAM rho 0.01 run when their configs agree). The rule, in
-    order (the first that tells two records apart decides):
-
-    1. the report's status: ``completed`` over ``diverged`` (the rule's verdicts included) over anything
-       unfinished or excluded: a valid completed record wins;
-    2. a record of the experiment ``prefer`` (a table's own), then of a table's experiment (``table1`` ...);
-    3. the latest ``finished_at`` (a record without one last): the newer attempt at the same run;
-    4. the path (alphabetical), so that the choice never depends on the order files are found in.
-
-    Runs of different identities are never duplicates: a diverged run at one lr is counted even when a
-    completed run at another lr has the same task, optimizer, rho and seed. Each consumer dedupes the
-    runs it selected (a table its eligible runs, the speedup figure its speedup runs), so a copy filed
-    under another experiment never hides a run from it; every dropped record is listed with the kept one.
-    """
-    groups: dict[str, list[Run]] = {}
-    for r in runs:
-        groups.setdefault(r.identity_hash, []).append(r)
-    out = []
-    for rs in groups.values():
-        rs = sorted(
-            rs,
-            key=lambda r: (
-                0 if r.status == "completed" else 1 if r.status in FINAL_STATUSES else 2,
-                r.experiment != prefer,
-                not r.experiment.startswith("table"),
-                -(r.finished_ts if r.finished_ts is not None else -math.inf),
-                r.rel,
-            ),
-        )
-        out += [(d, rs[0]) for d in rs[1:]]
-    return sorted(out, key=lambda p: p[0].rel)
-
-
-def judge(record: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
-    """``(status, flags)``: the status the report uses for ``record`` and what it flags (module docstring).
-
-    Applied to every record, old and new: a record written before a rule existed is judged by it too.
-    """
-    status = str(record.get("status"))
-    flags: list[str] = []
-    verdict = skip_rule_verdict(record)
-    if verdict:
-        status = "diverged"
-        flags.append(verdict)
-    changes = _identity_changes(record)
-    if changes:
-        if status in FINAL_STATUSES:
-            status = EXCLUDED
-        flags.append(
-            "resumed under a changed config (reuse_run_dir=true: "
-            + ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changes)
-            + "): its results mix two configs"
-        )
-    lost = _data_quality_losses(record)
-    if lost:
-        flags.append("malformed rows skipped: " + ", ".join(lost))
-    return status, tuple(flags)
-
-
-def _identity_changes(record: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """``identity_changes`` of the record and of each attempt (``[key, old, new]`` lists), once each."""
+# ------------------------------------------------------------------------------------------- flags
+def identity_changes(record: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``identity_changes`` of the record and of each attempt (``[key, old, new]``), once each."""
     seen: dict[str, tuple[str, Any, Any]] = {}
     attempts = record.get("attempts") if isinstance(record.get("attempts"), list) else []
     for block in (record, *[a for a in attempts if isinstance(a, dict)]):
@@ -338,93 +125,193 @@ def _identity_changes(record: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     return list(seen.values())
 
 
-def _data_quality_losses(record: dict[str, Any]) -> list[str]:
+def data_quality_losses(record: dict[str, Any]) -> list[str]:
     """``["validation 3 of 411 rows", ...]``: the splits that lost malformed rows (``data_quality``)."""
-    quality = record.get("data_quality")
     out = []
-    for split, q in sorted(quality.items()) if isinstance(quality, dict) else []:
+    for split, q in sorted(_dict(record.get("data_quality")).items()):
         skipped = q.get("skipped") if isinstance(q, dict) else None
         if isinstance(skipped, int) and not isinstance(skipped, bool) and skipped > 0:
             rows = q.get("rows")
-            total = f" of {rows + skipped}" if isinstance(rows, int) else ""
-            out.append(f"{split} {skipped}{total} rows")
+            out.append(f"{split} {skipped}{f' of {rows + skipped}' if isinstance(rows, int) else ''} rows")
     return out
 
 
-#: a run whose record names no commit (not run from a git checkout, or written before commits were kept)
-UNKNOWN_COMMIT = "unknown"
+def judge_frame(records: pd.Series) -> pd.DataFrame:
+    """``status`` and ``flagged`` (a tuple of sentences) per record: the status the report uses and why it
+    differs from the record's. Applied to every record, old and new."""
+    status, flagged = [], []
+    for rec in records:
+        verdict, changes, lost = skip_rule_verdict(rec), identity_changes(rec), data_quality_losses(rec)
+        s = "diverged" if verdict else str(rec.get("status"))
+        status.append(EXCLUDED if changes and s in FINAL_STATUSES else s)
+        resumed = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changes)
+        flagged.append(
+            tuple(
+                text
+                for text, on in (
+                    (verdict, verdict),
+                    (
+                        f"resumed under a changed config (reuse_run_dir=true: {resumed}): its results mix two configs",
+                        changes,
+                    ),
+                    ("malformed rows skipped: " + ", ".join(lost), lost),
+                )
+                if on
+            )
+        )
+    return pd.DataFrame({"status": status, "flagged": flagged}, index=records.index, dtype=object)
 
 
-def code_versions(runs: list[Run] | tuple[Run, ...]) -> tuple[list[str], bool]:
-    """``(short commits, dirty)`` behind ``runs``: the sorted 10-character commits of all their attempts
-    (:data:`UNKNOWN_COMMIT` last for runs that name none) and whether any ran from uncommitted changes."""
-    short = {c[:10] for r in runs for c in r.commits}
-    unknown = any(not r.commits for r in runs)
-    return sorted(short) + ([UNKNOWN_COMMIT] if unknown else []), any(r.dirty for r in runs)
+def judge(record: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """``(status, flags)`` of one record (:func:`judge_frame`)."""
+    row = judge_frame(pd.Series([record])).iloc[0]
+    return row.status, row.flagged
 
 
-def code_text(runs: list[Run] | tuple[Run, ...]) -> str:
-    """The code column of a cell: its commits, ``+ uncommitted changes`` and a ⚠ when mixed or dirty."""
-    commits, dirty = code_versions(runs)
-    text = ", ".join(commits) or UNKNOWN_COMMIT
-    if dirty:
-        text += " + uncommitted changes"
-    return text + (" ⚠" if len(commits) > 1 or dirty else "")
-
-
-def _parse(rel: str, record: dict[str, Any]) -> Run:
-    config = record.get("config") if isinstance(record.get("config"), dict) else {}
-    optim = config.get("optim") or {}
-    task_cfg = config.get("task") or {}
+# ------------------------------------------------------------------------------------------- frame
+def _parse(rel: str, record: dict[str, Any]) -> dict[str, Any]:
+    config = _dict(record.get("config"))
+    optim, task_cfg = config.get("optim") or {}, config.get("task") or {}
     task = str(record.get("task") or task_cfg.get("name") or "").lower().replace("-", "")
     optimizer = str(record.get("optimizer") or optim.get("name") or "").lower()
+    seed = record.get("seed", config.get("seed"))
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}")
     if not optimizer:
         raise ValueError("no optimizer name")
-    seed = record.get("seed", config.get("seed"))
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed {seed!r} is not an integer")
-    record_status = record.get("status")
-    if not isinstance(record_status, str):
-        raise ValueError(f"status {record_status!r} is not a string")
-    status, flags = judge(record)
-    bs = task_cfg.get("batch_size")
+    if not isinstance(record.get("status"), str):
+        raise ValueError(f"status {record.get('status')!r} is not a string")
     identity, derived, note = derive_identity(record)
     commits, dirty = record_commits(record)
-    return Run(
+    bs = task_cfg.get("batch_size")
+    try:
+        finished = dt.datetime.fromisoformat(str(record["finished_at"])).timestamp()
+    except (KeyError, ValueError):
+        finished = None
+    return dict(
         rel=rel,
-        record=record,
         experiment=str(record.get("experiment") or config.get("experiment_name") or ""),
         task=task,
         optimizer=optimizer,
         seed=seed,
-        status=status,
+        record_status=record["status"],
         beta1=to_float(optim.get("beta1")),
         rho=to_float(optim.get("rho")),
         batch_size=int(bs) if isinstance(bs, (int, float)) and not isinstance(bs, bool) else None,
         schedule=schedule_label(config),
         best=_metrics(record.get("best")),
         final=_metrics(record.get("final")),
+        record=record,
+        config=config,
         identity=identity,
         flat=flatten(identity),
         identity_hash=identity_hash(identity),
         group_hash=group_hash(identity),
         identity_derived=derived,
         identity_note=note,
-        record_status=record_status,
-        flags=flags,
         commits=tuple(commits),
         dirty=dirty,
+        finished_ts=finished if record.get("finished_at") else None,
     )
 
 
-def load_runs(runs_dir: str | os.PathLike, *, skip_unknown_schema: bool = False) -> Collection:
-    """Read every ``record.json`` under ``runs_dir`` (sorted by path).
+def _text(x: float | None) -> str:
+    return "?" if x is None else f"{x:g}"
 
-    Raises :class:`NoRecordsError` when there is none and :class:`RecordError` (naming the file) on a
-    record of another schema version unless ``skip_unknown_schema``.
-    """
+
+#: the columns of :func:`_parse` (a frame of no runs has them too)
+COLUMNS = (
+    "rel experiment task optimizer seed record_status beta1 rho batch_size schedule best final record config "
+    "identity flat identity_hash group_hash identity_derived identity_note commits dirty finished_ts"
+).split()
+
+
+def build_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The run frame: one row per parsed record, judged (``status``, ``flagged``), with the texts every
+    listing shows (``status_text``, ``description``). ``None`` stays ``None`` in optional columns."""
+    df = pd.DataFrame(rows, columns=list(rows[0]) if rows else COLUMNS, dtype=object)
+    df = pd.concat([df, judge_frame(df.record)], axis=1)
+    df["status_text"] = [
+        s if not f else f"{s}: {f'record says {rs}; ' if s != rs else ''}{'; '.join(f)}"
+        for s, rs, f in zip(df.status, df.record_status, df.flagged)
+    ]
+    df["description"] = [
+        f"{method_name(r.optimizer)} {task_name(r.task)} beta1={_text(r.beta1)}"
+        f"{'' if r.rho is None else f', rho={r.rho:g}'} seed {r.seed}, identity {r.group_hash} ({r.rel})"
+        for r in df.itertuples()
+    ]
+    return df
+
+
+@dataclass
+class Collection:
+    """What :func:`load_runs` found: the run frame plus everything left out, with the reason."""
+
+    root: Path
+    frame: pd.DataFrame  #: every parsed run, any status, sorted by path
+    skipped: list[tuple[str, str]] = field(default_factory=list)  #: (relative path, reason)
+    duplicates: pd.DataFrame = field(default_factory=pd.DataFrame)  #: :func:`dedupe` of all runs
+
+    @property
+    def runs(self) -> list[Any]:
+        """The rows as named tuples (``r.rel``, ``r.task``, ``r.best``, ...)."""
+        return list(self.frame.itertuples(index=False))
+
+    @property
+    def unique(self) -> pd.DataFrame:
+        """The runs without the dropped duplicates (what every table, figure and claim reads)."""
+        return self.frame[~self.frame.rel.isin(self.duplicates.get("rel", []))]
+
+
+def dedupe(df: pd.DataFrame, prefer: str = "") -> pd.DataFrame:
+    """The dropped records of ``df``, each with the kept record of its identity and seed (``kept_rel``,
+    ``kept_status_text``), sorted by path. One identity and seed is one run; the first of this order is
+    kept: (1) completed, then diverged, then the rest; (2) a record of the experiment ``prefer``, then of a
+    table's experiment; (3) the latest ``finished_at``; (4) the path. Runs of different identities are
+    never duplicates; each consumer dedupes the runs it selected, so a copy never hides a run from it."""
+    if df.empty:
+        return df.assign(kept_rel=[], kept_status_text=[])
+    key = pd.DataFrame(
+        {
+            "a": df.status.map(lambda s: 0 if s == "completed" else 1 if s in FINAL_STATUSES else 2),
+            "b": df.experiment.ne(prefer),
+            "c": ~df.experiment.str.startswith("table"),
+            "d": -df.finished_ts.astype(float).fillna(-math.inf),
+            "e": df.rel,
+        }
+    )
+    ordered = df.loc[key.sort_values(list("abcde")).index]
+    first = ordered.groupby("identity_hash", sort=False).cumcount() == 0
+    kept = ordered[first].set_index("identity_hash")
+    dropped = ordered[~first].sort_values("rel")
+    return dropped.assign(
+        kept_rel=dropped.identity_hash.map(kept.rel),
+        kept_status_text=dropped.identity_hash.map(kept.status_text),
+    )
+
+
+def without(df: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
+    return df[~df.rel.isin(dropped.rel)] if len(dropped) else df
+
+
+def code_versions(df: pd.DataFrame) -> tuple[list[str], bool]:
+    """``(short commits, dirty)`` behind the runs: their sorted 10-character commits (:data:`UNKNOWN_COMMIT`
+    last for runs that name none) and whether any ran from uncommitted changes."""
+    short = sorted({c[:10] for cs in df.commits for c in cs})
+    return short + ([UNKNOWN_COMMIT] if any(not cs for cs in df.commits) else []), bool(df.dirty.any())
+
+
+def code_text(df: pd.DataFrame) -> str:
+    """The code column of a cell: its commits, ``+ uncommitted changes`` and a ⚠ when mixed or dirty."""
+    commits, dirty = code_versions(df)
+    text = (", ".join(commits) or UNKNOWN_COMMIT) + (" + uncommitted changes" if dirty else "")
+    return text + (" ⚠" if len(commits) > 1 or dirty else "")
+
+
+def load_runs(runs_dir: str | os.PathLike, *, skip_unknown_schema: bool = False) -> Collection:
+    """Read every ``record.json`` under ``runs_dir`` (sorted by path) into a :class:`Collection`."""
     root = Path(runs_dir)
     if not root.is_dir():
         raise NoRecordsError(f"{root}: not a folder; expected a runs folder holding */{RECORD_NAME} files")
@@ -434,28 +321,22 @@ def load_runs(runs_dir: str | os.PathLike, *, skip_unknown_schema: bool = False)
             f"{root}: no run records ({RECORD_NAME}) found; train runs first "
             "(python -m adasam_glue ..., make demo) or point the report at the folder that holds them"
         )
-    out = Collection(root=root)
+    rows, skipped = [], []
     for path in paths:
         rel = path.relative_to(root).as_posix()
         try:
-            record = read_record(path)
+            rows.append(_parse(rel, read_record(path)))
         except RecordError as e:
-            corrupt = isinstance(e.__cause__, (json.JSONDecodeError, UnicodeDecodeError)) or (
-                "must be a JSON object" in str(e)
-            )
-            if corrupt:
-                out.skipped.append((rel, "corrupt JSON"))
-                continue
-            if skip_unknown_schema:
-                out.skipped.append((rel, "unknown schema_version"))
-                continue
-            raise
+            corrupt = isinstance(e.__cause__, (json.JSONDecodeError, UnicodeDecodeError))
+            if corrupt or "must be a JSON object" in str(e):
+                skipped.append((rel, "corrupt JSON"))
+            elif skip_unknown_schema:
+                skipped.append((rel, "unknown schema_version"))
+            else:
+                raise
         except OSError as e:
-            out.skipped.append((rel, f"unreadable ({e.strerror or e})"))
-            continue
-        try:
-            out.runs.append(_parse(rel, record))
+            skipped.append((rel, f"unreadable ({e.strerror or e})"))
         except ValueError as e:
-            out.skipped.append((rel, f"incomplete record: {e}"))
-    out.duplicates = dedupe(out.runs)
-    return out
+            skipped.append((rel, f"incomplete record: {e}"))
+    frame = build_frame(rows)
+    return Collection(root, frame, skipped, dedupe(frame))

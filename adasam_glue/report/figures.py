@@ -1,51 +1,37 @@
-"""Figures of the report (matplotlib, object API with the Agg canvas: no pyplot, no global backend).
+"""Figures of the report (matplotlib object API on the Agg canvas: no pyplot, no global backend).
 
-- ``speedup``: the paper's Figure 1 (training loss vs updates for batch 4/8/16/32 on MRPC, RTE, CoLA,
-  and the updates needed to reach a target loss vs batch size on log-log axes with the ideal
-  linear-speedup line; the measured batch-32 / batch-16 ratio is stated).
-- ``curves_<task>_beta<b>``: training loss and dev metric vs updates for SGD, SAM, AMSGrad, AdaSAM at
-  one beta1 (the paper's Figures 2-5), each optimizer at the rho its table selected.
+- ``speedup``: the paper's Figure 1 (training loss vs updates per batch size on MRPC, RTE, CoLA; updates
+  to a target loss vs batch size, log-log, with the ideal linear-speedup line; docs/algorithms.md §4.6);
+- ``curves_<task>_beta<b>``: training loss and dev metric vs updates for the table cells of one setting
+  (the paper's Figures 2-5), each optimizer at the rho its table selected;
+- ``sharpness_<task>``: each sharpness measure against the dev metric, one point per run.
 
-Like with like (docs/algorithms.md §4.4): a figure never mixes settings. The speedup runs of a task are
-runs identical but for seed, batch size and the lr scaled with it; the curves of one figure are table
-cells whose runs differ only in optimizer keys (a second setting of the same task and beta1 gets its own
-figure, ``curves_<task>_beta<b>_<setting hash>``). Every title states the setting (model, data, updates,
-precision; synthetic data in capitals).
-
-Every figure is written as PNG and PDF with fixed metadata (no dates, no software version), so a rerun
-on the same records gives the same bytes. Colours come from :mod:`adasam_glue.report.palette`.
+Like with like (docs/algorithms.md §4.4): a figure never mixes settings (a second setting of a task and
+beta1 gets its own ``..._<setting hash>`` figure) and every title states the setting. PNG and PDF are
+written with fixed metadata, so a rerun on the same records gives the same bytes.
 """
 
 from __future__ import annotations
 
 import math
 import textwrap
-from collections import defaultdict
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import matplotlib.lines
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from adasam_glue.identity import identity_hash
-from adasam_glue.report.collect import Run, normalize_metrics, to_float
-from adasam_glue.report.grouping import non_optim_part, setting_hash
-from adasam_glue.report.palette import color, linestyle, method_name, metric_label, task_name
+from adasam_glue.report.collect import dedupe, normalize_metrics, to_float, without
+from adasam_glue.report.grouping import setting_of
+from adasam_glue.report.palette import color, linestyle, method_name, metric_label, optimizer_rank, task_name
 from adasam_glue.report.setting import setting_text
-from adasam_glue.report.tables import Cell, Row, TableResult
 from adasam_glue.tasks import TASK_ORDER, TASKS
-
-__all__ = [
-    "SPEEDUP_TASKS",
-    "SpeedupResult",
-    "compute_speedup",
-    "plot_curves",
-    "plot_speedup",
-    "save_figure",
-    "smooth",
-]
 
 RC = {
     "font.size": 9,
@@ -58,13 +44,12 @@ RC = {
     "grid.alpha": 0.3,
     "pdf.fonttype": 42,
 }
-PDF_METADATA = {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
-PNG_METADATA = {"Software": None}
 SPEEDUP_TASKS = ("mrpc", "rte", "cola")
 TARGET_MARGIN = 1.05  #: target loss = 1.05 × the highest of the per-batch minima of the smoothed loss
 BATCH_COLORS = ("#9ecae1", "#4292c6", "#08519c", "#08306b", "#3f007d", "#54278f")
-#: identity keys the runs of one speedup curve set may differ in (besides nothing else)
+#: identity keys the runs of one speedup curve set may differ in (the lr is scaled with the batch)
 SPEEDUP_FREE = ("config.seed", "config.task.batch_size", "config.optim.lr")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
@@ -72,33 +57,31 @@ def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     with matplotlib.rc_context(RC):
-        fig.savefig(paths[0], metadata=PNG_METADATA)
-        fig.savefig(paths[1], metadata=PDF_METADATA)
+        fig.savefig(paths[0], metadata={"Software": None})
+        fig.savefig(paths[1], metadata=dict.fromkeys(("CreationDate", "ModDate", "Producer", "Creator")))
     return paths
 
 
 def smooth(y: Sequence[float]) -> np.ndarray:
     """Trailing moving average over ``max(1, n // 20)`` points (NaNs ignored inside a window)."""
     y = np.asarray(y, dtype=np.float64)
-    n = len(y)
-    w = max(1, n // 20)
+    n, w = len(y), max(1, len(y) // 20)
     if w == 1 or n == 0:
         return y.copy()
     ok = np.isfinite(y)
     cs = np.concatenate([[0.0], np.cumsum(np.where(ok, y, 0.0))])
     cn = np.concatenate([[0], np.cumsum(ok)])
-    lo = np.maximum(np.arange(n) + 1 - w, 0)
-    hi = np.arange(n) + 1
+    lo, hi = np.maximum(np.arange(n) + 1 - w, 0), np.arange(n) + 1
     cnt = cn[hi] - cn[lo]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(cnt > 0, (cs[hi] - cs[lo]) / np.maximum(cnt, 1), np.nan)
 
 
-def train_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """(updates, loss) of a run's training curve; non-finite losses are NaN."""
+def train_curve(record: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(updates, loss) of a record's training curve; non-finite losses are NaN."""
     pts = [
         (p.get("update"), to_float(p.get("loss")))
-        for p in run.record.get("train_curve") or []
+        for p in record.get("train_curve") or []
         if isinstance(p, dict)
     ]
     pts = [(int(u), math.nan if v is None else v) for u, v in pts if isinstance(u, (int, float))]
@@ -108,31 +91,16 @@ def train_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
 
 
-def mean_curve(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+def mean_curve(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Smoothed training loss averaged over seeds on the updates they share: (updates, mean, min, max)."""
-    curves = [train_curve(r) for r in runs]
-    curves = [(u, smooth(v)) for u, v in curves if len(u)]
+    curves = [(u, smooth(v)) for u, v in map(train_curve, runs.record) if len(u)]
     if not curves:
         return None
     n = min(len(u) for u, _ in curves)
-    u = curves[0][0][:n]
     ys = np.stack([v[:n] for _, v in curves])
-    with np.errstate(all="ignore"), _quiet():
-        return u, np.nanmean(ys, axis=0), np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
-
-
-class _quiet:
-    """Silence numpy's all-NaN-slice RuntimeWarnings (an all-NaN column stays NaN, which is right)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._w.__exit__(*exc)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column stays NaN, which is right
+        return curves[0][0][:n], np.nanmean(ys, axis=0), np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
 
 
 # --------------------------------------------------------------------------------------------- speedup
@@ -142,15 +110,17 @@ class SpeedupResult:
 
     source: str  #: how the runs were chosen (stated in the figure caption and the README)
     optimizer: str = "adasam"
-    runs: dict[str, dict[int, list[Run]]] = field(default_factory=dict)  #: task -> batch -> runs
+    runs: dict[str, dict[int, pd.DataFrame]] = field(default_factory=dict)  #: task -> batch -> runs
     target: dict[str, float] = field(default_factory=dict)  #: task -> target loss
     updates: dict[str, dict[int, float | None]] = field(default_factory=dict)  #: None: never reached
 
+    @property
+    def all_runs(self) -> list[pd.DataFrame]:
+        return [rs for by_b in self.runs.values() for rs in by_b.values()]
+
     def ratio(self, task: str, big: int = 32, small: int = 16) -> float | None:
         u = self.updates.get(task, {})
-        if u.get(big) and u.get(small):
-            return u[big] / u[small]
-        return None
+        return u[big] / u[small] if u.get(big) and u.get(small) else None
 
     def statement(self) -> str:
         """The Figure 1 claim with the measured numbers (one sentence per task)."""
@@ -158,12 +128,10 @@ class SpeedupResult:
             return "No run to measure the speedup from (no speedup experiment and no AdaSAM run)."
         parts = []
         for t, by_b in self.runs.items():
-            bs = sorted(by_b)
-            r = self.ratio(t)
+            bs, r = sorted(by_b), self.ratio(t)
             if len(bs) < 2:
                 parts.append(
-                    f"{task_name(t)}: only batch size {bs[0]} was run, so the linear-speedup claim "
-                    "cannot be tested."
+                    f"{task_name(t)}: only batch size {bs[0]} was run, so the linear-speedup claim cannot be tested."
                 )
             elif r is not None:
                 parts.append(
@@ -173,67 +141,54 @@ class SpeedupResult:
             else:
                 have = ", ".join(str(b) for b in bs)
                 parts.append(
-                    f"{task_name(t)}: batch sizes {have} were run; the 32-vs-16 ratio needs both "
-                    "to reach the target loss."
+                    f"{task_name(t)}: batch sizes {have} were run; the 32-vs-16 ratio needs both to reach the target loss."
                 )
         return " ".join(parts)
 
 
-def _speedup_candidates(runs: Sequence[Run]) -> tuple[list[Run], str]:
+def _speedup_candidates(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The runs Figure 1 reads: the speedup experiment's (else AdaSAM's), without duplicates."""
-    from adasam_glue.report.collect import dedupe
-
-    done = [r for r in runs if r.completed and r.batch_size]
-    dropped = {d.rel for d, _ in dedupe(done, prefer="speedup")}
-    done = [r for r in done if r.rel not in dropped]
-    sp = [r for r in done if r.experiment == "speedup"]
-    if sp:
-        if any(r.optimizer == "adasam" for r in sp):
-            return [r for r in sp if r.optimizer == "adasam"], "runs of the speedup experiment (AdaSAM)"
-        opt = sorted({r.optimizer for r in sp})[0]
-        return [r for r in sp if r.optimizer == opt], f"runs of the speedup experiment ({method_name(opt)})"
-    ada = [
-        r
-        for r in done
-        if r.optimizer == "adasam" and not (r.config.get("trainer") or {}).get("batch_schedule")
-    ]
+    done = frame[frame.status.eq("completed") & frame.batch_size.map(bool).astype(bool)]
+    done = without(done, dedupe(done, prefer="speedup"))
+    sp = done[done.experiment.eq("speedup")]
+    if len(sp):
+        opt = "adasam" if sp.optimizer.eq("adasam").any() else sorted(set(sp.optimizer))[0]
+        return sp[sp.optimizer.eq(opt)], f"runs of the speedup experiment ({method_name(opt)})"
+    plain = ~done.config.map(lambda c: bool((c.get("trainer") or {}).get("batch_schedule")))
+    ada = done[done.optimizer.eq("adasam") & plain]
     return ada, "no speedup experiment: completed AdaSAM runs grouped by (task, batch size)"
 
 
-def compute_speedup(runs: Sequence[Run]) -> SpeedupResult:
+def compute_speedup(frame: pd.DataFrame) -> SpeedupResult:
     """Pick the runs for Figure 1 and measure updates-to-target-loss per (task, batch size).
 
-    Within a task, runs are grouped by identity without seed, batch size and lr (the speedup study
-    scales the lr with the batch, docs/algorithms.md §4.6); the group covering the most batch sizes
-    (then most runs, then the smallest hash) is used, so batch size is the only variable.
+    Within a task, runs are grouped by identity without seed, batch size and lr (docs/algorithms.md
+    §4.6); the group covering the most batch sizes (then most runs, then the smallest hash) is used.
     """
-    cands, source = _speedup_candidates(runs)
-    res = SpeedupResult(source, cands[0].optimizer if cands else "adasam")
-    by_task: dict[str, list[Run]] = defaultdict(list)
-    for r in cands:
-        by_task[r.task].append(r)
-    tasks = [t for t in SPEEDUP_TASKS if t in by_task] or [t for t in TASK_ORDER if t in by_task]
-    for t in tasks:
-        groups: dict[str, list[Run]] = defaultdict(list)
-        for r in by_task[t]:
-            groups[identity_hash(r.identity, exclude=SPEEDUP_FREE)].append(r)
-        key = max(sorted(groups), key=lambda k: (len({r.batch_size for r in groups[k]}), len(groups[k])))
-        by_b: dict[int, list[Run]] = defaultdict(list)
-        for r in sorted(groups[key], key=lambda r: r.rel):
-            by_b[r.batch_size].append(r)
-        curves = {b: mean_curve(rs) for b, rs in sorted(by_b.items())}
+    cands, source = _speedup_candidates(frame)
+    res = SpeedupResult(source, cands.optimizer.iloc[0] if len(cands) else "adasam")
+    present = set(cands.task)
+    for t in [t for t in SPEEDUP_TASKS if t in present] or [t for t in TASK_ORDER if t in present]:
+        rs = cands[cands.task.eq(t)]
+        key = rs.identity.map(lambda i: identity_hash(i, exclude=SPEEDUP_FREE))
+        best = max(sorted(set(key)), key=lambda k: (rs.batch_size[key == k].nunique(), int((key == k).sum())))
+        group = rs[key == best].sort_values("rel")
+        by_b = {b: group[group.batch_size.eq(b)] for b in sorted(set(group.batch_size))}
+        curves = {b: mean_curve(g) for b, g in by_b.items()}
         curves = {b: c for b, c in curves.items() if c is not None and np.isfinite(c[1]).any()}
         if not curves:
             continue
-        res.runs[t] = dict(sorted(by_b.items()))
-        target = TARGET_MARGIN * max(float(np.nanmin(c[1])) for c in curves.values())
-        res.target[t] = target
-        res.updates[t] = {}
-        for b in sorted(by_b):
-            c = curves.get(b)
-            hit = None if c is None else np.nonzero(c[1] <= target)[0]
-            res.updates[t][b] = float(c[0][hit[0]]) if hit is not None and len(hit) else None
+        res.runs[t] = by_b
+        target = res.target[t] = TARGET_MARGIN * max(float(np.nanmin(c[1])) for c in curves.values())
+        hits = {b: np.nonzero(c[1] <= target)[0] for b, c in curves.items()}
+        res.updates[t] = {
+            b: float(curves[b][0][hits[b][0]]) if b in hits and len(hits[b]) else None for b in by_b
+        }
     return res
+
+
+def _centered(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
 
 
 def plot_speedup(res: SpeedupResult, out_dir: Path) -> list[Path]:
@@ -246,7 +201,7 @@ def plot_speedup(res: SpeedupResult, out_dir: Path) -> list[Path]:
             top, bot = axes[0][j], axes[1][j]
             if t not in res.runs:
                 for ax in (top, bot):
-                    ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+                    _centered(ax, "no runs")
                     ax.set_axis_off()
                 continue
             for i, (b, rs) in enumerate(res.runs[t].items()):
@@ -275,101 +230,76 @@ def plot_speedup(res: SpeedupResult, out_dir: Path) -> list[Path]:
                 bot.set_yscale("log")
                 bot.set_xticks(grid, [f"{int(b)}" for b in grid])
             else:
-                bot.text(
-                    0.5, 0.5, "target loss not reached", ha="center", va="center", transform=bot.transAxes
-                )
+                _centered(bot, "target loss not reached")
             r = res.ratio(t)
             note = (
-                f"U(32)/U(16) = {r:.2f} (ideal 0.50)"
-                if r is not None
-                else "one batch size only: claim not testable"
-                if len(res.runs[t]) < 2
+                f"U(32)/U(16) = {r:.2f} (ideal 0.50)" if r is not None
+                else "one batch size only: claim not testable" if len(res.runs[t]) < 2
                 else "U(32)/U(16): n/a"
-            )
+            )  # fmt: skip
             bot.set_title(f"{task_name(t)}: updates to reach loss {res.target[t]:.3g}\n{note}")
             bot.set_xlabel("batch size (samples per update, log2)")
             bot.set_ylabel("optimizer updates to target (log)")
             bot.legend(loc="upper right")
-        runs = [r for by_b in res.runs.values() for rs in by_b.values() for r in rs]
         title = "Speedup with batch size (paper Fig. 1). Runs: " + res.source
-        title += ". Setting: " + setting_text(runs) if runs else ""
+        title += ". Setting: " + setting_text(pd.concat(res.all_runs)) if res.all_runs else ""
         fig.suptitle(textwrap.fill(title, width=42 * len(tasks)))
         return save_figure(fig, out_dir, "speedup")
 
 
 # ---------------------------------------------------------------------------------------------- curves
-def eval_curve(runs: Sequence[Run], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+def eval_curve(runs: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Mean over seeds of ``metric`` (×100) at each eval update that has a value."""
-    acc: dict[int, list[float]] = defaultdict(list)
-    for r in runs:
-        for p in r.record.get("eval_curve") or []:
+    acc: dict[int, list[float]] = {}
+    for rec in runs.record:
+        for p in rec.get("eval_curve") or []:
             if not isinstance(p, dict) or not isinstance(p.get("metrics"), dict):
                 continue
             v = to_float(normalize_metrics(p["metrics"]).get(metric))
             if v is not None and math.isfinite(v) and isinstance(p.get("update"), (int, float)):
-                acc[int(p["update"])].append(v * 100)
+                acc.setdefault(int(p["update"]), []).append(v * 100)
     if not acc:
         return None
     us = sorted(acc)
     return np.asarray(us, dtype=float), np.asarray([np.mean(acc[u]) for u in us])
 
 
-def curve_groups(results: Sequence[TableResult]) -> dict[tuple[str, float, str], list[tuple[Row, Cell]]]:
-    """(task, beta1, setting hash) -> the present cells of that setting, over all tables of that beta1.
-
-    The setting hash is that of the cell's identity without seed and optimizer keys, so one figure holds
-    only cells whose runs differ in optimizer keys alone (Table 1's and Table 2's unmarked rows share a
-    figure when their settings are equal, and get one figure each when they are not).
-    """
-    out: dict[tuple[str, float, str], list[tuple[Row, Cell]]] = defaultdict(list)
+def curve_groups(results: Sequence) -> dict[tuple[str, float, str], list]:
+    """(task, beta1, setting hash) -> the present ``(row, cell)`` of that setting over all tables of that
+    beta1: one figure holds only cells whose runs differ in optimizer keys alone."""
+    out: dict[tuple[str, float, str], list] = {}
     for res in results:
-        for row in res.rows:
-            for t in TASK_ORDER:
-                cell = res.row_cell(row, t)
-                if cell.present:
-                    key = setting_hash(non_optim_part(cell.chosen.completed[0].flat))
-                    out[(t, res.spec.beta1, key)].append((row, cell))
-    return dict(out)
+        for (row, t), cell in res.cells.items():
+            if cell.present:
+                key = (t, res.spec.beta1, setting_of(cell.chosen.completed.iloc[:1]).iloc[0])
+                out.setdefault(key, []).append((row, cell))
+    return out
 
 
-def curve_stems(groups: dict[tuple[str, float, str], list[tuple[Row, Cell]]]) -> dict[tuple, str]:
-    """File stem per group: ``curves_<task>_beta<b>`` for the setting with the most runs of that (task,
-    beta1), then ``..._<setting hash>`` for the others."""
-    by_tb: dict[tuple[str, float], list[tuple[str, float, str]]] = defaultdict(list)
-    for key in groups:
-        by_tb[key[:2]].append(key)
-    stems = {}
-    for (t, beta1), keys in by_tb.items():
-        keys.sort(key=lambda k: (-sum(c.n for _, c in groups[k]), k[2]))
-        for i, k in enumerate(keys):
-            stems[k] = f"curves_{t}_{beta_tag(beta1)}" + ("" if i == 0 else f"_{k[2][:6]}")
-    return stems
-
-
-def beta_tag(beta1: float) -> str:
-    return f"beta{beta1:g}"
-
-
-def plot_curves(results: Sequence[TableResult], out_dir: Path) -> list[Path]:
-    """``curves_<task>_beta<b>[_<setting>]`` for every (task, beta1, setting) with a present cell."""
-    written = []
-    order = ("sgd", "sam", "amsgrad", "adasam")
+def plot_curves(results: Sequence, out_dir: Path) -> list[Path]:
+    """``curves_<task>_beta<b>`` for the setting with the most runs of that (task, beta1), then
+    ``..._<setting hash>`` for the others."""
+    written, order = [], ("sgd", "sam", "amsgrad", "adasam")
     groups = curve_groups(results)
-    stems = curve_stems(groups)
+    stems = {}
+    for t, beta1 in dict.fromkeys(k[:2] for k in groups):
+        keys = sorted(
+            (k for k in groups if k[:2] == (t, beta1)), key=lambda k: (-sum(c.n for _, c in groups[k]), k[2])
+        )
+        stems |= {
+            k: f"curves_{t}_beta{beta1:g}" + ("" if i == 0 else f"_{k[2][:6]}") for i, k in enumerate(keys)
+        }
     for key in sorted(groups, key=lambda k: (TASK_ORDER.index(k[0]), -k[1], stems[k])):
         t, beta1, _ = key
         metric = TASKS[t].selection_metric
-        items = sorted(
-            dict(groups[key]).items(),
-            key=lambda rc: (order.index(rc[0].method) if rc[0].method in order else len(order), rc[0].label),
-        )
-        setting = setting_text([r for _, c in items for r in c.chosen.completed])
+        rank = lambda rc: (order.index(rc[0].method) if rc[0].method in order else len(order), rc[0].label)  # noqa: E731
+        items = sorted(dict(groups[key]).items(), key=rank)
+        setting = setting_text(pd.concat([c.chosen.completed for _, c in items]))
         with matplotlib.rc_context(RC):
             fig = Figure(figsize=(10.0, 4.3), layout="constrained")
             ax_l, ax_m = fig.subplots(1, 2)
             for row, cell in items:
-                m = row.method
-                rs = cell.chosen.completed
+                m, rs = row.method, cell.chosen.completed
                 label = row.label + ("" if cell.rho is None else f" (ρ={cell.rho:g})") + f", n={len(rs)}"
                 c = mean_curve(rs)
                 if c is not None:
@@ -392,6 +322,64 @@ def plot_curves(results: Sequence[TableResult], out_dir: Path) -> list[Path]:
                 if ax.get_lines():
                     ax.legend(loc="best")
                 else:
-                    ax.text(0.5, 0.5, "no curve recorded", ha="center", va="center", transform=ax.transAxes)
+                    _centered(ax, "no curve recorded")
             written += save_figure(fig, out_dir, stems[key])
+    return written
+
+
+# ------------------------------------------------------------------------------------------- sharpness
+def plot_sharpness(rep, out_dir: Path) -> list[Path]:
+    """``sharpness_<task>``: each measure (x) vs the dev metric (y), one point per run; colour = optimizer,
+    marker = schedule (:class:`adasam_glue.report.sharpness.SharpnessReport`)."""
+    written = []
+    pts = list(rep.frame.itertuples())
+    schedules = sorted({p.schedule for p in pts})
+    marker = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(schedules)}
+    for t in TASK_ORDER:
+        tp = [p for p in pts if p.task == t]
+        if not tp:
+            continue
+        measures = [m for m in rep.measures if any(m in p.values for p in tp)]
+        ncol = min(4, len(measures))
+        nrow = math.ceil(len(measures) / ncol)
+        metric = TASKS[t].selection_metric
+        with matplotlib.rc_context(RC):
+            fig = Figure(figsize=(3.3 * ncol, 2.9 * nrow + 0.8), layout="constrained")
+            axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
+            for ax, m in zip(axes, measures):
+                for p in tp:
+                    if m in p.values and pd.notna(p.dev):
+                        ax.scatter(
+                            p.values[m], p.dev * 100, color=color(p.optimizer), marker=marker[p.schedule],
+                            s=28, edgecolors="black", linewidths=0.4,
+                        )  # fmt: skip
+                xs = [p.values[m] for p in tp if m in p.values]
+                if xs and min(xs) > 0 and max(xs) / min(xs) > 100:
+                    ax.set_xscale("log")
+                unit = "(loss increase, nats)" if "worst" in m else "(loss curvature, nats / unit²)"
+                ax.set_xlabel(f"{m} {unit}")
+                ax.set_ylabel(f"dev {metric_label(metric)} (×100)")
+                ax.set_title(m)
+            for ax in axes[len(measures) :]:
+                ax.set_axis_off()
+            handle = lambda mk, c, label: matplotlib.lines.Line2D(
+                [], [], ls="", marker=mk, color=c, markeredgecolor="black", label=label
+            )  # noqa: E731, E501
+            opts = sorted({p.optimizer for p in tp}, key=optimizer_rank)
+            handles = [handle("o", color(o), method_name(o)) for o in opts]
+            handles += [
+                handle(marker[s], "0.6", f"schedule: {s}")
+                for s in schedules
+                if any(p.schedule == s for p in tp)
+            ]
+            fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)))
+            runs = rep.frame[rep.frame.task.eq(t)]
+            fig.suptitle(
+                textwrap.fill(
+                    f"{task_name(t)}: sharpness vs dev {metric_label(metric)}, one point per run. Setting: "
+                    + setting_text(runs),
+                    width=max(45, 30 * ncol),
+                )
+            )
+            written += save_figure(fig, out_dir, f"sharpness_{t}")
     return written

@@ -1,30 +1,15 @@
-"""Which runs the report may pool, select among and pair: the like-with-like rules (docs/algorithms.md §4.4).
+"""Like with like (docs/algorithms.md §4.4): which runs the report may pool, select among and pair.
 
-Everything goes through the run identity (:mod:`adasam_glue.identity`, flattened to dotted keys such as
-``config.task.lr`` or ``weights.model.local.model.safetensors``); there is no second definition here.
+Everything goes through the flattened run identity (``flat``: ``config.task.lr``, ``weights.model...``):
 
-- **A cell pools seeds of one identity**: its runs are equal in every identity key but ``config.seed``.
-- **Rho is selected among runs identical but for** ``config.optim.rho``: the candidates of a cell
-  (one per rho) form a *variant*, everything but seed and rho equal.
-- **A paired comparison pairs runs whose identities differ only in the optimizer keys**
-  (``config.optim.*``, the optimizer's name included) and not in the seed.
+- a cell pools the seeds of one identity (equal in every key but ``config.seed``);
+- rho is selected among runs identical but for ``config.optim.rho``;
+- a paired comparison pairs runs whose identities differ only in the optimizer keys (``config.optim.*``).
 
-Unlike runs are split into separate rows, not refused: a table over a mixed folder (a MiniLM run next
-to a tiny-model one, a run at lr 1e-5 next to one at 1e3) still shows every result, each in a row
-whose label names how it differs, and nothing is averaged, selected or paired across rows that differ
-outside the optimizer keys. Refusing would hide all results behind one stray record.
-
-Row labels are differences from a *reference* setting, chosen as the most common one (most completed
-runs, then most runs, then the smallest canonical JSON: deterministic):
-
-- *global* keys (model, weights, data source, trainer, precision, processes, ...) against the
-  reference over the whole table, so one row never mixes models or data sources across its columns;
-- *task* keys (``config.task.*``, the task's data files, ``weights.init_from``), which differ between
-  tasks by design (each task has its recipe lr, batch, updates), against the reference of that task;
-- optimizer keys (``config.optim.*`` but rho) against the reference of that task and optimizer.
-
-The rows of the reference setting carry no suffix: on a clean sweep (one setting) the table looks as
-it always did.
+Unlike runs go to separate rows, labelled by how they differ from a *reference* setting (the most common:
+most completed runs, then most runs, then the smallest canonical JSON): global keys against the whole
+table's reference, task keys (``config.task.*``, data files, ``weights.init_from``) against the task's,
+optimizer keys but rho against the (task, optimizer)'s. The reference rows carry no label suffix.
 """
 
 from __future__ import annotations
@@ -32,30 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from adasam_glue.identity import canonical_json, identity_diff
+import pandas as pd
 
-__all__ = [
-    "OPTIM",
-    "RHO",
-    "SEED",
-    "TASK_SCOPED",
-    "Diff",
-    "differs_outside",
-    "format_diff",
-    "global_part",
-    "label_suffix",
-    "mode",
-    "non_optim_part",
-    "optim_part",
-    "setting_hash",
-    "short_key",
-    "short_value",
-    "task_part",
-    "variant_part",
-]
+from adasam_glue.identity import canonical_json, identity_diff
 
 SEED = "config.seed"
 RHO = "config.optim.rho"
@@ -67,21 +34,17 @@ TASK_SCOPED = ("config.task", "data_files", "weights.init_from")
 Diff = tuple[tuple[str, str], ...]
 
 
-def under(key: str, prefix: str) -> bool:
-    return key == prefix or key.startswith(prefix + ".")
-
-
-def _is_task(key: str) -> bool:
-    return any(under(key, p) for p in TASK_SCOPED)
+def under(key: str, *prefixes: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def global_part(flat: Mapping[str, Any]) -> dict[str, Any]:
     """The keys that must be equal across a whole row: not seed, not optimizer, not per task."""
-    return {k: v for k, v in flat.items() if k != SEED and not under(k, OPTIM) and not _is_task(k)}
+    return {k: v for k, v in flat.items() if k != SEED and not under(k, OPTIM, *TASK_SCOPED)}
 
 
 def task_part(flat: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in flat.items() if _is_task(k)}
+    return {k: v for k, v in flat.items() if under(k, *TASK_SCOPED)}
 
 
 def optim_part(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,14 +52,9 @@ def optim_part(flat: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if under(k, OPTIM) and k != RHO}
 
 
-def non_optim_part(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Everything a paired comparison must hold equal: the identity without seed and optimizer keys."""
-    return {k: v for k, v in flat.items() if k != SEED and not under(k, OPTIM)}
-
-
-def variant_part(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """The identity without seed and rho: the runs of one cell, over all its rho candidates."""
-    return {k: v for k, v in flat.items() if k not in (SEED, RHO)}
+def non_optim_part(flat: Mapping[str, Any], *also: str) -> dict[str, Any]:
+    """What a paired comparison holds equal: the identity without seed, optimizer (and ``also``) keys."""
+    return {k: v for k, v in flat.items() if k != SEED and not under(k, OPTIM, *also)}
 
 
 def setting_hash(part: Mapping[str, Any]) -> str:
@@ -104,26 +62,26 @@ def setting_hash(part: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(part)).encode()).hexdigest()[:10]
 
 
+def setting_of(df: pd.DataFrame, *also: str) -> pd.Series:
+    """Per run, the hash of :func:`non_optim_part`: runs with one value differ in optimizer keys alone."""
+    return df.flat.map(lambda f: setting_hash(non_optim_part(f, *also)))
+
+
 def differs_outside(a: Mapping[str, Any], b: Mapping[str, Any], allowed: Iterable[str]) -> list[str]:
     """Dotted keys where the flat identities ``a`` and ``b`` differ outside the ``allowed`` prefixes."""
-    allowed = tuple(allowed)
-    return [k for k, _, _ in identity_diff(dict(a), dict(b)) if not any(under(k, p) for p in allowed)]
+    return [k for k, _, _ in identity_diff(dict(a), dict(b)) if not under(k, *allowed)]
 
 
-def mode(parts: Sequence[Mapping[str, Any]], completed: Sequence[bool]) -> dict[str, Any]:
+def mode(parts: pd.Series, completed: pd.Series) -> dict[str, Any]:
     """The most common projection: most completed runs, then most runs, then smallest canonical JSON."""
-    if not parts:
+    if parts.empty:
         return {}
-    score: dict[str, list[int]] = {}
-    keep: dict[str, Mapping[str, Any]] = {}
-    for p, done in zip(parts, completed):
-        key = canonical_json(dict(p))
-        s = score.setdefault(key, [0, 0])
-        s[0] += bool(done)
-        s[1] += 1
-        keep[key] = p
-    best = min(score, key=lambda k: (-score[k][0], -score[k][1], k))
-    return dict(keep[best])
+    key = parts.map(lambda p: canonical_json(dict(p)))
+    score = (
+        pd.DataFrame({"key": key, "done": completed.astype(bool)}).groupby("key").done.agg(["sum", "size"])
+    )
+    best = min(score.index, key=lambda k: (-score.loc[k, "sum"], -score.loc[k, "size"], k))
+    return dict(parts[key == best].iloc[-1])
 
 
 def diff_from(ref: Mapping[str, Any], part: Mapping[str, Any]) -> Diff:
@@ -131,10 +89,30 @@ def diff_from(ref: Mapping[str, Any], part: Mapping[str, Any]) -> Diff:
     return tuple((k, canonical_json(new)) for k, _, new in identity_diff(dict(ref), dict(part)))
 
 
+def assign_rows(df: pd.DataFrame, methods: tuple[str, ...]) -> pd.Series:
+    """Per run, ``(optimizer, setting diff, optim diff)``: the table row it belongs to (module docstring)."""
+    done = df.status.eq("completed")
+    gparts, tparts, oparts = df.flat.map(global_part), df.flat.map(task_part), df.flat.map(optim_part)
+    g_ref = mode(gparts, done)
+    out = pd.Series(index=df.index, dtype=object)
+    for _, rs in sorted(df.groupby("task").groups.items()):
+        in_ref = [i for i in rs if gparts[i] == g_ref] or list(rs)
+        t_ref = mode(tparts[in_ref], done[in_ref])
+        for m in methods:
+            rm = [i for i in rs if df.optimizer[i] == m]
+            pool = [i for i in rm if gparts[i] == g_ref] or rm
+            pool = [i for i in pool if tparts[i] == t_ref] or pool
+            o_ref = mode(oparts[pool], done[pool])
+            for i in rm:
+                setting = tuple(sorted(diff_from(g_ref, gparts[i]) + diff_from(t_ref, tparts[i])))
+                out[i] = (m, setting, diff_from(o_ref, oparts[i]))
+    return out
+
+
 # ------------------------------------------------------------------------------------------- labels
 def short_key(key: str) -> str:
     """``config.task.lr`` -> ``task.lr`` (the config prefix adds nothing to a reader)."""
-    return key[len("config.") :] if key.startswith("config.") else key
+    return key.removeprefix("config.")
 
 
 def short_value(value: Any, width: int = 28) -> str:
@@ -155,45 +133,25 @@ def short_value(value: Any, width: int = 28) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _values(diff: Diff) -> dict[str, Any]:
-    return {k: json.loads(v) for k, v in diff}
-
-
 def label_suffix(diff: Diff, limit: int = 4) -> str:
     """A compact suffix naming how a row differs: ``model.name=tiny, data.source=synthetic, task.lr=1000``.
 
-    A differing model name stands for the rest of the model and its weights, a differing data source
-    for the rest of the data keys and files; fingerprints are shown as a short hash of the differing
-    entries. The full list of keys is in the table's notes (:func:`format_diff`).
+    A differing model name stands for the rest of the model and its weights, a differing data source for
+    the rest of the data keys and files; fingerprints show as a short hash. The notes list every key.
     """
-    if not diff:
-        return ""
-    vals = _values(diff)
-    keys = list(vals)
+    vals = {k: json.loads(v) for k, v in diff}
     hidden: set[str] = set()
-    if "config.model.name" in vals:
-        hidden |= {
-            k
-            for k in keys
-            if (under(k, "config.model") or under(k, "weights.model")) and k != "config.model.name"
-        }
-    if "config.data.source" in vals:
-        hidden |= {
-            k
-            for k in keys
-            if (under(k, "config.data") or under(k, "data_files")) and k != "config.data.source"
-        }
+    for name, groups in (("config.model.name", ("config.model", "weights.model")), ("config.data.source", ("config.data", "data_files"))):  # fmt: skip
+        if name in vals:
+            hidden |= {k for k in vals if under(k, *groups) and k != name}
     parts: list[str] = []
     for group in ("weights", "data_files"):
-        members = [k for k in keys if under(k, group) and k not in hidden]
+        members = [k for k in vals if under(k, group) and k not in hidden]
         if members:
-            tag = setting_hash({k: vals[k] for k in members})[:6]
-            parts.append(f"{group.replace('_', ' ')}={tag}")
+            parts.append(f"{group.replace('_', ' ')}={setting_hash({k: vals[k] for k in members})[:6]}")
             hidden |= set(members)
-    parts = [f"{short_key(k)}={short_value(vals[k])}" for k in keys if k not in hidden] + parts
-    if len(parts) > limit:
-        parts = parts[:limit] + [f"+{len(parts) - limit} more"]
-    return ", ".join(parts)
+    parts = [f"{short_key(k)}={short_value(v)}" for k, v in vals.items() if k not in hidden] + parts
+    return ", ".join(parts[:limit] + ([f"+{len(parts) - limit} more"] if len(parts) > limit else []))
 
 
 def format_diff(diff: Diff) -> str:

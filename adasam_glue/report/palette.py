@@ -1,66 +1,65 @@
-"""Display names, colours and line styles of the optimizers (the same in every figure of the report).
+"""Names, colours and line styles of optimizers, tasks and metrics (the same in every table and figure).
 
-They are facts of each optimizer's registry record (``adasam_glue.optim.registry``: ``display``,
-``color``, ``linestyle``), read here live, so a newly registered optimizer is drawn with its own name
-and colour with no edit to this module. Names the registry does not know (records of an older
-version) keep their key as name and get a stable fallback colour.
+Optimizer facts are read live from the registry (``adasam_glue.optim.registry``: ``display``, ``color``,
+``linestyle``), so a newly registered optimizer is named and drawn with no edit here; a name the
+registry does not know (a record of an older version) keeps its key and gets a stable fallback colour.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from adasam_glue.tasks import TASKS
 
-
-def _records() -> dict[str, Any]:
-    from adasam_glue.optim.registry import OPTIMIZERS  # imported on first use: torch loads only then
-
-    return OPTIMIZERS
-
-
-class _RegistryView(Mapping[str, str]):
-    """``{optimizer key: record.<attr>}`` in registry order, read on every access."""
-
-    def __init__(self, attr: str) -> None:
-        self._attr = attr
-
-    def __getitem__(self, key: str) -> str:
-        return getattr(_records()[key], self._attr)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(_records()))
-
-    def __len__(self) -> int:
-        return len(_records())
-
-
-#: Optimizer key -> paper spelling (``record.display``).
-METHOD_NAMES: Mapping[str, str] = _RegistryView("display")
-#: Optimizer key -> colour (``record.color``: colour-blind-safe Okabe-Ito / Tol hues; the paper's four
-#: are four distinct hues, and the one-pass base optimizers are also drawn dashed, :func:`linestyle`).
-PALETTE: Mapping[str, str] = _RegistryView("color")
 _FALLBACK = ("#17becf", "#bcbd22", "#e377c2", "#2ca02c")
-
-#: Metric key -> short column label.
+#: Metric key -> short column label (``mcc``/``spearman``: records written before the HF metric names).
 METRIC_LABELS: dict[str, str] = {
     "matthews_correlation": "MCC",
-    "mcc": "MCC",  # records written before the HF metric names
+    "mcc": "MCC",
     "accuracy": "acc",
     "f1": "F1",
     "pearson": "Pearson",
     "spearmanr": "Spearman",
-    "spearman": "Spearman",  # records written before the HF metric names
+    "spearman": "Spearman",
     "accuracy_matched": "m",
     "accuracy_mismatched": "mm",
 }
 
 
+def optimizers() -> dict[str, Any]:
+    """The registry's records, in its order (imported on first use: torch loads only then)."""
+    from adasam_glue.optim.registry import OPTIMIZERS
+
+    return OPTIMIZERS
+
+
+class RegistryView(Mapping[str, Any]):
+    """A mapping computed from the registry on every access (``{name: value}``, registry order), so a
+    record registered later shows up with no edit here."""
+
+    def __init__(self, items: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self._items = lambda: items(optimizers())
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+
+#: Optimizer key -> paper spelling (``record.display``).
+METHOD_NAMES: Mapping[str, str] = RegistryView(lambda recs: {n: r.display for n, r in recs.items()})
+#: Optimizer key -> colour (colour-blind-safe hues; the one-pass bases are also dashed, :func:`linestyle`).
+PALETTE: Mapping[str, str] = RegistryView(lambda recs: {n: r.color for n, r in recs.items()})
+
+
 def method_name(key: str, base: str | None = None) -> str:
-    """The optimizer's name; with ``base`` (a run's ``optim.base``) other than its own, the base too
-    (``VaSSO (SGD)``)."""
-    info = _records().get(key)
+    """The optimizer's name; with a ``base`` other than its own, the base too (``VaSSO (SGD)``)."""
+    info = optimizers().get(key)
     if info is None:
         return key
     return info.label(base) if base is not None else info.display
@@ -68,16 +67,20 @@ def method_name(key: str, base: str | None = None) -> str:
 
 def color(key: str) -> str:
     """The optimizer's colour; unknown names get a stable fallback (by the name's characters)."""
-    info = _records().get(key)
-    if info is not None:
-        return info.color
-    return _FALLBACK[sum(map(ord, key)) % len(_FALLBACK)]
+    info = optimizers().get(key)
+    return info.color if info is not None else _FALLBACK[sum(map(ord, key)) % len(_FALLBACK)]
 
 
 def linestyle(key: str) -> str:
     """Dashed for the one-pass base optimizers (SGD, AMSGrad), solid for the SAM family."""
-    info = _records().get(key)
+    info = optimizers().get(key)
     return info.linestyle if info is not None else "-"
+
+
+def optimizer_rank(key: str) -> tuple[int, str]:
+    """Sort key: registry order, unknown names last (alphabetically)."""
+    keys = list(optimizers())
+    return (keys.index(key) if key in keys else len(keys), key)
 
 
 def task_name(key: str) -> str:

@@ -1,22 +1,26 @@
-"""Statistics of the report: mean ± sample std over seeds and a seeded bootstrap CI for paired deltas.
+"""Statistics over run frames: mean ± sample std over seeds, rho selection, seed-paired differences with a
+seeded bootstrap CI (docs/algorithms.md §4.4; the tuning playbook: rho is a nuisance parameter chosen
+on the dev set, the optimizer is the variable).
 
-Conventions (stated under every table):
-
-- ``std`` is the sample standard deviation (``ddof=1``); with one seed it is undefined and the cell
-  shows the mean alone with ``(1)`` seeds;
-- the bootstrap resamples seeds with replacement (``n_boot`` = 10 000, percentile interval) from a
-  generator seeded with a fixed integer, so the report is byte-identical from run to run.
+- ``std`` is the sample standard deviation (``ddof=1``); one seed has none;
+- rho is chosen among runs identical but for rho by the mean over completed seeds of the task's
+  selection metric at each run's best checkpoint; ties go to the smaller rho;
+- a paired difference pairs, per seed, runs whose identities differ only in the allowed keys;
+- the bootstrap resamples seeds with replacement (10 000 resamples, percentile interval) from a fixed
+  seed, so the report is byte-identical from run to run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["BOOTSTRAP_SEED", "N_BOOT", "Summary", "bootstrap_mean_ci", "summarize"]
+from adasam_glue.report.grouping import OPTIM, differs_outside
+from adasam_glue.tasks import TASKS
 
 BOOTSTRAP_SEED = 20230301  #: fixed seed: the report never depends on the clock or on global RNG state
 N_BOOT = 10_000
@@ -29,29 +33,135 @@ class Summary:
     n: int
 
 
-def summarize(values: Sequence[float]) -> Summary | None:
-    """Mean and sample std (ddof=1) of finite values; ``None`` for no values."""
+def summarize(values: Iterable[float | None]) -> Summary | None:
+    """Mean and sample std (ddof=1) of the finite values; ``None`` for none."""
     xs = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not xs:
         return None
     arr = np.asarray(xs, dtype=np.float64)
-    std = float(arr.std(ddof=1)) if len(xs) > 1 else None
-    return Summary(float(arr.mean()), std, len(xs))
+    return Summary(float(arr.mean()), float(arr.std(ddof=1)) if len(xs) > 1 else None, len(xs))
 
 
 def bootstrap_mean_ci(
     diffs: Sequence[float], *, level: float = 0.95, n_boot: int = N_BOOT, seed: int = BOOTSTRAP_SEED
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap CI of the mean of ``diffs`` (resampling its entries with replacement).
-
-    ``None`` with fewer than two values (no spread to resample). Deterministic for a given ``seed``.
-    """
+    """Percentile bootstrap CI of the mean of ``diffs``; ``None`` with fewer than two values."""
     x = np.asarray([float(d) for d in diffs], dtype=np.float64)
     if x.size < 2:
         return None
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    means = x[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    means = x[np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1.0 - level) / 2.0, 1.0 - (1.0 - level) / 2.0])
     return float(lo), float(hi)
+
+
+def metric(df: pd.DataFrame, name: str, at: str = "best") -> pd.Series:
+    """Per run, ``name`` at the best checkpoint (or ``final``); missing: ``None``."""
+    return df[at].map(lambda m: m.get(name))
+
+
+def task_score(df: pd.DataFrame, task: str) -> pd.Series:
+    """Per run, the task score: the mean of the task's paper metrics at the best checkpoint (``None``
+    unless the run has all of them)."""
+    pm = TASKS[task].paper_metrics
+    return df.best.map(lambda b: sum(b[m] for m in pm) / len(pm) if all(m in b for m in pm) else None)
+
+
+@dataclass
+class Candidate:
+    """The runs of one rho of a cell: one identity but for the seed."""
+
+    rho: float | None
+    selection: Summary | None  #: selection metric over the completed seeds (fraction)
+    completed: pd.DataFrame
+    diverged: pd.DataFrame
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        return pd.concat([self.completed, self.diverged])
+
+    @property
+    def group_hash(self) -> str:
+        runs = self.completed if len(self.completed) else self.diverged
+        return runs.group_hash.iloc[0] if len(runs) else ""
+
+
+def rho_candidates(df: pd.DataFrame, task: str) -> list[Candidate]:
+    """One :class:`Candidate` per rho (``None`` first, then ascending), runs sorted by seed and path."""
+    sel = TASKS[task].selection_metric
+    out = []
+    for rho in sorted(set(df.rho), key=lambda x: (x is not None, x or 0.0)):
+        rs = df[
+            df.rho.map(lambda r, rho=rho: r == rho or (r is None and rho is None)).astype(bool)
+        ].sort_values(["seed", "rel"])
+        done = rs[rs.status.eq("completed")]
+        out.append(Candidate(rho, summarize(metric(done, sel)), done, rs[rs.status.eq("diverged")]))
+    return out
+
+
+def choose_rho(cands: list[Candidate]) -> Candidate | None:
+    """The candidate of the largest mean selection metric; ties go to the smaller rho (the first)."""
+    scored = [c for c in cands if c.selection is not None]
+    return max(scored, key=lambda c: c.selection.mean) if scored else None
+
+
+def tied_rhos(cands: list[Candidate], chosen: Candidate | None) -> list[float]:
+    """The tested rhos whose selection mean equals the chosen one's (the chosen included)."""
+    if chosen is None or chosen.selection is None:
+        return []
+    best = chosen.selection.mean
+    return sorted(
+        c.rho for c in cands if c.rho is not None and c.selection and math.isclose(c.selection.mean, best)
+    )
+
+
+def rho_edge(cands: list[Candidate], rho: float | None) -> bool:
+    """The chosen rho is the smallest or largest tested, and no rho it ties with is interior."""
+    tested = sorted(c.rho for c in cands if c.rho is not None and c.selection is not None)
+    chosen = next((c for c in cands if c.rho == rho), None)
+    if rho is None or len(tested) < 2:
+        return False
+    return all(
+        any(math.isclose(t, e) for e in (tested[0], tested[-1])) for t in tied_rhos(cands, chosen) or [rho]
+    )
+
+
+@dataclass
+class Paired:
+    """Seed-paired difference ``a - b`` of two cells' task scores (points ×100)."""
+
+    task: str
+    n: int
+    mean: float | None
+    ci: tuple[float, float] | None
+    sam_identity: str = ""  #: group hash of the first cell's chosen identity
+    base_identity: str = ""
+    refused: list[str] = field(default_factory=list)  #: keys that kept a seed's runs from being paired
+
+    @property
+    def excludes_zero(self) -> str:
+        return "n < 2" if self.ci is None else ("yes" if self.ci[0] > 0 or self.ci[1] < 0 else "no")
+
+
+def pair(
+    task: str,
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    boot_seed: int,
+    ids: tuple[str, str] = ("", ""),
+    allowed: tuple[str, ...] = (OPTIM,),
+) -> Paired:
+    """Pair the runs of ``a`` and ``b`` (one per seed, a ``score`` column) by seed; a seed pairs only runs
+    whose identities differ in ``allowed`` keys alone (the others are named in ``refused``). ``ids``: the
+    group hashes the two sides are listed under."""
+    diffs, refused = [], []
+    ra, rb = a.set_index("seed"), b.set_index("seed")
+    for s in sorted(set(ra.index) & set(rb.index)):
+        unlike = differs_outside(ra.flat[s], rb.flat[s], allowed)
+        if unlike:
+            refused += unlike
+            continue
+        diffs.append((ra.score[s] - rb.score[s]) * 100)
+    mean = sum(diffs) / len(diffs) if diffs else None
+    return Paired(
+        task, len(diffs), mean, bootstrap_mean_ci(diffs, seed=boot_seed), *ids, sorted(set(refused))
+    )

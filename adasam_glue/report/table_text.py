@@ -1,0 +1,479 @@
+"""Tables 1-4 as text: Markdown (protocol, captions, notes, per-cell details), LaTeX and CSV, from a
+:class:`adasam_glue.report.tables.TableResult`. Nothing here chooses or pools runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+import pandas as pd
+
+from adasam_glue.report.collect import EXCLUDED, code_text, code_versions
+from adasam_glue.report.grouping import format_diff, label_suffix
+from adasam_glue.report.palette import method_name, metric_label, task_name
+from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
+from adasam_glue.report.stats import Summary
+from adasam_glue.report.tables import (
+    DECIMALS,
+    EXCLUDED_EXPERIMENTS,
+    MISSING,
+    PROBE_SUFFIX,
+    Row,
+    TableResult,
+    TableSpec,
+    rhos_label,
+)
+from adasam_glue.tasks import TASK_ORDER, TASKS
+from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
+
+COLUMNS = [(t, m) for t in TASK_ORDER for m in TASKS[t].paper_metrics]
+
+
+def fmt(x: float) -> str:
+    return f"{x * 100:.{DECIMALS}f}"
+
+
+def rho_text(rho: float | None) -> str:
+    return "n/a" if rho is None else f"{rho:g}"
+
+
+def ci_text(ci: tuple[float, float] | None) -> str:
+    return MISSING if ci is None else f"[{ci[0]:+.{DECIMALS}f}, {ci[1]:+.{DECIMALS}f}]"
+
+
+def summary_text(s: Summary, bold: bool = False) -> str:
+    """``mean ± std (n)`` ×100 (one seed: no std)."""
+    v = f"**{fmt(s.mean)}**" if bold else fmt(s.mean)
+    return f"{v}{f' ± {fmt(s.std)}' if s.std is not None else ''} ({s.n})"
+
+
+def _bold(res: TableResult) -> set[tuple[Row, object]]:
+    """(row, column) to bold: the best shown value among one setting's rows, when two or more have one."""
+    out: set[tuple[Row, object]] = set()
+    for setting in res.settings:
+        rows = [r for r in res.rows if r.setting == setting]
+        cols = {col: lambda row, col=col: res.row_cell(row, col[0]).metrics.get(col[1]) for col in COLUMNS}
+        for col, get in [*cols.items(), ("avg", res.row_average)]:
+            shown = {row: fmt(v if col == "avg" else v.mean) for row in rows if (v := get(row)) is not None}
+            if len(shown) >= 2:
+                top = max(float(v) for v in shown.values())
+                out |= {(r, col) for r, v in shown.items() if float(v) == top}
+    return out
+
+
+def protocol_text(spec: TableSpec) -> str:
+    return (
+        f"Protocol: runs with optim.beta1 = {spec.beta1:g} (any experiment except "
+        f"{', '.join(EXCLUDED_EXPERIMENTS)}, the lr-tuning ones, *{TUNING_SUFFIX}, and the recipe probes, "
+        f"*{PROBE_SUFFIX}). Runs that differ in anything but seed, rho and the "
+        "optimizer keys (model, data, lr, batch, updates, max_length, precision, schedule, ...) are in "
+        "different rows; a row label names how it differs from the unmarked rows. For each row and task, "
+        "rho is chosen on the dev set among runs identical but for rho, by the mean over seeds of the "
+        "task's selection metric (CoLA MCC, STS-B Pearson, MNLI matched acc, else acc) at each run's best "
+        f"checkpoint; paper grid for {method_name(spec.sam)}: {rhos_label(spec.rho_grid)}. "
+        "Each cell is mean ± sample std (ddof=1) over the completed seeds of one identity (the chosen "
+        "rho), ×100, with the number of seeds in parentheses (one seed: mean only). Diverged runs are "
+        "excluded from the means, counted per identity (†) and listed. A task's score is the mean of its "
+        "metrics; Avg. is the mean task score over the tasks where both rows of the comparison have "
+        "results. Bold: best shown value per column among the rows of one setting. "
+        "Paired comparison: per-seed task-score difference over the seeds both rows share, pairing only "
+        "runs that differ in optimizer keys alone; 95% percentile bootstrap CI over seeds (10 000 "
+        "resamples, fixed seed)."
+    )
+
+
+def _who(setting) -> str:
+    return "unmarked rows" if not setting else f"rows marked [{label_suffix(setting)}]"
+
+
+def caption_lines(res: TableResult) -> list[str]:
+    """What the runs of each row setting were trained on (model, data, updates, precision)."""
+    return [
+        f"Setting of the {_who(st)}: {setting_text(runs)}."
+        for st in res.settings
+        if len(runs := res.setting_runs(st)) or not st
+    ]
+
+
+def _listing(df: pd.DataFrame) -> str:
+    return "; ".join(f"{r.description} [{r.status_text}]" for r in df.itertuples())
+
+
+def notes(res: TableResult) -> list[str]:
+    """Bulleted notes shared by the Markdown and LaTeX forms (plain text)."""
+    spec = res.spec
+    missing = [
+        f"{method_name(m)} / {task_name(t)}" + (f" ({len(c.diverged)} diverged)" if len(c.diverged) else "")
+        for t in TASK_ORDER
+        for m in spec.methods
+        if not (c := res.row_cell(Row(m), t)).present
+    ]
+    some = " of the unmarked rows" if len(res.rows) > 2 else ""
+    lines = [
+        f"Missing ({len(missing)} of {2 * len(TASK_ORDER)} cells{some}): {'; '.join(missing) or 'none'}."
+    ]
+    partial = [
+        f"{row.label} / {task_name(t)}: {', '.join(metric_label(k) for k, s in c.metrics.items() if s is None)}"
+        for t in TASK_ORDER
+        for row in res.rows
+        if (c := res.row_cell(row, t)).present and any(s is None for s in c.metrics.values())
+    ]
+    if partial:
+        lines.append("Metrics missing from present cells: " + "; ".join(partial) + ".")
+    div = pd.concat([res.row_cell(row, t).diverged for row in res.rows for t in TASK_ORDER])
+    n_ident = div.group_hash.nunique()
+    which = (
+        f" in {n_ident} identit{'y' if n_ident == 1 else 'ies'} — " + "; ".join(div.description)
+        if len(div)
+        else ""
+    )
+    lines.append(f"Diverged runs: {len(div)}{which}.")
+    for row in (r for r in res.rows if not r.main):
+        tasks = [task_name(t) for t in TASK_ORDER if len(res.row_cell(row, t).runs)]
+        lines.append(
+            f"Row {row.label}: its runs differ from the unmarked {method_name(row.method)} row of the same "
+            f"task in {format_diff(tuple(sorted(row.setting + row.optim)))} (tasks: {', '.join(tasks) or 'none'})."
+        )
+    common = res.common_tasks
+    if 0 < len(common) < len(TASK_ORDER):
+        names = ", ".join(task_name(t) for t in common)
+        lines.append(f"Avg. is over the {len(common)} tasks present for both methods: {names}.")
+    lines += [f"Comparison {comp.name}: {comp.win_line()}" for comp in res.comparisons[1:]]
+    edges = [
+        f"{row.label} / {task_name(t)}: {note}"
+        for row in res.rows
+        if row.method == spec.sam
+        for t in TASK_ORDER
+        if (note := res.row_cell(row, t).edge_note(spec.rho_grid))
+    ]
+    if edges:
+        lines.append("Rho grid: " + "; ".join(edges) + ".")
+    runs = res.runs
+    flagged = runs[runs.flagged.map(bool).astype(bool)].drop_duplicates("rel").sort_values("rel")
+    if len(flagged):  # collect.judge: re-judged diverged, or rows lost to malformed TSV lines
+        lines.append("Flagged by the report: " + _listing(flagged) + ".")
+    if len(res.unused):
+        excluded = ", or excluded" if res.unused.status.eq(EXCLUDED).any() else ""
+        lines.append(f"Not used (not completed{excluded}): " + _listing(res.unused) + ".")
+    if len(res.duplicates):
+        dups = "; ".join(
+            f"{d.rel} [{d.status_text}] (kept {d.kept_rel} [{d.kept_status_text}])"
+            for d in res.duplicates.itertuples()
+        )
+        lines.append(f"Duplicate runs dropped (same identity and seed as a kept run): {dups}.")
+    mixed = mixed_code_cells(res)
+    if mixed:
+        lines.append(
+            "Code versions: the runs of these cells come from more than one git commit, or from uncommitted "
+            "changes, so their seeds may not have run the same code (rerun_on_new_commit=true trains such "
+            "runs again): " + "; ".join(mixed) + "."
+        )
+    derived = runs[runs.identity_derived.astype(bool)].rel.nunique()
+    if derived:
+        lines.append(
+            f"Identities of {derived} run(s) derived from their stored config (schema-1 records, "
+            "fingerprints of the data and weights as found now)."
+        )
+    return lines
+
+
+def mixed_code_cells(res: TableResult) -> list[str]:
+    """``"<row> / <task> [rho r]: <commits>"`` for every identity of the table whose runs mix commits
+    (a run resumed under another commit counts too) or ran from uncommitted changes."""
+    out = []
+    for row in res.rows:
+        for t in TASK_ORDER:
+            for cand in res.row_cell(row, t).candidates:
+                commits, dirty = code_versions(cand.runs)
+                if len(commits) > 1 or dirty:
+                    rho = "" if cand.rho is None else f" rho {cand.rho:g}"
+                    out.append(f"{row.label} / {task_name(t)}{rho}: {code_text(cand.runs).rstrip(' ⚠')}")
+    return out
+
+
+def title(res: TableResult) -> str:
+    return res.spec.title + (" — SYNTHETIC DATA" if res.synthetic else "")
+
+
+def synthetic_banner(res: TableResult) -> str:
+    """The warning over a table with synthetic data: for all of it, or naming the rows it is in."""
+    synth = [st for st in res.settings if any_synthetic(res.setting_runs(st))]
+    if len(synth) == len([st for st in res.settings if len(res.setting_runs(st))]):
+        return SYNTHETIC_BANNER
+    return (
+        f"SYNTHETIC DATA in the {', '.join(_who(st) for st in synth)}: those runs trained and were evaluated "
+        "on generated data (data.source=synthetic), not GLUE. They show that the pipeline works; they are "
+        "no evidence for or against the paper."
+    )
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> list[str]:
+    """A Markdown table; ``align``: one character per column, ``r`` right-aligned (``---:``); a ``None``
+    cell is written ``| |``."""
+    rule = "|" + "|".join("---:" if a == "r" else "---" for a in align.ljust(len(header), "l")) + "|"
+    lines = ["| " + " | ".join("\0" if c is None else str(c) for c in r) + " |" for r in rows]
+    return ["| " + " | ".join(header) + " |", rule] + [ln.replace(" \0 ", " ") for ln in lines]
+
+
+def _avg_text(res: TableResult, row: Row, bold: set) -> str:
+    a = res.row_average(row)
+    return MISSING if a is None else (f"**{fmt(a)}**" if (row, "avg") in bold else fmt(a))
+
+
+def render_markdown(res: TableResult) -> str:
+    spec, bold = res.spec, _bold(res)
+    out = [f"# {title(res)}", ""] + ([f"> **{synthetic_banner(res)}**", ""] if res.synthetic else [])
+    out += caption_lines(res) + [""]
+    header = ["Method"] + [f"{task_name(t)} {metric_label(k)}" for t, k in COLUMNS] + ["Avg."]
+    body = []
+    for row in res.rows:
+        line = [row.label]
+        for t, k in COLUMNS:
+            c = res.row_cell(row, t)
+            s, dag = c.metrics.get(k), "†" if len(c.diverged) else ""
+            line.append((MISSING if s is None else summary_text(s, (row, (t, k)) in bold)) + dag)
+        body.append(line + [_avg_text(res, row, bold)])
+    out += md_table(header, body, "l" + "r" * (len(header) - 1))
+    out += ["", res.win_line(), "", protocol_text(spec), ""] + [f"- {line}" for line in notes(res)]
+    for row in res.rows:  # rho selection, one section per row of the SAM method that has runs
+        if row.method != spec.sam or (
+            not row.main and not any(len(res.row_cell(row, t).runs) for t in TASK_ORDER)
+        ):
+            continue
+        body = []
+        for t in TASK_ORDER:
+            c = res.row_cell(row, t)
+            if not c.candidates:
+                if row.main:
+                    body.append([task_name(t), MISSING, "no runs", 0, None])
+                continue
+            per = ", ".join(
+                f"{rho_text(cand.rho)}: "
+                + (f"{fmt(cand.selection.mean)} ({cand.selection.n})" if cand.selection else MISSING)
+                + (f" ({len(cand.diverged)} diverged)" if len(cand.diverged) else "")
+                for cand in c.candidates
+            )
+            chosen = MISSING if c.chosen is None else rho_text(c.rho)
+            body.append([task_name(t), chosen, per, len(c.diverged), "yes" if c.is_edge() else "no"])
+        head = [
+            "Task",
+            "chosen rho",
+            "mean selection metric ×100 (seeds) per rho",
+            "diverged",
+            "edge of grid",
+        ]
+        out += ["", f"## rho selection ({row.label})", ""] + md_table(head, body, "lrlr")
+    for comp in res.comparisons:  # paired comparison, one section per comparison
+        if not comp.main and not any(p.n or p.refused for p in comp.paired):
+            continue
+        body = []
+        for p in comp.paired:
+            refused = f"; not paired, differ in {', '.join(p.refused)}" if p.refused else ""
+            if p.mean is None:
+                body.append([task_name(p.task), MISSING, MISSING, 0, None, refused.lstrip("; ")])
+            else:
+                body.append(
+                    [task_name(p.task), f"{p.mean:+.{DECIMALS}f}", ci_text(p.ci), p.n, p.excludes_zero,
+                     f"{p.sam_identity} vs {p.base_identity}{refused}"]
+                )  # fmt: skip
+        head = ["Task", "mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
+        out += ["", f"## Paired comparison: {comp.name} (task score ×100)", ""] + md_table(head, body, "lrlr")
+    out += _matched_markdown(res)
+    body = [
+        [row.label, task_name(t), rho_text(cand.rho), cand.group_hash,
+         ", ".join(str(s) for s in cand.completed.seed) or MISSING,
+         ", ".join(str(s) for s in cand.diverged.seed) or MISSING, code_text(cand.runs)]
+        for row in res.rows for t in TASK_ORDER for cand in res.row_cell(row, t).candidates
+    ]  # fmt: skip
+    out += [
+        "",
+        "## Identities",
+        "",
+        "Each cell pools the seeds of one identity (the group hash: the run identity without its seed). "
+        "The identity says what ran, not which code: `code` names the git commit(s) of the runs' attempts "
+        "(⚠: more than one, or uncommitted changes; see the notes).",
+        "",
+    ]
+    out += md_table(
+        ["Row", "Task", "rho", "identity", "completed seeds", "diverged seeds", "code"], body, "llr"
+    )
+    if not body:
+        out.append(f"| {MISSING} | no runs | | | | | |")
+    return "\n".join(out) + "\n"
+
+
+def _matched_markdown(res: TableResult) -> list[str]:
+    """The compute-matched section; nothing when no base row is compute-matched."""
+    if not res.matched:
+        return []
+    sam, base = method_name(res.spec.sam), method_name(res.spec.base)
+    head = [
+        "Task", f"{sam} (ρ)", f"{base} compute-matched", "passes per run", f"{base} updates", "mean difference",
+        "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities",
+    ]  # fmt: skip
+    body = [
+        [task_name(m.task), f"{summary_text(m.sam)} (ρ={rho_text(m.rho)})", f"{summary_text(m.matched)} [{m.base.suffix}]",
+         ", ".join(map(str, m.passes)), ", ".join(map(str, m.updates)) or MISSING, f"{m.paired.mean:+.{DECIMALS}f}",
+         ci_text(m.paired.ci), m.paired.n, m.paired.excludes_zero, f"{m.paired.sam_identity} vs {m.paired.base_identity}"]
+        for m in res.matched
+    ]  # fmt: skip
+    out = [
+        "",
+        f"## Compute-matched comparison: {res.matched_name} (task score ×100)",
+        "",
+        f"What each comparison supports: {sam} against the unmarked {base} row is a comparison at equal "
+        f"optimizer updates ({sam} spends two forward/backward passes per update, so twice the compute); "
+        f"{sam} against the compute-matched {base} row is a comparison at equal compute (the same "
+        f"forward/backward passes per run, {base} taking twice the updates over the same recipe). "
+        f"A compute-matched {base} run differs from the {sam} run of its seed (the chosen rho) only in the "
+        "optimizer keys and in task.total_updates, task.warmup_updates, task.epochs, and its record has "
+        "the same forward_backward_passes; the paired difference pairs those seeds, with the bootstrap of "
+        "the paired comparisons above.",
+        "",
+    ]
+    out += md_table(head, body, "lrrrrrlrll")
+    return out + ["", matched_line(res)]
+
+
+def matched_line(res: TableResult) -> str:
+    """One sentence: the SAM method's wins, losses and ties against the compute-matched base."""
+    by = {o: [task_name(m.task) for m in res.matched if m.outcome == o] for o in ("win", "loss", "tie")}
+    names = {o: ", ".join(v) or "none" for o, v in by.items()}
+    return (
+        f"At equal compute, {method_name(res.spec.sam)} beats the compute-matched {method_name(res.spec.base)} "
+        f"on {len(by['win'])} of {len(res.matched)} comparison(s) ({names['win']}); loses on {names['loss']}; "
+        f"ties on {names['tie']}."
+    )
+
+
+_TEX = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "{": r"\{", "}": r"\}", "$": r"\$", "—": "---", "−": "-",
+        "–": "--", "…": r"\ldots{}", "ρ": r"$\rho$", "β1": r"$\beta_1$", "β": r"$\beta$", "±": r"$\pm$",
+        "†": r"$^\dagger$", "→": r"$\to$", "×": r"$\times$", "≥": r"$\geq$", "~": r"\textasciitilde{}"}  # fmt: skip
+
+
+def tex_escape(s: str) -> str:
+    out, i = [], 0
+    keys = sorted(_TEX, key=len, reverse=True)
+    while i < len(s):
+        k = next((k for k in keys if s.startswith(k, i)), s[i])
+        out.append(_TEX.get(k, k))
+        i += len(k)
+    return "".join(out)
+
+
+def render_tex(res: TableResult) -> str:
+    """A ``table`` environment (needs ``booktabs`` and ``graphicx``)."""
+    bold = _bold(res)
+    caption = " ".join([title(res) + "."] + caption_lines(res) + [res.win_line()])
+    if res.synthetic:
+        caption = synthetic_banner(res) + " " + caption
+    out = [
+        "% Generated by `python -m adasam_glue.report` from run records; do not edit by hand.",
+        "% Needs \\usepackage{booktabs,graphicx}.",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{tex_escape(caption)}}}",
+        rf"\label{{tab:{res.spec.name}}}",
+        r"\resizebox{\textwidth}{!}{%",
+        r"\begin{tabular}{l" + "r" * (len(COLUMNS) + 1) + "}",
+        r"\toprule",
+    ]
+    top = ["Method"]
+    for t in TASK_ORDER:
+        k = len(TASKS[t].paper_metrics)
+        top.append(
+            rf"\multicolumn{{{k}}}{{c}}{{{tex_escape(task_name(t))}}}" if k > 1 else tex_escape(task_name(t))
+        )
+    out.append(" & ".join([*top, "Avg."]) + r" \\")
+    out.append(" & ".join([""] + [tex_escape(metric_label(k)) for _, k in COLUMNS] + [""]) + r" \\")
+    out.append(r"\midrule")
+    for row in res.rows:
+        line = [tex_escape(row.label)]
+        for t, k in COLUMNS:
+            c = res.row_cell(row, t)
+            s, dag = c.metrics.get(k), r"$^\dagger$" if len(c.diverged) else ""
+            if s is None:
+                line.append("--" + dag)
+                continue
+            v = rf"\textbf{{{fmt(s.mean)}}}" if (row, (t, k)) in bold else fmt(s.mean)
+            sd = rf"$\pm${fmt(s.std)}" if s.std is not None else ""
+            line.append(rf"{v}{sd}\,{{\scriptsize({s.n})}}{dag}")
+        avg = _avg_text(res, row, bold)
+        line.append("--" if avg == MISSING else rf"\textbf{{{avg[2:-2]}}}" if avg.startswith("**") else avg)
+        out.append(" & ".join(line) + r" \\")
+    out += [
+        r"\bottomrule",
+        r"\end{tabular}}",
+        r"\par\smallskip",
+        r"\begin{minipage}{\textwidth}\footnotesize",
+    ]
+    out += [tex_escape(line) + r"\par" for line in [protocol_text(res.spec), *notes(res)]]
+    return "\n".join([*out, r"\end{minipage}", r"\end{table}"]) + "\n"
+
+
+def num(x: float | None, scale: float = 100.0) -> str:
+    return "" if x is None else f"{x * scale:.4f}"
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def render_csv(res: TableResult) -> str:
+    """One row per table row; per task: each metric (mean ×100) and its std, n, rho, diverged, identity;
+    the row's setting in words (``synthetic`` in it when the data was generated)."""
+    header = ["method", "optimizer", "beta1", "row", "setting"]
+    for t in TASK_ORDER:
+        header += [f"{t}_{k}{s}" for k in TASKS[t].paper_metrics for s in ("", "_std")]
+        header += [f"{t}_n", f"{t}_rho", f"{t}_diverged", f"{t}_identity"]
+    rows = []
+    for row in res.rows:
+        runs = pd.concat([res.row_cell(row, t).runs for t in TASK_ORDER])
+        line = [method_name(row.method), row.method, f"{res.spec.beta1:g}", row.suffix, setting_text(runs)]
+        for t in TASK_ORDER:
+            c = res.row_cell(row, t)
+            for k in TASKS[t].paper_metrics:
+                s = c.metrics.get(k)
+                line += [num(s.mean if s else None), num(s.std if s else None)]
+            rho = "" if c.rho is None else f"{c.rho:g}"
+            line += [str(c.n), rho, str(len(c.diverged)), c.chosen.group_hash if c.chosen else ""]
+        comp = res.comparison_of(row)
+        rows.append(line + [num(res.row_average(row)), str(len(comp.common_tasks)) if comp else "0"])
+    return _csv([*header, "average", "average_tasks"], rows)
+
+
+PAIRED_HEADER = (
+    "table comparison method baseline task mean_difference ci_low ci_high seeds_paired method_identity "
+    "baseline_identity setting"
+).split()
+
+
+def paired_line(table: str, name: str, sam: str, base: str, p, setting: str) -> list[object]:
+    ci = ["", ""] if p.ci is None else [f"{p.ci[0]:.4f}", f"{p.ci[1]:.4f}"]
+    mean = "" if p.mean is None else f"{p.mean:.4f}"
+    return [table, name, sam, base, p.task, mean, *ci, p.n, p.sam_identity, p.base_identity, setting]
+
+
+def render_paired_csv(results: Sequence[TableResult]) -> str:
+    """Long form of every table's paired comparisons (points ×100), with the identities paired."""
+    rows = []
+    for res in results:
+        spec = res.spec
+        for comp in res.comparisons:
+            setting = setting_text(comp.runs)
+            rows += [
+                paired_line(spec.name, comp.name, spec.sam, spec.base, p, setting)
+                for p in comp.paired
+                if comp.main or p.n
+            ]
+        for m in res.matched:
+            runs = pd.concat([res.row_cell(Row(spec.sam), m.task).runs, res.row_cell(m.base, m.task).runs])
+            rows.append(
+                paired_line(spec.name, res.matched_name, spec.sam, spec.base, m.paired, setting_text(runs))
+            )
+    return _csv(PAIRED_HEADER, rows)

@@ -1,0 +1,178 @@
+"""Every two-pass optimizer against its base, in each like-with-like setting (``variants.md``/``.csv``).
+
+Driven only by the registry and the records: a run's baseline is
+:func:`adasam_glue.optim.registry.baseline_of` of its optimizer and ``optim.base``, so a newly
+registered variant with records appears here with no edit. A variant identity (one rho, all seeds) is
+set against every baseline identity whose runs differ from it only in optimizer keys (same task, model,
+data, recipe; docs/algorithms.md §4.4) at the same ``optim.beta1``. Shown: the task's selection metric
+at the best checkpoint, mean ± sample std over completed seeds ×100, and the seed-paired difference with
+the bootstrap CI of the tables (:mod:`adasam_glue.report.stats`). lr-tuning stages and recipe probes are
+left out (nuisance-parameter searches, not results).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from adasam_glue.report.grouping import OPTIM, setting_of
+from adasam_glue.report.palette import method_name, metric_label, optimizer_rank, task_name
+from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
+from adasam_glue.report.sharpness import _baseline_of
+from adasam_glue.report.stats import BOOTSTRAP_SEED, Paired, Summary, metric, pair, summarize
+from adasam_glue.report.table_text import MISSING, _csv, ci_text, md_table, num, rho_text, summary_text
+from adasam_glue.report.tables import PROBE_SUFFIX
+from adasam_glue.tasks import TASK_ORDER, TASKS
+from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
+
+
+@dataclass
+class VariantPair:
+    """One variant identity against one baseline identity of the same setting."""
+
+    task: str
+    setting: str  #: hash of the identity without seed and optimizer keys
+    variant: pd.DataFrame  #: the variant's runs (completed and diverged), by seed
+    baseline: pd.DataFrame
+    paired: Paired
+
+    def dev(self, side: str) -> Summary | None:
+        runs = getattr(self, side)
+        return summarize(metric(runs[runs.status.eq("completed")], TASKS[self.task].selection_metric))
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        return pd.concat([self.variant, self.baseline])
+
+
+def baselines(df: pd.DataFrame) -> pd.Series:
+    """Per run, the one-pass optimizer it is compared with (``None``: one-pass itself, or no base)."""
+    baseline_of = _baseline_of
+    return pd.Series(
+        [baseline_of(o, f.get(f"{OPTIM}.base")) for o, f in zip(df.optimizer, df.flat)],
+        index=df.index,
+        dtype=object,
+    )
+
+
+def variant_pairs(frame: pd.DataFrame) -> list[VariantPair]:
+    """Every (variant identity, baseline identity) pair of one setting and beta1 among ``frame``'s
+    completed or diverged runs (``frame`` without duplicates)."""
+    exp = frame.experiment
+    df = frame[
+        frame.status.isin(("completed", "diverged"))
+        & ~exp.str.endswith(TUNING_SUFFIX)
+        & ~exp.str.endswith(PROBE_SUFFIX)
+    ]
+    if df.empty:
+        return []
+    df = df.assign(
+        setting=setting_of(df), baseline=baselines(df), beta=df.beta1.map(lambda b: -1.0 if b is None else b)
+    )
+    out = []
+    for (task, setting, beta, ghash), var in df[df.baseline.notna()].groupby(
+        ["task", "setting", "beta", "group_hash"]
+    ):
+        base = df[(df.setting == setting) & (df.beta == beta) & (df.optimizer == var.baseline.iloc[0])]
+        for bhash, bruns in base.groupby("group_hash"):
+            sides = [x.sort_values(["seed", "rel"]) for x in (var, bruns)]
+            done = [x[x.status.eq("completed")] for x in sides]
+            done = [x.assign(score=metric(x, TASKS[task].selection_metric)) for x in done]
+            done = [x[x.score.notna()] for x in done]
+            seed = BOOTSTRAP_SEED + TASK_ORDER.index(task)
+            out.append(VariantPair(task, setting, *sides, pair(task, *done, seed, (ghash, bhash))))
+    first = lambda p: p.variant.iloc[0]  # noqa: E731
+    return sorted(
+        out,
+        key=lambda p: (
+            TASK_ORDER.index(p.task),
+            p.setting,
+            optimizer_rank(first(p).optimizer),
+            -(first(p).beta),
+            first(p).rho or 0.0,
+            p.paired.sam_identity,
+            p.paired.base_identity,
+        ),  # fmt: skip
+    )
+
+
+def _label(runs: pd.DataFrame) -> str:
+    r = runs.iloc[0]
+    return method_name(r.optimizer, r.flat.get(f"{OPTIM}.base"))
+
+
+def render_variants_md(pairs: list[VariantPair]) -> str:
+    runs = pd.concat([p.runs for p in pairs])
+    synthetic = any_synthetic(runs)
+    out = ["# Every optimizer against its base" + (" — SYNTHETIC DATA" if synthetic else ""), ""]
+    out += [f"> **{SYNTHETIC_BANNER}**", ""] if synthetic else []
+    tags = {
+        s: chr(ord("a") + i) if i < 26 else str(i)
+        for i, s in enumerate(dict.fromkeys(p.setting for p in pairs))
+    }
+    for s, tag in tags.items():
+        out.append(f"Setting {tag}: {setting_text(pd.concat([p.runs for p in pairs if p.setting == s]))}.")
+    out += [
+        "",
+        "Each two-pass optimizer with records against the one-pass optimizer of its base (the registry's "
+        "baseline_of), per identity: runs that differ only in optimizer keys, at the same β1. Dev metric: "
+        "the task's selection metric at the best checkpoint, mean ± sample std (ddof=1) over the completed "
+        "seeds ×100 (seeds in parentheses; † diverged runs, excluded). Difference: per-seed optimizer minus "
+        "base over the seeds both have, 95% percentile bootstrap CI (10 000 resamples, fixed seed).",
+        "",
+    ]
+    head = ["Task", "Setting", "Optimizer", "β1", "ρ", "dev metric", "Optimizer ×100", "Base", "Base ×100"]
+    head += ["mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
+    body = []
+    for p in pairs:
+        r, cells = p.variant.iloc[0], []
+        for side in ("variant", "baseline"):
+            s, div = p.dev(side), getattr(p, side).status.eq("diverged").sum()
+            cells.append((MISSING if s is None else summary_text(s)) + ("†" * bool(div)))
+        q = p.paired
+        body.append(
+            [task_name(p.task), tags[p.setting], _label(p.variant), rho_text(r.beta1), rho_text(r.rho),
+             metric_label(TASKS[p.task].selection_metric), cells[0], _label(p.baseline), cells[1],
+             MISSING if q.mean is None else f"{q.mean:+.2f}", ci_text(q.ci), q.n,
+             q.excludes_zero if q.n else "", f"{q.sam_identity} vs {q.base_identity}"]
+        )  # fmt: skip
+    return "\n".join(out + md_table(head, body, "lllrrlrlrrlrll")) + "\n"
+
+
+def render_variants_csv(pairs: list[VariantPair]) -> str:
+    head = "task setting optimizer base beta1 rho metric optimizer_mean optimizer_std optimizer_n optimizer_diverged"
+    head += " baseline baseline_mean baseline_std baseline_n baseline_diverged mean_difference ci_low ci_high"
+    head += " seeds_paired optimizer_identity baseline_identity setting_text"
+    rows = []
+    for p in pairs:
+        r, q = p.variant.iloc[0], p.paired
+        line = [
+            p.task,
+            p.setting,
+            r.optimizer,
+            r.flat.get(f"{OPTIM}.base") or "",
+            rho_text(r.beta1),
+            "" if r.rho is None else f"{r.rho:g}",
+        ]
+        line.append(TASKS[p.task].selection_metric)
+        for side in ("variant", "baseline"):
+            s, runs = p.dev(side), getattr(p, side)
+            line += [runs.optimizer.iloc[0]] * (side == "baseline")
+            line += [
+                num(s and s.mean),
+                num(s and s.std),
+                s.n if s else 0,
+                int(runs.status.eq("diverged").sum()),
+            ]
+        ci = ["", ""] if q.ci is None else [f"{q.ci[0]:.4f}", f"{q.ci[1]:.4f}"]
+        line += [
+            "" if q.mean is None else f"{q.mean:.4f}",
+            *ci,
+            q.n,
+            q.sam_identity,
+            q.base_identity,
+            setting_text(p.runs),
+        ]
+        rows.append(line)
+    return _csv(head.split(), rows)
