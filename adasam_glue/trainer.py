@@ -34,9 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from adasam_glue import checkpoint
 from adasam_glue.checkpoint import CHECKPOINT_DIR
+from adasam_glue.config import SharpnessConfig, TrainerConfig
 from adasam_glue.metrics import compute_metrics
 from adasam_glue.modeling import per_sample_loss
 from adasam_glue.optim import OptimInfo
@@ -62,49 +64,28 @@ class _FinalPhaseSignal(BaseException):
 
 @dataclass(frozen=True)
 class TrainerSettings:
-    """What the loop needs from the config, typed: built once from the composed config by
-    :meth:`from_config` (the YAML holds the values; no defaults here)."""
+    """What the loop reads from the config: the ``trainer`` and ``sharpness`` sections as composed (typed
+    schema objects: no key restated here) and three values from other sections, built once by
+    :meth:`from_config`."""
 
-    eval_every: int  #: dev evaluation period in updates (0: only at the end)
-    log_every: int
-    checkpoint_every: int
-    stop_after_updates: int | None
-    save_model: str  #: ``best``, ``final`` or ``none``
-    max_grad_norm: float | None
-    mixed_precision: str
-    sync_ascent: bool
+    trainer: TrainerConfig
+    sharpness: SharpnessConfig
+    eval_every: int  #: dev evaluation period in updates (0: only at the end); ``trainer.eval_every`` resolved
+    sync_ascent: bool  #: ``optim.sync_ascent``
     selection_metric: str  #: the task's metric that picks the best checkpoint (higher wins)
-    sharpness_enabled: bool
-    sharpness_every: int
-    progress_bar: bool
-    #: fp16 skip rule (docs/algorithms.md §2.2): more skipped updates in a row than this stops the run as
-    #: ``diverged``; ``None``: off
-    fp16_max_skip_streak: int | None
-    #: at the end, more than ``fp16_max_skip_streak + this x updates`` skipped: ``diverged``; ``None``: off
-    fp16_max_skipped_fraction: float | None
 
     @classmethod
     def from_config(cls, cfg: Any) -> TrainerSettings:
         """``trainer.eval_every: null`` means once per epoch of the recipe, as fairseq evaluates."""
-        t = cfg.trainer
-        eval_every = t.eval_every
+        eval_every = cfg.trainer.eval_every
         if eval_every is None:
             eval_every = max(1, cfg.task.total_updates // cfg.task.epochs)
         return cls(
+            trainer=OmegaConf.to_object(cfg.trainer),
+            sharpness=OmegaConf.to_object(cfg.sharpness),
             eval_every=eval_every,
-            log_every=t.log_every,
-            checkpoint_every=t.checkpoint_every,
-            stop_after_updates=t.stop_after_updates,
-            save_model=t.save_model,
-            max_grad_norm=t.max_grad_norm,
-            mixed_precision=t.mixed_precision,
             sync_ascent=bool(cfg.optim.sync_ascent),
             selection_metric=cfg.task.metric,
-            sharpness_enabled=bool(cfg.sharpness.enabled),
-            sharpness_every=cfg.sharpness.every,
-            progress_bar=t.progress_bar,
-            fp16_max_skip_streak=t.fp16_max_skip_streak,
-            fp16_max_skipped_fraction=t.fp16_max_skipped_fraction,
         )
 
 
@@ -184,7 +165,7 @@ class Trainer:
         # passes of an update. On CUDA Accelerate made one (and autocasts the prepared forward): reuse it,
         # one scale; on CPU its fp16 is a no-op, so the scaler is ours. Under fp16 the backward is a plain
         # loss.backward() of the already scaled loss (accelerator.backward would scale it again).
-        self.fp16 = settings.mixed_precision == "fp16"
+        self.fp16 = settings.trainer.mixed_precision == "fp16"
         self.scaler: torch.amp.GradScaler | None = None
         if self.fp16:
             self.scaler = getattr(accelerator, "scaler", None)
@@ -244,12 +225,13 @@ class Trainer:
     def _clip(self) -> None:
         # fp16: UpdateStep unscaled the gradients already; accelerator.clip_grad_norm_ unscales only
         # optimizers passed to prepare(), and ours is not, so nothing is unscaled twice.
-        if self.settings.max_grad_norm:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
+        if self.settings.trainer.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.trainer.max_grad_norm)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainState:
-        st, tcfg, acc = self.state, self.settings, self.accelerator
+        st, tcfg, acc = self.state, self.settings.trainer, self.accelerator
+        sharp = self.settings.sharpness
         total = self.batch_plan.total_updates
         stream = self._micro_batches()
         bar = self._progress_bar(total)
@@ -300,7 +282,7 @@ class Trainer:
                 if self.eval_every and st.updates % self.eval_every == 0 and st.updates < total:
                     self.evaluate_and_track()
                     write_record = True
-                if tcfg.sharpness_enabled and tcfg.sharpness_every and st.updates % tcfg.sharpness_every == 0:
+                if sharp.enabled and sharp.every and st.updates % sharp.every == 0:
                     self._measure_sharpness(final=False)
                 if tcfg.checkpoint_every and st.updates % tcfg.checkpoint_every == 0:
                     self.save_checkpoint()
@@ -343,15 +325,15 @@ class Trainer:
         st, t = self.state, self.settings
         needed = {
             "evaluate": not st.eval_curve or st.eval_curve[-1]["update"] != st.updates,
-            "sharpness": t.sharpness_enabled and self.sharpness_fn is not None,
-            "save_model": t.save_model == "final",
+            "sharpness": t.sharpness.enabled and self.sharpness_fn is not None,
+            "save_model": t.trainer.save_model == "final",
             "predict": self.predict is not None,
         }
         todo = [name for name in FINAL_STEPS if needed[name] and name not in st.final_done]
         one_process = self.accelerator.num_processes == 1
         # the final weights, kept to checkpoint them if a step that changes the weights is interrupted
         final_weights = None
-        if one_process and ("sharpness" in todo or ("predict" in todo and t.save_model == "best")):
+        if one_process and ("sharpness" in todo or ("predict" in todo and t.trainer.save_model == "best")):
             model = self.accelerator.unwrap_model(self.model)
             final_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         done = copy.deepcopy(st)
@@ -420,7 +402,7 @@ class Trainer:
         return (
             f"fp16: {self.state.skip_streak} updates in a row skipped for non-finite gradients (up to update "
             f"{self.state.updates}{scale}), more than "
-            f"trainer.fp16_max_skip_streak={self.settings.fp16_max_skip_streak}: the run no longer trains"
+            f"trainer.fp16_max_skip_streak={self.settings.trainer.fp16_max_skip_streak}: the run no longer trains"
         )
 
     def _end_of_run_verdict(self) -> str | None:
@@ -430,7 +412,10 @@ class Trainer:
 
         st, t = self.state, self.settings
         why = too_many_skips(
-            st.skipped_updates, st.updates, t.fp16_max_skip_streak, t.fp16_max_skipped_fraction
+            st.skipped_updates,
+            st.updates,
+            t.trainer.fp16_max_skip_streak,
+            t.trainer.fp16_max_skipped_fraction,
         )
         if why is None:
             record = {"train_curve": st.train_curve[-1:], "optimizer_updates": st.updates}
@@ -502,7 +487,7 @@ class Trainer:
         best = st.best["metrics"].get(key, float("nan")) if st.best else float("-inf")
         if st.best is None or (math.isfinite(value) and not value <= best):
             st.best = entry
-            if self.settings.save_model == "best":
+            if self.settings.trainer.save_model == "best":
                 self.save_model()
         self.log_metrics(
             {f"eval/{k}": v for k, v in entry["metrics"].items()} | {"eval/loss": entry["eval_loss"]},
@@ -610,7 +595,7 @@ class Trainer:
     def _progress_bar(self, total: int) -> Any:
         from tqdm.auto import tqdm
 
-        disable = not (self.settings.progress_bar and self.accelerator.is_main_process)
+        disable = not (self.settings.trainer.progress_bar and self.accelerator.is_main_process)
         return tqdm(
             total=total, initial=self.state.updates, disable=disable, desc="updates", dynamic_ncols=True
         )

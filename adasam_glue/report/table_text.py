@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report.collect import EXCLUDED, code_text, code_versions
 from adasam_glue.report.grouping import format_diff, label_suffix
 from adasam_glue.report.palette import method_name, metric_label, task_name
@@ -25,7 +26,6 @@ from adasam_glue.report.tables import (
     rhos_label,
 )
 from adasam_glue.tasks import TASK_ORDER, TASKS
-from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 
 COLUMNS = [(t, m) for t in TASK_ORDER for m in TASKS[t].paper_metrics]
 

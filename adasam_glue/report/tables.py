@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 
 from adasam_glue.experiments.conf import rho_grid
+from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report.collect import dedupe, without
 from adasam_glue.report.grouping import OPTIM, Diff, assign_rows, differs_outside, label_suffix, setting_hash
 from adasam_glue.report.palette import method_name, task_name
@@ -40,7 +41,6 @@ from adasam_glue.report.stats import (
     tied_rhos,
 )
 from adasam_glue.tasks import TASK_ORDER, TASKS
-from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 
 DECIMALS = 2  #: shown precision of every table number (×100)
 MISSING = "—"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report.grouping import OPTIM, setting_of
 from adasam_glue.report.palette import method_name, metric_label, optimizer_rank, task_name
 from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
@@ -24,7 +25,6 @@ from adasam_glue.report.stats import BOOTSTRAP_SEED, Paired, Summary, metric, pa
 from adasam_glue.report.table_text import MISSING, _csv, ci_text, md_table, num, rho_text, summary_text
 from adasam_glue.report.tables import PROBE_SUFFIX
 from adasam_glue.tasks import TASK_ORDER, TASKS
-from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 
 
 @dataclass

@@ -88,7 +88,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 
+from adasam_glue.config import SharpnessConfig
 from adasam_glue.experiments.conf import rho_grid
 
 MEASURES = ("eigenvalue", "trace", "worst_case")
@@ -101,57 +104,32 @@ Vec = list[torch.Tensor]  # one tensor per trainable parameter
 
 
 # ----------------------------------------------------------------------------------------- settings
-@dataclasses.dataclass(frozen=True)
-class _Settings:
-    num_samples: int
-    batch_size: int
-    subset_seed: int
-    power_iters: int
-    power_tol: float
-    top_k: int
-    trace_probes: int
-    rhos: tuple[float, ...]
-    ascent_steps: int
-    ascent_step_size: float
-    adaptive_eta: float
-    seed: int
-    measures: tuple[str, ...]
-
-
-def _settings(cfg: Any) -> _Settings:
-    """Read a ``sharpness`` config node (DictConfig, dataclass, mapping); validate ranges. Every key is
-    required (``conf/sharpness/default.yaml`` holds the defaults); ``rhos: null`` means the paper's grid."""
-
-    def get(key: str) -> Any:
+def _settings(cfg: Any) -> SharpnessConfig:
+    """The ``sharpness`` config node (DictConfig, dataclass, mapping) as the schema's typed object, its
+    ranges checked. Every measurement key is required (``conf/sharpness/default.yaml`` holds the values;
+    ``enabled``/``every`` are the trainer's); ``rhos: null`` means the paper's grid."""
+    given = cfg if isinstance(cfg, Mapping) else dataclasses.asdict(cfg)
+    node = OmegaConf.structured(SharpnessConfig(enabled=False, every=0))
+    for f in dataclasses.fields(SharpnessConfig):
+        if f.name not in given:
+            if f.name in ("enabled", "every"):
+                continue
+            raise ValueError(f"sharpness settings lack {f.name!r} (see conf/sharpness/default.yaml)")
+        value = given[f.name]
+        if value is None and f.name != "rhos":
+            raise ValueError(
+                f"sharpness.{f.name} is null: it needs a value (see conf/sharpness/default.yaml)"
+            )
         try:
-            value = cfg[key] if isinstance(cfg, Mapping) else getattr(cfg, key)
-        except (KeyError, AttributeError):
-            raise ValueError(f"sharpness settings lack {key!r} (see conf/sharpness/default.yaml)") from None
-        if value is None and key != "rhos":
-            raise ValueError(f"sharpness.{key} is null: it needs a value (see conf/sharpness/default.yaml)")
-        return value
+            node[f.name] = value
+        except ValidationError as e:
+            raise ValueError(f"sharpness.{f.name} must be of type {f.type}, got {value!r}") from e
+    s = OmegaConf.to_object(node)
+    s.rhos = list(rho_grid(*PAPER_RHOS_FROM) if s.rhos is None else s.rhos)
 
     def bad(key: str, value: Any, valid: str) -> ValueError:
         return ValueError(f"sharpness.{key} must be {valid}, got {value!r}")
 
-    rhos = get("rhos")
-    rhos = rho_grid(*PAPER_RHOS_FROM) if rhos is None else tuple(float(r) for r in rhos)
-    measures = tuple(str(m) for m in get("measures"))
-    s = _Settings(
-        num_samples=int(get("num_samples")),
-        batch_size=int(get("batch_size")),
-        subset_seed=int(get("subset_seed")),
-        power_iters=int(get("power_iters")),
-        power_tol=float(get("power_tol")),
-        top_k=int(get("top_k")),
-        trace_probes=int(get("trace_probes")),
-        rhos=rhos,
-        ascent_steps=int(get("ascent_steps")),
-        ascent_step_size=float(get("ascent_step_size")),
-        adaptive_eta=float(get("adaptive_eta")),
-        seed=int(get("seed")),
-        measures=measures,
-    )
     for key in ("num_samples", "batch_size", "power_iters", "top_k", "trace_probes", "ascent_steps"):
         if getattr(s, key) < 1:
             raise bad(key, getattr(s, key), ">= 1")
@@ -162,9 +140,9 @@ def _settings(cfg: Any) -> _Settings:
         raise bad("ascent_step_size", s.ascent_step_size, "> 0")
     if not s.rhos or any(not r > 0 for r in s.rhos):
         raise bad("rhos", list(s.rhos), "a non-empty list of radii > 0 (or null)")
-    unknown = [m for m in measures if m not in MEASURES]
-    if unknown or not measures:
-        raise bad("measures", list(measures), f"a non-empty subset of {', '.join(MEASURES)}")
+    unknown = [m for m in s.measures if m not in MEASURES]
+    if unknown or not s.measures:
+        raise bad("measures", list(s.measures), f"a non-empty subset of {', '.join(MEASURES)}")
     return s
 
 
