@@ -30,7 +30,6 @@ def median(xs: Sequence[float]) -> float:
 
 
 def iqr(xs: Sequence[float]) -> float:
-    """Interquartile range: the spread printed beside every median."""
     if len(xs) < 2:
         return 0.0
     q25, q75 = np.percentile(np.asarray(xs, dtype=float), [25, 75])
@@ -47,11 +46,11 @@ def sync(device: torch.device | str) -> None:
 class TrainClock:
     """Timestamps of the training forwards and optimizer steps of whatever trains in the process.
 
-    A context manager around a training call. The *root* forward is one that runs while no other
-    module's forward does. Recorded: ``train_starts`` (each root forward in training mode, with the
-    batch's ``rows`` and ``padded_tokens`` from its first 2-D ``Embedding`` input), ``eval_spans`` (root
-    forwards in eval mode), ``step_ends`` (each ``Optimizer.step``, a SAM update's base step included),
-    and ``*_cpu``: the same instants in the thread's CPU time, which other processes do not inflate.
+    The *root* forward is one that runs while no other module's forward does. Recorded: ``train_starts``
+    (each root forward in training mode, with the batch's ``rows`` and ``padded_tokens`` from its first
+    2-D ``Embedding`` input), ``eval_spans`` (root forwards in eval mode), ``step_ends`` (each
+    ``Optimizer.step``, a SAM update's base step included), and ``*_cpu``: the same instants in the
+    thread's CPU time, which other processes do not inflate.
     """
 
     train_starts: list[float] = field(default_factory=list)
@@ -79,7 +78,6 @@ class TrainClock:
     def __exit__(self, *exc: Any) -> None:
         for h in self._handles:
             h.remove()
-        self._handles = []
 
     def _pre(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         self._depth += 1
@@ -182,12 +180,13 @@ class AllocTracker:
 
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-                leaves = [x for x in tree_leaves((args, kwargs or {})) if isinstance(x, torch.Tensor)]
-                ins = {x.untyped_storage().data_ptr() for x in leaves}
-                out = func(*args, **(kwargs or {}))
-                for x in tree_leaves(out):
-                    if isinstance(x, torch.Tensor):
-                        tracker._track(x, ins)
+                kwargs = kwargs or {}
+                ins = {
+                    x.untyped_storage().data_ptr() for x in tree_leaves((args, kwargs)) if torch.is_tensor(x)
+                }
+                out = func(*args, **kwargs)
+                for x in filter(torch.is_tensor, tree_leaves(out)):
+                    tracker._track(x, ins)
                 return out
 
         with _Mode():
