@@ -1,20 +1,17 @@
-"""The paper-scale GPU check, under five minutes on one GPU: RoBERTa-large with random weights
-(``conf/model/roberta-large-random.yaml``, nothing downloaded) at the paper's batch sizes (16, 32) and
-length 512, in bf16 and fp16.
+"""The paper-scale GPU check, under five minutes on one GPU: RoBERTa-large with random weights (nothing
+downloaded) at the paper's batch sizes (16, 32) and length 512, in bf16 and fp16.
 
-- Rows: every optimizer of the registry (one alive at a time) with step time, ratio to its base, peak
-  memory, tokens/s and MFU. FLOPs per update = passes x tokens x (6 N + 12 L H S), ``N`` the
-  non-embedding parameters, ``L`` layers, ``H`` hidden size, ``S`` the padded length (PaLM, appendix B),
-  2 passes for the SAM family; MFU = FLOPs / step time / the device's peak (:data:`PEAK_FLOPS`).
+- Rows: every registry optimizer (one alive at a time): step time, ratio to its base, peak memory, tokens/s
+  and MFU. FLOPs per update = passes x tokens x (6 N + 12 L H S) (PaLM, appendix B: ``N`` non-embedding
+  parameters, ``L`` layers, ``H`` hidden size, ``S`` padded length; 2 passes for the SAM family).
 - Agreement: one update of SGD, AMSGrad, SAM and AdaSAM from the same weights and batch, dropout off,
   through the trainer's real ``train_step`` in fp32 and in the mixed precision, compared on the change of
   the fp32 master weights (``norm_ratio`` = ||dw_mixed|| / ||dw_fp32||: a loss scale left in the update
-  shows as 65536; ``cosine``). An update the trainer skips (fp16 overflow) is retried on the same batch,
-  up to three times. A precision the trainer refuses or whose update disagrees is recorded as
-  ``supported: false`` with the reason; nothing crashes.
+  shows as 65536; ``cosine``). An update the trainer skips (fp16 overflow) is retried on the same batch.
+  A precision the trainer refuses or whose update disagrees is ``supported: false`` with the reason.
 
-``dry`` runs the same code on CPU with the tiny model in seconds (the test of this command); it writes
-``gpu_check_dry.json``, so a dry run never replaces GPU figures.
+``dry``: the same code on CPU with the tiny model in seconds (the test of this command), written to
+``gpu_check_dry.json`` so that it never replaces GPU figures.
 """
 
 from __future__ import annotations

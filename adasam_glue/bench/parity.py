@@ -1,22 +1,16 @@
-"""Parity with Hugging Face ``transformers.Trainer``: the same recipe, trained both ways, on real GLUE.
+"""Parity with Hugging Face ``transformers.Trainer``: the same recipe (:class:`Recipe`), trained both ways,
+on real GLUE, each seed on both sides interleaved (the seeds alternate which goes first), each run in its
+own spawned process. Both sides start from what the run's setup steps build from one composed config (the
+same seed before the model, tokenization, training subset and dev sets); then ours trains with
+:func:`adasam_glue.run.run`, HF's with ``transformers.Trainer`` given the same AdamW(amsgrad) values
+(weight decay through ``TrainingArguments``: HF's own no-decay groups, compared with ours by
+:func:`no_decay_check`), its samplers and ``DataCollatorWithPadding`` (dynamic, or run_glue's default
+``padding="max_length"``). Both sides are timed by the same :class:`~adasam_glue.bench.measure.TrainClock`.
 
-The recipe (:class:`Recipe`; AMSGrad with ``conf/optim/amsgrad.yaml``'s betas, eps and weight decay, 6%
-linear warmup then linear decay, no clipping, dynamic padding, final dev metrics) runs for each seed through
-this harness and through ``transformers.Trainer``, interleaved (the seeds alternate which side goes first),
-each run in its own spawned process. Both sides start from what the run's setup steps build from one
-composed config: the same seed before the model (the same head initialisation), the same tokenization,
-training subset and dev sets; then each trains its own way: ours is :func:`adasam_glue.run.run`; HF's is
-``transformers.Trainer`` with ``optimizer_cls_and_kwargs=(AdamW, the same lr/betas/eps/amsgrad/fused)``,
-weight decay through ``TrainingArguments`` (HF's own no-decay groups, compared with ours by
-:func:`no_decay_check`), its samplers and ``DataCollatorWithPadding`` (dynamic, or ``padding="max_length"``:
-run_glue's default).
-
-Reported: ``parity`` (dev metrics per seed, mean ± std per side; parity per metric = the means differ by
-less than the larger std), ``throughput.equal_padding`` (samples/s of the same runs, median over seeds;
-target ours / HF >= 1.0) and ``throughput.grouping`` (one epoch with ``data.group_by_length=true`` vs HF's
-``group_by_length`` and vs HF padding to max_length over ``padmax_steps`` updates, interleaved over
-``rounds``; target ours / HF pad-to-max >= 2.9). Both sides are timed by the same
-:class:`~adasam_glue.bench.measure.TrainClock`.
+Reported: ``parity`` (dev metrics per seed, mean ± std per side; parity = the means differ by less than the
+larger std), ``throughput.equal_padding`` (samples/s of the same runs; target ours / HF >= 1.0) and
+``throughput.grouping`` (one epoch with ``data.group_by_length=true`` vs HF's ``group_by_length`` and vs
+HF padding to max_length over ``padmax_steps`` updates, over ``rounds``; target ours / HF pad-to-max >= 2.9).
 """
 
 from __future__ import annotations
@@ -41,6 +35,8 @@ from adasam_glue.bench.measure import TrainClock, median
 
 TARGET_EQUAL_PADDING, TARGET_VS_PAD_TO_MAX = 1.0, 2.9
 RUN_KEYS = ("framework", "variant", "task", "seed")
+#: HF Trainer logs, saves and evaluates nothing during training (neither does ours)
+QUIET = {"logging_strategy": "no", "save_strategy": "no", "eval_strategy": "no", "report_to": "none"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,10 +310,7 @@ def hf_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
             warmup_steps=run_mod.warmup_updates(cfg, run_mod.total_updates(cfg)),
             max_grad_norm=0.0,  # no clipping, as trainer.max_grad_norm=null
             train_sampling_strategy="group_by_length" if spec["variant"] == "grouped" else "random",
-            logging_strategy="no",
-            save_strategy="no",
-            eval_strategy="no",
-            report_to="none",
+            **QUIET,
             disable_tqdm=True,
             use_cpu=bool(cfg.trainer.cpu),
             dataloader_pin_memory=False,

@@ -14,11 +14,12 @@ rotated round-robin, so load spreads over all rows alike) and ``blocks`` (GPU: o
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ class _Runner:
     base optimizer's public step pre/post hooks.
     """
 
+    SAM_CALLS = ("prepare_ascent", "first_step", "descent_loss", "second_step")
+
     def __init__(self, setup: Setup, label: str, name: str, form: dict[str, Any]) -> None:
         from adasam_glue.optim import OPTIMIZERS, baseline_of
 
@@ -72,13 +75,8 @@ class _Runner:
         self.baseline, self.device = baseline_of(name, self.base), setup.device
         self.optimizer, self.trainer = build_trainer(setup, name, form)
         self.tracker: AllocTracker | None = None
-        self.timing, self._mode, self._t0, self.optim_s, self.base_s = False, None, 0.0, 0.0, 0.0
-        calls = (
-            ("prepare_ascent", "first_step", "descent_loss", "second_step")
-            if self.two_pass
-            else ("zero_grad",)
-        )
-        for call in calls:
+        self.timing, self.optim_s, self.base_s = False, 0.0, 0.0
+        for call in self.SAM_CALLS if self.two_pass else ("zero_grad",):
             setattr(self.optimizer, call, self._wrap(getattr(self.optimizer, call)))
         base = self.optimizer.base_optimizer if self.two_pass else self.optimizer
         self.split = base is not None  #: False: the optimizer does its own descent (LightSAM)
@@ -90,40 +88,36 @@ class _Runner:
         self.state_bytes = self.transient_bytes = 0
         self.cuda_peak = 0.0
 
-    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def probed(*args: Any, **kwargs: Any) -> Any:
-            if self.tracker is not None:
-                with self.tracker.active():
-                    return fn(*args, **kwargs)
-            if not self.timing:
-                return fn(*args, **kwargs)
+    @contextlib.contextmanager
+    def _probe(self, base_step: bool) -> Iterator[None]:
+        """Around one of the optimizer's own calls, or its base step (inside the two-pass ones' calls)."""
+        if self.tracker is not None and not (base_step and self.two_pass):
+            with self.tracker.active():
+                yield
+        elif self.timing:
             sync(self.device)
             t0 = time.perf_counter()
-            try:
+            yield
+            sync(self.device)
+            dt = time.perf_counter() - t0
+            self.base_s += dt if base_step else 0.0
+            self.optim_s += 0.0 if base_step and self.two_pass else dt
+        else:
+            yield
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def probed(*args: Any, **kwargs: Any) -> Any:
+            with self._probe(base_step=False):
                 return fn(*args, **kwargs)
-            finally:
-                sync(self.device)
-                self.optim_s += time.perf_counter() - t0
 
         return probed
 
-    def _pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self.tracker is not None and not self.two_pass:  # step() is the one-pass optimizer's own call
-            self._mode = self.tracker.active()
-            self._mode.__enter__()
-        elif self.timing:
-            sync(self.device)
-            self._t0 = time.perf_counter()
+    def _pre(self, *_: Any) -> None:
+        self._open = self._probe(base_step=True)
+        self._open.__enter__()
 
-    def _post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._mode is not None:
-            self._mode.__exit__(None, None, None)
-            self._mode = None
-        elif self.timing:
-            sync(self.device)
-            dt = time.perf_counter() - self._t0
-            self.base_s += dt
-            self.optim_s += 0.0 if self.two_pass else dt
+    def _post(self, *_: Any) -> None:
+        self._open.__exit__(None, None, None)
 
     def update(self, batch: dict[str, torch.Tensor]) -> None:
         with warnings.catch_warnings():
@@ -307,28 +301,16 @@ def run_step_cost(
         raise SystemExit("--device cuda: no CUDA device visible")
     t_start, cuda, mode = time.perf_counter(), device == "cuda", "quick" if quick else "full"
     path, cache = Path(out) / f"bench_{mode}.json", tempfile.mkdtemp(prefix="adasam_bench_")
-    res: dict[str, Any] = {
-        "mode": mode,
-        "rows": [],
-        "env": environment(device),
-        "setups": {},
-        "section_seconds": {},
-    }
+    res: dict[str, Any] = {"mode": mode, "rows": [], "env": environment(device), "setups": {}}
+    res["section_seconds"] = {}
+    setup_kw = {"mixed_precision": "bf16" if cuda else "no", "cache_dir": cache, "overrides": overrides}
     for model in models or (["roberta-large-random"] if cuda else ["tiny", "minilm"]):
         bs, nb, n_rounds, warmup = SIZES.get(model, SIZES["tiny"])[0 if quick else 1]
         t0, section = time.perf_counter(), f"optimizers[{model}]"
         log(f"[bench] {model} ...")
         try:
-            setup = build_setup(
-                model,
-                device,
-                bs,
-                nb,
-                mixed_precision="bf16" if cuda else "no",
-                seq_len=128 if model == "roberta-large-random" else None,
-                cache_dir=cache,
-                overrides=overrides,
-            )
+            seq_len = 128 if model == "roberta-large-random" else None
+            setup = build_setup(model, device, bs, nb, seq_len=seq_len, **setup_kw)
             res["setups"][model] = dict(setup.info)
             schedule = "blocks" if cuda else "interleaved"
             res["rows"] += bench_optimizers(setup, names, rounds or n_rounds, warmup, not quick, schedule)
