@@ -104,12 +104,13 @@ def build_setup(
     from adasam_glue.schedules import build_batch_plan
     from adasam_glue.tasks import get_task
 
-    train = max(64, batch_size * num_batches)
+    train_rows = max(64, batch_size * num_batches)
     ov = (
         *BENCH_OVERRIDES,
         *f"model={model} task={task} task.batch_size={batch_size} task.max_length={max_length}".split(),
         *f"trainer.mixed_precision={mixed_precision} trainer.cpu={str(device == 'cpu').lower()}".split(),
-        *f"data.source=synthetic data.synthetic_eval_size=16 data.synthetic_train_size={train} seed=0".split(),
+        *f"data.source=synthetic data.synthetic_eval_size=16 data.synthetic_train_size={train_rows}".split(),
+        "seed=0",
         *([f"data.cache_dir={cache_dir}"] if cache_dir else []),
         *overrides,
     )

@@ -115,9 +115,7 @@ def plan(
     return specs
 
 
-def execute(
-    specs: list[dict[str, Any]], jobs: int, on_result: Callable[[list], None]
-) -> list[dict[str, Any]]:
+def execute(specs: list[dict], jobs: int, on_result: Callable[[list], None]) -> list[dict[str, Any]]:
     """Each run in a fresh spawned process (no Accelerate or HF state shared between runs); a failed run is
     reported, the others still count."""
     results: list[dict[str, Any] | None] = [None] * len(specs)
@@ -282,18 +280,10 @@ def hf_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
     plan_, _, loaders = run_mod.setup_data(cfg, task, tokenizer, acc)
     optimizer = run_mod.setup_optimizer_and_schedule(cfg, model, plan_)[0]
     g = optimizer.param_groups[0]  # read: lr, betas, eps, fused
-    kwargs = {
-        "lr": g.get("initial_lr", g["lr"]),
-        "betas": tuple(g["betas"]),
-        "eps": g["eps"],
-        "amsgrad": True,
-    }
-    kwargs["fused"] = g.get("fused")
-    collator = DataCollatorWithPadding(tokenizer)
-    if spec["variant"] == "pad_to_max":  # run_glue's default: every row padded to max_seq_length
-        collator = DataCollatorWithPadding(
-            tokenizer, padding="max_length", max_length=int(cfg.task.max_length)
-        )
+    adamw = {"lr": g.get("initial_lr", g["lr"]), "betas": tuple(g["betas"]), "eps": g["eps"], "amsgrad": True}
+    adamw["fused"] = g.get("fused")
+    pad = {"padding": "max_length", "max_length": int(cfg.task.max_length)}  # run_glue's default
+    collator = DataCollatorWithPadding(tokenizer, **(pad if spec["variant"] == "pad_to_max" else {}))
     with tempfile.TemporaryDirectory(prefix="adasam_hf_") as tmp:
         args = TrainingArguments(
             output_dir=tmp,
@@ -321,7 +311,7 @@ def hf_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
             "data_collator": collator,
             "processing_class": tokenizer,
         }
-        trainer = HFTrainer(model, args, **data, optimizer_cls_and_kwargs=(torch.optim.AdamW, kwargs))
+        trainer = HFTrainer(model, args, **data, optimizer_cls_and_kwargs=(torch.optim.AdamW, adamw))
         trainer.remove_callback(PrinterCallback)  # its per-log prints; logging is off on our side too
         with TrainClock() as clock:
             out = trainer.train()
@@ -341,7 +331,7 @@ def hf_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def no_decay_check(trainer: Any, model: torch.nn.Module, weight_decay: float) -> dict[str, Any]:
-    """HF's decay rule (``Trainer.get_decay_parameter_names``) vs :func:`adasam_glue.modeling.param_groups`."""
+    """HF's no-decay rule (``Trainer.get_decay_parameter_names``) vs ours (``modeling.param_groups``)."""
     from adasam_glue.modeling import param_groups
 
     names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
