@@ -45,27 +45,23 @@ def compose(overrides: Sequence[str]) -> DictConfig:
 
 @dataclass
 class Setup:
-    """One model (``name``: its ``conf/model``), the fixed batches every optimizer trains on (on the
-    device), and what building a trainer on it needs; ``info`` is the JSON's ``setups`` entry."""
+    """One model (``name``: its ``conf/model``; ``raw_model`` unwrapped), the fixed batches every optimizer
+    trains on (on the device), and what building a trainer on it needs; ``info`` is the JSON's ``setups``
+    entry."""
 
     name: str
     cfg: DictConfig
     overrides: tuple[str, ...]
-    accelerator: Any
-    task: Any
-    model: torch.nn.Module  #: as prepared by Accelerate (what the Trainer trains)
     raw_model: torch.nn.Module
-    tokenizer: Any  #: ``None`` for random-id models
     batches: list[dict[str, torch.Tensor]]
-    plan: Any
-    micro: int
-    loaders: Any  #: ``None`` for random ids
     initial_state: dict[str, torch.Tensor]
     info: dict[str, Any]
+    #: the arguments of :func:`adasam_glue.run.setup_trainer` but the config, optimizer, schedule and recorder
+    trainer_inputs: dict[str, Any]
 
     @property
     def device(self) -> torch.device:
-        return self.accelerator.device
+        return self.trainer_inputs["accelerator"].device
 
     @property
     def batch_size(self) -> int:
@@ -157,9 +153,10 @@ def build_setup(
         "mixed_precision": mixed_precision,
         "overrides": list(ov),
     }
-    return Setup(
-        model, cfg, ov, acc, info, acc.prepare(net), net, tok, batches, plan, micro, loaders, initial, desc
-    )
+    inputs = {"accelerator": acc, "model": acc.prepare(net), "task": info, "tokenizer": tok, "plan": plan}
+    inputs |= {"micro": micro, "loaders": loaders, "train_loader": None if loaders is None else loaders.train}
+    inputs |= {"eval_loaders": {}, "run_dir": Path(tempfile.gettempdir()), "wandb_run": None, "identity": {}}
+    return Setup(model, cfg, ov, net, batches, initial, desc, inputs)
 
 
 def build_trainer(setup: Setup, name: str, form: dict[str, Any] | None = None) -> tuple[Any, Any]:
@@ -171,27 +168,11 @@ def build_trainer(setup: Setup, name: str, form: dict[str, Any] | None = None) -
     from adasam_glue.records import RunRecorder
 
     cfg = compose([*setup.overrides, f"optim={name}", *(f"optim.{k}={v}" for k, v in (form or {}).items())])
-    optimizer, scheduler = run_mod.setup_optimizer_and_schedule(cfg, setup.raw_model, setup.plan)
-    run_dir = Path(tempfile.gettempdir())
-    recorder = RunRecorder(run_dir / "record.json", {}, None, write=False)
-    train_loader = setup.loaders.train if setup.loaders is not None else None
+    inputs = setup.trainer_inputs
+    optimizer, scheduler = run_mod.setup_optimizer_and_schedule(cfg, setup.raw_model, inputs["plan"])
+    recorder = RunRecorder(inputs["run_dir"] / "record.json", {}, None, write=False)
     trainer = run_mod.setup_trainer(
-        cfg,
-        setup.accelerator,
-        setup.model,
-        optimizer,
-        scheduler,
-        train_loader,
-        {},
-        setup.task,
-        run_dir,
-        setup.plan,
-        setup.micro,
-        setup.tokenizer,
-        setup.loaders,
-        recorder,
-        None,
-        {},
+        cfg, optimizer=optimizer, scheduler=scheduler, recorder=recorder, **inputs
     )
     return optimizer, trainer
 
@@ -203,6 +184,10 @@ def environment(device: str) -> dict[str, Any]:
 
     commit, dirty = git_commit()
     v = versions()
+    try:
+        load = list(os.getloadavg())
+    except (OSError, AttributeError):  # not available on this platform
+        load = None
     return {
         **{k: v.get(k) for k in ("python", "torch", "transformers", "accelerate", "datasets")},
         "platform": platform.platform(),
@@ -213,7 +198,7 @@ def environment(device: str) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git_commit": commit,
         "git_dirty": dirty,
-        "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_avg_at_start": load,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "-m", "adasam_glue.bench", *sys.argv[1:]]),
     }

@@ -1,12 +1,5 @@
 """The instruments: robust statistics, device synchronisation, a clock that times any training loop from
-outside, and allocation tracking on any device.
-
-:class:`TrainClock` uses only torch's public global hooks (module forward pre/post hooks, the optimizer
-step post-hook), so one instrument times this harness's loop and ``transformers.Trainer``'s alike, and a
-per-update cost inside a loop (a file write, a progress bar) is inside what it measures.
-:class:`AllocTracker` counts the tensor storages created inside a block (CPU has no allocator high-water
-mark that torch exposes); it adds overhead, so it is never active while timing.
-"""
+outside (:class:`TrainClock`) and allocation tracking on any device (:class:`AllocTracker`)."""
 
 from __future__ import annotations
 
@@ -44,7 +37,9 @@ def sync(device: torch.device | str) -> None:
 
 @dataclass
 class TrainClock:
-    """Timestamps of the training forwards and optimizer steps of whatever trains in the process.
+    """Timestamps of the training forwards and optimizer steps of whatever trains in the process, from
+    torch's public global hooks only: one instrument times this harness's loop and ``transformers.Trainer``'s
+    alike, and a per-update cost inside a loop (a file write, a progress bar) is inside what it measures.
 
     The *root* forward is one that runs while no other module's forward does. Recorded: ``train_starts``
     (each root forward in training mode, with the batch's ``rows`` and ``padded_tokens`` from its first
@@ -143,7 +138,8 @@ class AllocTracker:
 
     An op output whose storage none of its inputs has is a fresh allocation; it stays alive while any
     tensor object on it lives (views made while active count as references, so ``clone().detach()`` is
-    not released with the temporary). In-place ops and views of untracked storages allocate nothing.
+    not released with the temporary). In-place ops and views of untracked storages allocate nothing. CPU has
+    no allocator high-water mark that torch exposes; tracking adds overhead, so it is never on while timing.
     """
 
     def __init__(self) -> None:
