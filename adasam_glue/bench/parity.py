@@ -34,7 +34,7 @@ from adasam_glue.bench.harness import BENCH_OVERRIDES, compose, environment, wri
 from adasam_glue.bench.measure import TrainClock, median
 
 TARGET_EQUAL_PADDING, TARGET_VS_PAD_TO_MAX = 1.0, 2.9
-RUN_KEYS = ("framework", "variant", "task", "seed")
+RUN_KEYS, SIDES = ("framework", "variant", "task", "seed"), ("ours", "hf")
 #: HF Trainer logs, saves and evaluates nothing during training (neither does ours)
 QUIET = {"logging_strategy": "no", "save_strategy": "no", "eval_strategy": "no", "report_to": "none"}
 
@@ -99,7 +99,7 @@ def plan(
         for i, seed in enumerate(seeds):
             ov = recipe_overrides(recipe, task, seed, data_dir, work, "dynamic", recipe.epochs)
             pair = []
-            for fw in ("ours", "hf"):
+            for fw in SIDES:
                 cache = f"data.cache_dir={work / 'cache' / fw / task / f'seed{seed}'}"
                 spec = {"framework": fw, "variant": "dynamic", "task": task, "seed": seed}
                 pair.append(spec | {"overrides": [*ov, cache]})
@@ -143,15 +143,10 @@ def summarize(runs: list[dict[str, Any]], tasks: Sequence[str]) -> dict[str, Any
     for task in tasks:
         names = list(get_task(task).paper_metrics)
         mine = [r for r in ok if r["task"] == task]
-        dyn = {
-            fw: [r for r in mine if (r["variant"], r["framework"]) == ("dynamic", fw)]
-            for fw in ("ours", "hf")
-        }
+        dyn = {fw: [r for r in mine if r["variant"] == "dynamic" and r["framework"] == fw] for fw in SIDES}
         sides = {}
         for fw, rs in dyn.items():
-            values = {
-                m: np.array([r["metrics"][m] for r in rs if m in r["metrics"]], dtype=float) for m in names
-            }
+            values = {m: np.array([r["metrics"][m] for r in rs if m in r["metrics"]], float) for m in names}
             sides[fw] = {
                 "per_seed": {str(r["seed"]): {m: r["metrics"].get(m) for m in names} for r in rs},
                 "mean": {m: float(v.mean()) for m, v in values.items()},
@@ -160,12 +155,8 @@ def summarize(runs: list[dict[str, Any]], tasks: Sequence[str]) -> dict[str, Any
         per_metric, enough = {}, min(len(dyn["ours"]), len(dyn["hf"])) > 1
         for m in names:
             d = abs(sides["ours"]["mean"][m] - sides["hf"]["mean"][m])
-            larger = max(sides["ours"]["std"][m], sides["hf"]["std"][m])
-            per_metric[m] = {
-                "mean_difference": d,
-                "larger_std": larger,
-                "parity": d < larger if enough else None,
-            }
+            std = max(sides["ours"]["std"][m], sides["hf"]["std"][m])
+            per_metric[m] = {"mean_difference": d, "larger_std": std, "parity": d < std if enough else None}
         verdict = all(v["parity"] for v in per_metric.values()) if per_metric else None
         parity[task] = {"metrics": names, **sides, "per_metric": per_metric, "parity": verdict}
         equal[task] = _equal_padding(dyn)
@@ -187,11 +178,8 @@ def _equal_padding(dyn: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         for fw, rs in dyn.items()
     }
     ratio = out["ours"]["median_samples_per_s"] / out["hf"]["median_samples_per_s"]
-    return out | {
-        "ratio_ours_to_hf": ratio,
-        "target": TARGET_EQUAL_PADDING,
-        "met": ratio >= TARGET_EQUAL_PADDING,
-    }
+    target = TARGET_EQUAL_PADDING
+    return out | {"ratio_ours_to_hf": ratio, "target": target, "met": ratio >= target}
 
 
 def _grouping(rs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -202,10 +190,8 @@ def _grouping(rs: list[dict[str, Any]]) -> dict[str, Any]:
         out[k] = {"samples_per_s": _tp(v), "padded_tokens_per_sample": tokens, "rounds": len(v)}
     ours = out["ours_grouped"]["samples_per_s"]
     vs_max = ours / out["hf_pad_to_max"]["samples_per_s"]
-    out |= {
-        "ratio_vs_hf_grouped": ours / out["hf_grouped"]["samples_per_s"],
-        "ratio_vs_hf_pad_to_max": vs_max,
-    }
+    out["ratio_vs_hf_grouped"] = ours / out["hf_grouped"]["samples_per_s"]
+    out["ratio_vs_hf_pad_to_max"] = vs_max
     return out | {"target_vs_pad_to_max": TARGET_VS_PAD_TO_MAX, "met": vs_max >= TARGET_VS_PAD_TO_MAX}
 
 
