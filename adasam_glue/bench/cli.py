@@ -81,12 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads = 1 if a.command in ("overhead", "parity") or getattr(a, "dry", False) else None
     if threads:
         torch.set_num_threads(threads)  # the environment block records it
-    if a.command != "render":
-        a.json = _run(a, Path(a.out))
+    path = a.json if a.command == "render" else _run(a, Path(a.out))
     if a.md or a.command == "render":
         from adasam_glue.bench.render import render
 
-        text = render(a.json)
+        text = render(path)
         if a.md:
             from adasam_glue.records import atomic_write_text
 
