@@ -1,16 +1,8 @@
 """``python -m adasam_glue.bench <command>``: the one entry point of the benchmarks.
 
-Commands (each measuring one writes JSON under ``--out``, default ``results/bench``, and with ``--md`` also
-its page; ``render`` turns any of those files into its page without measuring):
-
-- ``step-cost [--quick]``: per-optimizer step cost, ratio to its base and memory (``bench_quick.json`` /
-  ``bench_full.json``; ``make bench-quick``, ``make bench``);
-- ``overhead``: harness overhead per update at 1,000 / 10,000 / 123,873 updates (``overhead.json``;
-  ``make bench-overhead``);
-- ``parity --data-dir DIR``: dev metrics and samples/s vs ``transformers.Trainer`` on real GLUE
-  (``hf_parity.json``; ``make bench-parity DATA_DIR=...``);
-- ``gpu-check [--dry]``: RoBERTa-large on one GPU, bf16 and fp16 (``gpu_check.json``; ``make gpu-check``);
-- ``render JSON [--md OUT]``: the page of a benchmark JSON (``make bench-docs``).
+Each measuring command writes its JSON under ``--out`` (default ``results/bench``) and with ``--md`` its
+page; ``render`` turns any of those files into its page without measuring. The make targets (bench-quick,
+bench, bench-overhead, bench-parity, gpu-check, bench-docs) are one command each.
 """
 
 from __future__ import annotations
@@ -24,9 +16,12 @@ from pathlib import Path
 
 import torch
 
+from adasam_glue.bench.parity import QUICK, Recipe
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line (module doc); 0 on success."""
+RECIPE_KEYS = ("model", "train_rows", "epochs", "batch_size", "max_length", "lr")  #: of parity.Recipe
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m adasam_glue.bench", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -37,32 +32,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             c.add_argument("--md", default=None, help="also render the page to this Markdown file")
         return c
 
-    c = command("step-cost", "per-optimizer step cost, ratio to its base and memory, every registry record")
+    names = dict(nargs="+", help="registry names (default: every record)")
+    c = command("step-cost", "per-optimizer step cost, ratio to its base, memory (bench_{quick,full}.json)")
     c.add_argument(
         "--quick", action="store_true", help="< 5 min on 2 CPU cores (else more rounds, every form)"
     )
     c.add_argument("--model", action="append", help="conf/model name, repeatable (default: tiny and minilm)")
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    c.add_argument("--optimizers", nargs="+", default=None, help="registry names (default: every record)")
-    c.add_argument(
-        "--rounds", type=int, default=None, help="timed updates per optimizer (default: per model)"
-    )
-    c.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: 1 on CPU)")
+    c.add_argument("--optimizers", **names)
+    c.add_argument("--rounds", type=int, help="timed updates per optimizer (default: per model)")
+    c.add_argument("--threads", type=int, help="torch intra-op threads (default: 1 on CPU)")
     c.add_argument("overrides", nargs="*", help="Hydra overrides of every set-up (hydra.searchpath=...)")
-    c = command("overhead", "harness overhead per update at paper-scale update counts (stub model)")
+    c = command("overhead", "harness overhead per update at paper-scale update counts (overhead.json)")
     c.add_argument("--points", type=int, nargs="+", default=[1000, 10000, 123873])
     c.add_argument("--window", type=int, default=1000, help="updates per point")
     c.add_argument("--optim", default="adasam")
     c.add_argument("--task", default="mnli")
     c.add_argument("--no-progress-bar", action="store_true")
     c.add_argument("--budget-s", type=float, default=1500, help="stop the run (SIGUSR1) after this long")
-    c = command("parity", "dev metrics and samples/s vs transformers.Trainer on real GLUE")
+    c = command("parity", "dev metrics and samples/s vs transformers.Trainer on real GLUE (hf_parity.json)")
     c.add_argument("--data-dir", required=True, help="GLUE TSV root (glue_data/<Task>/{train,dev}.tsv)")
     c.add_argument("--tasks", nargs="+", default=["mrpc", "rte"])
     c.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    for key, typ in (("model", str), ("train-rows", int), ("epochs", int), ("batch-size", int),
-                     ("max-length", int), ("lr", float)):  # fmt: skip
-        c.add_argument(f"--{key}", type=typ, default=None, help="the recipe's (default: parity.Recipe)")
+    for key in RECIPE_KEYS:
+        c.add_argument(f"--{key.replace('_', '-')}", type=type(getattr(Recipe, key)), help="the recipe's")
     c.add_argument("--rounds", type=int, default=1, help="throughput rounds of the grouping comparison")
     c.add_argument("--padmax-steps", type=int, default=10)
     c.add_argument("--jobs", type=int, default=1, help="runs at once (one thread each)")
@@ -70,37 +63,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = command("gpu-check", "RoBERTa-large (random weights) on one GPU: every optimizer, bf16/fp16 vs fp32")
     c.add_argument("--dry", action="store_true", help="CPU, tiny model: the same code in seconds")
     c.add_argument("--precisions", nargs="+", default=["bf16", "fp16"], choices=["bf16", "fp16"])
-    c.add_argument("--optimizers", nargs="+", default=None, help="registry names (default: every record)")
+    c.add_argument("--optimizers", **names)
     c = command("render", "render a benchmark JSON as its Markdown page (no measuring)")
     c.add_argument("json")
     c.add_argument("--md", default=None, help="write the Markdown here (else stdout)")
-    a = p.parse_args(argv)
+    return p
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (module doc); 0 on success."""
+    a = parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    if a.command == "render":
-        _write_page(a.json, a.md)
-        return 0
     if a.command == "step-cost":
         threads = a.threads or (1 if a.device == "cpu" else None)
-    else:  # one thread on CPU (parity: one per run), torch's own on a GPU
-        threads = None if a.command == "gpu-check" and not a.dry else 1
+    else:  # one thread on CPU (parity: one per run), torch's own on a GPU; rendering measures nothing
+        threads = 1 if a.command in ("overhead", "parity") or getattr(a, "dry", False) else None
     if threads:
         torch.set_num_threads(threads)  # the environment block records it
-    path = _run(a)
-    if a.md:
-        _write_page(path, a.md)
+    path = a.json if a.command == "render" else _run(a, Path(a.out))
+    if a.md or a.command == "render":
+        from adasam_glue.bench.render import render
+
+        text = render(path)
+        if a.md:
+            from adasam_glue.records import atomic_write_text
+
+            atomic_write_text(Path(a.md), text)
+        else:
+            sys.stdout.write(text)
     return 0
 
 
-def _run(a: argparse.Namespace) -> Path:
+def _run(a: argparse.Namespace, out: Path) -> Path:
     """Run the measuring command ``a.command``; print where its JSON went and its verdicts; that path."""
-    out = Path(a.out)
     if a.command == "step-cost":
         from adasam_glue.bench.step_cost import run_step_cost
 
-        res = run_step_cost(a.quick, out, a.model, a.device, a.optimizers, a.rounds, a.overrides,
-                            log=lambda s: print(s, flush=True))  # fmt: skip
+        log = lambda s: print(s, flush=True)
+        res = run_step_cost(a.quick, out, a.model, a.device, a.optimizers, a.rounds, a.overrides, log=log)
         path, brief = out / f"bench_{res['mode']}.json", res["summary"]
     elif a.command == "overhead":
         from adasam_glue.bench.overhead import bench_overhead
@@ -108,33 +109,19 @@ def _run(a: argparse.Namespace) -> Path:
         res = bench_overhead(a.points, a.window, a.optim, a.task, not a.no_progress_bar, a.budget_s, out=out)
         path, brief = out / "overhead.json", res["verdict"]
     elif a.command == "parity":
-        from adasam_glue.bench.parity import QUICK, Recipe, bench_parity
+        from adasam_glue.bench.parity import bench_parity
 
-        keys = ("model", "train_rows", "epochs", "batch_size", "max_length", "lr")
-        recipe = QUICK if a.quick else Recipe(**{k: getattr(a, k) for k in keys if getattr(a, k) is not None})
-        res = bench_parity(a.data_dir, out, recipe, a.tasks, a.seeds[:1] if a.quick else a.seeds, a.rounds,
-                           2 if a.quick else a.padmax_steps, a.jobs)  # fmt: skip
+        given = {k: getattr(a, k) for k in RECIPE_KEYS if getattr(a, k) is not None}
+        recipe = QUICK if a.quick else Recipe(**given)
+        seeds, padmax = (a.seeds[:1], 2) if a.quick else (a.seeds, a.padmax_steps)
+        res = bench_parity(a.data_dir, out, recipe, a.tasks, seeds, a.rounds, padmax, a.jobs)
         path, brief = out / "hf_parity.json", {t: v["parity"] for t, v in res["parity"].items()}
-        brief["ours / HF samples/s"] = {
-            t: v["ratio_ours_to_hf"] for t, v in res["throughput"]["equal_padding"].items()
-        }
+        equal = res["throughput"]["equal_padding"]
+        brief["ours / HF samples/s"] = {t: v["ratio_ours_to_hf"] for t, v in equal.items()}
     else:
         from adasam_glue.bench.gpu_check import gpu_check
 
         res = gpu_check(out, a.dry, a.precisions, a.optimizers)
-        path, brief = out / ("gpu_check_dry.json" if a.dry else "gpu_check.json"), res["summary"]
+        path, brief = out / f"gpu_check{'_dry' if a.dry else ''}.json", res["summary"]
     print(f"wrote {path}: {brief}")
     return path
-
-
-def _write_page(path: str | Path, md: str | None) -> None:
-    """The page of the JSON at ``path``, written to ``md`` (else to stdout)."""
-    from adasam_glue.bench.render import render
-
-    text = render(path)
-    if md:
-        from adasam_glue.records import atomic_write_text
-
-        atomic_write_text(Path(md), text)
-    else:
-        sys.stdout.write(text)

@@ -1,24 +1,24 @@
-"""The paper-scale GPU check, under five minutes on one GPU: RoBERTa-large with random weights
-(``conf/model/roberta-large-random.yaml``, nothing downloaded) at the paper's batch sizes (16, 32) and
-length 512, in bf16 and fp16.
+"""The paper-scale GPU check, under five minutes on one GPU: RoBERTa-large with random weights (nothing
+downloaded) at the paper's batch sizes (16, 32) and length 512, in bf16 and fp16.
 
-- Rows: every optimizer of the registry (one alive at a time) with step time, ratio to its base, peak
-  memory, tokens/s and MFU. FLOPs per update = passes x tokens x (6 N + 12 L H S), ``N`` the
-  non-embedding parameters, ``L`` layers, ``H`` hidden size, ``S`` the padded length (PaLM, appendix B),
-  2 passes for the SAM family; MFU = FLOPs / step time / the device's peak (:data:`PEAK_FLOPS`).
+- Rows: every registry optimizer (one alive at a time): step time, ratio to its base, peak memory, tokens/s
+  and MFU. FLOPs per update = passes x tokens x (6 N + 12 L H S) (PaLM, appendix B: ``N`` non-embedding
+  parameters, ``L`` layers, ``H`` hidden size, ``S`` padded length; 2 passes for the SAM family).
 - Agreement: one update of SGD, AMSGrad, SAM and AdaSAM from the same weights and batch, dropout off,
   through the trainer's real ``train_step`` in fp32 and in the mixed precision, compared on the change of
   the fp32 master weights (``norm_ratio`` = ||dw_mixed|| / ||dw_fp32||: a loss scale left in the update
-  shows as 65536; ``cosine``). An update the trainer skips (fp16 overflow) is retried on the same batch,
-  up to three times. A precision the trainer refuses or whose update disagrees is recorded as
-  ``supported: false`` with the reason; nothing crashes.
+  shows as 65536; ``cosine``). An update the trainer skips (fp16 overflow) is retried on the same batch.
+  A precision the trainer refuses or whose update disagrees is ``supported: false`` with the reason.
 
-``dry`` runs the same code on CPU with the tiny model in seconds (the test of this command); it writes
-``gpu_check_dry.json``, so a dry run never replaces GPU figures.
+``dry``: the same code on CPU with the tiny model in seconds (the test of this command), written to
+``gpu_check_dry.json`` so that it never replaces GPU figures.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import itertools
 import math
 import tempfile
 import time
@@ -28,30 +28,34 @@ from typing import Any
 
 import torch
 
-from adasam_glue.bench.harness import (
-    Setup,
-    build_setup,
-    build_trainer,
-    environment,
-    optimizer_overrides,
-    write_json,
-)
+from adasam_glue.bench.harness import Setup, build_setup, build_trainer, environment, write_json
 from adasam_glue.bench.step_cost import bench_optimizers
 
 #: peak dense tensor-core FLOP/s (bf16 = fp16) by device-name substring, first match wins
-PEAK_FLOPS: tuple[tuple[str, float], ...] = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12),
-                                             ("A100", 312e12))  # fmt: skip
+PEAK_FLOPS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12))
 #: agreement thresholds per precision: (|norm_ratio - 1| at most, cosine at least)
 AGREEMENT_TOL = {"fp16": (0.05, 0.99), "bf16": (0.1, 0.97)}
 AGREEMENT_OPTIMIZERS = ("sgd", "amsgrad", "sam", "adasam")
 PRECISIONS = ("bf16", "fp16")
-#: the check on a GPU vs the CPU dry run
-MODES: dict[str, dict[str, Any]] = {
-    "gpu": {"model": "roberta-large-random", "device": "cuda", "batch_sizes": (16, 32), "seq_lens": (512,),
-            "rounds": 3, "agreement": (16, 128), "budget_s": 200},
-    "dry": {"model": "tiny", "device": "cpu", "batch_sizes": (4,), "seq_lens": (32,), "rounds": 1,
-            "agreement": (4, 32), "budget_s": None},
-}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """The check on a GPU or the CPU dry run (written as the JSON's ``settings``)."""
+
+    model: str
+    device: str
+    batch_sizes: tuple[int, ...]
+    seq_lens: tuple[int, ...]
+    rounds: int
+    agreement: tuple[int, int]  #: batch size and length of the agreement update
+    budget_s: float | None  #: for the rows; those past it are listed as ``not_run``
+
+
+MODES = {
+    "gpu": Mode("roberta-large-random", "cuda", (16, 32), (512,), 3, (16, 128), 200),
+    "dry": Mode("tiny", "cpu", (4,), (32,), 1, (4, 32), None),
+}
 
 
 def peak_flops(device_name: str, precision: str = "bf16") -> float | None:
@@ -71,26 +75,21 @@ def gpu_rows(setup: Setup, names: Sequence[str] | None, rounds: int, warmup: int
     c = setup.raw_model.config
     per_token = 6 * setup.info["num_nonembedding_params"] + 12 * c.num_hidden_layers * c.hidden_size * s
     for r in rows:
-        r |= {
-            "device_name": device_name,
-            "precision": precision,
-            "batch_size": setup.batch_size,
-            "seq_len": int(s),
-        }
+        r.update(device_name=device_name, precision=precision, batch_size=setup.batch_size, seq_len=int(s))
         if "error" not in r:
             t, passes = r["step_time_median_s"], 2 if r["two_pass"] else 1
             flops = passes * b * s * per_token
-            r |= {"tokens_per_s": b * s / t, "passes_per_update": passes, "model_flops_per_update": flops,
-                  "peak_flops": peak, "mfu": flops / t / peak if peak else None}  # fmt: skip
+            r |= {"tokens_per_s": b * s / t, "passes_per_update": passes, "model_flops_per_update": flops}
+            r |= {"peak_flops": peak, "mfu": flops / t / peak if peak else None}
     return rows
 
 
 def _weight_change(setup: Setup, name: str, tries: int = 4) -> tuple[list[torch.Tensor], int]:
-    """The fp32 weight change of one ``train_step`` of ``name`` from the initial weights, dropout off;
-    retried on the same batch while the trainer skips the update (weights unchanged)."""
+    """The fp32 weight change of one ``train_step`` of ``name`` from the initial weights, dropout off (both
+    precisions see the same function); retried on the same batch while the trainer skips the update."""
     setup.reset()
-    setup.raw_model.eval()  # no dropout: both precisions see the same function
-    _, trainer = build_trainer(setup, optimizer_overrides(name))
+    setup.raw_model.eval()
+    _, trainer = build_trainer(setup, name)
     w0 = [p.detach().float().clone() for p in setup.params]
     for attempt in range(1, tries + 1):
         trainer.train_step([setup.batches[0]])
@@ -100,42 +99,37 @@ def _weight_change(setup: Setup, name: str, tries: int = 4) -> tuple[list[torch.
     return dw, tries
 
 
-def _compare(
-    dw: list[torch.Tensor], ref: list[torch.Tensor], attempts: int, max_dev: float, min_cos: float
-) -> dict:
-    dot = sum(float((a.double() * b.double()).sum()) for a, b in zip(dw, ref))
-    na = math.sqrt(sum(float(a.double().square().sum()) for a in dw))
-    nb = math.sqrt(sum(float(b.double().square().sum()) for b in ref))
+def _compare(dw: list, attempts: int, ref: list, max_dev: float, min_cos: float) -> dict[str, Any]:
+    def dot(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> float:
+        return sum(float((x.double() * y.double()).sum()) for x, y in zip(xs, ys))
+
+    na, nb = math.sqrt(dot(dw, dw)), math.sqrt(dot(ref, ref))
     diff = math.sqrt(sum(float((a.double() - b.double()).square().sum()) for a, b in zip(dw, ref)))
     ratio = na / nb if nb > 0 else float("nan")
-    cos = dot / (na * nb) if na > 0 and nb > 0 else float("nan")
+    cos = dot(dw, ref) / (na * nb) if na > 0 and nb > 0 else float("nan")
     agrees = math.isfinite(ratio) and math.isfinite(cos) and abs(ratio - 1) <= max_dev and cos >= min_cos
-    return {"norm_ratio": ratio, "cosine": cos, "relative_error": diff / nb if nb > 0 else float("nan"),
-            "attempts": attempts, "agrees": agrees}  # fmt: skip
+    rel = diff / nb if nb > 0 else float("nan")
+    return {"norm_ratio": ratio, "cosine": cos, "relative_error": rel, "attempts": attempts, "agrees": agrees}
 
 
 def update_agreement(
-    model: str, device: str, precisions: Sequence[str], batch_size: int = 16, seq_len: int = 128,
-    cache_dir: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    model: str, device: str, precisions: Sequence[str], batch_size: int, seq_len: int, cache_dir: str
+) -> dict[str, Any]:
     """Mixed precision vs fp32 for one update of each of :data:`AGREEMENT_OPTIMIZERS` (module doc); setups
     are built one after the other (Accelerate holds one precision per process)."""
-    ref_setup = build_setup(model, device, batch_size, 1, seq_len=seq_len, cache_dir=cache_dir)
+    setup = functools.partial(build_setup, model, device, batch_size, 1, seq_len=seq_len, cache_dir=cache_dir)
+    ref_setup = setup()
     ref = {n: _weight_change(ref_setup, n)[0] for n in AGREEMENT_OPTIMIZERS}
     del ref_setup
     out: dict[str, Any] = {"model": model, "batch_size": batch_size, "seq_len": seq_len, "precisions": {}}
     for precision in precisions:
         max_dev, min_cos = AGREEMENT_TOL[precision]
-        entry: dict[str, Any] = {"tolerance": {"max_norm_ratio_deviation": max_dev, "min_cosine": min_cos}}
-        out["precisions"][precision] = entry
+        tolerance = {"max_norm_ratio_deviation": max_dev, "min_cosine": min_cos}
+        entry = out["precisions"][precision] = {"tolerance": tolerance}
         try:
-            setup = build_setup(model, device, batch_size, 1, seq_len=seq_len, mixed_precision=precision,
-                                cache_dir=cache_dir)  # fmt: skip
-            per = {}
-            for n in AGREEMENT_OPTIMIZERS:
-                dw, attempts = _weight_change(setup, n)
-                per[n] = _compare(dw, ref[n], attempts, max_dev, min_cos)
-            del setup
+            mixed = setup(mixed_precision=precision)
+            per = {n: _compare(*_weight_change(mixed, n), ref[n], max_dev, min_cos) for n in ref}
+            del mixed
         except Exception as e:  # the trainer or Accelerate refuses this precision: say so, do not crash
             entry |= {"supported": False, "reason": f"{type(e).__name__}: {e}"}
             continue
@@ -149,45 +143,38 @@ def update_agreement(
 
 
 def gpu_check(
-    out: str | Path,
-    dry: bool = False,
-    precisions: Sequence[str] = PRECISIONS,
-    names: Sequence[str] | None = None,
+    out: str | Path, dry: bool = False, precisions: Sequence[str] = PRECISIONS, names: list[str] | None = None
 ) -> dict[str, Any]:
     """Run the check (module doc); write ``out/gpu_check.json`` (``gpu_check_dry.json``); return it."""
-    mode = MODES["dry" if dry else "gpu"]
+    name = "dry" if dry else "gpu"
+    mode = MODES[name]
     if not dry and not torch.cuda.is_available():
         raise SystemExit("gpu-check needs a CUDA device (use --dry for the CPU dry run)")
-    t0 = time.perf_counter()
-    path = Path(out) / ("gpu_check_dry.json" if dry else "gpu_check.json")
-    res: dict[str, Any] = {"mode": "dry" if dry else "gpu", "env": environment(mode["device"]),
-                           "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in mode.items()}}  # fmt: skip
-    cache = tempfile.mkdtemp(prefix="adasam_gpu_check_")
-    bs, sl = mode["agreement"]
-    res["agreement"] = update_agreement(mode["model"], mode["device"], precisions, bs, sl, cache)
+    t0, cache = time.perf_counter(), tempfile.mkdtemp(prefix="adasam_gpu_check_")
+    path = Path(out) / f"gpu_check{'_dry' if dry else ''}.json"
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(mode).items()}
+    res: dict[str, Any] = {"mode": name, "env": environment(mode.device), "settings": settings}
+    res["agreement"] = update_agreement(mode.model, mode.device, precisions, *mode.agreement, cache)
     write_json(path, res, partial=True)
-    rows: list[dict[str, Any]] = []
-    unsupported: list[dict[str, Any]] = []
-    not_run: list[dict[str, Any]] = []
-    deadline = time.perf_counter() + mode["budget_s"] if mode["budget_s"] else math.inf  # for the rows
-    for precision in precisions:
-        for bs in mode["batch_sizes"]:
-            for sl in mode["seq_lens"]:
-                where = {"precision": precision, "batch_size": bs, "seq_len": sl}
-                if time.perf_counter() > deadline:
-                    not_run.append(where)
-                    continue
-                try:
-                    setup = build_setup(mode["model"], mode["device"], bs, 3, seq_len=sl, mixed_precision=precision,
-                                        cache_dir=cache)  # fmt: skip
-                except Exception as e:  # e.g. a precision this device or Accelerate refuses
-                    unsupported.append({**where, "error": f"{type(e).__name__}: {e}"})
-                    continue
-                rows += gpu_rows(setup, names, mode["rounds"])
-                del setup
-                if mode["device"] == "cuda":
-                    torch.cuda.empty_cache()
-    res |= {"model": mode["model"], "rows": rows, "unsupported": unsupported, "not_run": not_run}
+    rows, unsupported, not_run = [], [], []
+    deadline = time.perf_counter() + mode.budget_s if mode.budget_s else math.inf
+    for precision, bs, sl in itertools.product(precisions, mode.batch_sizes, mode.seq_lens):
+        where = {"precision": precision, "batch_size": bs, "seq_len": sl}
+        if time.perf_counter() > deadline:
+            not_run.append(where)
+            continue
+        try:
+            setup = build_setup(
+                mode.model, mode.device, bs, 3, seq_len=sl, mixed_precision=precision, cache_dir=cache
+            )
+        except Exception as e:  # e.g. a precision this device or Accelerate refuses
+            unsupported.append({**where, "error": f"{type(e).__name__}: {e}"})
+            continue
+        rows += gpu_rows(setup, names, mode.rounds)
+        del setup
+        if mode.device == "cuda":
+            torch.cuda.empty_cache()
+    res |= {"model": mode.model, "rows": rows, "unsupported": unsupported, "not_run": not_run}
     res["summary"] = summarize(res)
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     write_json(path, res)

@@ -3,10 +3,8 @@ the JSON (with where its figures came from).
 
 Everything a benchmark trains is built by the steps :func:`adasam_glue.run.run` calls (accelerator,
 model and tokenizer, data, optimizer and schedule, trainer) from ``conf/`` plus overrides, so a benchmark
-times the code a run executes with the values the YAML holds. :class:`Setup` is one model with fixed
-batches; :func:`build_trainer` wraps a registry optimizer, built from its ``conf/optim`` YAML, in the real
-:class:`adasam_glue.trainer.Trainer` on it. Files are written atomically with the run records'
-conventions (NaN as strings); schema: ``docs/bench_schema.md``.
+times the code a run executes with the values the YAML holds. Files are written atomically with the run
+records' conventions (NaN as strings); schema: ``docs/bench_schema.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import platform
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,26 +45,23 @@ def compose(overrides: Sequence[str]) -> DictConfig:
 
 @dataclass
 class Setup:
-    """A model, the fixed batches every optimizer trains on, and what building a trainer on it needs."""
+    """One model (``name``: its ``conf/model``; ``raw_model`` unwrapped), the fixed batches every optimizer
+    trains on (on the device), and what building a trainer on it needs; ``info`` is the JSON's ``setups``
+    entry."""
 
-    name: str  #: the ``conf/model`` config name
+    name: str
     cfg: DictConfig
     overrides: tuple[str, ...]
-    accelerator: Any
-    task: Any  #: :class:`adasam_glue.tasks.TaskInfo`
-    model: torch.nn.Module  #: as prepared by Accelerate (what the Trainer trains)
     raw_model: torch.nn.Module
-    tokenizer: Any  #: ``None`` for random-id models
-    batches: list[dict[str, torch.Tensor]]  #: on the device
-    plan: Any  #: :class:`adasam_glue.schedules.BatchPlan`
-    micro: int  #: per-device micro-batch
-    loaders: Any  #: :class:`adasam_glue.data.GlueLoaders` (``None`` for random ids)
+    batches: list[dict[str, torch.Tensor]]
     initial_state: dict[str, torch.Tensor]
-    info: dict[str, Any] = field(default_factory=dict)  #: the JSON's ``setups`` entry
+    info: dict[str, Any]
+    #: the arguments of :func:`adasam_glue.run.setup_trainer` but the config, optimizer, schedule and recorder
+    trainer_inputs: dict[str, Any]
 
     @property
     def device(self) -> torch.device:
-        return self.accelerator.device
+        return self.trainer_inputs["accelerator"].device
 
     @property
     def batch_size(self) -> int:
@@ -75,10 +70,6 @@ class Setup:
     @property
     def params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.raw_model.parameters() if p.requires_grad]
-
-    @property
-    def param_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.params)
 
     def reset(self) -> None:
         """Initial weights, no gradients, train mode (dropout on, as in training)."""
@@ -103,55 +94,54 @@ def build_setup(
     """Model + fixed batches through the run's setup steps: the first ``num_batches`` batches of the real
     train loader over the synthetic task (dynamic padding, the run's collator and sampler); for a model
     without a tokenizer (``source: random``, e.g. ``roberta-large-random``) or a given ``seq_len``, random
-    token ids of exactly ``seq_len`` (``max_length`` by default)."""
+    token ids (FLOPs and memory do not depend on which) of exactly ``seq_len`` (``max_length`` by default)."""
     from adasam_glue import run as run_mod
     from adasam_glue.modeling import build_model
     from adasam_glue.schedules import build_batch_plan
     from adasam_glue.tasks import get_task
 
+    train_rows = max(64, batch_size * num_batches)
     ov = (
-        *BENCH_OVERRIDES, f"model={model}", f"task={task}", f"task.batch_size={batch_size}",
-        f"task.max_length={max_length}", f"trainer.mixed_precision={mixed_precision}",
-        f"trainer.cpu={str(device == 'cpu').lower()}", "data.source=synthetic", "data.synthetic_eval_size=16",
-        f"data.synthetic_train_size={max(64, batch_size * num_batches)}", "seed=0",
-        *([f"data.cache_dir={cache_dir}"] if cache_dir else []), *overrides,
-    )  # fmt: skip
+        *BENCH_OVERRIDES,
+        *f"model={model} task={task} task.batch_size={batch_size} task.max_length={max_length}".split(),
+        *f"trainer.mixed_precision={mixed_precision} trainer.cpu={str(device == 'cpu').lower()}".split(),
+        *f"data.source=synthetic data.synthetic_eval_size=16 data.synthetic_train_size={train_rows}".split(),
+        "seed=0",
+        *([f"data.cache_dir={cache_dir}"] if cache_dir else []),
+        *overrides,
+    )
     cfg = compose(ov)
     info = get_task(cfg.task.name)
     acc = run_mod.setup_accelerator(cfg)
+    tok = None
     if cfg.model.source == "random":
         with torch.device(acc.device):  # random init on the device: seconds, not a minute, for 355M
             net = build_model(cfg.model, info, None)
-        tokenizer = None
     else:
-        tokenizer, net = run_mod.setup_model_and_tokenizer(cfg, info)
-    seq_len = seq_len or (max_length if tokenizer is None else None)
+        tok, net = run_mod.setup_model_and_tokenizer(cfg, info)
+    seq_len = seq_len or (max_length if tok is None else None)
     if seq_len is None:
-        plan, micro, loaders = run_mod.setup_data(cfg, info, tokenizer, acc)
+        plan, micro, loaders = run_mod.setup_data(cfg, info, tok, acc)
         order = list(loaders.train.sampler)[: batch_size * num_batches]
         rows = [loaders.train_dataset[int(i)] for i in order]
         batches = [loaders.collator(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
     else:
         plan, loaders = build_batch_plan(batch_size, run_mod.total_updates(cfg), None), None
-        micro = batch_size // acc.num_processes
-        batches = _random_batches(
-            info, num_batches, batch_size, seq_len, net.config.vocab_size, int(cfg.seed)
-        )
+        micro, g, batches = batch_size // acc.num_processes, torch.Generator().manual_seed(int(cfg.seed)), []
+        for _ in range(num_batches):
+            ids = torch.randint(5, net.config.vocab_size, (batch_size, seq_len), generator=g)
+            labels = (
+                torch.rand(batch_size, generator=g)
+                if info.is_regression
+                else torch.randint(0, info.num_labels, (batch_size,), generator=g)
+            )
+            batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
     batches = [{k: v.to(acc.device) for k, v in b.items()} for b in batches]
     initial = {k: v.detach().clone() for k, v in net.to(acc.device).state_dict().items()}
-    return Setup(name=model, cfg=cfg, overrides=tuple(ov), accelerator=acc, task=info, model=acc.prepare(net),
-                 raw_model=net, tokenizer=tokenizer, batches=batches, plan=plan, micro=micro, loaders=loaders,
-                 initial_state=initial, info=_describe(net, batches, info.name, mixed_precision, ov))  # fmt: skip
-
-
-def _describe(
-    net: torch.nn.Module, batches: list[dict[str, torch.Tensor]], task: str, mp: str, ov: Sequence[str]
-) -> dict[str, Any]:
-    """Sizes of the model and of the fixed batches."""
-    params = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
-    total, n = sum(p.numel() for _, p in params), len(batches)
-    return {
-        "task": task,
+    params, n = [(name, p) for name, p in net.named_parameters() if p.requires_grad], len(batches)
+    total = sum(p.numel() for _, p in params)
+    desc = {
+        "task": info.name,
         "batch_size": int(batches[0]["input_ids"].shape[0]),
         "num_batches": n,
         "num_params": total,
@@ -160,48 +150,30 @@ def _describe(
         "mean_padded_len": sum(b["input_ids"].shape[1] for b in batches) / n,
         "real_tokens_per_batch": sum(float(b["attention_mask"].sum()) for b in batches) / n,
         "padded_tokens_per_batch": sum(b["input_ids"].numel() for b in batches) / n,
-        "mixed_precision": mp,
+        "mixed_precision": mixed_precision,
         "overrides": list(ov),
     }
+    inputs = {"accelerator": acc, "model": acc.prepare(net), "task": info, "tokenizer": tok, "plan": plan}
+    inputs |= {"micro": micro, "loaders": loaders, "train_loader": None if loaders is None else loaders.train}
+    inputs |= {"eval_loaders": {}, "run_dir": Path(tempfile.gettempdir()), "wandb_run": None, "identity": {}}
+    return Setup(model, cfg, ov, net, batches, initial, desc, inputs)
 
 
-def _random_batches(
-    task: Any, n: int, batch_size: int, seq_len: int, vocab: int, seed: int
-) -> list[dict[str, torch.Tensor]]:
-    """Batches of random token ids (FLOPs and memory do not depend on which ids), all rows ``seq_len``."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        ids = torch.randint(5, vocab, (batch_size, seq_len), generator=g)
-        labels = (
-            torch.rand(batch_size, generator=g)
-            if task.is_regression
-            else torch.randint(0, task.num_labels, (batch_size,), generator=g)
-        )
-        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
-    return out
-
-
-def optimizer_overrides(name: str, form: dict[str, Any] | None = None) -> list[str]:
-    """``optim=<name>`` plus ``optim.<key>=<value>`` for a non-default form (AdaSAM paper, a base)."""
-    return [f"optim={name}", *(f"optim.{k}={v}" for k, v in (form or {}).items())]
-
-
-def build_trainer(setup: Setup, optim_overrides: Sequence[str]) -> tuple[torch.optim.Optimizer, Any]:
-    """``(optimizer, trainer)``: the optimizer and schedule of the composed ``conf/optim`` YAML (the run's
-    own step) in the run's own :class:`~adasam_glue.trainer.Trainer` on ``setup``'s model, for
-    ``train_step``; its record writer writes nothing."""
+def build_trainer(setup: Setup, name: str, form: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """``(optimizer, trainer)``: registry optimizer ``name`` (``form``: ``optim.<key>=<value>`` for a
+    non-default form) and schedule from the composed ``conf/optim`` YAML (the run's own step) in the run's
+    own :class:`~adasam_glue.trainer.Trainer` on ``setup``'s model, for ``train_step``; its record writer
+    writes nothing."""
     from adasam_glue import run as run_mod
     from adasam_glue.records import RunRecorder
 
-    cfg = compose([*setup.overrides, *optim_overrides])
-    optimizer, scheduler = run_mod.setup_optimizer_and_schedule(cfg, setup.raw_model, setup.plan)
-    run_dir = Path(tempfile.gettempdir())
-    recorder = RunRecorder(run_dir / "record.json", {}, None, write=False)
-    train_loader = setup.loaders.train if setup.loaders is not None else None
-    trainer = run_mod.setup_trainer(cfg, setup.accelerator, setup.model, optimizer, scheduler, train_loader,
-                                    {}, setup.task, run_dir, setup.plan, setup.micro, setup.tokenizer,
-                                    setup.loaders, recorder, None, {})  # fmt: skip
+    cfg = compose([*setup.overrides, f"optim={name}", *(f"optim.{k}={v}" for k, v in (form or {}).items())])
+    inputs = setup.trainer_inputs
+    optimizer, scheduler = run_mod.setup_optimizer_and_schedule(cfg, setup.raw_model, inputs["plan"])
+    recorder = RunRecorder(inputs["run_dir"] / "record.json", {}, None, write=False)
+    trainer = run_mod.setup_trainer(
+        cfg, optimizer=optimizer, scheduler=scheduler, recorder=recorder, **inputs
+    )
     return optimizer, trainer
 
 
@@ -211,11 +183,11 @@ def environment(device: str) -> dict[str, Any]:
     from adasam_glue.provenance import git_commit, versions
 
     commit, dirty = git_commit()
+    v = versions()
     try:
         load = list(os.getloadavg())
-    except OSError:  # not available on this platform
+    except (OSError, AttributeError):  # not available on this platform
         load = None
-    v = versions()
     return {
         **{k: v.get(k) for k in ("python", "torch", "transformers", "accelerate", "datasets")},
         "platform": platform.platform(),
@@ -242,5 +214,4 @@ def write_json(path: str | Path, obj: dict[str, Any], partial: bool = False) -> 
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    """A benchmark JSON back as a dict."""
     return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,12 +1,5 @@
 """The instruments: robust statistics, device synchronisation, a clock that times any training loop from
-outside, and allocation tracking on any device.
-
-:class:`TrainClock` uses only torch's public global hooks (module forward pre/post hooks, the optimizer
-step post-hook), so one instrument times this harness's loop and ``transformers.Trainer``'s alike, and a
-per-update cost inside a loop (a file write, a progress bar) is inside what it measures.
-:class:`AllocTracker` counts the tensor storages created inside a block (CPU has no allocator high-water
-mark that torch exposes); it adds overhead, so it is never active while timing.
-"""
+outside (:class:`TrainClock`) and allocation tracking on any device (:class:`AllocTracker`)."""
 
 from __future__ import annotations
 
@@ -30,7 +23,6 @@ def median(xs: Sequence[float]) -> float:
 
 
 def iqr(xs: Sequence[float]) -> float:
-    """Interquartile range: the spread printed beside every median."""
     if len(xs) < 2:
         return 0.0
     q25, q75 = np.percentile(np.asarray(xs, dtype=float), [25, 75])
@@ -45,13 +37,15 @@ def sync(device: torch.device | str) -> None:
 
 @dataclass
 class TrainClock:
-    """Timestamps of the training forwards and optimizer steps of whatever trains in the process.
+    """Timestamps of the training forwards and optimizer steps of whatever trains in the process, from
+    torch's public global hooks only: one instrument times this harness's loop and ``transformers.Trainer``'s
+    alike, and a per-update cost inside a loop (a file write, a progress bar) is inside what it measures.
 
-    A context manager around a training call. The *root* forward is one that runs while no other
-    module's forward does. Recorded: ``train_starts`` (each root forward in training mode, with the
-    batch's ``rows`` and ``padded_tokens`` from its first 2-D ``Embedding`` input), ``eval_spans`` (root
-    forwards in eval mode), ``step_ends`` (each ``Optimizer.step``, a SAM update's base step included),
-    and ``*_cpu``: the same instants in the thread's CPU time, which other processes do not inflate.
+    The *root* forward is one that runs while no other module's forward does. Recorded: ``train_starts``
+    (each root forward in training mode, with the batch's ``rows`` and ``padded_tokens`` from its first
+    2-D ``Embedding`` input), ``eval_spans`` (root forwards in eval mode), ``step_ends`` (each
+    ``Optimizer.step``, a SAM update's base step included), and ``*_cpu``: the same instants in the
+    thread's CPU time, which other processes do not inflate.
     """
 
     train_starts: list[float] = field(default_factory=list)
@@ -79,7 +73,6 @@ class TrainClock:
     def __exit__(self, *exc: Any) -> None:
         for h in self._handles:
             h.remove()
-        self._handles = []
 
     def _pre(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         self._depth += 1
@@ -145,7 +138,8 @@ class AllocTracker:
 
     An op output whose storage none of its inputs has is a fresh allocation; it stays alive while any
     tensor object on it lives (views made while active count as references, so ``clone().detach()`` is
-    not released with the temporary). In-place ops and views of untracked storages allocate nothing.
+    not released with the temporary). In-place ops and views of untracked storages allocate nothing. CPU has
+    no allocator high-water mark that torch exposes; tracking adds overhead, so it is never on while timing.
     """
 
     def __init__(self) -> None:
@@ -182,12 +176,13 @@ class AllocTracker:
 
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-                leaves = [x for x in tree_leaves((args, kwargs or {})) if isinstance(x, torch.Tensor)]
-                ins = {x.untyped_storage().data_ptr() for x in leaves}
-                out = func(*args, **(kwargs or {}))
-                for x in tree_leaves(out):
-                    if isinstance(x, torch.Tensor):
-                        tracker._track(x, ins)
+                kwargs = kwargs or {}
+                ins = {
+                    x.untyped_storage().data_ptr() for x in tree_leaves((args, kwargs)) if torch.is_tensor(x)
+                }
+                out = func(*args, **kwargs)
+                for x in filter(torch.is_tensor, tree_leaves(out)):
+                    tracker._track(x, ins)
                 return out
 
         with _Mode():

@@ -4,7 +4,6 @@ One run of the MNLI recipe's structure (``conf/task/mnli.yaml``: 123,873 updates
 evaluation of both MNLI dev splits per recipe epoch, the record written at each) on synthetic MNLI,
 AdaSAM by default, built by :func:`adasam_glue.run.run`'s own setup steps and run by the real
 ``Trainer.fit``; only the model is replaced by :class:`StubClassifier`, so 123,873 updates take minutes.
-A :class:`~adasam_glue.bench.measure.TrainClock` timestamps every training forward and optimizer step.
 
 *Overhead per update* = end of an update's (base) optimizer step to the start of the next update's first
 forward: zero_grad, the scheduler, the loss all-reduce, logging, progress bar, eval/checkpoint checks,
@@ -23,7 +22,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -49,8 +48,11 @@ class StubClassifier(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> Any:
         h = self.embed(input_ids)
-        m = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).unsqueeze(-1)
-        m = m.to(h.dtype)
+        m = (
+            (attention_mask if attention_mask is not None else torch.ones_like(input_ids))
+            .unsqueeze(-1)
+            .to(h.dtype)
+        )
         return SimpleNamespace(logits=self.head((h * m).sum(1) / m.sum(1).clamp(min=1)))
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -62,36 +64,33 @@ def _stats_ms(x: np.ndarray) -> dict[str, float]:
     if not len(x):
         return {"n": 0}
     ms = np.sort(x) * 1e3
-    keep = ms[: max(1, int(np.ceil(0.99 * len(ms))))]
-    return {"n": int(len(ms)), "mean_ms": float(ms.mean()), "trimmed_mean_ms": float(keep.mean()),
-            "median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms[-1])}  # fmt: skip
+    trimmed, (p90, p99) = ms[: max(1, int(np.ceil(0.99 * len(ms))))], np.percentile(ms, [90, 99])
+    out = {"n": int(len(ms)), "mean_ms": float(ms.mean()), "trimmed_mean_ms": float(trimmed.mean())}
+    out |= {"median_ms": float(np.median(ms)), "p90_ms": float(p90), "p99_ms": float(p99)}
+    return out | {"max_ms": float(ms[-1])}
 
 
 def _gaps(clock: TrainClock, cpu: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per update ``(gap after it, its compute)``; gap k (0-based) follows update k + 1."""
-    ups = clock.updates(cpu=cpu)
-    starts, ends = np.array([u[0] for u in ups]), np.array([u[1] for u in ups])
-    return starts[1:] - ends[:-1], ends - starts
+    ups = np.array(clock.updates(cpu=cpu)).reshape(-1, 4)
+    return ups[1:, 0] - ups[:-1, 1], ups[:, 1] - ups[:, 0]
 
 
 def analyse(clock: TrainClock, points: Sequence[int], window: int) -> dict[str, Any]:
     """Per-point overhead statistics (wall and thread CPU time) and per-evaluation costs (module doc)."""
     gaps, compute = _gaps(clock, cpu=False)
     gaps_cpu, compute_cpu = _gaps(clock, cpu=True)
-    ends = np.array([u[1] for u in clock.updates()])
+    ends = np.array(clock.updates()).reshape(-1, 4)[:, 1]
     evals = np.array(clock.eval_spans).reshape(-1, 2)
-    eval_in_gap = np.zeros(len(gaps), dtype=bool)
-    eval_points = []
+    eval_in_gap, eval_points = np.zeros(len(gaps), dtype=bool), []
     if len(evals) and len(gaps):
         which = np.searchsorted(ends, evals[:, 0]) - 1  # the gap each eval starts in (after the last: none)
         for k in np.unique(which[(which >= 0) & (which < len(gaps))]):
             spans = evals[which == k]
             eval_in_gap[k] = True
             forward = float((spans[:, 1] - spans[:, 0]).sum())
-            eval_points.append(
-                {"update": int(k + 1), "harness_s": float(gaps[k] - forward), "eval_forward_s": forward}
-            )
+            harness = float(gaps[k] - forward)
+            eval_points.append({"update": int(k + 1), "harness_s": harness, "eval_forward_s": forward})
     out = []
     for p in points:
         last = min(p, len(gaps))  # gaps 1..last (1-based update numbers)
@@ -100,12 +99,18 @@ def analyse(clock: TrainClock, points: Sequence[int], window: int) -> dict[str, 
             continue
         lo = max(0, last - window)
         keep = ~eval_in_gap[lo:last]
-        out.append({
-            "update": p, "reached": True, "window": [lo + 1, last], "excluded_eval_gaps": int((~keep).sum()),
-            "overhead_cpu": _stats_ms(gaps_cpu[lo:last][keep]), "overhead": _stats_ms(gaps[lo:last][keep]),
-            "compute_median_ms": float(np.median(compute[lo:last]) * 1e3),
-            "compute_cpu_median_ms": float(np.median(compute_cpu[lo:last]) * 1e3),
-        })  # fmt: skip
+        out.append(
+            {
+                "update": p,
+                "reached": True,
+                "window": [lo + 1, last],
+                "excluded_eval_gaps": int((~keep).sum()),
+                "overhead_cpu": _stats_ms(gaps_cpu[lo:last][keep]),
+                "overhead": _stats_ms(gaps[lo:last][keep]),
+                "compute_median_ms": float(np.median(compute[lo:last]) * 1e3),
+                "compute_cpu_median_ms": float(np.median(compute_cpu[lo:last]) * 1e3),
+            }
+        )
     return {"points": out, "eval_points": eval_points, "updates_timed": len(compute)}
 
 
@@ -153,8 +158,7 @@ def stub_run(cfg: Any, overrides: list[str]) -> tuple[dict[str, Any], float]:
 
     task, run_dir = get_task(cfg.task.name), Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = run_mod.setup_accelerator(cfg)
-    identity = run_identity(cfg)
+    accelerator, identity = run_mod.setup_accelerator(cfg), run_identity(cfg)
     provenance = run_mod.record_provenance(cfg, overrides, identity, task.name, accelerator)
     recorder = RunRecorder(run_dir / RECORD_NAME, provenance, None)
     tokenizer, _ = run_mod.setup_model_and_tokenizer(cfg, task)
@@ -183,21 +187,24 @@ def bench_overhead(
 ) -> dict[str, Any]:
     """One run of ``max(points)`` updates of the stub, timed from outside (module doc); with ``out``,
     written to ``out/overhead.json`` with the environment block."""
-    env = environment("cpu")
-    t_start = time.perf_counter()
+    env, t_start = environment("cpu"), time.perf_counter()
     tmp = Path(work_dir or tempfile.mkdtemp(prefix="adasam_bench_overhead_"))
     overrides = [
-        "logging.wandb_mode=disabled", "experiment_name=bench_overhead",
+        "logging.wandb_mode=disabled",
+        "experiment_name=bench_overhead",
         "model=tiny",  # its offline tokenizer; the model itself is replaced by the stub
-        f"task={task}", f"task.total_updates={max(points)}", f"optim={optim}", "data.source=synthetic",
-        "data.synthetic_train_size=1024", "data.synthetic_eval_size=64", f"data.cache_dir={tmp / 'cache'}",
-        "trainer.cpu=true", f"trainer.progress_bar={str(progress_bar).lower()}", f"run_dir={tmp / 'run'}",
-        f"results_dir={tmp}",
-    ]  # fmt: skip
+        *f"task={task} task.total_updates={max(points)} optim={optim} data.source=synthetic".split(),
+        *"data.synthetic_train_size=1024 data.synthetic_eval_size=64".split(),
+        f"data.cache_dir={tmp / 'cache'}",
+        *f"trainer.cpu=true trainer.progress_bar={str(progress_bar).lower()}".split(),
+        *(f"run_dir={tmp / 'run'}", f"results_dir={tmp}"),
+    ]
     cfg = compose(overrides)
     timer = threading.Timer(budget_s, lambda: os.kill(os.getpid(), signal.SIGUSR1))  # a cluster's preemption
     t0 = time.perf_counter()
-    with TrainClock() as clock, _quiet_stderr():
+    # the progress bar and logs go to the null device, as a batch job's go to a log file: their cost stays in
+    # the measurement, the terminal's does not
+    with TrainClock() as clock, open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
         timer.start()
         try:
             record, fetch = stub_run(cfg, overrides)
@@ -207,8 +214,8 @@ def bench_overhead(
     timed = analyse(clock, points, window)
     last_step = clock.step_ends[-1] if clock.step_ends else t0
     final_eval = sum(e - s for s, e in clock.eval_spans if s > last_step)
-    settings = {"points": list(points), "window": window, "optimizer": optim, "task": task,
-                "progress_bar": progress_bar, "budget_s": budget_s, "overrides": overrides}  # fmt: skip
+    settings = {"points": list(points), "window": window, "optimizer": optim, "task": task}
+    settings |= {"progress_bar": progress_bar, "budget_s": budget_s, "overrides": overrides}
     res = {
         "env": env,
         "settings": settings,
@@ -226,11 +233,3 @@ def bench_overhead(
     if out is not None:
         write_json(Path(out) / "overhead.json", res)
     return res
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """The progress bar and logs go to the null device, as a batch job's go to a log file: their cost
-    stays in the measurement, the terminal's does not."""
-    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
-        yield

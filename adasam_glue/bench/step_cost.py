@@ -14,24 +14,18 @@ rotated round-robin, so load spreads over all rows alike) and ``blocks`` (GPU: o
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from adasam_glue.bench.harness import (
-    Setup,
-    build_setup,
-    build_trainer,
-    environment,
-    optimizer_overrides,
-    write_json,
-)
+from adasam_glue.bench.harness import Setup, build_setup, build_trainer, environment, write_json
 from adasam_glue.bench.measure import MB, AllocTracker, iqr, median, sync
 
 #: the reference of a two-pass row whose base has no row (module doc)
@@ -39,7 +33,7 @@ FALLBACK_REFERENCE = "amsgrad"
 #: the ratio a SAM-family row may reach (the two-pass limit of 2.0 plus a margin for the perturbation)
 RATIO_LIMIT = 2.15
 #: per model, quick and full: batch, batches, timed rounds, warm-up updates
-SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+SIZES = {
     "tiny": ((16, 4, 31, 1), (16, 4, 61, 1)),
     "minilm": ((16, 4, 9, 1), (16, 4, 15, 1)),
     "roberta-large-random": ((16, 4, 5, 2), (16, 4, 5, 2)),
@@ -65,9 +59,9 @@ def variant_specs(names: Sequence[str] | None = None, forms: bool = False) -> li
 class _Runner:
     """One optimizer on the setup's model, in the run's trainer, and what was measured for it.
 
-    The optimizer's own calls are timed, and while ``tracker`` is set their allocations tracked, by
-    wrappers shadowing the protocol methods of this one instance (the class is untouched); the base update
-    is timed by the base optimizer's public step pre/post hooks.
+    Its own calls are timed, and while ``tracker`` is set their allocations tracked, by wrappers shadowing
+    the protocol methods of this one instance (the class is untouched); the base update is timed by the
+    base optimizer's public step pre/post hooks.
     """
 
     SAM_CALLS = ("prepare_ascent", "first_step", "descent_loss", "second_step")
@@ -78,12 +72,10 @@ class _Runner:
         info = OPTIMIZERS[name]
         self.label, self.name, self.form, self.two_pass = label, name, form, info.two_pass
         self.base = info.base_of(form)
-        self.baseline = baseline_of(name, self.base)
-        self.device = setup.device
-        self.optimizer, self.trainer = build_trainer(setup, optimizer_overrides(name, form))
+        self.baseline, self.device = baseline_of(name, self.base), setup.device
+        self.optimizer, self.trainer = build_trainer(setup, name, form)
         self.tracker: AllocTracker | None = None
-        self.timing, self._mode, self._t0 = False, None, 0.0
-        self.optim_s = self.base_s = 0.0  #: inside the current update
+        self.timing, self.optim_s, self.base_s = False, 0.0, 0.0
         for call in self.SAM_CALLS if self.two_pass else ("zero_grad",):
             setattr(self.optimizer, call, self._wrap(getattr(self.optimizer, call)))
         base = self.optimizer.base_optimizer if self.two_pass else self.optimizer
@@ -91,69 +83,61 @@ class _Runner:
         if self.split:
             base.register_step_pre_hook(self._pre)
             base.register_step_post_hook(self._post)
-        self.times: list[float] = []
-        self.cpu_times: list[float] = []  #: the main thread's CPU time (CPU runs: immune to other processes)
-        self.optim_times: list[float] = []
-        self.pert_times: list[float] = []
+        #: per timed update; ``cpu``: the main thread's CPU time (CPU runs: immune to other processes)
+        self.times, self.cpu_times, self.optim_times, self.pert_times = [], [], [], []
         self.state_bytes = self.transient_bytes = 0
         self.cuda_peak = 0.0
 
-    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def probed(*args: Any, **kwargs: Any) -> Any:
-            if self.tracker is not None:
-                with self.tracker.active():
-                    return fn(*args, **kwargs)
-            if not self.timing:
-                return fn(*args, **kwargs)
+    @contextlib.contextmanager
+    def _probe(self, base_step: bool) -> Iterator[None]:
+        """Around one of the optimizer's own calls, or its base step (inside the two-pass ones' calls)."""
+        if self.tracker is not None and not (base_step and self.two_pass):
+            with self.tracker.active():
+                yield
+        elif self.timing:
             sync(self.device)
             t0 = time.perf_counter()
-            try:
+            yield
+            sync(self.device)
+            dt = time.perf_counter() - t0
+            self.base_s += dt if base_step else 0.0
+            self.optim_s += 0.0 if base_step and self.two_pass else dt
+        else:
+            yield
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def probed(*args: Any, **kwargs: Any) -> Any:
+            with self._probe(base_step=False):
                 return fn(*args, **kwargs)
-            finally:
-                sync(self.device)
-                self.optim_s += time.perf_counter() - t0
 
         return probed
 
-    def _pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self.tracker is not None and not self.two_pass:  # step() is the one-pass optimizer's own call
-            self._mode = self.tracker.active()
-            self._mode.__enter__()
-        elif self.timing:
-            sync(self.device)
-            self._t0 = time.perf_counter()
+    def _pre(self, *_: Any) -> None:
+        self._open = self._probe(base_step=True)
+        self._open.__enter__()
 
-    def _post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._mode is not None:
-            self._mode.__exit__(None, None, None)
-            self._mode = None
-        elif self.timing:
-            sync(self.device)
-            dt = time.perf_counter() - self._t0
-            self.base_s += dt
-            self.optim_s += 0.0 if self.two_pass else dt
+    def _post(self, *_: Any) -> None:
+        self._open.__exit__(None, None, None)
 
     def update(self, batch: dict[str, torch.Tensor]) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's "lr_scheduler.step() before optimizer.step()" (SAM)
             self.trainer.train_step([batch])
 
-    def prepare(self, setup: Setup, warmup: int) -> None:
+    def prepare(self, setup: Setup, warmup: int) -> _Runner:
         """Two updates (tracked on CPU: the first allocates the state, what survives it; the second gives
         the transient peak), then ``warmup`` untimed ones."""
         b = setup.batches
-        if self.device.type == "cpu":
-            first, second = AllocTracker(), AllocTracker()
-            for tracker, batch in ((first, b[0]), (second, b[1 % len(b)])):
-                self.tracker = tracker
-                self.update(batch)
-            self.tracker = None
+        trackers = (AllocTracker(), AllocTracker()) if self.device.type == "cpu" else (None, None)
+        for tracker, batch in zip(trackers, (b[0], b[1 % len(b)])):
+            self.tracker = tracker
+            self.update(batch)
+        self.tracker, (first, second) = None, trackers
+        if first is not None:
             self.state_bytes, self.transient_bytes = first.current, max(second.peak - second.current, 0)
-        else:
-            self.update(b[0])
-            self.update(b[1 % len(b)])
         for i in range(warmup):
             self.update(b[(2 + i) % len(b)])
+        return self
 
     def timed_update(self, batch: dict[str, torch.Tensor]) -> None:
         if self.device.type == "cuda":
@@ -194,25 +178,21 @@ def bench_optimizers(
     trainer refuses) gives a row with ``error`` instead of ending the section."""
     if schedule not in ("interleaved", "blocks"):
         raise ValueError(f"schedule must be 'interleaved' or 'blocks', got {schedule!r}")
-    specs, nb = variant_specs(names, forms), len(setup.batches)
-    runners: list[_Runner] = []
-    errors: list[dict[str, Any]] = []
+    specs, batches = variant_specs(names, forms), setup.batches
+    runners, errors = [], []
     setup.reset()
     if schedule == "interleaved":
-        runners = [_Runner(setup, *spec) for spec in specs]
-        for r in runners:
-            r.prepare(setup, warmup)
+        runners = [_Runner(setup, *spec).prepare(setup, warmup) for spec in specs]
         for i in range(rounds):
             k = i % len(runners)
             for r in runners[k:] + runners[:k]:
-                r.timed_update(setup.batches[(warmup + 2 + i) % nb])
+                r.timed_update(batches[(warmup + 2 + i) % len(batches)])
     for spec in specs if schedule == "blocks" else ():
         setup.reset()
         try:
-            r = _Runner(setup, *spec)
-            r.prepare(setup, warmup)
+            r = _Runner(setup, *spec).prepare(setup, warmup)
             for i in range(rounds):
-                r.timed_update(setup.batches[(warmup + 2 + i) % nb])
+                r.timed_update(batches[(warmup + 2 + i) % len(batches)])
         except Exception as e:
             if not record_errors:
                 raise
@@ -227,8 +207,7 @@ def bench_optimizers(
 def _rows(setup: Setup, runners: list[_Runner]) -> list[dict[str, Any]]:
     """The JSON rows; ratios and excesses against each row's reference (module doc)."""
     by = {r.label: r for r in runners}
-    med = {r.label: median(r.times) for r in runners}
-    pmb, cuda = setup.param_bytes / MB, setup.device.type == "cuda"
+    pmb, cuda = setup.info["param_mb"], setup.device.type == "cuda"
 
     def peak(r: _Runner) -> float:  # on CPU: params + grads + state + transient (activations excluded)
         return r.cuda_peak if cuda else 2 * pmb + (r.state_bytes + r.transient_bytes) / MB
@@ -238,9 +217,8 @@ def _rows(setup: Setup, runners: list[_Runner]) -> list[dict[str, Any]]:
         ref = r.baseline if r.baseline in by and r.baseline != r.label else None
         if ref is None and r.two_pass and FALLBACK_REFERENCE in by:
             ref = FALLBACK_REFERENCE
-        t, o = med[r.label], median(r.optim_times)
-        p = median(r.pert_times) if r.two_pass and r.split else None
-        cpu_ratio = median(r.cpu_times) / median(by[ref].cpu_times) if ref and not cuda else None
+        t, o, p = median(r.times), median(r.optim_times), median(r.pert_times) if r.split else None
+        rt = by[ref].times if ref else None
         row: dict[str, Any] = {
             "model": setup.name,
             "optimizer": r.label,
@@ -249,12 +227,14 @@ def _rows(setup: Setup, runners: list[_Runner]) -> list[dict[str, Any]]:
             "two_pass": r.two_pass,
             "base": r.base,
             "ratio_reference": ref,
-            "ratio_to_base": t / med[ref] if ref else None,
-            "ratio_paired_median": median([a / b for a, b in zip(r.times, by[ref].times)]) if ref else None,
+            "ratio_to_base": t / median(rt) if ref else None,
+            "ratio_paired_median": median([a / b for a, b in zip(r.times, rt)]) if ref else None,
             "step_time_median_s": t,
             "step_time_iqr_s": iqr(r.times),
             "step_cpu_time_median_s": None if cuda else median(r.cpu_times),  # kernels run elsewhere on CUDA
-            "ratio_to_base_cpu": cpu_ratio,
+            "ratio_to_base_cpu": median(r.cpu_times) / median(by[ref].cpu_times)
+            if ref and not cuda
+            else None,
             "n_timed": len(r.times),
             "optim_time_median_s": o,
             "optim_fraction": o / t,
@@ -274,12 +254,8 @@ def _rows(setup: Setup, runners: list[_Runner]) -> list[dict[str, Any]]:
         }
         if ref and not cuda:
             excess, excess_peak = (r.state_bytes - by[ref].state_bytes) / MB, peak(r) - peak(by[ref])
-            row |= {
-                "excess_state_over_base_mb": excess,
-                "excess_state_in_params": excess / pmb,
-                "excess_peak_over_base_mb": excess_peak,
-                "excess_peak_in_params": excess_peak / pmb,
-            }
+            row["excess_state_over_base_mb"], row["excess_state_in_params"] = excess, excess / pmb
+            row["excess_peak_over_base_mb"], row["excess_peak_in_params"] = excess_peak, excess_peak / pmb
         rows.append(row)
     return rows
 
@@ -292,17 +268,17 @@ def judged_ratio(row: dict[str, Any]) -> float | None:
 
 def summarize(rows: list[dict[str, Any]], limit: float = RATIO_LIMIT) -> dict[str, Any]:
     """The figures a reader looks for first: SAM-family rows over the limit, the largest ratio."""
-    sam = [r for r in rows if r.get("two_pass") and judged_ratio(r) is not None]
+    sam = [(r, judged_ratio(r)) for r in rows if r.get("two_pass") and judged_ratio(r) is not None]
     return {
         "ratio_limit": limit,
         "sam_rows": len(sam),
         "sam_rows_over_limit": [
-            {"model": r["model"], "optimizer": r["optimizer"], "ratio_to_base": judged_ratio(r)}
-            for r in sam
-            if judged_ratio(r) > limit
+            {"model": r["model"], "optimizer": r["optimizer"], "ratio_to_base": x}
+            for r, x in sam
+            if x > limit
         ],
-        "max_ratio_to_base": max((judged_ratio(r) for r in sam), default=None),
-        "ratio_basis": "cpu_time" if any(r.get("ratio_to_base_cpu") is not None for r in sam) else "wall",
+        "max_ratio_to_base": max((x for _, x in sam), default=None),
+        "ratio_basis": "cpu_time" if any(r.get("ratio_to_base_cpu") is not None for r, _ in sam) else "wall",
         "optim_fraction_adasam": {
             r["model"]: r["optim_fraction"] for r in rows if r.get("optimizer") == "adasam"
         },
@@ -323,27 +299,25 @@ def run_step_cost(
     every form in full mode; ``out/bench_{quick,full}.json`` is rewritten after each model."""
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device visible")
-    t_start = time.perf_counter()
-    models = list(models or (["roberta-large-random"] if device == "cuda" else ["tiny", "minilm"]))
-    path = Path(out) / f"bench_{'quick' if quick else 'full'}.json"
-    res: dict[str, Any] = {"mode": "quick" if quick else "full", "rows": [], "env": environment(device),
-                           "setups": {}, "section_seconds": {}}  # fmt: skip
-    cache = tempfile.mkdtemp(prefix="adasam_bench_")
-    for model in models:
+    t_start, cuda, mode = time.perf_counter(), device == "cuda", "quick" if quick else "full"
+    path, cache = Path(out) / f"bench_{mode}.json", tempfile.mkdtemp(prefix="adasam_bench_")
+    res: dict[str, Any] = {"mode": mode, "rows": [], "env": environment(device), "setups": {}}
+    res["section_seconds"] = {}
+    setup_kw = {"mixed_precision": "bf16" if cuda else "no", "cache_dir": cache, "overrides": overrides}
+    for model in models or (["roberta-large-random"] if cuda else ["tiny", "minilm"]):
         bs, nb, n_rounds, warmup = SIZES.get(model, SIZES["tiny"])[0 if quick else 1]
-        t0 = time.perf_counter()
+        t0, section = time.perf_counter(), f"optimizers[{model}]"
         log(f"[bench] {model} ...")
         try:
-            setup = build_setup(model, device, bs, nb, mixed_precision="bf16" if device == "cuda" else "no",
-                                seq_len=128 if model == "roberta-large-random" else None, cache_dir=cache,
-                                overrides=overrides)  # fmt: skip
+            seq_len = 128 if model == "roberta-large-random" else None
+            setup = build_setup(model, device, bs, nb, seq_len=seq_len, **setup_kw)
             res["setups"][model] = dict(setup.info)
-            res["rows"] += bench_optimizers(setup, names, rounds or n_rounds, warmup, forms=not quick,
-                                            schedule="blocks" if device == "cuda" else "interleaved")  # fmt: skip
+            schedule = "blocks" if cuda else "interleaved"
+            res["rows"] += bench_optimizers(setup, names, rounds or n_rounds, warmup, not quick, schedule)
         except Exception as e:  # one failing model must not lose the others
-            res.setdefault("errors", {})[f"optimizers[{model}]"] = {"error": f"{type(e).__name__}: {e}"}
+            res.setdefault("errors", {})[section] = {"error": f"{type(e).__name__}: {e}"}
             log(f"[bench] {model} FAILED: {type(e).__name__}: {e}")
-        res["section_seconds"][f"optimizers[{model}]"] = round(time.perf_counter() - t0, 2)
+        res["section_seconds"][section] = round(time.perf_counter() - t0, 2)
         write_json(path, res, partial=True)
     res["summary"] = summarize(res["rows"])
     res["env"]["wall_time_s"] = round(time.perf_counter() - t_start, 1)
