@@ -283,9 +283,11 @@ def test_run_dirs_never_collide_across_grid_points(tmp_path):
     _fake_tuning(tmp_path, "table4_tune", ["task=rte"], best=0.1)
     names = ["table1", "table2", "table3", "table4", "speedup", "variants", "schedules", "mnli_init"]
     names += ["table2_tune", "table4_tune"]
-    dirs = [r.run_dir for n in names for r in _plan(n, ["task=rte", f"results_dir={tmp_path}"])]
+    # one seed: seeds only add the seed<k> level under a grid point's dir; the grid points are the question
+    dirs = [r.run_dir for n in names for r in _plan(n, ["task=rte", f"results_dir={tmp_path}", "seed=1"])]
     assert None not in dirs  # every tuned lr selected, so every run dir is known
-    assert len(dirs) == len(set(dirs)) == (4 + 3 + 4 + 3) * 3 + 4 * 3 + 7 * 3 + 2 * 4 * 3 + 1 + 2 * 8
+    assert len(dirs) == len(set(dirs)) == (4 + 3 + 4 + 3) + 4 + 7 + 2 * 4 + 1 + 2 * 8
+    assert {Path(d).name for d in dirs} == {"seed1"}
 
 
 @pytest.mark.slow
