@@ -1,19 +1,10 @@
-"""The report: Tables 1-4, every optimizer against its base, claims, figures, rebuilt from run records only.
+"""The report: Tables 1-4, every optimizer against its base, claims, figures, rebuilt from run records only
+(``python -m adasam_glue.report RUNS_DIR OUT_DIR``, ``make report``); ``README.md`` indexes the files and
+lists the settings, the code, and every record skipped, dropped as a duplicate, flagged or not used.
 
-    python -m adasam_glue.report RUNS_DIR OUT_DIR        # or: make report
-
-:func:`build_report` reads every ``record.json`` under ``RUNS_DIR`` into one frame
-(:mod:`adasam_glue.report.collect`; it never trains or touches a checkpoint) and writes into ``OUT_DIR``:
-``table1`` ... ``table4`` (``.md``/``.tex``/``.csv``, :mod:`~adasam_glue.report.tables`) and
-``paired.csv``; ``variants.md``/``.csv`` (:mod:`~adasam_glue.report.variants`); ``claims.md``;
-``sharpness.md``/``.csv``; ``lr_tuning.md``; the speedup, curves and sharpness figures
-(:mod:`~adasam_glue.report.figures`); and ``README.md``: what was produced, the settings and code the
-runs were trained on, and every record skipped, dropped as a duplicate, flagged or not used.
-
-Like with like (docs/algorithms.md §4.4): everything reads the runs without duplicates and pools, selects
-and pairs them only through their identities (:mod:`~adasam_glue.report.grouping`); every caption states
-the setting and says SYNTHETIC DATA where generated data went in. Output is deterministic (no timestamps
-or absolute paths, fixed figure metadata, a fixed bootstrap seed).
+Like with like (docs/algorithms.md §4.4): runs are pooled, selected and paired only through their
+identities (:mod:`~adasam_glue.report.grouping`); every caption states the setting and says SYNTHETIC DATA
+where generated data went in. Output is deterministic (no timestamps or absolute paths, fixed seeds).
 """
 
 from __future__ import annotations
@@ -72,7 +63,7 @@ def build_report(
     for res in tables:
         for ext, render in (("md", tt.render_markdown), ("tex", tt.render_tex), ("csv", tt.render_csv)):
             text(f"{res.spec.name}.{ext}", render(res))
-        summary.lines.append(f"{res.spec.name}: {res.win_line()}")
+        summary.lines.append(f"{res.spec.name}: {res.main.win_line()}")
     text("paired.csv", tt.render_paired_csv(tables))
     variants = variant_pairs(col.unique)
     if variants:
@@ -170,7 +161,7 @@ def _index(col: Collection, tables: list, speedup, used: set[str], files: list[s
     out += _code_section(runs, tables) + ["", "## Files", ""]
     desc = dict(FILES)
     for res in tables:
-        desc[f"{res.spec.name}.md"] = f"{res.spec.title} — {res.win_line()}" + (
+        desc[f"{res.spec.name}.md"] = f"{res.spec.title} — {res.main.win_line()}" + (
             " (SYNTHETIC DATA)" if res.synthetic else ""
         )
     for f in [*files, "README.md"]:

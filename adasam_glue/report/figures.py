@@ -1,14 +1,9 @@
-"""Figures of the report (matplotlib object API on the Agg canvas: no pyplot, no global backend).
+"""Figures (matplotlib object API, no pyplot): ``speedup`` (paper Fig. 1, docs/algorithms.md §4.6),
+``curves_<task>_beta<b>`` (Figs. 2-5, each optimizer at its table's rho), ``sharpness_<task>``.
 
-- ``speedup``: the paper's Figure 1 (training loss vs updates per batch size on MRPC, RTE, CoLA; updates
-  to a target loss vs batch size, log-log, with the ideal linear-speedup line; docs/algorithms.md §4.6);
-- ``curves_<task>_beta<b>``: training loss and dev metric vs updates for the table cells of one setting
-  (the paper's Figures 2-5), each optimizer at the rho its table selected;
-- ``sharpness_<task>``: each sharpness measure against the dev metric, one point per run.
-
-Like with like (docs/algorithms.md §4.4): a figure never mixes settings (a second setting of a task and
-beta1 gets its own ``..._<setting hash>`` figure) and every title states the setting. PNG and PDF are
-written with fixed metadata, so a rerun on the same records gives the same bytes.
+Like with like (docs/algorithms.md §4.4): a figure never mixes settings (another setting of a task and
+beta1 gets its own ``..._<setting hash>`` figure) and every title states the setting. Fixed metadata:
+a rerun on the same records gives the same bytes.
 """
 
 from __future__ import annotations

@@ -37,6 +37,14 @@ def any_synthetic(df: pd.DataFrame) -> bool:
     return bool(len(df)) and bool(synthetic(df).any())
 
 
+def heading(title: str, runs: pd.DataFrame | bool, banner: str = SYNTHETIC_BANNER) -> list[str]:
+    """``# title``, marked SYNTHETIC DATA with the banner under it when generated data went in."""
+    synth = runs if isinstance(runs, bool) else any_synthetic(runs)
+    return [f"# {title}" + (" — SYNTHETIC DATA" if synth else ""), ""] + (
+        [f"> **{banner}**", ""] if synth else []
+    )
+
+
 def model_text(run: Any) -> str:
     """The record's model label (schema 2), else the one the harness would give its config."""
     label = run.record.get("model")
