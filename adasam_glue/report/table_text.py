@@ -10,22 +10,12 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report.collect import EXCLUDED, code_text
 from adasam_glue.report.grouping import format_diff, label_suffix
 from adasam_glue.report.palette import method_name, metric_label, task_name
 from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, heading, setting_text
 from adasam_glue.report.stats import Summary
-from adasam_glue.report.tables import (
-    DECIMALS,
-    EXCLUDED_EXPERIMENTS,
-    MISSING,
-    PROBE_SUFFIX,
-    Row,
-    TableResult,
-    TableSpec,
-    rhos_label,
-)
+from adasam_glue.report.tables import DECIMALS, MISSING, Row, TableResult
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 COLUMNS = [(t, m) for t in TASK_ORDER for m in TASKS[t].paper_metrics]
@@ -76,27 +66,6 @@ def _body(res: TableResult, cell: Callable, avg: Callable) -> list[list[str]]:
         + [avg(res.row_average(row), (row, "avg") in bold)]
         for row in res.rows
     ]
-
-
-def protocol_text(spec: TableSpec) -> str:
-    return (
-        f"Protocol: runs with optim.beta1 = {spec.beta1:g} (any experiment except "
-        f"{', '.join(EXCLUDED_EXPERIMENTS)}, the lr-tuning ones, *{TUNING_SUFFIX}, and the recipe probes, "
-        f"*{PROBE_SUFFIX}). Runs that differ in anything but seed, rho and the "
-        "optimizer keys (model, data, lr, batch, updates, max_length, precision, schedule, ...) are in "
-        "different rows; a row label names how it differs from the unmarked rows. For each row and task, "
-        "rho is chosen on the dev set among runs identical but for rho, by the mean over seeds of the "
-        "task's selection metric (CoLA MCC, STS-B Pearson, MNLI matched acc, else acc) at each run's best "
-        f"checkpoint; paper grid for {method_name(spec.sam)}: {rhos_label(spec.rho_grid)}. "
-        "Each cell is mean ± sample std (ddof=1) over the completed seeds of one identity (the chosen "
-        "rho), ×100, with the number of seeds in parentheses (one seed: mean only). Diverged runs are "
-        "excluded from the means, counted per identity (†) and listed. A task's score is the mean of its "
-        "metrics; Avg. is the mean task score over the tasks where both rows of the comparison have "
-        "results. Bold: best shown value per column among the rows of one setting. "
-        "Paired comparison: per-seed task-score difference over the seeds both rows share, pairing only "
-        "runs that differ in optimizer keys alone; 95% percentile bootstrap CI over seeds (10 000 "
-        "resamples, fixed seed)."
-    )
 
 
 def _who(setting) -> str:
@@ -229,7 +198,7 @@ def render_markdown(res: TableResult) -> str:
         lambda a, b: MISSING if a is None else f"**{fmt(a)}**" if b else fmt(a),
     )
     out += caption_lines(res) + ["", *md_table(header, body, "l" + "r" * (len(header) - 1))]
-    out += ["", res.main.win_line(), "", protocol_text(spec), ""] + [f"- {line}" for line in notes(res)]
+    out += ["", res.main.win_line(), "", spec.protocol, ""] + [f"- {line}" for line in notes(res)]
     for row in res.rows:  # rho selection, one section per row of the SAM method that has runs
         cells = [(t, res.cells[(row, t)]) for t in TASK_ORDER]
         if row.method != spec.sam or (not row.main and not any(len(c.runs) for _, c in cells)):
@@ -380,7 +349,7 @@ def render_tex(res: TableResult) -> str:
         r"\par\smallskip",
         r"\begin{minipage}{\textwidth}\footnotesize",
     ]
-    out += [tex_escape(line) + r"\par" for line in [protocol_text(res.spec), *notes(res)]]
+    out += [tex_escape(line) + r"\par" for line in [res.spec.protocol, *notes(res)]]
     return "\n".join([*out, r"\end{minipage}", r"\end{table}"]) + "\n"
 
 

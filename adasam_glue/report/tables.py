@@ -1,6 +1,6 @@
 """Tables 1-4 of the paper rebuilt from the run frame: rows, cells, comparisons (rendered in
 :mod:`adasam_glue.report.table_text`; the protocol printed under every table is
-:func:`adasam_glue.report.table_text.protocol_text`, docs/algorithms.md §4.4).
+:attr:`TableSpec.protocol`, docs/algorithms.md §4.4).
 
 A table takes runs by optimizer and ``config.optim.beta1`` (not by experiment: the speedup and schedules
 experiments, the lr-tuning stages, the recipe probes and batch-schedule runs excepted), dedupes them,
@@ -71,6 +71,28 @@ class TableSpec:
     def rho_grid(self) -> tuple[float, ...]:
         """The paper's grid for the SAM method: what ``conf/experiment/<name>.yaml`` sweeps."""
         return rho_grid(self.name, self.sam)
+
+    @property
+    def protocol(self) -> str:
+        """The protocol printed under the table (docs/algorithms.md §4.4)."""
+        return (
+            f"Protocol: runs with optim.beta1 = {self.beta1:g} (any experiment except "
+            f"{', '.join(EXCLUDED_EXPERIMENTS)}, the lr-tuning ones, *{TUNING_SUFFIX}, and the recipe probes, "
+            f"*{PROBE_SUFFIX}). Runs that differ in anything but seed, rho and the "
+            "optimizer keys (model, data, lr, batch, updates, max_length, precision, schedule, ...) are in "
+            "different rows; a row label names how it differs from the unmarked rows. For each row and task, "
+            "rho is chosen on the dev set among runs identical but for rho, by the mean over seeds of the "
+            "task's selection metric (CoLA MCC, STS-B Pearson, MNLI matched acc, else acc) at each run's best "
+            f"checkpoint; paper grid for {method_name(self.sam)}: {rhos_label(self.rho_grid)}. "
+            "Each cell is mean ± sample std (ddof=1) over the completed seeds of one identity (the chosen "
+            "rho), ×100, with the number of seeds in parentheses (one seed: mean only). Diverged runs are "
+            "excluded from the means, counted per identity (†) and listed. A task's score is the mean of its "
+            "metrics; Avg. is the mean task score over the tasks where both rows of the comparison have "
+            "results. Bold: best shown value per column among the rows of one setting. "
+            "Paired comparison: per-seed task-score difference over the seeds both rows share, pairing only "
+            "runs that differ in optimizer keys alone; 95% percentile bootstrap CI over seeds (10 000 "
+            "resamples, fixed seed)."
+        )
 
 
 TABLES: tuple[TableSpec, ...] = (
@@ -355,20 +377,18 @@ def _compute_matched(spec: TableSpec, rows: list[Row], cells: dict[tuple[Row, st
             base = cells[(row, t)]
             if sam.seeds is None or sam.seeds.empty or base.seeds is None:
                 continue
+            sam_passes = dict(zip(sam.seeds.seed, sam.seeds.record.map(passes)))
             bp = base.seeds.record.map(passes)
-            same = bp.notna() & (
-                base.seeds.seed.map(dict(zip(sam.seeds.seed, sam.seeds.record.map(passes)))) == bp
-            )
+            same = bp.notna() & (base.seeds.seed.map(sam_passes) == bp)
             ids = (sam.chosen.group_hash, base.chosen.group_hash)
             p = pair(t, sam.seeds, base.seeds[same], BOOTSTRAP_SEED + i, ids, (OPTIM, *MATCHED_KEYS))
             b = base.seeds.set_index("seed").loc[p.seeds]
             updates = tuple(sorted({u for r in b.record if isinstance(u := r.get("optimizer_updates"), int)}))
             ps = tuple(sorted(set(b.record.map(passes))))
-            out += (
-                [Matched(t, row, sam.rho, summarize(sam.seeds.score), summarize(b.score), ps, updates, p)]
-                if p.n
-                else []
-            )
+            if p.n:
+                out.append(
+                    Matched(t, row, sam.rho, summarize(sam.seeds.score), summarize(b.score), ps, updates, p)
+                )
     return out
 
 
