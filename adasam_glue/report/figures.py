@@ -362,19 +362,11 @@ def plot_sharpness(rep, out_dir: Path) -> list[Path]:
             )  # noqa: E731, E501
             opts = sorted({p.optimizer for p in tp}, key=optimizer_rank)
             handles = [handle("o", color(o), method_name(o)) for o in opts]
-            handles += [
-                handle(marker[s], "0.6", f"schedule: {s}")
-                for s in schedules
-                if any(p.schedule == s for p in tp)
-            ]
+            shown = [s for s in schedules if any(p.schedule == s for p in tp)]
+            handles += [handle(marker[s], "0.6", f"schedule: {s}") for s in shown]
             fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)))
-            runs = rep.frame[rep.frame.task.eq(t)]
-            fig.suptitle(
-                textwrap.fill(
-                    f"{task_name(t)}: sharpness vs dev {metric_label(metric)}, one point per run. Setting: "
-                    + setting_text(runs),
-                    width=max(45, 30 * ncol),
-                )
-            )
+            title = f"{task_name(t)}: sharpness vs dev {metric_label(metric)}, one point per run. Setting: "
+            title += setting_text(rep.frame[rep.frame.task.eq(t)])
+            fig.suptitle(textwrap.fill(title, width=max(45, 30 * ncol)))
             written += save_figure(fig, out_dir, f"sharpness_{t}")
     return written

@@ -85,9 +85,7 @@ def rho_candidates(df: pd.DataFrame, task: str) -> list[Candidate]:
     sel = TASKS[task].selection_metric
     out = []
     for rho in sorted(set(df.rho), key=lambda x: (x is not None, x or 0.0)):
-        rs = df[
-            df.rho.map(lambda r, rho=rho: r == rho or (r is None and rho is None)).astype(bool)
-        ].sort_values(["seed", "rel"])
+        rs = df[df.rho.map(lambda r, rho=rho: r == rho).astype(bool)].sort_values(["seed", "rel"])
         done = rs[rs.status.eq("completed")]
         out.append(Candidate(rho, summarize(metric(done, sel)), done, rs[rs.status.eq("diverged")]))
     return out
