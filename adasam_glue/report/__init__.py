@@ -122,7 +122,6 @@ FILES = {
     "speedup.png": "Figure 1: loss vs updates per batch size, updates-to-target vs batch (log-log)",
     "variants.md": "every two-pass optimizer against its base optimizer, per setting, with paired differences",
     "variants.csv": "every two-pass optimizer against its base optimizer (machine-readable)",
-    "README.md": "this index",
     "curves_": "loss and dev metric vs updates, four optimizers, one setting (paper Figs. 2-5)",
     "sharpness_": "sharpness vs dev metric, one point per run",
 }
@@ -156,26 +155,14 @@ def _index(col: Collection, tables: list, speedup, used: set[str], files: list[s
     intro = "What the runs were trained on (model; data; updates; precision), with the number of runs:"
     out += _section("Settings", [f"- {k} ({_count(v)})" for k, v in sorted(settings.items())], intro, "")
     out += _code_section(runs, tables)
-    desc = {
-        f"{r.spec.name}.md": f"{r.spec.title} — {r.main.win_line()}" + " (SYNTHETIC DATA)" * r.synthetic
-        for r in tables
-    }
-    out += _section(
-        "Files",
-        [
-            f"- `{f}`" + (f": {d}" if (d := desc.get(f) or _describe(f)) else "")
-            for f in [*files, "README.md"]
-        ],
-    )
+    synth = " (SYNTHETIC DATA)"
+    desc = {f"{r.spec.name}.md": f"{r.spec.title} — {r.main.win_line()}{synth * r.synthetic}" for r in tables}
+    listing = [f"- `{f}`" + (f": {d}" if (d := desc.get(f) or _describe(f)) else "") for f in files]
+    out += _section("Files", listing + ["- `README.md`: this index"])
     out += _section("Speedup", [f"Runs: {speedup.source}. {speedup.statement()}"])
     out += _section("Records skipped", [f"- `{rel}`: {why}" for rel, why in col.skipped])
-    out += _section(
-        "Duplicate runs dropped",
-        [
-            f"- `{d.rel}` [{d.status_text}]: same identity and seed as `{d.kept_rel}` [{d.kept_status_text}] (kept)"
-            for d in col.duplicates.itertuples()
-        ],
-    )
+    dups = "- `{0.rel}` [{0.status_text}]: same identity and seed as `{0.kept_rel}` [{0.kept_status_text}] (kept)"
+    out += _section("Duplicate runs dropped", [dups.format(d) for d in col.duplicates.itertuples()])
     flagged = frame[frame.flagged.map(bool).astype(bool)] if len(frame) else frame
     if len(flagged):  # only when there is one: reports of clean records stay as they were
         out += _section(

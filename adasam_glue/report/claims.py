@@ -187,16 +187,14 @@ def _matched_claim(res: TableResult) -> Claim:
         + f" vs {base} compute-matched {m.paired.base_identity} ({m.paired.n} seed(s) paired)"
         for m in res.matched
     )
-    return Claim(
-        f"{spec.title} (compute-matched)",
+    claim = (
         f"not a claim of the paper: {sam} vs {base} given the same forward/backward passes (equal compute; "
-        f"the table's headline compares equal updates)",
-        "; ".join(per)
-        + f"; wins on {_names(by['win'])}, loses on {_names(by['loss'])}, ties on {_names(by['tie'])}",
-        _on_synthetic(verdict, runs),
-        setting_text(runs),
-        idents,
+        f"the table's headline compares equal updates)"
     )
+    tally = f"wins on {_names(by['win'])}, loses on {_names(by['loss'])}, ties on {_names(by['tie'])}"
+    measured = "; ".join([*per, tally])
+    verdict = _on_synthetic(verdict, runs)
+    return Claim(f"{spec.title} (compute-matched)", claim, measured, verdict, setting_text(runs), idents)
 
 
 def check_claims(tables: Sequence[TableResult], speedup: SpeedupResult) -> list[Claim]:

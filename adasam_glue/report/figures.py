@@ -125,19 +125,14 @@ class SpeedupResult:
         for t, by_b in self.runs.items():
             bs, r = sorted(by_b), self.ratio(t)
             if len(bs) < 2:
-                parts.append(
-                    f"{task_name(t)}: only batch size {bs[0]} was run, so the linear-speedup claim cannot be tested."
-                )
+                text = f"only batch size {bs[0]} was run, so the linear-speedup claim cannot be tested."
             elif r is not None:
-                parts.append(
-                    f"{task_name(t)}: batch 32 needs {r:.2f}× the updates of batch 16 to reach loss "
-                    f"{self.target[t]:.4g} (paper: about 0.5×, ideal linear speedup 0.5×)."
-                )
+                text = f"batch 32 needs {r:.2f}× the updates of batch 16 to reach loss {self.target[t]:.4g} "
+                text += "(paper: about 0.5×, ideal linear speedup 0.5×)."
             else:
                 have = ", ".join(str(b) for b in bs)
-                parts.append(
-                    f"{task_name(t)}: batch sizes {have} were run; the 32-vs-16 ratio needs both to reach the target loss."
-                )
+                text = f"batch sizes {have} were run; the 32-vs-16 ratio needs both to reach the target loss."
+            parts.append(f"{task_name(t)}: {text}")
         return " ".join(parts)
 
 

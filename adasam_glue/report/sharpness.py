@@ -38,6 +38,14 @@ SAM_BASE: Mapping[str, str] = RegistryView(
 #: the identity keys a schedule point of the schedules experiment sets (conf/schedule/*.yaml)
 SCHEDULE_KEYS = ("config.trainer.schedule", "config.trainer.batch_schedule", "config.trainer.min_lr_ratio")
 HEAD = ("top eigenvalue", "trace")
+FAMILY_CLAIM = (
+    "SAM-family optimizers find flatter minima than their base optimizer (same task, β1, and runs that "
+    "differ only in optimizer keys)"
+)
+SCHEDULE_CLAIM = (
+    "Increasing batch / decaying lr find flatter minima than a constant schedule (same task, and runs "
+    "that differ only in the schedule keys)"
+)
 
 
 def _baseline_of(name: str, base: str | None = None) -> str | None:
@@ -208,20 +216,7 @@ def _claims(rows: list[ConfigRow], pts: pd.DataFrame, names: list[str]) -> list[
         for r in decaying
         if (c := _partner(rows, r, lambda x: x.schedule == "constant", SCHEDULE_KEYS))
     ]
-    lines = [
-        _cmp_line(
-            "SAM-family optimizers find flatter minima than their base optimizer (same task, β1, and "
-            "runs that differ only in optimizer keys)",
-            fam,
-            measure,
-        ),
-        _cmp_line(
-            "Increasing batch / decaying lr find flatter minima than a constant schedule (same task, and "
-            "runs that differ only in the schedule keys)",
-            sched,
-            measure,
-        ),
-    ]
+    lines = [_cmp_line(FAMILY_CLAIM, fam, measure), _cmp_line(SCHEDULE_CLAIM, sched, measure)]
     corr = []
     for t in TASK_ORDER:
         tp = pts[pts.task.eq(t) & pts.dev.notna() & pts["values"].map(lambda v: measure in v).astype(bool)]
@@ -265,32 +260,16 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
     for r in rep.rows:  # setting text -> a short tag (a, b, ...) in order of first appearance
         tags.setdefault(r.setting, chr(ord("a") + len(tags)) if len(tags) < 26 else str(len(tags)))
     out += [f"Setting {tag}: {text}." for text, tag in tags.items()] + [""]
-    header = [
-        "Task",
-        "Optimizer",
-        "β1",
-        "ρ",
-        "Schedule",
-        "n",
-        *rep.measures,
-        "dev metric ×100",
-        "cost s",
-        "HVPs",
-    ]
+    header = ["Task", "Optimizer", "β1", "ρ", "Schedule", "n", *rep.measures]
+    header += ["dev metric ×100", "cost s", "HVPs"]
     body = []
     for r in rep.rows:
         dev = r.summary("dev")
         scaled = dev and Summary(dev.mean * 100, None if dev.std is None else dev.std * 100, dev.n)
         dev = f"{metric_label(TASKS[r.task].selection_metric)} {_fmt(scaled)}" if dev else "—"
+        names = [task_name(r.task), method_name(r.optimizer), _g(r.beta1), _g(r.rho, "—"), r.schedule]
         body.append(
-            [
-                task_name(r.task),
-                method_name(r.optimizer),
-                _g(r.beta1),
-                _g(r.rho, "—"),
-                r.schedule,
-                str(len(r.points)),
-            ]
+            [*names, str(len(r.points))]
             + [_fmt(r.values.get(m)) for m in rep.measures]
             + [dev, _fmt(r.summary("seconds")), _fmt(r.summary("hvps")), tags[r.setting], r.group_hash]
         )

@@ -192,11 +192,8 @@ def render_markdown(res: TableResult) -> str:
     spec = res.spec
     out = heading(res.spec.title, res.synthetic, synthetic_banner(res))
     header = ["Method"] + [f"{task_name(t)} {metric_label(k)}" for t, k in COLUMNS] + ["Avg."]
-    body = _body(
-        res,
-        lambda s, b, d: (MISSING if s is None else summary_text(s, b)) + "†" * d,
-        lambda a, b: MISSING if a is None else f"**{fmt(a)}**" if b else fmt(a),
-    )
+    cell = lambda s, b, d: (MISSING if s is None else summary_text(s, b)) + "†" * d  # noqa: E731
+    body = _body(res, cell, lambda a, b: MISSING if a is None else f"**{fmt(a)}**" if b else fmt(a))
     out += caption_lines(res) + ["", *md_table(header, body, "l" + "r" * (len(header) - 1))]
     out += ["", res.main.win_line(), "", spec.protocol, ""] + [f"- {line}" for line in notes(res)]
     for row in res.rows:  # rho selection, one section per row of the SAM method that has runs
