@@ -74,9 +74,8 @@ def build_report(
     files = sorted(p.name for p in written)
     used = {r for p in variants for r in p.runs.rel}
     atomic_write_text(out / "README.md", _index(col, tables, speedup, used, files))
-    lines = [f"{res.spec.name}: {res.main.win_line()}" for res in tables] + [
-        f"speedup: {speedup.statement()}"
-    ]
+    lines = [f"{res.spec.name}: {res.main.win_line()}" for res in tables]
+    lines.append(f"speedup: {speedup.statement()}")
     return ReportSummary(out, sorted([*files, "README.md"]), col, lines)
 
 

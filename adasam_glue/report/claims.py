@@ -109,28 +109,22 @@ def _adaptive_claim(tables: Sequence[TableResult]) -> Claim:
             for t, ca, cs in ((t, ra.cell(t, ada), rs.cell(t, sgd)) for t in TASK_ORDER):
                 if ca.score is None or cs.score is None:
                     continue
-                keys = differs_outside(
-                    ca.chosen.completed.flat.iloc[0], cs.chosen.completed.flat.iloc[0], (OPTIM, SEED)
+                a, b = ca.chosen.completed, cs.chosen.completed
+                if keys := differs_outside(a.flat.iloc[0], b.flat.iloc[0], (OPTIM, SEED)):
+                    more = f", +{len(keys) - 3} more" if len(keys) > 3 else ""
+                    unlike.append(f"{task_name(t)} ({', '.join(short_key(k) for k in keys[:3])}{more})")
+                    continue
+                common.append((ca, cs))
+                idents.append(
+                    f"β1={beta1:g} {task_name(t)}: {method_name(ada)} {ca.chosen.group_hash}, "
+                    f"{method_name(sgd)} {cs.chosen.group_hash}"
                 )
-                more = f", +{len(keys) - 3} more" if len(keys) > 3 else ""
-                unlike += (
-                    [f"{task_name(t)} ({', '.join(short_key(k) for k in keys[:3])}{more})"] if keys else []
-                )
-                if not keys:
-                    common.append((ca, cs))
-                    idents.append(
-                        f"β1={beta1:g} {task_name(t)}: {method_name(ada)} {ca.chosen.group_hash}, "
-                        f"{method_name(sgd)} {cs.chosen.group_hash}"
-                    )
-                    runs += [ca.chosen.completed, cs.chosen.completed]
+                runs += [a, b]
             skipped = "; ".join(unlike)
             skipped = f" ({len(unlike)} task(s) not compared, settings differ: {skipped})" if unlike else ""
             if not common:
-                parts += (
-                    [f"β1={beta1:g}: {method_name(ada)} vs {method_name(sgd)}: none comparable{skipped}"]
-                    if unlike
-                    else []
-                )
+                names = f"{method_name(ada)} vs {method_name(sgd)}"
+                parts += [f"β1={beta1:g}: {names}: none comparable{skipped}"] if unlike else []
                 continue
             wins = sum(ca.score > cs.score for ca, cs in common)
             d = sum(ca.score - cs.score for ca, cs in common) / len(common) * 100

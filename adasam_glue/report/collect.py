@@ -136,10 +136,8 @@ def judge_frame(records: pd.Series) -> pd.DataFrame:
         verdict, changes, lost = skip_rule_verdict(rec), identity_changes(rec), data_quality_losses(rec)
         s = "diverged" if verdict else str(rec.get("status"))
         status.append(EXCLUDED if changes and s in FINAL_STATUSES else s)
-        resumed = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changes)
-        resumed = (
-            f"resumed under a changed config (reuse_run_dir=true: {resumed}): its results mix two configs"
-        )
+        keys = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changes)
+        resumed = f"resumed under a changed config (reuse_run_dir=true: {keys}): its results mix two configs"
         flags = ((verdict, verdict), (resumed, changes), ("malformed rows skipped: " + ", ".join(lost), lost))
         flagged.append(tuple(text for text, on in flags if on))
     return pd.DataFrame({"status": status, "flagged": flagged}, index=records.index, dtype=object)

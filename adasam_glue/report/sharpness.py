@@ -289,21 +289,11 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
 
 def render_sharpness_csv(rep: SharpnessReport) -> str:
     def g6(*ss: Summary | None) -> list[str]:
-        return [
-            "" if x is None else f"{x:.6g}"
-            for s in ss
-            for x in ((None, None) if s is None else (s.mean, s.std))
-        ]
+        pairs = [(None, None) if s is None else (s.mean, s.std) for s in ss]
+        return ["" if x is None else f"{x:.6g}" for p in pairs for x in p]
 
-    header = [
-        "task",
-        "optimizer",
-        "beta1",
-        "rho",
-        "schedule",
-        "n",
-        *[c for m in rep.measures for c in (m, f"{m} std")],
-    ]
+    measures = [c for m in rep.measures for c in (m, f"{m} std")]
+    header = ["task", "optimizer", "beta1", "rho", "schedule", "n", *measures, "dev", "dev_std"]
     body = [
         [r.task, r.optimizer, _g(r.beta1, ""), _g(r.rho, ""), r.schedule, len(r.points)]
         + g6(*[r.values.get(m) for m in rep.measures], r.summary("dev"))
@@ -311,4 +301,4 @@ def render_sharpness_csv(rep: SharpnessReport) -> str:
         + [r.group_hash, r.setting]
         for r in rep.rows
     ]
-    return _csv([*header, "dev", "dev_std", "cost_seconds", "hvp_count", "identity", "setting"], body)
+    return _csv([*header, "cost_seconds", "hvp_count", "identity", "setting"], body)

@@ -131,13 +131,9 @@ def notes(res: TableResult) -> list[str]:
     if len(res.unused):
         excluded = ", or excluded" if res.unused.status.eq(EXCLUDED).any() else ""
         lines.append(f"Not used (not completed{excluded}): " + _listing(res.unused) + ".")
-    dups = [
-        f"{d.rel} [{d.status_text}] (kept {d.kept_rel} [{d.kept_status_text}])"
-        for d in res.duplicates.itertuples()
-    ]
-    lines += (
-        [f"Duplicate runs dropped (same identity and seed as a kept run): {'; '.join(dups)}."] if dups else []
-    )
+    dup = "{0.rel} [{0.status_text}] (kept {0.kept_rel} [{0.kept_status_text}])"
+    if dups := [dup.format(d) for d in res.duplicates.itertuples()]:
+        lines.append(f"Duplicate runs dropped (same identity and seed as a kept run): {'; '.join(dups)}.")
     if mixed := mixed_code_cells(res):
         lines.append(
             "Code versions: the runs of these cells come from more than one git commit, or from uncommitted "
@@ -213,13 +209,8 @@ def render_markdown(res: TableResult) -> str:
             )
             chosen = MISSING if c.chosen is None else rho_text(c.rho)
             body.append([task_name(t), chosen, per, len(c.diverged), "yes" if c.is_edge() else "no"])
-        head = [
-            "Task",
-            "chosen rho",
-            "mean selection metric ×100 (seeds) per rho",
-            "diverged",
-            "edge of grid",
-        ]
+        head = ["Task", "chosen rho", "mean selection metric ×100 (seeds) per rho", "diverged"]
+        head += ["edge of grid"]
         out += _section(f"## rho selection ({row.label})", head, body, "lrlr")
     for comp in res.comparisons:  # paired comparison, one section per comparison
         if not comp.main and not any(p.n or p.refused for p in comp.paired):
@@ -230,9 +221,8 @@ def render_markdown(res: TableResult) -> str:
             if p.mean is None:
                 body.append([task_name(p.task), MISSING, MISSING, 0, None, refused.lstrip("; ")])
             else:
-                body.append(
-                    [task_name(p.task), *_diff_cells(p), f"{p.sam_identity} vs {p.base_identity}{refused}"]
-                )
+                ids = f"{p.sam_identity} vs {p.base_identity}{refused}"
+                body.append([task_name(p.task), *_diff_cells(p), ids])
         head = ["Task", "mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
         out += _section(f"## Paired comparison: {comp.name} (task score ×100)", head, body, "lrlr")
     out += _matched_markdown(res)

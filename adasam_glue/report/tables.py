@@ -171,11 +171,8 @@ class Cell:
     def score(self) -> float | None:
         """Task score: mean of the paper metrics' means (fraction); None unless all are present."""
         vals = [s.mean for s in self.metrics.values() if s is not None]
-        return (
-            sum(vals) / len(vals)
-            if self.present and len(vals) == len(TASKS[self.task].paper_metrics)
-            else None
-        )
+        complete = self.present and len(vals) == len(TASKS[self.task].paper_metrics)
+        return sum(vals) / len(vals) if complete else None
 
     def is_edge(self) -> bool:
         return rho_edge(self.candidates, self.rho)
@@ -196,9 +193,8 @@ class Cell:
                 f"difference here; the smallest is shown (ties go to the smaller rho){extra}"
             )
         if self.is_edge():
-            side, where = (
-                ("largest", "above") if math.isclose(self.rho, tested[-1]) else ("smallest", "below")
-            )
+            largest = math.isclose(self.rho, tested[-1])
+            side, where = ("largest", "above") if largest else ("smallest", "below")
             return f"best rho {self.rho:g} is the {side} tested of {rhos_label(tested)}: the optimum may lie {where}{extra}"
         return f"interior{extra}" if extra else None
 
@@ -385,10 +381,8 @@ def _compute_matched(spec: TableSpec, rows: list[Row], cells: dict[tuple[Row, st
             b = base.seeds.set_index("seed").loc[p.seeds]
             updates = tuple(sorted({u for r in b.record if isinstance(u := r.get("optimizer_updates"), int)}))
             ps = tuple(sorted(set(b.record.map(passes))))
-            if p.n:
-                out.append(
-                    Matched(t, row, sam.rho, summarize(sam.seeds.score), summarize(b.score), ps, updates, p)
-                )
+            scores = summarize(sam.seeds.score), summarize(b.score)
+            out += [Matched(t, row, sam.rho, *scores, ps, updates, p)] if p.n else []
     return out
 
 
@@ -426,9 +420,8 @@ def build_table(spec: TableSpec, frame: pd.DataFrame) -> TableResult:
             comparisons.append(comp)
     comparisons.sort(key=lambda c: (not c.main, c.sam.setting, c.base.optim, c.sam.optim))
     unused = matching[~matching.status.isin(("completed", "diverged"))]
-    return TableResult(
-        spec, rows, cells, duplicates, unused, comparisons, _compute_matched(spec, rows, cells)
-    )
+    matched = _compute_matched(spec, rows, cells)
+    return TableResult(spec, rows, cells, duplicates, unused, comparisons, matched)
 
 
 def _pair(task: str, sam: Cell, base: Cell, boot_seed: int) -> Paired:

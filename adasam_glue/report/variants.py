@@ -59,21 +59,15 @@ def baselines(df: pd.DataFrame) -> pd.Series:
 def variant_pairs(frame: pd.DataFrame) -> list[VariantPair]:
     """Every (variant identity, baseline identity) pair of one setting and beta1 among ``frame``'s
     completed or diverged runs (``frame`` without duplicates)."""
-    exp = frame.experiment
-    df = frame[
-        frame.status.isin(("completed", "diverged"))
-        & ~exp.str.endswith(TUNING_SUFFIX)
-        & ~exp.str.endswith(PROBE_SUFFIX)
-    ]
+    results = frame.status.isin(("completed", "diverged"))
+    df = frame[results & ~frame.experiment.str.endswith((TUNING_SUFFIX, PROBE_SUFFIX))]
     if df.empty:
         return []
-    df = df.assign(
-        setting=setting_of(df), baseline=baselines(df), beta=df.beta1.map(lambda b: -1.0 if b is None else b)
-    )
+    beta1 = df.beta1.map(lambda b: -1.0 if b is None else b)
+    df = df.assign(setting=setting_of(df), baseline=baselines(df), beta=beta1)
     out = []
-    for (task, setting, beta, ghash), var in df[df.baseline.notna()].groupby(
-        ["task", "setting", "beta", "group_hash"]
-    ):
+    groups = df[df.baseline.notna()].groupby(["task", "setting", "beta", "group_hash"])
+    for (task, setting, beta, ghash), var in groups:
         base = df[(df.setting == setting) & (df.beta == beta) & (df.optimizer == var.baseline.iloc[0])]
         for bhash, bruns in base.groupby("group_hash"):
             sides = [x.sort_values(["seed", "rel"]) for x in (var, bruns)]
@@ -82,19 +76,12 @@ def variant_pairs(frame: pd.DataFrame) -> list[VariantPair]:
             done = [x[x.score.notna()] for x in done]
             seed = BOOTSTRAP_SEED + TASK_ORDER.index(task)
             out.append(VariantPair(task, setting, *sides, pair(task, *done, seed, (ghash, bhash))))
-    first = lambda p: p.variant.iloc[0]  # noqa: E731
-    return sorted(
-        out,
-        key=lambda p: (
-            TASK_ORDER.index(p.task),
-            p.setting,
-            optimizer_rank(first(p).optimizer),
-            -(first(p).beta),
-            first(p).rho or 0.0,
-            p.paired.sam_identity,
-            p.paired.base_identity,
-        ),  # fmt: skip
-    )
+
+    def order(p: VariantPair) -> tuple:
+        r, ids = p.variant.iloc[0], (p.paired.sam_identity, p.paired.base_identity)
+        return (TASK_ORDER.index(p.task), p.setting, optimizer_rank(r.optimizer), -r.beta, r.rho or 0.0, ids)
+
+    return sorted(out, key=order)
 
 
 def _label(runs: pd.DataFrame) -> str:
