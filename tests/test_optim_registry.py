@@ -308,7 +308,7 @@ def test_every_record_holds_its_facts():
 
 def test_report_reads_the_registry():
     from adasam_glue.report.palette import METHOD_NAMES, PALETTE, color, linestyle, method_name
-    from adasam_glue.report.sharpness import SAM_BASE, _baseline
+    from adasam_glue.report.sharpness_table import SAM_BASE, _baseline
 
     # every optimizer is told apart in a figure (its own colour) and a table (its own name)
     assert len({color(n) for n in OPTIMIZERS}) == len(OPTIMIZERS) == len(set(PALETTE.values()))
@@ -395,7 +395,7 @@ def test_a_throwaway_variant_is_picked_up_everywhere(toysam, tiny_cfg, tmp_path)
     import tests.test_optim as optim_tests
     import tests.test_optim_protocol as protocol
     from adasam_glue.report.palette import METHOD_NAMES, color, linestyle, method_name
-    from adasam_glue.report.sharpness import SAM_BASE
+    from adasam_glue.report.sharpness_table import SAM_BASE
     from adasam_glue.run import run
 
     info, searchpath = toysam

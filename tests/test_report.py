@@ -285,7 +285,7 @@ def test_table1_notes_missing_diverged_rho_and_duplicates(report):
 def test_paired_bootstrap(report):
     runs, out, _ = report
     res = build_table(TABLES[0], load_runs(runs).frame)
-    by = {p.task: p for p in res.paired}
+    by = {p.task: p for p in res.main.paired}
     # per-seed task scores: AMSGrad (82.5, 84, 87), AdaSAM (85.5, 87, 88) -> diffs 3, 3, 1
     assert by["mrpc"].n == 3 and by["mrpc"].mean == pytest.approx(7 / 3)
     diffs = np.array([3.0, 3.0, 1.0])
@@ -516,7 +516,7 @@ def test_unlike_runs_are_never_pooled_and_the_caption_names_them(tmp_path, case,
     assert mrpc[other_cmp.name].n == 2 and mrpc[other_cmp.name].mean == pytest.approx(-10.0)
     # rho is chosen per row: each row has exactly one candidate, of one identity
     for row in res.rows:
-        c = res.row_cell(row, "mrpc")
+        c = res.cells[(row, "mrpc")]
         assert c.chosen.completed.group_hash.nunique() == 1
 
 
@@ -570,9 +570,9 @@ def test_the_paired_difference_never_pairs_unlike_runs(tmp_path):
         make_record(runs, "mrpc", "adasam", s, {"accuracy": 0.50 + s / 100, "f1": 0.60}, config=synth)
     build_report(runs, tmp_path / "out", figures=False)
     res = build_table(TABLES[0], load_runs(runs).frame)
-    assert all(p.n == 0 and p.mean is None for p in res.paired)
+    assert all(p.n == 0 and p.mean is None for p in res.main.paired)
     assert all(p.n == 0 and p.mean is None for c in res.comparisons for p in c.paired)
-    assert res.common_tasks == [] and res.average("adasam") is None
+    assert res.main.common_tasks == [] and res.main.average("adasam") is None
     paired = list(csv.DictReader(io.StringIO((tmp_path / "out" / "paired.csv").read_text())))
     assert paired and all(r["mean_difference"] == "" and r["seeds_paired"] == "0" for r in paired)
     claims = (tmp_path / "out" / "claims.md").read_text()
@@ -648,8 +648,8 @@ def test_old_schema_records_still_load_and_pool_with_new_ones(tmp_path):
     assert len(md_rows(text)) == 2  # one setting: no extra rows
     assert "Identities of 2 run(s) derived from their stored config" in text
     col = load_runs(runs)
-    assert sorted(r.identity_derived for r in col.runs) == [False, False, True, True]
-    assert [r.record["schema_version"] for r in col.runs if r.identity_derived] == [1, 1]
+    assert sorted(col.frame.identity_derived) == [False, False, True, True]
+    assert [r.record["schema_version"] for r in col.frame.itertuples() if r.identity_derived] == [1, 1]
 
 
 def test_committed_demo_report_is_current_and_says_synthetic(tmp_path):
@@ -710,8 +710,8 @@ def test_a_clean_sweep_of_real_configs_has_one_setting(tmp_path):
     res = build_table(TABLES[0], load_runs(runs).frame)
     assert res.cell("mrpc", "amsgrad").n == res.cell("rte", "amsgrad").n == 2
     assert [r.label for r in res.rows] == ["AMSGrad", "AdaSAM", "AMSGrad [model.hidden_size=64]"]
-    assert [p.n for p in res.paired if p.task in ("mrpc", "rte")] == [2, 2]
-    assert res.row_cell(res.rows[2], "rte").n == 1 and res.row_cell(res.rows[2], "mrpc").n == 0
+    assert [p.n for p in res.main.paired if p.task in ("mrpc", "rte")] == [2, 2]
+    assert res.cells[(res.rows[2], "rte")].n == 1 and res.cells[(res.rows[2], "mrpc")].n == 0
 
 
 def test_lr_tuning_runs_stay_out_of_the_tables(tmp_path):

@@ -1,19 +1,10 @@
-"""The report: Tables 1-4, every optimizer against its base, claims, figures, rebuilt from run records only.
+"""The report: Tables 1-4, every optimizer against its base, claims, figures, rebuilt from run records only
+(``python -m adasam_glue.report RUNS_DIR OUT_DIR``, ``make report``); ``README.md`` indexes the files and
+lists the settings, the code, and every record skipped, dropped as a duplicate, flagged or not used.
 
-    python -m adasam_glue.report RUNS_DIR OUT_DIR        # or: make report
-
-:func:`build_report` reads every ``record.json`` under ``RUNS_DIR`` into one frame
-(:mod:`adasam_glue.report.collect`; it never trains or touches a checkpoint) and writes into ``OUT_DIR``:
-``table1`` ... ``table4`` (``.md``/``.tex``/``.csv``, :mod:`~adasam_glue.report.tables`) and
-``paired.csv``; ``variants.md``/``.csv`` (:mod:`~adasam_glue.report.variants`); ``claims.md``;
-``sharpness.md``/``.csv``; ``lr_tuning.md``; the speedup, curves and sharpness figures
-(:mod:`~adasam_glue.report.figures`); and ``README.md``: what was produced, the settings and code the
-runs were trained on, and every record skipped, dropped as a duplicate, flagged or not used.
-
-Like with like (docs/algorithms.md §4.4): everything reads the runs without duplicates and pools, selects
-and pairs them only through their identities (:mod:`~adasam_glue.report.grouping`); every caption states
-the setting and says SYNTHETIC DATA where generated data went in. Output is deterministic (no timestamps
-or absolute paths, fixed figure metadata, a fixed bootstrap seed).
+Like with like (docs/algorithms.md §4.4): runs are pooled, selected and paired only through their
+identities (:mod:`~adasam_glue.report.grouping`); every caption states the setting and says SYNTHETIC DATA
+where generated data went in. Output is deterministic (no timestamps or absolute paths, fixed seeds).
 """
 
 from __future__ import annotations
@@ -54,49 +45,46 @@ def build_report(
     from adasam_glue.report import table_text as tt
     from adasam_glue.report.claims import check_claims, render_claims
     from adasam_glue.report.lr_tuning import render_lr_tuning
-    from adasam_glue.report.sharpness import build_sharpness, render_sharpness_csv, render_sharpness_md
+    from adasam_glue.report.sharpness_table import build_sharpness, render_sharpness_csv, render_sharpness_md
     from adasam_glue.report.tables import TABLES, build_table
     from adasam_glue.report.variants import render_variants_csv, render_variants_md, variant_pairs
 
     col = load_runs(runs_dir, skip_unknown_schema=skip_unknown_schema)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = ReportSummary(out, collection=col)
-    written: list[Path] = []
-
-    def text(name: str, content: str) -> None:
-        atomic_write_text(out / name, content)
-        written.append(out / name)
-
     tables = [build_table(spec, col.frame) for spec in TABLES]  # each dedupes its own eligible runs
-    for res in tables:
-        for ext, render in (("md", tt.render_markdown), ("tex", tt.render_tex), ("csv", tt.render_csv)):
-            text(f"{res.spec.name}.{ext}", render(res))
-        summary.lines.append(f"{res.spec.name}: {res.win_line()}")
-    text("paired.csv", tt.render_paired_csv(tables))
     variants = variant_pairs(col.unique)
-    if variants:
-        text("variants.md", render_variants_md(variants))
-        text("variants.csv", render_variants_csv(variants))
     speedup = fig.compute_speedup(col.frame)  # dedupes the speedup runs it selects
     sharp = build_sharpness(col.unique)
-    text("sharpness.md", render_sharpness_md(sharp))
-    text("sharpness.csv", render_sharpness_csv(sharp))
-    text("claims.md", render_claims(check_claims(tables, speedup), tables, sharp))
-    text("lr_tuning.md", render_lr_tuning(runs_dir))
+    renders = (("md", tt.render_markdown), ("tex", tt.render_tex), ("csv", tt.render_csv))
+    texts = {f"{res.spec.name}.{ext}": render(res) for res in tables for ext, render in renders}
+    texts["paired.csv"] = tt.render_paired_csv(tables)
+    if variants:
+        texts |= {"variants.md": render_variants_md(variants), "variants.csv": render_variants_csv(variants)}
+    texts |= {"sharpness.md": render_sharpness_md(sharp), "sharpness.csv": render_sharpness_csv(sharp)}
+    texts["claims.md"] = render_claims(check_claims(tables, speedup), tables, sharp)
+    texts["lr_tuning.md"] = render_lr_tuning(runs_dir)
+    for name, content in texts.items():
+        atomic_write_text(out / name, content)
+    written = [out / name for name in texts]
     if figures:
         written += (
             fig.plot_speedup(speedup, out) + fig.plot_curves(tables, out) + fig.plot_sharpness(sharp, out)
         )
-    summary.lines.append(f"speedup: {speedup.statement()}")
+    files = sorted(p.name for p in written)
     used = {r for p in variants for r in p.runs.rel}
-    text("README.md", _index(col, tables, speedup, used, sorted(p.name for p in written)))
-    summary.files = sorted(p.name for p in written)
-    return summary
+    atomic_write_text(out / "README.md", _index(col, tables, speedup, used, files))
+    lines = [f"{res.spec.name}: {res.main.win_line()}" for res in tables]
+    lines.append(f"speedup: {speedup.statement()}")
+    return ReportSummary(out, sorted([*files, "README.md"]), col, lines)
 
 
 def _count(n: int) -> str:
     return f"{n} run{'s' if n != 1 else ''}"
+
+
+def _section(title: str, items: list[str], *intro: str) -> list[str]:
+    return ["", f"## {title}", "", *intro, *(items or ["- none"])]
 
 
 def _code_section(runs: pd.DataFrame, tables: list) -> list[str]:
@@ -105,27 +93,23 @@ def _code_section(runs: pd.DataFrame, tables: list) -> list[str]:
     from adasam_glue.report.table_text import mixed_code_cells
 
     counts = pd.Series([c for cs in runs.commits for c in sorted({c[:10] for c in cs}) or [UNKNOWN_COMMIT]])
-    counts = counts.value_counts()
-    out = [
-        "",
-        "## Code versions",
-        "",
-        "Git commits the runs were trained by (a run resumed under two counts for both):",
-        "",
-    ]
-    out += [
+    items = [
         f"- {c if c != UNKNOWN_COMMIT else 'unknown (no commit in the record)'} ({_count(n)})"
-        for c, n in sorted(counts.items(), key=lambda kv: (kv[0] == UNKNOWN_COMMIT, kv[0]))
+        for c, n in sorted(counts.value_counts().items(), key=lambda kv: (kv[0] == UNKNOWN_COMMIT, kv[0]))
     ] or ["- none"]
-    if runs.dirty.any():
-        out.append(f"- {int(runs.dirty.sum())} run(s) trained from a tree with uncommitted changes")
-    mixed = [f"{res.spec.name}: {cell}" for res in tables for cell in mixed_code_cells(res)]
-    out += [
+    items += (
+        [f"- {int(runs.dirty.sum())} run(s) trained from a tree with uncommitted changes"]
+        if runs.dirty.any()
+        else []
+    )
+    intro = "Git commits the runs were trained by (a run resumed under two counts for both):"
+    mixed = [f"- {res.spec.name}: {cell}" for res in tables for cell in mixed_code_cells(res)]
+    return _section("Code versions", items, intro, "") + [
         "",
         "Table cells whose runs mix commits or uncommitted changes (listed in each table's notes):",
         "",
+        *(mixed or ["- none"]),
     ]
-    return out + ([f"- {m}" for m in mixed] or ["- none"])
 
 
 FILES = {
@@ -137,8 +121,14 @@ FILES = {
     "speedup.png": "Figure 1: loss vs updates per batch size, updates-to-target vs batch (log-log)",
     "variants.md": "every two-pass optimizer against its base optimizer, per setting, with paired differences",
     "variants.csv": "every two-pass optimizer against its base optimizer (machine-readable)",
-    "README.md": "this index",
+    "curves_": "loss and dev metric vs updates, four optimizers, one setting (paper Figs. 2-5)",
+    "sharpness_": "sharpness vs dev metric, one point per run",
 }
+
+
+def _describe(f: str) -> str | None:
+    """The index line of a file: figures by their stem's prefix (``curves_``, ``sharpness_``)."""
+    return FILES.get(f) or (FILES.get(f.split("_")[0] + "_") if f.endswith(".png") else None)
 
 
 def _index(col: Collection, tables: list, speedup, used: set[str], files: list[str]) -> str:
@@ -159,77 +149,48 @@ def _index(col: Collection, tables: list, speedup, used: set[str], files: list[s
         "paired only within one identity or setting; unlike runs go to separate, labelled rows.",
         "",
         f"Records read: {len(frame)} ({statuses}); skipped: {len(col.skipped)}; duplicates dropped: {len(col.duplicates)}.",
-        "",
-        "## Settings",
-        "",
-        "What the runs were trained on (model; data; updates; precision), with the number of runs:",
-        "",
     ]
     settings = pd.Series([setting_text(runs.loc[[i]]) for i in runs.index], dtype=object).value_counts()
-    out += [f"- {k} ({_count(v)})" for k, v in sorted(settings.items())] or ["- none"]
-    out += _code_section(runs, tables) + ["", "## Files", ""]
-    desc = dict(FILES)
-    for res in tables:
-        desc[f"{res.spec.name}.md"] = f"{res.spec.title} — {res.win_line()}" + (
-            " (SYNTHETIC DATA)" if res.synthetic else ""
-        )
-    for f in [*files, "README.md"]:
-        d = desc.get(f)
-        if d is None and f.startswith("curves_") and f.endswith(".png"):
-            d = "loss and dev metric vs updates, four optimizers, one setting (paper Figs. 2-5)"
-        if d is None and f.startswith("sharpness_") and f.endswith(".png"):
-            d = "sharpness vs dev metric, one point per run"
-        out.append(f"- `{f}`" + (f": {d}" if d else ""))
-    out += [
-        "",
-        "## Speedup",
-        "",
-        f"Runs: {speedup.source}. {speedup.statement()}",
-        "",
-        "## Records skipped",
-        "",
-    ]
-    out += [f"- `{rel}`: {why}" for rel, why in col.skipped] or ["- none"]
-    out += ["", "## Duplicate runs dropped", ""]
-    out += [
-        f"- `{d.rel}` [{d.status_text}]: same identity and seed as `{d.kept_rel}` [{d.kept_status_text}] (kept)"
-        for d in col.duplicates.itertuples()
-    ] or ["- none"]
+    intro = "What the runs were trained on (model; data; updates; precision), with the number of runs:"
+    out += _section("Settings", [f"- {k} ({_count(v)})" for k, v in sorted(settings.items())], intro, "")
+    out += _code_section(runs, tables)
+    synth = " (SYNTHETIC DATA)"
+    desc = {f"{r.spec.name}.md": f"{r.spec.title} — {r.main.win_line()}{synth * r.synthetic}" for r in tables}
+    listing = [f"- `{f}`" + (f": {d}" if (d := desc.get(f) or _describe(f)) else "") for f in files]
+    out += _section("Files", listing + ["- `README.md`: this index"])
+    out += _section("Speedup", [f"Runs: {speedup.source}. {speedup.statement()}"])
+    out += _section("Records skipped", [f"- `{rel}`: {why}" for rel, why in col.skipped])
+    dups = "- `{0.rel}` [{0.status_text}]: same identity and seed as `{0.kept_rel}` [{0.kept_status_text}] (kept)"
+    out += _section("Duplicate runs dropped", [dups.format(d) for d in col.duplicates.itertuples()])
     flagged = frame[frame.flagged.map(bool).astype(bool)] if len(frame) else frame
     if len(flagged):  # only when there is one: reports of clean records stay as they were
-        out += [
-            "",
-            "## Runs flagged by the report",
-            "",
+        out += _section(
+            "Runs flagged by the report",
+            [f"- `{r.rel}`: {r.status_text}" for r in flagged.itertuples()],
             "A completed record that breaks the divergence rule counts as diverged; a run resumed under a "
             "changed config is excluded; rows lost to malformed TSV lines are flagged (the metric is over "
             "the rows kept). Status as the report uses it, then the record's:",
             "",
-        ]
-        out += [f"- `{r.rel}`: {r.status_text}" for r in flagged.itertuples()]
-    out += ["", "## Runs not used in any table", ""]
+        )
     final = runs.status.isin(("completed", "diverged")) if len(runs) else pd.Series(dtype=bool)
     in_table = (
         pd.concat([eligible(res.spec, runs) for res in tables], axis=1).any(axis=1) if len(runs) else final
     )
     outside = runs[final & ~in_table & ~runs.rel.isin(used)] if len(runs) else runs
-    out += [f"- `{r.rel}`: status {r.status_text}" for r in runs[~final].itertuples()] if len(runs) else []
-    out += [
+    unused = [f"- `{r.rel}`: status {r.status_text}" for r in runs[~final].itertuples()] if len(runs) else []
+    unused += [
         f"- `{r.rel}`: {method_name(r.optimizer)}, experiment {r.experiment or '?'}, "
         f"beta1={'?' if r.beta1 is None else f'{r.beta1:g}'} (not a table's method/beta1, or a "
         "speedup/schedules/lr-tuning run)"
         for r in outside.itertuples()
     ]
-    if out[-1] == "":
-        out.append("- none")
+    out += _section("Runs not used in any table", unused)
     derived = runs[runs.identity_derived.astype(bool)] if len(runs) else runs
     if len(derived):
+        out += ["", "## Identities derived from old records", ""]
         out += [
-            "",
-            "## Identities derived from old records",
-            "",
             f"{len(derived)} record(s) of schema version 1 store no identity; it was derived from their "
             "config (data and weights fingerprinted as found now).",
+            *[f"- `{r.rel}`: {r.identity_note}" for r in derived.itertuples() if r.identity_note],
         ]
-        out += [f"- `{r.rel}`: {r.identity_note}" for r in derived.itertuples() if r.identity_note]
     return "\n".join(out) + "\n"

@@ -14,11 +14,8 @@ from adasam_glue.report.collect import NoRecordsError
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m adasam_glue.report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = argparse.ArgumentParser("python -m adasam_glue.report", description=__doc__)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("runs_dir", help="folder searched recursively for record.json files")
     p.add_argument("out_dir", help="folder for tables, figures, claims.md and README.md")
     p.add_argument(
@@ -29,21 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-figures", action="store_true", help="tables and claims only")
     args = p.parse_args(argv)
     try:
-        summary = build_report(
-            args.runs_dir,
-            args.out_dir,
-            skip_unknown_schema=args.skip_unknown_schema,
-            figures=not args.no_figures,
-        )
+        kw = dict(skip_unknown_schema=args.skip_unknown_schema, figures=not args.no_figures)
+        s = build_report(args.runs_dir, args.out_dir, **kw)
     except (NoRecordsError, RecordError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    col = summary.collection
-    for rel, why in col.skipped:
+    for rel, why in s.collection.skipped:
         print(f"warning: skipped {rel}: {why}", file=sys.stderr)
-    for line in summary.lines:
-        print(line)
-    print(f"wrote {len(summary.files)} files to {summary.out_dir} (index: {summary.out_dir / 'README.md'})")
+    print(
+        "\n".join([*s.lines, f"wrote {len(s.files)} files to {s.out_dir} (index: {s.out_dir / 'README.md'})"])
+    )
     return 0
 
 

@@ -20,8 +20,8 @@ import pandas as pd
 from adasam_glue.report.figures import SpeedupResult
 from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, short_key
 from adasam_glue.report.palette import method_name, metric_label, task_name
-from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, data_text, model_text, setting_text
-from adasam_glue.report.sharpness import SharpnessReport
+from adasam_glue.report.setting import any_synthetic, data_text, heading, model_text, setting_text
+from adasam_glue.report.sharpness_table import SharpnessReport
 from adasam_glue.report.table_text import md_table
 from adasam_glue.report.tables import Comparison, Row, TableResult
 from adasam_glue.tasks import TASK_ORDER, TASKS
@@ -67,10 +67,8 @@ def _table_claim(res: TableResult, comp: Comparison | None = None) -> Claim:
     )
     marks = [x for x in (comp.base.suffix, comp.sam.suffix) if x]
     source = spec.title + (f" [{' vs '.join(dict.fromkeys(marks))}]" if marks else "")
-    runs = comp.runs
-    setting = setting_text(runs) if len(runs) else ""
-    common = comp.common_tasks
-    m = len(common)
+    runs, common = comp.runs, comp.common_tasks
+    setting, m = setting_text(runs) if len(runs) else "", len(common)
     if m == 0:
         return Claim(source, claim, "no task has results for both methods", "not testable", setting)
     won, lost, tied = comp.wins()
@@ -86,13 +84,9 @@ def _table_claim(res: TableResult, comp: Comparison | None = None) -> Claim:
         f"paired seeds ({s} better: {_names(sig_pos)}; worse: {_names(sig_neg)})"
     )
     frac_ok = len(won) / m >= spec.paper_wins / len(TASK_ORDER) - 1e-12
-    avg_ok = d > 0 if spec.paper_average is not None else True
-    if frac_ok and avg_ok:
-        verdict = "holds" if m == len(TASK_ORDER) else f"holds on the {m} task(s) available"
-    else:
-        verdict = (
-            "partly holds" if frac_ok or (spec.paper_average is not None and avg_ok) else "does not hold"
-        )
+    verdict = _three_way([frac_ok] + ([d > 0] if spec.paper_average is not None else []))
+    if verdict == "holds" and m < len(TASK_ORDER):
+        verdict = f"holds on the {m} task(s) available"
     return Claim(source, claim, measured, _on_synthetic(verdict, runs), setting, tuple(comp.identities()))
 
 
@@ -104,8 +98,7 @@ def _adaptive_claim(tables: Sequence[TableResult]) -> Claim:
     by_beta: dict[float, dict[str, TableResult]] = {}
     for res in tables:
         by_beta.setdefault(res.spec.beta1, {})[res.spec.base] = res
-    for beta1 in sorted(by_beta, reverse=True):
-        got = by_beta[beta1]
+    for beta1, got in sorted(by_beta.items(), reverse=True):
         if "amsgrad" not in got or "sgd" not in got:
             continue
         ra, rs = got["amsgrad"], got["sgd"]
@@ -113,34 +106,28 @@ def _adaptive_claim(tables: Sequence[TableResult]) -> Claim:
             if ada not in ra.spec.methods or sgd not in rs.spec.methods:
                 continue
             common, unlike = [], []
-            for t in TASK_ORDER:
-                ca, cs = ra.cell(t, ada), rs.cell(t, sgd)
+            for t, ca, cs in ((t, ra.cell(t, ada), rs.cell(t, sgd)) for t in TASK_ORDER):
                 if ca.score is None or cs.score is None:
                     continue
-                keys = differs_outside(
-                    ca.chosen.completed.flat.iloc[0], cs.chosen.completed.flat.iloc[0], (OPTIM, SEED)
-                )
-                if keys:
+                a, b = ca.chosen.completed, cs.chosen.completed
+                if keys := differs_outside(a.flat.iloc[0], b.flat.iloc[0], (OPTIM, SEED)):
                     more = f", +{len(keys) - 3} more" if len(keys) > 3 else ""
                     unlike.append(f"{task_name(t)} ({', '.join(short_key(k) for k in keys[:3])}{more})")
                     continue
-                common.append(t)
+                common.append((ca, cs))
                 idents.append(
                     f"β1={beta1:g} {task_name(t)}: {method_name(ada)} {ca.chosen.group_hash}, "
                     f"{method_name(sgd)} {cs.chosen.group_hash}"
                 )
-                runs += [ca.chosen.completed, cs.chosen.completed]
-            skipped = (
-                f" ({len(unlike)} task(s) not compared, settings differ: {'; '.join(unlike)})"
-                if unlike
-                else ""
-            )
-            pair = f"{method_name(ada)} vs {method_name(sgd)}"
+                runs += [a, b]
+            skipped = "; ".join(unlike)
+            skipped = f" ({len(unlike)} task(s) not compared, settings differ: {skipped})" if unlike else ""
             if not common:
-                parts += [f"β1={beta1:g}: {pair}: none comparable{skipped}"] if unlike else []
+                names = f"{method_name(ada)} vs {method_name(sgd)}"
+                parts += [f"β1={beta1:g}: {names}: none comparable{skipped}"] if unlike else []
                 continue
-            wins = sum(ra.cell(t, ada).score > rs.cell(t, sgd).score for t in common)
-            d = sum(ra.cell(t, ada).score - rs.cell(t, sgd).score for t in common) / len(common) * 100
+            wins = sum(ca.score > cs.score for ca, cs in common)
+            d = sum(ca.score - cs.score for ca, cs in common) / len(common) * 100
             oks.append(d > 0 and wins > len(common) / 2)
             parts.append(
                 f"β1={beta1:g}: {method_name(ada)} beats {method_name(sgd)} on {wins} of {len(common)}, "
@@ -171,14 +158,8 @@ def _speedup_claim(sp: SpeedupResult) -> Claim:
     if verdict == "holds" and len(ratios) < len(sp.runs):
         verdict = f"holds on the {len(ratios)} task(s) available"
     measured = "; ".join(f"{task_name(t)}: U(32)/U(16) = {r:.2f}" for t, r in ratios.items())
-    return Claim(
-        "Figure 1",
-        claim,
-        measured + f" (ideal 0.50; band {lo}–{hi})",
-        _on_synthetic(verdict, runs),
-        setting,
-        idents,
-    )
+    measured += f" (ideal 0.50; band {lo}–{hi})"
+    return Claim("Figure 1", claim, measured, _on_synthetic(verdict, runs), setting, idents)
 
 
 def _matched_claim(res: TableResult) -> Claim:
@@ -186,32 +167,28 @@ def _matched_claim(res: TableResult) -> Claim:
     claim of the paper, the check a reader needs beside it (issue 21 §2.2)."""
     spec = res.spec
     sam, base = method_name(spec.sam), method_name(spec.base)
-    per = []
-    for m in res.matched:
-        p = m.paired
-        sig = (
-            "" if p.ci is None else (" (CI excludes 0)" if p.ci[0] > 0 or p.ci[1] < 0 else " (CI includes 0)")
-        )
-        per.append(f"{task_name(m.task)}: {m.outcome} {p.mean:+.2f}{sig}")
+    sig = {"yes": " (CI excludes 0)", "no": " (CI includes 0)"}
+    per = [
+        f"{task_name(m.task)}: {m.outcome} {m.paired.mean:+.2f}{sig.get(m.paired.excludes_zero, '')}"
+        for m in res.matched
+    ]
     by = {o: [m.task for m in res.matched if m.outcome == o] for o in ("win", "loss", "tie")}
     verdict = f"{sam} wins {len(by['win'])}, loses {len(by['loss'])}, ties {len(by['tie'])} of {len(res.matched)} at equal compute"
-    runs = pd.concat([res.row_cell(row, m.task).runs for m in res.matched for row in (m.base, Row(spec.sam))])
+    runs = pd.concat([res.cells[(row, m.task)].runs for m in res.matched for row in (m.base, Row(spec.sam))])
     idents = tuple(
         f"{task_name(m.task)}: {sam} {m.paired.sam_identity}"
         + ("" if m.rho is None else f" (ρ={m.rho:g})")
         + f" vs {base} compute-matched {m.paired.base_identity} ({m.paired.n} seed(s) paired)"
         for m in res.matched
     )
-    return Claim(
-        f"{spec.title} (compute-matched)",
+    claim = (
         f"not a claim of the paper: {sam} vs {base} given the same forward/backward passes (equal compute; "
-        f"the table's headline compares equal updates)",
-        "; ".join(per)
-        + f"; wins on {_names(by['win'])}, loses on {_names(by['loss'])}, ties on {_names(by['tie'])}",
-        _on_synthetic(verdict, runs),
-        setting_text(runs),
-        idents,
+        f"the table's headline compares equal updates)"
     )
+    tally = f"wins on {_names(by['win'])}, loses on {_names(by['loss'])}, ties on {_names(by['tie'])}"
+    measured = "; ".join([*per, tally])
+    verdict = _on_synthetic(verdict, runs)
+    return Claim(f"{spec.title} (compute-matched)", claim, measured, verdict, setting_text(runs), idents)
 
 
 def check_claims(tables: Sequence[TableResult], speedup: SpeedupResult) -> list[Claim]:
@@ -254,8 +231,7 @@ def _reference_rows(tables: Sequence[TableResult]) -> list[list[str]]:
 
 def render_claims(claims: Sequence[Claim], tables: Sequence[TableResult], sharpness: SharpnessReport) -> str:
     synthetic = any(t.synthetic for t in tables) or any_synthetic(sharpness.frame)
-    out = ["# The paper's claims checked against these runs" + (" — SYNTHETIC DATA" if synthetic else ""), ""]
-    out += [f"> **{SYNTHETIC_BANNER}**", ""] if synthetic else []
+    out = heading("The paper's claims checked against these runs", synthetic)
     out += [
         "Paper: AdaSAM (arXiv 2303.00565), spec §4. Each claim with what these run records measure and "
         "a verdict. Rules: a table claim holds when the SAM method wins on at least the paper's fraction "

@@ -1,19 +1,11 @@
 """Run records -> one DataFrame, a row per ``record.json``: validated, parsed, judged and deduplicated.
 
-- A record of another ``schema_version`` is refused (:class:`RecordError` naming the file) unless
-  ``skip_unknown_schema``; corrupt JSON or a record lacking what the report needs is listed as skipped;
-  a folder without records raises :class:`NoRecordsError` (the CLI exits with code 2).
-- The report does not take ``status`` on trust (:func:`judge`, one small function per flag): a completed
-  record that breaks the divergence rule (:func:`adasam_glue.records.skip_rule_verdict`) is
-  ``diverged``; a run resumed under a changed config (``identity_changes``) is ``excluded``; rows lost to
-  malformed TSV lines (``data_quality``) are flagged but keep their status (every seed of an identity
-  read the same files).
-- Every row carries its identity (:func:`adasam_glue.identity.run_identity`; derived from the config for
-  schema-1 records) flattened to dotted keys: the report pools, selects and pairs only through it
-  (:mod:`adasam_glue.report.grouping`, docs/algorithms.md §4.4), and the git commits of its attempts.
-- Two records of one identity and seed are one run: :func:`dedupe` keeps one by a stated rule.
-
-Metric keys are read under the Hugging Face names and the older ``mcc``/``spearman``.
+A record of another ``schema_version`` is refused (:class:`RecordError`) unless ``skip_unknown_schema``;
+a corrupt or incomplete one is listed as skipped. The report does not take ``status`` on trust
+(:func:`judge_frame`): a completed record breaking the divergence rule is ``diverged``, a run resumed under
+a changed config is ``excluded``, rows lost to malformed TSV lines are flagged (every seed of an identity
+read the same files). Every row carries its flattened identity (derived from the config for schema-1
+records): the report pools, selects and pairs only through it (docs/algorithms.md §4.4).
 """
 
 from __future__ import annotations
@@ -144,21 +136,10 @@ def judge_frame(records: pd.Series) -> pd.DataFrame:
         verdict, changes, lost = skip_rule_verdict(rec), identity_changes(rec), data_quality_losses(rec)
         s = "diverged" if verdict else str(rec.get("status"))
         status.append(EXCLUDED if changes and s in FINAL_STATUSES else s)
-        resumed = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changes)
-        flagged.append(
-            tuple(
-                text
-                for text, on in (
-                    (verdict, verdict),
-                    (
-                        f"resumed under a changed config (reuse_run_dir=true: {resumed}): its results mix two configs",
-                        changes,
-                    ),
-                    ("malformed rows skipped: " + ", ".join(lost), lost),
-                )
-                if on
-            )
-        )
+        keys = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changes)
+        resumed = f"resumed under a changed config (reuse_run_dir=true: {keys}): its results mix two configs"
+        flags = ((verdict, verdict), (resumed, changes), ("malformed rows skipped: " + ", ".join(lost), lost))
+        flagged.append(tuple(text for text, on in flags if on))
     return pd.DataFrame({"status": status, "flagged": flagged}, index=records.index, dtype=object)
 
 
@@ -255,11 +236,6 @@ class Collection:
     duplicates: pd.DataFrame = field(default_factory=pd.DataFrame)  #: :func:`dedupe` of all runs
 
     @property
-    def runs(self) -> list[Any]:
-        """The rows as named tuples (``r.rel``, ``r.task``, ``r.best``, ...)."""
-        return list(self.frame.itertuples(index=False))
-
-    @property
     def unique(self) -> pd.DataFrame:
         """The runs without the dropped duplicates (what every table, figure and claim reads)."""
         return self.frame[~self.frame.rel.isin(self.duplicates.get("rel", []))]
@@ -296,16 +272,12 @@ def without(df: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
     return df[~df.rel.isin(dropped.rel)] if len(dropped) else df
 
 
-def code_versions(df: pd.DataFrame) -> tuple[list[str], bool]:
-    """``(short commits, dirty)`` behind the runs: their sorted 10-character commits (:data:`UNKNOWN_COMMIT`
-    last for runs that name none) and whether any ran from uncommitted changes."""
-    short = sorted({c[:10] for cs in df.commits for c in cs})
-    return short + ([UNKNOWN_COMMIT] if any(not cs for cs in df.commits) else []), bool(df.dirty.any())
-
-
 def code_text(df: pd.DataFrame) -> str:
-    """The code column of a cell: its commits, ``+ uncommitted changes`` and a ⚠ when mixed or dirty."""
-    commits, dirty = code_versions(df)
+    """The runs' sorted 10-character commits (:data:`UNKNOWN_COMMIT` last for runs that name none),
+    ``+ uncommitted changes``, and a ⚠ when they mix commits or any ran from uncommitted changes."""
+    commits = sorted({c[:10] for cs in df.commits for c in cs})
+    commits += [UNKNOWN_COMMIT] if any(not cs for cs in df.commits) else []
+    dirty = bool(df.dirty.any())
     text = (", ".join(commits) or UNKNOWN_COMMIT) + (" + uncommitted changes" if dirty else "")
     return text + (" ⚠" if len(commits) > 1 or dirty else "")
 

@@ -1,14 +1,9 @@
-"""Figures of the report (matplotlib object API on the Agg canvas: no pyplot, no global backend).
+"""Figures (matplotlib object API, no pyplot): ``speedup`` (paper Fig. 1, docs/algorithms.md §4.6),
+``curves_<task>_beta<b>`` (Figs. 2-5, each optimizer at its table's rho), ``sharpness_<task>``.
 
-- ``speedup``: the paper's Figure 1 (training loss vs updates per batch size on MRPC, RTE, CoLA; updates
-  to a target loss vs batch size, log-log, with the ideal linear-speedup line; docs/algorithms.md §4.6);
-- ``curves_<task>_beta<b>``: training loss and dev metric vs updates for the table cells of one setting
-  (the paper's Figures 2-5), each optimizer at the rho its table selected;
-- ``sharpness_<task>``: each sharpness measure against the dev metric, one point per run.
-
-Like with like (docs/algorithms.md §4.4): a figure never mixes settings (a second setting of a task and
-beta1 gets its own ``..._<setting hash>`` figure) and every title states the setting. PNG and PDF are
-written with fixed metadata, so a rerun on the same records gives the same bytes.
+Like with like (docs/algorithms.md §4.4): a figure never mixes settings (another setting of a task and
+beta1 gets its own ``..._<setting hash>`` figure) and every title states the setting. Fixed metadata:
+a rerun on the same records gives the same bytes.
 """
 
 from __future__ import annotations
@@ -130,19 +125,14 @@ class SpeedupResult:
         for t, by_b in self.runs.items():
             bs, r = sorted(by_b), self.ratio(t)
             if len(bs) < 2:
-                parts.append(
-                    f"{task_name(t)}: only batch size {bs[0]} was run, so the linear-speedup claim cannot be tested."
-                )
+                text = f"only batch size {bs[0]} was run, so the linear-speedup claim cannot be tested."
             elif r is not None:
-                parts.append(
-                    f"{task_name(t)}: batch 32 needs {r:.2f}× the updates of batch 16 to reach loss "
-                    f"{self.target[t]:.4g} (paper: about 0.5×, ideal linear speedup 0.5×)."
-                )
+                text = f"batch 32 needs {r:.2f}× the updates of batch 16 to reach loss {self.target[t]:.4g} "
+                text += "(paper: about 0.5×, ideal linear speedup 0.5×)."
             else:
                 have = ", ".join(str(b) for b in bs)
-                parts.append(
-                    f"{task_name(t)}: batch sizes {have} were run; the 32-vs-16 ratio needs both to reach the target loss."
-                )
+                text = f"batch sizes {have} were run; the 32-vs-16 ratio needs both to reach the target loss."
+            parts.append(f"{task_name(t)}: {text}")
         return " ".join(parts)
 
 
@@ -330,7 +320,7 @@ def plot_curves(results: Sequence, out_dir: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------- sharpness
 def plot_sharpness(rep, out_dir: Path) -> list[Path]:
     """``sharpness_<task>``: each measure (x) vs the dev metric (y), one point per run; colour = optimizer,
-    marker = schedule (:class:`adasam_glue.report.sharpness.SharpnessReport`)."""
+    marker = schedule (:class:`adasam_glue.report.sharpness_table.SharpnessReport`)."""
     written = []
     pts = list(rep.frame.itertuples())
     schedules = sorted({p.schedule for p in pts})
@@ -367,19 +357,11 @@ def plot_sharpness(rep, out_dir: Path) -> list[Path]:
             )  # noqa: E731, E501
             opts = sorted({p.optimizer for p in tp}, key=optimizer_rank)
             handles = [handle("o", color(o), method_name(o)) for o in opts]
-            handles += [
-                handle(marker[s], "0.6", f"schedule: {s}")
-                for s in schedules
-                if any(p.schedule == s for p in tp)
-            ]
+            shown = [s for s in schedules if any(p.schedule == s for p in tp)]
+            handles += [handle(marker[s], "0.6", f"schedule: {s}") for s in shown]
             fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)))
-            runs = rep.frame[rep.frame.task.eq(t)]
-            fig.suptitle(
-                textwrap.fill(
-                    f"{task_name(t)}: sharpness vs dev {metric_label(metric)}, one point per run. Setting: "
-                    + setting_text(runs),
-                    width=max(45, 30 * ncol),
-                )
-            )
+            title = f"{task_name(t)}: sharpness vs dev {metric_label(metric)}, one point per run. Setting: "
+            title += setting_text(rep.frame[rep.frame.task.eq(t)])
+            fig.suptitle(textwrap.fill(title, width=max(45, 30 * ncol)))
             written += save_figure(fig, out_dir, f"sharpness_{t}")
     return written

@@ -1,15 +1,10 @@
-"""Like with like (docs/algorithms.md §4.4): which runs the report may pool, select among and pair.
+"""Like with like (docs/algorithms.md §4.4), through the flattened run identity (``flat``): a cell pools
+the seeds of one identity, rho is selected among runs identical but for ``config.optim.rho``, a paired
+comparison pairs runs differing only in ``config.optim.*``.
 
-Everything goes through the flattened run identity (``flat``: ``config.task.lr``, ``weights.model...``):
-
-- a cell pools the seeds of one identity (equal in every key but ``config.seed``);
-- rho is selected among runs identical but for ``config.optim.rho``;
-- a paired comparison pairs runs whose identities differ only in the optimizer keys (``config.optim.*``).
-
-Unlike runs go to separate rows, labelled by how they differ from a *reference* setting (the most common:
-most completed runs, then most runs, then the smallest canonical JSON): global keys against the whole
-table's reference, task keys (``config.task.*``, data files, ``weights.init_from``) against the task's,
-optimizer keys but rho against the (task, optimizer)'s. The reference rows carry no label suffix.
+Unlike runs go to separate rows, labelled by how they differ from a *reference* setting (the most common,
+:func:`mode`): global keys against the table's, task keys (``config.task.*``, data files,
+``weights.init_from``) against the task's, optimizer keys but rho against the (task, optimizer)'s.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""The lr-tuning stages as the report shows them: per (tuning experiment, task, optimizer) the grid, each
-point's dev metric, the selected lr and whether it sits at the edge of its grid.
-
-Read from the ``tuned_lr.json`` files that ``select-lr`` writes into the runs tree from the tuning runs'
-records (:mod:`adasam_glue.experiments.tuned_lr`, which documents the format); the Tables 2/4 runs trained with the
-selected lr. An lr at the edge of its grid means the grid may not hold the best lr: the page says so.
-Paths are shown relative to the runs tree, so a rebuild elsewhere is byte-identical.
+"""The lr-tuning stages (``lr_tuning.md``): per (tuning experiment, task, optimizer) the grid, each point's
+dev metric, the selected lr and whether it sits at the edge of its grid (the best lr may lie outside).
+Read from the ``tuned_lr.json`` files of :mod:`adasam_glue.experiments.tuned_lr`; paths relative to the
+runs tree, so a rebuild elsewhere is byte-identical.
 """
 
 from __future__ import annotations

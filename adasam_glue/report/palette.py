@@ -1,8 +1,7 @@
-"""Names, colours and line styles of optimizers, tasks and metrics (the same in every table and figure).
+"""Names, colours and line styles of optimizers, tasks and metrics, the same in every table and figure.
 
-Optimizer facts are read live from the registry (``adasam_glue.optim.registry``: ``display``, ``color``,
-``linestyle``), so a newly registered optimizer is named and drawn with no edit here; a name the
-registry does not know (a record of an older version) keeps its key and gets a stable fallback colour.
+Optimizer facts are read live from the registry, so a newly registered optimizer needs no edit here; a
+name it does not know (an older record) keeps its key and gets a stable fallback colour.
 """
 
 from __future__ import annotations

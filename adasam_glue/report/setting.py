@@ -37,6 +37,13 @@ def any_synthetic(df: pd.DataFrame) -> bool:
     return bool(len(df)) and bool(synthetic(df).any())
 
 
+def heading(title: str, runs: pd.DataFrame | bool, banner: str = SYNTHETIC_BANNER) -> list[str]:
+    """``# title``, marked SYNTHETIC DATA with the banner under it when generated data went in."""
+    synth = runs if isinstance(runs, bool) else any_synthetic(runs)
+    out = [f"# {title}" + (" — SYNTHETIC DATA" if synth else ""), ""]
+    return out + ([f"> **{banner}**", ""] if synth else [])
+
+
 def model_text(run: Any) -> str:
     """The record's model label (schema 2), else the one the harness would give its config."""
     label = run.record.get("model")
@@ -159,13 +166,5 @@ def setting_text(df: pd.DataFrame) -> str:
     if df.empty:
         return "no runs"
     runs = list(df.itertuples())
-    return "; ".join(
-        [
-            "model " + _distinct([model_text(r) for r in runs]),
-            _distinct([data_text(r) for r in runs]),
-            updates_text(df),
-            lr_text(df),
-            _distinct([shape_text(r) for r in runs]),
-            _distinct([precision_text(r) for r in runs]),
-        ]
-    )
+    texts = [_distinct([f(r) for r in runs]) for f in (model_text, data_text, shape_text, precision_text)]
+    return "; ".join(["model " + texts[0], texts[1], updates_text(df), lr_text(df), *texts[2:]])

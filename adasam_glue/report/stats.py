@@ -1,13 +1,8 @@
-"""Statistics over run frames: mean ± sample std over seeds, rho selection, seed-paired differences with a
-seeded bootstrap CI (docs/algorithms.md §4.4; the tuning playbook: rho is a nuisance parameter chosen
-on the dev set, the optimizer is the variable).
-
-- ``std`` is the sample standard deviation (``ddof=1``); one seed has none;
-- rho is chosen among runs identical but for rho by the mean over completed seeds of the task's
-  selection metric at each run's best checkpoint; ties go to the smaller rho;
-- a paired difference pairs, per seed, runs whose identities differ only in the allowed keys;
-- the bootstrap resamples seeds with replacement (10 000 resamples, percentile interval) from a fixed
-  seed, so the report is byte-identical from run to run.
+"""Statistics over run frames (docs/algorithms.md §4.4; the tuning playbook: rho is a nuisance parameter
+chosen on the dev set, the optimizer is the variable): mean ± sample std (ddof=1) over seeds; rho chosen
+among runs identical but for rho by the mean selection metric over completed seeds, ties to the smaller
+rho; seed-paired differences with a percentile bootstrap CI over seeds from a fixed seed (byte-identical
+reports).
 """
 
 from __future__ import annotations
@@ -90,9 +85,7 @@ def rho_candidates(df: pd.DataFrame, task: str) -> list[Candidate]:
     sel = TASKS[task].selection_metric
     out = []
     for rho in sorted(set(df.rho), key=lambda x: (x is not None, x or 0.0)):
-        rs = df[
-            df.rho.map(lambda r, rho=rho: r == rho or (r is None and rho is None)).astype(bool)
-        ].sort_values(["seed", "rel"])
+        rs = df[df.rho.map(lambda r, rho=rho: r == rho).astype(bool)].sort_values(["seed", "rel"])
         done = rs[rs.status.eq("completed")]
         out.append(Candidate(rho, summarize(metric(done, sel)), done, rs[rs.status.eq("diverged")]))
     return out
@@ -136,6 +129,7 @@ class Paired:
     sam_identity: str = ""  #: group hash of the first cell's chosen identity
     base_identity: str = ""
     refused: list[str] = field(default_factory=list)  #: keys that kept a seed's runs from being paired
+    seeds: list[int] = field(default_factory=list)  #: the seeds paired
 
     @property
     def excludes_zero(self) -> str:
@@ -153,7 +147,7 @@ def pair(
     """Pair the runs of ``a`` and ``b`` (one per seed, a ``score`` column) by seed; a seed pairs only runs
     whose identities differ in ``allowed`` keys alone (the others are named in ``refused``). ``ids``: the
     group hashes the two sides are listed under."""
-    diffs, refused = [], []
+    diffs, refused, seeds = [], [], []
     ra, rb = a.set_index("seed"), b.set_index("seed")
     for s in sorted(set(ra.index) & set(rb.index)):
         unlike = differs_outside(ra.flat[s], rb.flat[s], allowed)
@@ -161,7 +155,8 @@ def pair(
             refused += unlike
             continue
         diffs.append((ra.score[s] - rb.score[s]) * 100)
+        seeds.append(s)
     mean = sum(diffs) / len(diffs) if diffs else None
     return Paired(
-        task, len(diffs), mean, bootstrap_mean_ci(diffs, seed=boot_seed), *ids, sorted(set(refused))
+        task, len(diffs), mean, bootstrap_mean_ci(diffs, seed=boot_seed), *ids, sorted(set(refused)), seeds
     )

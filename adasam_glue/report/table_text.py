@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
-from adasam_glue.report.collect import EXCLUDED, code_text, code_versions
+from adasam_glue.report.collect import EXCLUDED, code_text
 from adasam_glue.report.grouping import format_diff, label_suffix
 from adasam_glue.report.palette import method_name, metric_label, task_name
-from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
+from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, heading, setting_text
 from adasam_glue.report.stats import Summary
-from adasam_glue.report.tables import (
-    DECIMALS,
-    EXCLUDED_EXPERIMENTS,
-    MISSING,
-    PROBE_SUFFIX,
-    Row,
-    TableResult,
-    TableSpec,
-    rhos_label,
-)
+from adasam_glue.report.tables import DECIMALS, MISSING, Row, TableResult
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 COLUMNS = [(t, m) for t in TASK_ORDER for m in TASKS[t].paper_metrics]
@@ -53,7 +44,7 @@ def _bold(res: TableResult) -> set[tuple[Row, object]]:
     out: set[tuple[Row, object]] = set()
     for setting in res.settings:
         rows = [r for r in res.rows if r.setting == setting]
-        cols = {col: lambda row, col=col: res.row_cell(row, col[0]).metrics.get(col[1]) for col in COLUMNS}
+        cols = {col: lambda row, col=col: res.cells[(row, col[0])].metrics.get(col[1]) for col in COLUMNS}
         for col, get in [*cols.items(), ("avg", res.row_average)]:
             shown = {row: fmt(v if col == "avg" else v.mean) for row in rows if (v := get(row)) is not None}
             if len(shown) >= 2:
@@ -62,25 +53,19 @@ def _bold(res: TableResult) -> set[tuple[Row, object]]:
     return out
 
 
-def protocol_text(spec: TableSpec) -> str:
-    return (
-        f"Protocol: runs with optim.beta1 = {spec.beta1:g} (any experiment except "
-        f"{', '.join(EXCLUDED_EXPERIMENTS)}, the lr-tuning ones, *{TUNING_SUFFIX}, and the recipe probes, "
-        f"*{PROBE_SUFFIX}). Runs that differ in anything but seed, rho and the "
-        "optimizer keys (model, data, lr, batch, updates, max_length, precision, schedule, ...) are in "
-        "different rows; a row label names how it differs from the unmarked rows. For each row and task, "
-        "rho is chosen on the dev set among runs identical but for rho, by the mean over seeds of the "
-        "task's selection metric (CoLA MCC, STS-B Pearson, MNLI matched acc, else acc) at each run's best "
-        f"checkpoint; paper grid for {method_name(spec.sam)}: {rhos_label(spec.rho_grid)}. "
-        "Each cell is mean ± sample std (ddof=1) over the completed seeds of one identity (the chosen "
-        "rho), ×100, with the number of seeds in parentheses (one seed: mean only). Diverged runs are "
-        "excluded from the means, counted per identity (†) and listed. A task's score is the mean of its "
-        "metrics; Avg. is the mean task score over the tasks where both rows of the comparison have "
-        "results. Bold: best shown value per column among the rows of one setting. "
-        "Paired comparison: per-seed task-score difference over the seeds both rows share, pairing only "
-        "runs that differ in optimizer keys alone; 95% percentile bootstrap CI over seeds (10 000 "
-        "resamples, fixed seed)."
-    )
+def _body(res: TableResult, cell: Callable, avg: Callable) -> list[list[str]]:
+    """The main table, shared by the Markdown and LaTeX forms: per row its label, ``cell(summary, bold,
+    diverged)`` per metric column and ``avg(average, bold)``."""
+    bold = _bold(res)
+    return [
+        [row.label]
+        + [
+            cell((c := res.cells[(row, t)]).metrics.get(k), (row, (t, k)) in bold, len(c.diverged) > 0)
+            for t, k in COLUMNS
+        ]
+        + [avg(res.row_average(row), (row, "avg") in bold)]
+        for row in res.rows
+    ]
 
 
 def _who(setting) -> str:
@@ -102,12 +87,12 @@ def _listing(df: pd.DataFrame) -> str:
 
 def notes(res: TableResult) -> list[str]:
     """Bulleted notes shared by the Markdown and LaTeX forms (plain text)."""
-    spec = res.spec
+    spec, runs, comp, cells = res.spec, res.runs, res.main, res.cells.items()
     missing = [
         f"{method_name(m)} / {task_name(t)}" + (f" ({len(c.diverged)} diverged)" if len(c.diverged) else "")
         for t in TASK_ORDER
         for m in spec.methods
-        if not (c := res.row_cell(Row(m), t)).present
+        if not (c := res.cells[(Row(m), t)]).present
     ]
     some = " of the unmarked rows" if len(res.rows) > 2 else ""
     lines = [
@@ -117,60 +102,45 @@ def notes(res: TableResult) -> list[str]:
         f"{row.label} / {task_name(t)}: {', '.join(metric_label(k) for k, s in c.metrics.items() if s is None)}"
         for t in TASK_ORDER
         for row in res.rows
-        if (c := res.row_cell(row, t)).present and any(s is None for s in c.metrics.values())
+        if (c := res.cells[(row, t)]).present and any(s is None for s in c.metrics.values())
     ]
-    if partial:
-        lines.append("Metrics missing from present cells: " + "; ".join(partial) + ".")
-    div = pd.concat([res.row_cell(row, t).diverged for row in res.rows for t in TASK_ORDER])
-    n_ident = div.group_hash.nunique()
-    which = (
-        f" in {n_ident} identit{'y' if n_ident == 1 else 'ies'} — " + "; ".join(div.description)
-        if len(div)
-        else ""
-    )
+    lines += ["Metrics missing from present cells: " + "; ".join(partial) + "."] if partial else []
+    div = pd.concat([c.diverged for _, c in cells])
+    n = div.group_hash.nunique()
+    which = f" in {n} identit{'y' if n == 1 else 'ies'} — " + "; ".join(div.description) if len(div) else ""
     lines.append(f"Diverged runs: {len(div)}{which}.")
     for row in (r for r in res.rows if not r.main):
-        tasks = [task_name(t) for t in TASK_ORDER if len(res.row_cell(row, t).runs)]
+        tasks = ", ".join(task_name(t) for t in TASK_ORDER if len(res.cells[(row, t)].runs)) or "none"
+        diff = format_diff(tuple(sorted(row.setting + row.optim)))
         lines.append(
             f"Row {row.label}: its runs differ from the unmarked {method_name(row.method)} row of the same "
-            f"task in {format_diff(tuple(sorted(row.setting + row.optim)))} (tasks: {', '.join(tasks) or 'none'})."
+            f"task in {diff} (tasks: {tasks})."
         )
-    common = res.common_tasks
-    if 0 < len(common) < len(TASK_ORDER):
-        names = ", ".join(task_name(t) for t in common)
-        lines.append(f"Avg. is over the {len(common)} tasks present for both methods: {names}.")
-    lines += [f"Comparison {comp.name}: {comp.win_line()}" for comp in res.comparisons[1:]]
+    if 0 < (m := len(comp.common_tasks)) < len(TASK_ORDER):
+        names = ", ".join(task_name(t) for t in comp.common_tasks)
+        lines.append(f"Avg. is over the {m} tasks present for both methods: {names}.")
+    lines += [f"Comparison {c.name}: {c.win_line()}" for c in res.comparisons[1:]]
     edges = [
         f"{row.label} / {task_name(t)}: {note}"
-        for row in res.rows
-        if row.method == spec.sam
-        for t in TASK_ORDER
-        if (note := res.row_cell(row, t).edge_note(spec.rho_grid))
+        for (row, t), c in cells
+        if row.method == spec.sam and (note := c.edge_note(spec.rho_grid))
     ]
-    if edges:
-        lines.append("Rho grid: " + "; ".join(edges) + ".")
-    runs = res.runs
+    lines += ["Rho grid: " + "; ".join(edges) + "."] if edges else []
     flagged = runs[runs.flagged.map(bool).astype(bool)].drop_duplicates("rel").sort_values("rel")
-    if len(flagged):  # collect.judge: re-judged diverged, or rows lost to malformed TSV lines
-        lines.append("Flagged by the report: " + _listing(flagged) + ".")
+    lines += ["Flagged by the report: " + _listing(flagged) + "."] if len(flagged) else []
     if len(res.unused):
         excluded = ", or excluded" if res.unused.status.eq(EXCLUDED).any() else ""
         lines.append(f"Not used (not completed{excluded}): " + _listing(res.unused) + ".")
-    if len(res.duplicates):
-        dups = "; ".join(
-            f"{d.rel} [{d.status_text}] (kept {d.kept_rel} [{d.kept_status_text}])"
-            for d in res.duplicates.itertuples()
-        )
-        lines.append(f"Duplicate runs dropped (same identity and seed as a kept run): {dups}.")
-    mixed = mixed_code_cells(res)
-    if mixed:
+    dup = "{0.rel} [{0.status_text}] (kept {0.kept_rel} [{0.kept_status_text}])"
+    if dups := [dup.format(d) for d in res.duplicates.itertuples()]:
+        lines.append(f"Duplicate runs dropped (same identity and seed as a kept run): {'; '.join(dups)}.")
+    if mixed := mixed_code_cells(res):
         lines.append(
             "Code versions: the runs of these cells come from more than one git commit, or from uncommitted "
             "changes, so their seeds may not have run the same code (rerun_on_new_commit=true trains such "
             "runs again): " + "; ".join(mixed) + "."
         )
-    derived = runs[runs.identity_derived.astype(bool)].rel.nunique()
-    if derived:
+    if derived := runs[runs.identity_derived.astype(bool)].rel.nunique():
         lines.append(
             f"Identities of {derived} run(s) derived from their stored config (schema-1 records, "
             "fingerprints of the data and weights as found now)."
@@ -181,15 +151,12 @@ def notes(res: TableResult) -> list[str]:
 def mixed_code_cells(res: TableResult) -> list[str]:
     """``"<row> / <task> [rho r]: <commits>"`` for every identity of the table whose runs mix commits
     (a run resumed under another commit counts too) or ran from uncommitted changes."""
-    out = []
-    for row in res.rows:
-        for t in TASK_ORDER:
-            for cand in res.row_cell(row, t).candidates:
-                commits, dirty = code_versions(cand.runs)
-                if len(commits) > 1 or dirty:
-                    rho = "" if cand.rho is None else f" rho {cand.rho:g}"
-                    out.append(f"{row.label} / {task_name(t)}{rho}: {code_text(cand.runs).rstrip(' ⚠')}")
-    return out
+    return [
+        f"{row.label} / {task_name(t)}{'' if c.rho is None else f' rho {c.rho:g}'}: {code[:-2]}"
+        for (row, t), cell in res.cells.items()
+        for c in cell.candidates
+        if (code := code_text(c.runs)).endswith(" ⚠")
+    ]
 
 
 def title(res: TableResult) -> str:
@@ -201,11 +168,8 @@ def synthetic_banner(res: TableResult) -> str:
     synth = [st for st in res.settings if any_synthetic(res.setting_runs(st))]
     if len(synth) == len([st for st in res.settings if len(res.setting_runs(st))]):
         return SYNTHETIC_BANNER
-    return (
-        f"SYNTHETIC DATA in the {', '.join(_who(st) for st in synth)}: those runs trained and were evaluated "
-        "on generated data (data.source=synthetic), not GLUE. They show that the pipeline works; they are "
-        "no evidence for or against the paper."
-    )
+    where = f"SYNTHETIC DATA in the {', '.join(_who(st) for st in synth)}: those"
+    return SYNTHETIC_BANNER.replace("SYNTHETIC DATA: these", where)
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> list[str]:
@@ -216,37 +180,26 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str
     return ["| " + " | ".join(header) + " |", rule] + [ln.replace(" \0 ", " ") for ln in lines]
 
 
-def _avg_text(res: TableResult, row: Row, bold: set) -> str:
-    a = res.row_average(row)
-    return MISSING if a is None else (f"**{fmt(a)}**" if (row, "avg") in bold else fmt(a))
+def _section(heading: str, head: list[str], body: list, align: str, *intro: str) -> list[str]:
+    return ["", heading, "", *intro, *md_table(head, body, align)]
 
 
 def render_markdown(res: TableResult) -> str:
-    spec, bold = res.spec, _bold(res)
-    out = [f"# {title(res)}", ""] + ([f"> **{synthetic_banner(res)}**", ""] if res.synthetic else [])
-    out += caption_lines(res) + [""]
+    spec = res.spec
+    out = heading(res.spec.title, res.synthetic, synthetic_banner(res))
     header = ["Method"] + [f"{task_name(t)} {metric_label(k)}" for t, k in COLUMNS] + ["Avg."]
-    body = []
-    for row in res.rows:
-        line = [row.label]
-        for t, k in COLUMNS:
-            c = res.row_cell(row, t)
-            s, dag = c.metrics.get(k), "†" if len(c.diverged) else ""
-            line.append((MISSING if s is None else summary_text(s, (row, (t, k)) in bold)) + dag)
-        body.append(line + [_avg_text(res, row, bold)])
-    out += md_table(header, body, "l" + "r" * (len(header) - 1))
-    out += ["", res.win_line(), "", protocol_text(spec), ""] + [f"- {line}" for line in notes(res)]
+    cell = lambda s, b, d: (MISSING if s is None else summary_text(s, b)) + "†" * d  # noqa: E731
+    body = _body(res, cell, lambda a, b: MISSING if a is None else f"**{fmt(a)}**" if b else fmt(a))
+    out += caption_lines(res) + ["", *md_table(header, body, "l" + "r" * (len(header) - 1))]
+    out += ["", res.main.win_line(), "", spec.protocol, ""] + [f"- {line}" for line in notes(res)]
     for row in res.rows:  # rho selection, one section per row of the SAM method that has runs
-        if row.method != spec.sam or (
-            not row.main and not any(len(res.row_cell(row, t).runs) for t in TASK_ORDER)
-        ):
+        cells = [(t, res.cells[(row, t)]) for t in TASK_ORDER]
+        if row.method != spec.sam or (not row.main and not any(len(c.runs) for _, c in cells)):
             continue
         body = []
-        for t in TASK_ORDER:
-            c = res.row_cell(row, t)
+        for t, c in cells:
             if not c.candidates:
-                if row.main:
-                    body.append([task_name(t), MISSING, "no runs", 0, None])
+                body += [[task_name(t), MISSING, "no runs", 0, None]] if row.main else []
                 continue
             per = ", ".join(
                 f"{rho_text(cand.rho)}: "
@@ -256,14 +209,9 @@ def render_markdown(res: TableResult) -> str:
             )
             chosen = MISSING if c.chosen is None else rho_text(c.rho)
             body.append([task_name(t), chosen, per, len(c.diverged), "yes" if c.is_edge() else "no"])
-        head = [
-            "Task",
-            "chosen rho",
-            "mean selection metric ×100 (seeds) per rho",
-            "diverged",
-            "edge of grid",
-        ]
-        out += ["", f"## rho selection ({row.label})", ""] + md_table(head, body, "lrlr")
+        head = ["Task", "chosen rho", "mean selection metric ×100 (seeds) per rho", "diverged"]
+        head += ["edge of grid"]
+        out += _section(f"## rho selection ({row.label})", head, body, "lrlr")
     for comp in res.comparisons:  # paired comparison, one section per comparison
         if not comp.main and not any(p.n or p.refused for p in comp.paired):
             continue
@@ -273,34 +221,36 @@ def render_markdown(res: TableResult) -> str:
             if p.mean is None:
                 body.append([task_name(p.task), MISSING, MISSING, 0, None, refused.lstrip("; ")])
             else:
-                body.append(
-                    [task_name(p.task), f"{p.mean:+.{DECIMALS}f}", ci_text(p.ci), p.n, p.excludes_zero,
-                     f"{p.sam_identity} vs {p.base_identity}{refused}"]
-                )  # fmt: skip
+                ids = f"{p.sam_identity} vs {p.base_identity}{refused}"
+                body.append([task_name(p.task), *_diff_cells(p), ids])
         head = ["Task", "mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
-        out += ["", f"## Paired comparison: {comp.name} (task score ×100)", ""] + md_table(head, body, "lrlr")
+        out += _section(f"## Paired comparison: {comp.name} (task score ×100)", head, body, "lrlr")
     out += _matched_markdown(res)
     body = [
-        [row.label, task_name(t), rho_text(cand.rho), cand.group_hash,
-         ", ".join(str(s) for s in cand.completed.seed) or MISSING,
-         ", ".join(str(s) for s in cand.diverged.seed) or MISSING, code_text(cand.runs)]
-        for row in res.rows for t in TASK_ORDER for cand in res.row_cell(row, t).candidates
-    ]  # fmt: skip
-    out += [
-        "",
+        [row.label, task_name(t), rho_text(cand.rho), cand.group_hash]
+        + [", ".join(str(s) for s in cand.completed.seed) or MISSING]
+        + [", ".join(str(s) for s in cand.diverged.seed) or MISSING, code_text(cand.runs)]
+        for (row, t), c in res.cells.items()
+        for cand in c.candidates
+    ]
+    head = ["Row", "Task", "rho", "identity", "completed seeds", "diverged seeds", "code"]
+    out += _section(
         "## Identities",
-        "",
+        head,
+        body,
+        "llr",
         "Each cell pools the seeds of one identity (the group hash: the run identity without its seed). "
         "The identity says what ran, not which code: `code` names the git commit(s) of the runs' attempts "
         "(⚠: more than one, or uncommitted changes; see the notes).",
         "",
-    ]
-    out += md_table(
-        ["Row", "Task", "rho", "identity", "completed seeds", "diverged seeds", "code"], body, "llr"
     )
-    if not body:
-        out.append(f"| {MISSING} | no runs | | | | | |")
+    out += [] if body else [f"| {MISSING} | no runs | | | | | |"]
     return "\n".join(out) + "\n"
+
+
+def _diff_cells(p) -> list:
+    """Mean difference, CI, seeds paired, whether the CI excludes 0 of a :class:`Paired`."""
+    return [f"{p.mean:+.{DECIMALS}f}", ci_text(p.ci), p.n, p.excludes_zero]
 
 
 def _matched_markdown(res: TableResult) -> list[str]:
@@ -308,20 +258,16 @@ def _matched_markdown(res: TableResult) -> list[str]:
     if not res.matched:
         return []
     sam, base = method_name(res.spec.sam), method_name(res.spec.base)
-    head = [
-        "Task", f"{sam} (ρ)", f"{base} compute-matched", "passes per run", f"{base} updates", "mean difference",
-        "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities",
-    ]  # fmt: skip
+    head = ["Task", f"{sam} (ρ)", f"{base} compute-matched", "passes per run", f"{base} updates"]
+    head += ["mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
     body = [
-        [task_name(m.task), f"{summary_text(m.sam)} (ρ={rho_text(m.rho)})", f"{summary_text(m.matched)} [{m.base.suffix}]",
-         ", ".join(map(str, m.passes)), ", ".join(map(str, m.updates)) or MISSING, f"{m.paired.mean:+.{DECIMALS}f}",
-         ci_text(m.paired.ci), m.paired.n, m.paired.excludes_zero, f"{m.paired.sam_identity} vs {m.paired.base_identity}"]
+        [task_name(m.task), f"{summary_text(m.sam)} (ρ={rho_text(m.rho)})"]
+        + [f"{summary_text(m.matched)} [{m.base.suffix}]", ", ".join(map(str, m.passes))]
+        + [", ".join(map(str, m.updates)) or MISSING, *_diff_cells(m.paired)]
+        + [f"{m.paired.sam_identity} vs {m.paired.base_identity}"]
         for m in res.matched
-    ]  # fmt: skip
-    out = [
-        "",
-        f"## Compute-matched comparison: {res.matched_name} (task score ×100)",
-        "",
+    ]
+    intro = (
         f"What each comparison supports: {sam} against the unmarked {base} row is a comparison at equal "
         f"optimizer updates ({sam} spends two forward/backward passes per update, so twice the compute); "
         f"{sam} against the compute-matched {base} row is a comparison at equal compute (the same "
@@ -329,11 +275,10 @@ def _matched_markdown(res: TableResult) -> list[str]:
         f"A compute-matched {base} run differs from the {sam} run of its seed (the chosen rho) only in the "
         "optimizer keys and in task.total_updates, task.warmup_updates, task.epochs, and its record has "
         "the same forward_backward_passes; the paired difference pairs those seeds, with the bootstrap of "
-        "the paired comparisons above.",
-        "",
-    ]
-    out += md_table(head, body, "lrrrrrlrll")
-    return out + ["", matched_line(res)]
+        "the paired comparisons above."
+    )
+    heading = f"## Compute-matched comparison: {res.matched_name} (task score ×100)"
+    return _section(heading, head, body, "lrrrrrlrll", intro, "") + ["", matched_line(res)]
 
 
 def matched_line(res: TableResult) -> str:
@@ -350,24 +295,28 @@ def matched_line(res: TableResult) -> str:
 _TEX = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "{": r"\{", "}": r"\}", "$": r"\$", "—": "---", "−": "-",
         "–": "--", "…": r"\ldots{}", "ρ": r"$\rho$", "β1": r"$\beta_1$", "β": r"$\beta$", "±": r"$\pm$",
         "†": r"$^\dagger$", "→": r"$\to$", "×": r"$\times$", "≥": r"$\geq$", "~": r"\textasciitilde{}"}  # fmt: skip
+_TEX_RE = re.compile("|".join(map(re.escape, sorted(_TEX, key=len, reverse=True))))
 
 
 def tex_escape(s: str) -> str:
-    out, i = [], 0
-    keys = sorted(_TEX, key=len, reverse=True)
-    while i < len(s):
-        k = next((k for k in keys if s.startswith(k, i)), s[i])
-        out.append(_TEX.get(k, k))
-        i += len(k)
-    return "".join(out)
+    return _TEX_RE.sub(lambda m: _TEX[m.group()], s)
+
+
+def _tex_cell(s: Summary | None, bold: bool, dagger: bool) -> str:
+    v = "" if s is None else rf"\textbf{{{fmt(s.mean)}}}" if bold else fmt(s.mean)
+    sd = "" if s is None or s.std is None else rf"$\pm${fmt(s.std)}"
+    return ("--" if s is None else rf"{v}{sd}\,{{\scriptsize({s.n})}}") + r"$^\dagger$" * dagger
 
 
 def render_tex(res: TableResult) -> str:
     """A ``table`` environment (needs ``booktabs`` and ``graphicx``)."""
-    bold = _bold(res)
-    caption = " ".join([title(res) + "."] + caption_lines(res) + [res.win_line()])
-    if res.synthetic:
-        caption = synthetic_banner(res) + " " + caption
+    caption = " ".join([title(res) + "."] + caption_lines(res) + [res.main.win_line()])
+    caption = (synthetic_banner(res) + " " if res.synthetic else "") + caption
+    top = [
+        rf"\multicolumn{{{k}}}{{c}}{{{tex_escape(task_name(t))}}}" if k > 1 else tex_escape(task_name(t))
+        for t, k in ((t, len(TASKS[t].paper_metrics)) for t in TASK_ORDER)
+    ]
+    body = _body(res, _tex_cell, lambda a, b: "--" if a is None else rf"\textbf{{{fmt(a)}}}" if b else fmt(a))
     out = [
         "% Generated by `python -m adasam_glue.report` from run records; do not edit by hand.",
         "% Needs \\usepackage{booktabs,graphicx}.",
@@ -378,37 +327,16 @@ def render_tex(res: TableResult) -> str:
         r"\resizebox{\textwidth}{!}{%",
         r"\begin{tabular}{l" + "r" * (len(COLUMNS) + 1) + "}",
         r"\toprule",
-    ]
-    top = ["Method"]
-    for t in TASK_ORDER:
-        k = len(TASKS[t].paper_metrics)
-        top.append(
-            rf"\multicolumn{{{k}}}{{c}}{{{tex_escape(task_name(t))}}}" if k > 1 else tex_escape(task_name(t))
-        )
-    out.append(" & ".join([*top, "Avg."]) + r" \\")
-    out.append(" & ".join([""] + [tex_escape(metric_label(k)) for _, k in COLUMNS] + [""]) + r" \\")
-    out.append(r"\midrule")
-    for row in res.rows:
-        line = [tex_escape(row.label)]
-        for t, k in COLUMNS:
-            c = res.row_cell(row, t)
-            s, dag = c.metrics.get(k), r"$^\dagger$" if len(c.diverged) else ""
-            if s is None:
-                line.append("--" + dag)
-                continue
-            v = rf"\textbf{{{fmt(s.mean)}}}" if (row, (t, k)) in bold else fmt(s.mean)
-            sd = rf"$\pm${fmt(s.std)}" if s.std is not None else ""
-            line.append(rf"{v}{sd}\,{{\scriptsize({s.n})}}{dag}")
-        avg = _avg_text(res, row, bold)
-        line.append("--" if avg == MISSING else rf"\textbf{{{avg[2:-2]}}}" if avg.startswith("**") else avg)
-        out.append(" & ".join(line) + r" \\")
-    out += [
+        " & ".join(["Method", *top, "Avg."]) + r" \\",
+        " & ".join([""] + [tex_escape(metric_label(k)) for _, k in COLUMNS] + [""]) + r" \\",
+        r"\midrule",
+        *[" & ".join([tex_escape(label), *cells]) + r" \\" for label, *cells in body],
         r"\bottomrule",
         r"\end{tabular}}",
         r"\par\smallskip",
         r"\begin{minipage}{\textwidth}\footnotesize",
     ]
-    out += [tex_escape(line) + r"\par" for line in [protocol_text(res.spec), *notes(res)]]
+    out += [tex_escape(line) + r"\par" for line in [res.spec.protocol, *notes(res)]]
     return "\n".join([*out, r"\end{minipage}", r"\end{table}"]) + "\n"
 
 
@@ -418,9 +346,7 @@ def num(x: float | None, scale: float = 100.0) -> str:
 
 def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
     return buf.getvalue()
 
 
@@ -433,13 +359,12 @@ def render_csv(res: TableResult) -> str:
         header += [f"{t}_n", f"{t}_rho", f"{t}_diverged", f"{t}_identity"]
     rows = []
     for row in res.rows:
-        runs = pd.concat([res.row_cell(row, t).runs for t in TASK_ORDER])
-        line = [method_name(row.method), row.method, f"{res.spec.beta1:g}", row.suffix, setting_text(runs)]
-        for t in TASK_ORDER:
-            c = res.row_cell(row, t)
-            for k in TASKS[t].paper_metrics:
-                s = c.metrics.get(k)
-                line += [num(s.mean if s else None), num(s.std if s else None)]
+        cells = [(t, res.cells[(row, t)]) for t in TASK_ORDER]
+        setting = setting_text(pd.concat([c.runs for _, c in cells]))
+        line = [method_name(row.method), row.method, f"{res.spec.beta1:g}", row.suffix, setting]
+        for t, c in cells:
+            ss = [c.metrics.get(k) for k in TASKS[t].paper_metrics]
+            line += [num(x) for s in ss for x in ((s.mean, s.std) if s else (None, None))]
             rho = "" if c.rho is None else f"{c.rho:g}"
             line += [str(c.n), rho, str(len(c.diverged)), c.chosen.group_hash if c.chosen else ""]
         comp = res.comparison_of(row)
@@ -453,10 +378,10 @@ PAIRED_HEADER = (
 ).split()
 
 
-def paired_line(table: str, name: str, sam: str, base: str, p, setting: str) -> list[object]:
+def paired_cells(p) -> list[object]:
+    """Mean difference, CI bounds (4 decimals), seeds paired and the two identities, for a CSV."""
     ci = ["", ""] if p.ci is None else [f"{p.ci[0]:.4f}", f"{p.ci[1]:.4f}"]
-    mean = "" if p.mean is None else f"{p.mean:.4f}"
-    return [table, name, sam, base, p.task, mean, *ci, p.n, p.sam_identity, p.base_identity, setting]
+    return ["" if p.mean is None else f"{p.mean:.4f}", *ci, p.n, p.sam_identity, p.base_identity]
 
 
 def render_paired_csv(results: Sequence[TableResult]) -> str:
@@ -466,14 +391,10 @@ def render_paired_csv(results: Sequence[TableResult]) -> str:
         spec = res.spec
         for comp in res.comparisons:
             setting = setting_text(comp.runs)
-            rows += [
-                paired_line(spec.name, comp.name, spec.sam, spec.base, p, setting)
-                for p in comp.paired
-                if comp.main or p.n
-            ]
+            line = [spec.name, comp.name, spec.sam, spec.base]
+            rows += [[*line, p.task, *paired_cells(p), setting] for p in comp.paired if comp.main or p.n]
         for m in res.matched:
-            runs = pd.concat([res.row_cell(Row(spec.sam), m.task).runs, res.row_cell(m.base, m.task).runs])
-            rows.append(
-                paired_line(spec.name, res.matched_name, spec.sam, spec.base, m.paired, setting_text(runs))
-            )
+            runs = pd.concat([res.cells[(Row(spec.sam), m.task)].runs, res.cells[(m.base, m.task)].runs])
+            line = [spec.name, res.matched_name, spec.sam, spec.base, m.task]
+            rows.append([*line, *paired_cells(m.paired), setting_text(runs)])
     return _csv(PAIRED_HEADER, rows)

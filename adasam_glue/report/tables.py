@@ -1,6 +1,6 @@
 """Tables 1-4 of the paper rebuilt from the run frame: rows, cells, comparisons (rendered in
 :mod:`adasam_glue.report.table_text`; the protocol printed under every table is
-:func:`adasam_glue.report.table_text.protocol_text`, docs/algorithms.md §4.4).
+:attr:`TableSpec.protocol`, docs/algorithms.md §4.4).
 
 A table takes runs by optimizer and ``config.optim.beta1`` (not by experiment: the speedup and schedules
 experiments, the lr-tuning stages, the recipe probes and batch-schedule runs excepted), dedupes them,
@@ -22,7 +22,7 @@ import pandas as pd
 from adasam_glue.experiments.conf import rho_grid
 from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report.collect import dedupe, without
-from adasam_glue.report.grouping import OPTIM, Diff, assign_rows, differs_outside, label_suffix, setting_hash
+from adasam_glue.report.grouping import OPTIM, Diff, assign_rows, label_suffix, setting_hash
 from adasam_glue.report.palette import method_name, task_name
 from adasam_glue.report.setting import any_synthetic
 from adasam_glue.report.stats import (
@@ -30,7 +30,6 @@ from adasam_glue.report.stats import (
     Candidate,
     Paired,
     Summary,
-    bootstrap_mean_ci,
     choose_rho,
     metric,
     pair,
@@ -72,6 +71,28 @@ class TableSpec:
     def rho_grid(self) -> tuple[float, ...]:
         """The paper's grid for the SAM method: what ``conf/experiment/<name>.yaml`` sweeps."""
         return rho_grid(self.name, self.sam)
+
+    @property
+    def protocol(self) -> str:
+        """The protocol printed under the table (docs/algorithms.md §4.4)."""
+        return (
+            f"Protocol: runs with optim.beta1 = {self.beta1:g} (any experiment except "
+            f"{', '.join(EXCLUDED_EXPERIMENTS)}, the lr-tuning ones, *{TUNING_SUFFIX}, and the recipe probes, "
+            f"*{PROBE_SUFFIX}). Runs that differ in anything but seed, rho and the "
+            "optimizer keys (model, data, lr, batch, updates, max_length, precision, schedule, ...) are in "
+            "different rows; a row label names how it differs from the unmarked rows. For each row and task, "
+            "rho is chosen on the dev set among runs identical but for rho, by the mean over seeds of the "
+            "task's selection metric (CoLA MCC, STS-B Pearson, MNLI matched acc, else acc) at each run's best "
+            f"checkpoint; paper grid for {method_name(self.sam)}: {rhos_label(self.rho_grid)}. "
+            "Each cell is mean ± sample std (ddof=1) over the completed seeds of one identity (the chosen "
+            "rho), ×100, with the number of seeds in parentheses (one seed: mean only). Diverged runs are "
+            "excluded from the means, counted per identity (†) and listed. A task's score is the mean of its "
+            "metrics; Avg. is the mean task score over the tasks where both rows of the comparison have "
+            "results. Bold: best shown value per column among the rows of one setting. "
+            "Paired comparison: per-seed task-score difference over the seeds both rows share, pairing only "
+            "runs that differ in optimizer keys alone; 95% percentile bootstrap CI over seeds (10 000 "
+            "resamples, fixed seed)."
+        )
 
 
 TABLES: tuple[TableSpec, ...] = (
@@ -150,9 +171,8 @@ class Cell:
     def score(self) -> float | None:
         """Task score: mean of the paper metrics' means (fraction); None unless all are present."""
         vals = [s.mean for s in self.metrics.values() if s is not None]
-        if not self.present or len(vals) != len(TASKS[self.task].paper_metrics):
-            return None
-        return sum(vals) / len(vals)
+        complete = self.present and len(vals) == len(TASKS[self.task].paper_metrics)
+        return sum(vals) / len(vals) if complete else None
 
     def is_edge(self) -> bool:
         return rho_edge(self.candidates, self.rho)
@@ -173,9 +193,8 @@ class Cell:
                 f"difference here; the smallest is shown (ties go to the smaller rho){extra}"
             )
         if self.is_edge():
-            side, where = (
-                ("largest", "above") if math.isclose(self.rho, tested[-1]) else ("smallest", "below")
-            )
+            largest = math.isclose(self.rho, tested[-1])
+            side, where = ("largest", "above") if largest else ("smallest", "below")
             return f"best rho {self.rho:g} is the {side} tested of {rhos_label(tested)}: the optimum may lie {where}{extra}"
         return f"interior{extra}" if extra else None
 
@@ -215,11 +234,8 @@ class Comparison:
 
     @property
     def common_tasks(self) -> list[str]:
-        return [
-            t
-            for t in TASK_ORDER
-            if self.base_cells[t].score is not None and self.sam_cells[t].score is not None
-        ]
+        both = lambda t: self.base_cells[t].score is not None and self.sam_cells[t].score is not None  # noqa: E731
+        return [t for t in TASK_ORDER if both(t)]
 
     def average(self, optimizer: str) -> float | None:
         tasks = self.common_tasks
@@ -237,14 +253,8 @@ class Comparison:
     def runs(self) -> pd.DataFrame:
         return pd.concat([c.runs for cells in (self.base_cells, self.sam_cells) for c in cells.values()])
 
-    @property
-    def synthetic(self) -> bool:
-        return any_synthetic(self.runs)
-
     def win_line(self) -> str:
-        s, b = self.sam.label, self.base.label
-        won, _, tied = self.wins()
-        m = len(self.common_tasks)
+        s, b, (won, _, tied), m = self.sam.label, self.base.label, self.wins(), len(self.common_tasks)
         if m == 0:
             return f"{s} vs {b}: no task has results for both methods, so no comparison."
         avg = (self.average(self.sam.method) - self.average(self.base.method)) * 100
@@ -268,9 +278,9 @@ class Comparison:
         return out
 
 
-def passes(run) -> int | None:
+def passes(record: dict) -> int | None:
     """The record's ``forward_backward_passes`` (None when absent or not an integer)."""
-    v = run.record.get("forward_backward_passes")
+    v = record.get("forward_backward_passes")
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
@@ -298,7 +308,7 @@ class Matched:
 class TableResult:
     spec: TableSpec
     rows: list[Row]  #: display order: the unmarked pair first, then each other setting
-    cells: dict[tuple[Row, str], Cell]  #: (row, task) -> cell
+    cells: dict[tuple[Row, str], Cell]  #: (row, task) -> cell, rows by rows then TASK_ORDER
     duplicates: pd.DataFrame  #: :func:`adasam_glue.report.collect.dedupe` of this table's runs
     unused: pd.DataFrame  #: matching runs that are neither completed nor diverged
     comparisons: list[Comparison]  #: the unmarked pair first
@@ -308,30 +318,14 @@ class TableResult:
     def matched_name(self) -> str:
         return f"{method_name(self.spec.sam)} − {method_name(self.spec.base)} (compute-matched)"
 
-    def row_cell(self, row: Row, task: str) -> Cell:
-        return self.cells[(row, task)]
-
     def cell(self, task: str, optimizer: str) -> Cell:
         """The unmarked row's cell of ``optimizer`` (the headline comparison's)."""
         return self.cells[(Row(optimizer), task)]
 
     @property
     def main(self) -> Comparison:
+        """The headline comparison (its ``paired``, ``common_tasks``, ``average``, ``win_line``)."""
         return self.comparisons[0]
-
-    @property
-    def paired(self) -> list[Paired]:
-        return self.main.paired
-
-    @property
-    def common_tasks(self) -> list[str]:
-        return self.main.common_tasks
-
-    def average(self, optimizer: str) -> float | None:
-        return self.main.average(optimizer)
-
-    def win_line(self) -> str:
-        return self.main.win_line()
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -347,9 +341,7 @@ class TableResult:
         return list(dict.fromkeys(r.setting for r in self.rows))
 
     def setting_runs(self, setting: Diff) -> pd.DataFrame:
-        return pd.concat(
-            [self.row_cell(row, t).runs for row in self.rows if row.setting == setting for t in TASK_ORDER]
-        )
+        return pd.concat([c.runs for (row, _), c in self.cells.items() if row.setting == setting])
 
     def row_average(self, row: Row) -> float | None:
         """Avg. of a row: over the common tasks of the first comparison it takes part in."""
@@ -362,13 +354,11 @@ class TableResult:
 
 def eligible(spec: TableSpec, df: pd.DataFrame) -> pd.Series:
     """Per run: taken by the table (its optimizers and beta1, not an excluded experiment)."""
-    exp = df.experiment
     return (
         df.optimizer.isin(spec.methods)
         & df.beta1.map(lambda b: b is not None and math.isclose(b, spec.beta1))
-        & ~exp.isin(EXCLUDED_EXPERIMENTS)
-        & ~exp.str.endswith(TUNING_SUFFIX)
-        & ~exp.str.endswith(PROBE_SUFFIX)
+        & ~df.experiment.isin(EXCLUDED_EXPERIMENTS)
+        & ~df.experiment.str.endswith((TUNING_SUFFIX, PROBE_SUFFIX))
         & ~df.config.map(lambda c: bool((c.get("trainer") or {}).get("batch_schedule")))
     ).astype(bool)
 
@@ -379,35 +369,20 @@ def _compute_matched(spec: TableSpec, rows: list[Row], cells: dict[tuple[Row, st
     out = []
     for i, t in enumerate(TASK_ORDER):
         sam = cells[(Row(spec.sam), t)]
-        if sam.seeds is None or sam.seeds.empty:
-            continue
         for row in (r for r in rows if r.method == spec.base and not r.main):
             base = cells[(row, t)]
-            if base.seeds is None:
+            if sam.seeds is None or sam.seeds.empty or base.seeds is None:
                 continue
-            a, b = sam.seeds.set_index("seed"), base.seeds.set_index("seed")
-            seeds = [
-                s
-                for s in sorted(set(a.index) & set(b.index))
-                if not differs_outside(a.flat[s], b.flat[s], (OPTIM, *MATCHED_KEYS))
-                and passes(a.loc[s]) is not None
-                and passes(a.loc[s]) == passes(b.loc[s])
-            ]
-            if not seeds:
-                continue
-            diffs = [(a.score[s] - b.score[s]) * 100 for s in seeds]
-            paired = Paired(
-                t, len(diffs), sum(diffs) / len(diffs), bootstrap_mean_ci(diffs, seed=BOOTSTRAP_SEED + i),
-                sam.chosen.group_hash, base.chosen.group_hash,
-            )  # fmt: skip
-            recs = [b.record[s] for s in seeds]
-            updates = sorted({u for r in recs if isinstance(u := r.get("optimizer_updates"), int)})
-            out.append(
-                Matched(
-                    t, row, sam.rho, summarize(sam.seeds.score), summarize(b.score[s] for s in seeds),
-                    tuple(sorted({passes(b.loc[s]) for s in seeds})), tuple(updates), paired,
-                )
-            )  # fmt: skip
+            sam_passes = dict(zip(sam.seeds.seed, sam.seeds.record.map(passes)))
+            bp = base.seeds.record.map(passes)
+            same = bp.notna() & (base.seeds.seed.map(sam_passes) == bp)
+            ids = (sam.chosen.group_hash, base.chosen.group_hash)
+            p = pair(t, sam.seeds, base.seeds[same], BOOTSTRAP_SEED + i, ids, (OPTIM, *MATCHED_KEYS))
+            b = base.seeds.set_index("seed").loc[p.seeds]
+            updates = tuple(sorted({u for r in b.record if isinstance(u := r.get("optimizer_updates"), int)}))
+            ps = tuple(sorted(set(b.record.map(passes))))
+            scores = summarize(sam.seeds.score), summarize(b.score)
+            out += [Matched(t, row, sam.rho, *scores, ps, updates, p)] if p.n else []
     return out
 
 
@@ -437,29 +412,20 @@ def build_table(spec: TableSpec, frame: pd.DataFrame) -> TableResult:
     comparisons = []
     for sam in (r for r in rows if r.method == spec.sam):
         for base in (r for r in rows if r.method == spec.base and r.setting == sam.setting):
-            comp = Comparison(
-                base, sam, {t: cells[(base, t)] for t in TASK_ORDER}, {t: cells[(sam, t)] for t in TASK_ORDER}
-            )
+            comp = Comparison(base, sam, *({t: cells[(x, t)] for t in TASK_ORDER} for x in (base, sam)))
             comp.paired = [
-                _pair(t, comp.sam_cells[t], comp.base_cells[t], BOOTSTRAP_SEED + i)
+                _pair(t, cells[(sam, t)], cells[(base, t)], BOOTSTRAP_SEED + i)
                 for i, t in enumerate(TASK_ORDER)
             ]
             comparisons.append(comp)
     comparisons.sort(key=lambda c: (not c.main, c.sam.setting, c.base.optim, c.sam.optim))
     unused = matching[~matching.status.isin(("completed", "diverged"))]
-    return TableResult(
-        spec, rows, cells, duplicates, unused, comparisons, _compute_matched(spec, rows, cells)
-    )
+    matched = _compute_matched(spec, rows, cells)
+    return TableResult(spec, rows, cells, duplicates, unused, comparisons, matched)
 
 
 def _pair(task: str, sam: Cell, base: Cell, boot_seed: int) -> Paired:
     """Seed-paired difference of two cells; a seed pairs only runs differing in optimizer keys alone."""
     ids = (sam.chosen.group_hash if sam.chosen else "", base.chosen.group_hash if base.chosen else "")
     empty = sam.empty.assign(score=[])
-    return pair(
-        task,
-        sam.seeds if sam.seeds is not None else empty,
-        base.seeds if base.seeds is not None else empty,
-        boot_seed,
-        ids,
-    )
+    return pair(task, *(c.seeds if c.seeds is not None else empty for c in (sam, base)), boot_seed, ids)

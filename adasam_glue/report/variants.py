@@ -1,13 +1,9 @@
-"""Every two-pass optimizer against its base, in each like-with-like setting (``variants.md``/``.csv``).
+"""Every two-pass optimizer against its base, per like-with-like setting (``variants.md``/``.csv``).
 
-Driven only by the registry and the records: a run's baseline is
-:func:`adasam_glue.optim.registry.baseline_of` of its optimizer and ``optim.base``, so a newly
-registered variant with records appears here with no edit. A variant identity (one rho, all seeds) is
-set against every baseline identity whose runs differ from it only in optimizer keys (same task, model,
-data, recipe; docs/algorithms.md §4.4) at the same ``optim.beta1``. Shown: the task's selection metric
-at the best checkpoint, mean ± sample std over completed seeds ×100, and the seed-paired difference with
-the bootstrap CI of the tables (:mod:`adasam_glue.report.stats`). lr-tuning stages and recipe probes are
-left out (nuisance-parameter searches, not results).
+The baseline comes from the registry (``baseline_of`` of the optimizer and ``optim.base``), so a newly
+registered variant with records appears with no edit. A variant identity is set against every baseline
+identity differing only in optimizer keys (docs/algorithms.md §4.4) at the same ``optim.beta1``.
+lr-tuning stages and recipe probes are left out (nuisance-parameter searches, not results).
 """
 
 from __future__ import annotations
@@ -19,10 +15,19 @@ import pandas as pd
 from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report.grouping import OPTIM, setting_of
 from adasam_glue.report.palette import method_name, metric_label, optimizer_rank, task_name
-from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
-from adasam_glue.report.sharpness import _baseline_of
+from adasam_glue.report.setting import heading, setting_text
+from adasam_glue.report.sharpness_table import _baseline
 from adasam_glue.report.stats import BOOTSTRAP_SEED, Paired, Summary, metric, pair, summarize
-from adasam_glue.report.table_text import MISSING, _csv, ci_text, md_table, num, rho_text, summary_text
+from adasam_glue.report.table_text import (
+    MISSING,
+    _csv,
+    ci_text,
+    md_table,
+    num,
+    paired_cells,
+    rho_text,
+    summary_text,
+)
 from adasam_glue.report.tables import PROBE_SUFFIX
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
@@ -48,32 +53,21 @@ class VariantPair:
 
 def baselines(df: pd.DataFrame) -> pd.Series:
     """Per run, the one-pass optimizer it is compared with (``None``: one-pass itself, or no base)."""
-    baseline_of = _baseline_of
-    return pd.Series(
-        [baseline_of(o, f.get(f"{OPTIM}.base")) for o, f in zip(df.optimizer, df.flat)],
-        index=df.index,
-        dtype=object,
-    )
+    return pd.Series([_baseline(r) for r in df.itertuples()], index=df.index, dtype=object)
 
 
 def variant_pairs(frame: pd.DataFrame) -> list[VariantPair]:
     """Every (variant identity, baseline identity) pair of one setting and beta1 among ``frame``'s
     completed or diverged runs (``frame`` without duplicates)."""
-    exp = frame.experiment
-    df = frame[
-        frame.status.isin(("completed", "diverged"))
-        & ~exp.str.endswith(TUNING_SUFFIX)
-        & ~exp.str.endswith(PROBE_SUFFIX)
-    ]
+    results = frame.status.isin(("completed", "diverged"))
+    df = frame[results & ~frame.experiment.str.endswith((TUNING_SUFFIX, PROBE_SUFFIX))]
     if df.empty:
         return []
-    df = df.assign(
-        setting=setting_of(df), baseline=baselines(df), beta=df.beta1.map(lambda b: -1.0 if b is None else b)
-    )
+    beta1 = df.beta1.map(lambda b: -1.0 if b is None else b)
+    df = df.assign(setting=setting_of(df), baseline=baselines(df), beta=beta1)
     out = []
-    for (task, setting, beta, ghash), var in df[df.baseline.notna()].groupby(
-        ["task", "setting", "beta", "group_hash"]
-    ):
+    groups = df[df.baseline.notna()].groupby(["task", "setting", "beta", "group_hash"])
+    for (task, setting, beta, ghash), var in groups:
         base = df[(df.setting == setting) & (df.beta == beta) & (df.optimizer == var.baseline.iloc[0])]
         for bhash, bruns in base.groupby("group_hash"):
             sides = [x.sort_values(["seed", "rel"]) for x in (var, bruns)]
@@ -82,19 +76,12 @@ def variant_pairs(frame: pd.DataFrame) -> list[VariantPair]:
             done = [x[x.score.notna()] for x in done]
             seed = BOOTSTRAP_SEED + TASK_ORDER.index(task)
             out.append(VariantPair(task, setting, *sides, pair(task, *done, seed, (ghash, bhash))))
-    first = lambda p: p.variant.iloc[0]  # noqa: E731
-    return sorted(
-        out,
-        key=lambda p: (
-            TASK_ORDER.index(p.task),
-            p.setting,
-            optimizer_rank(first(p).optimizer),
-            -(first(p).beta),
-            first(p).rho or 0.0,
-            p.paired.sam_identity,
-            p.paired.base_identity,
-        ),  # fmt: skip
-    )
+
+    def order(p: VariantPair) -> tuple:
+        r, ids = p.variant.iloc[0], (p.paired.sam_identity, p.paired.base_identity)
+        return (TASK_ORDER.index(p.task), p.setting, optimizer_rank(r.optimizer), -r.beta, r.rho or 0.0, ids)
+
+    return sorted(out, key=order)
 
 
 def _label(runs: pd.DataFrame) -> str:
@@ -102,11 +89,13 @@ def _label(runs: pd.DataFrame) -> str:
     return method_name(r.optimizer, r.flat.get(f"{OPTIM}.base"))
 
 
+def _side(p: VariantPair, side: str) -> tuple[Summary | None, int]:
+    """The dev summary and the number of diverged runs of one side of a pair."""
+    return p.dev(side), int(getattr(p, side).status.eq("diverged").sum())
+
+
 def render_variants_md(pairs: list[VariantPair]) -> str:
-    runs = pd.concat([p.runs for p in pairs])
-    synthetic = any_synthetic(runs)
-    out = ["# Every optimizer against its base" + (" — SYNTHETIC DATA" if synthetic else ""), ""]
-    out += [f"> **{SYNTHETIC_BANNER}**", ""] if synthetic else []
+    out = heading("Every optimizer against its base", pd.concat([p.runs for p in pairs]))
     tags = {
         s: chr(ord("a") + i) if i < 26 else str(i)
         for i, s in enumerate(dict.fromkeys(p.setting for p in pairs))
@@ -126,17 +115,15 @@ def render_variants_md(pairs: list[VariantPair]) -> str:
     head += ["mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
     body = []
     for p in pairs:
-        r, cells = p.variant.iloc[0], []
-        for side in ("variant", "baseline"):
-            s, div = p.dev(side), getattr(p, side).status.eq("diverged").sum()
-            cells.append((MISSING if s is None else summary_text(s)) + ("†" * bool(div)))
-        q = p.paired
+        r, q = p.variant.iloc[0], p.paired
+        (sv, dv), (sb, db) = _side(p, "variant"), _side(p, "baseline")
+        cell = lambda s, d: (MISSING if s is None else summary_text(s)) + "†" * bool(d)  # noqa: E731
         body.append(
-            [task_name(p.task), tags[p.setting], _label(p.variant), rho_text(r.beta1), rho_text(r.rho),
-             metric_label(TASKS[p.task].selection_metric), cells[0], _label(p.baseline), cells[1],
-             MISSING if q.mean is None else f"{q.mean:+.2f}", ci_text(q.ci), q.n,
-             q.excludes_zero if q.n else "", f"{q.sam_identity} vs {q.base_identity}"]
-        )  # fmt: skip
+            [task_name(p.task), tags[p.setting], _label(p.variant), rho_text(r.beta1), rho_text(r.rho)]
+            + [metric_label(TASKS[p.task].selection_metric), cell(sv, dv), _label(p.baseline), cell(sb, db)]
+            + [MISSING if q.mean is None else f"{q.mean:+.2f}", ci_text(q.ci), q.n]
+            + [q.excludes_zero if q.n else "", f"{q.sam_identity} vs {q.base_identity}"]
+        )
     return "\n".join(out + md_table(head, body, "lllrrlrlrrlrll")) + "\n"
 
 
@@ -146,33 +133,17 @@ def render_variants_csv(pairs: list[VariantPair]) -> str:
     head += " seeds_paired optimizer_identity baseline_identity setting_text"
     rows = []
     for p in pairs:
-        r, q = p.variant.iloc[0], p.paired
-        line = [
-            p.task,
-            p.setting,
-            r.optimizer,
-            r.flat.get(f"{OPTIM}.base") or "",
-            rho_text(r.beta1),
-            "" if r.rho is None else f"{r.rho:g}",
-        ]
-        line.append(TASKS[p.task].selection_metric)
-        for side in ("variant", "baseline"):
-            s, runs = p.dev(side), getattr(p, side)
-            line += [runs.optimizer.iloc[0]] * (side == "baseline")
-            line += [
-                num(s and s.mean),
-                num(s and s.std),
-                s.n if s else 0,
-                int(runs.status.eq("diverged").sum()),
+        r, (sv, dv), (sb, db) = p.variant.iloc[0], _side(p, "variant"), _side(p, "baseline")
+        stats = lambda s, d: [num(s and s.mean), num(s and s.std), s.n if s else 0, d]  # noqa: E731
+        line = [p.task, p.setting, r.optimizer, r.flat.get(f"{OPTIM}.base") or "", rho_text(r.beta1)]
+        line += ["" if r.rho is None else f"{r.rho:g}", TASKS[p.task].selection_metric, *stats(sv, dv)]
+        rows.append(
+            [
+                *line,
+                p.baseline.optimizer.iloc[0],
+                *stats(sb, db),
+                *paired_cells(p.paired),
+                setting_text(p.runs),
             ]
-        ci = ["", ""] if q.ci is None else [f"{q.ci[0]:.4f}", f"{q.ci[1]:.4f}"]
-        line += [
-            "" if q.mean is None else f"{q.mean:.4f}",
-            *ci,
-            q.n,
-            q.sam_identity,
-            q.base_identity,
-            setting_text(p.runs),
-        ]
-        rows.append(line)
+        )
     return _csv(head.split(), rows)

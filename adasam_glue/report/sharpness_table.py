@@ -2,14 +2,14 @@
 :func:`adasam_glue.report.figures.plot_sharpness`).
 
 Reads the optional ``sharpness`` block of run records (:mod:`adasam_glue.sharpness`): top Hessian
-eigenvalue (``eigenvalue``, or the first of a top-k list), Hutchinson trace, and worst-case sharpness in
-the rho-ball, plain and adaptive, per rho. The dev metric beside it is the selection metric at the
-measured checkpoint (``best`` when the block says so, else the final evaluation, else ``best``).
+eigenvalue, Hutchinson trace, and worst-case sharpness in the rho-ball, plain and adaptive, per rho. The
+dev metric beside it is the selection metric at the measured checkpoint (``best`` when the block says so,
+else the final evaluation, else ``best``).
 
-A configuration is one identity without its seed (docs/algorithms.md §4.4); cells are mean ± sample std
-over its seeds. Like with like: "SAM-family vs base" pairs configurations whose runs differ only in
-optimizer keys, with the base from the registry (``baseline_of``); "schedule vs constant" pairs ones that
-differ only in :data:`SCHEDULE_KEYS`; the rank correlation is taken per task over runs of one setting.
+A configuration is one identity without its seed (docs/algorithms.md §4.4). Like with like: "SAM-family
+vs base" pairs configurations whose runs differ only in optimizer keys, with the base from the registry
+(``baseline_of``); "schedule vs constant" pairs ones that differ only in :data:`SCHEDULE_KEYS`; the rank
+correlation is taken per task over runs of one setting.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pandas as pd
 from adasam_glue.report.collect import to_float
 from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, setting_of
 from adasam_glue.report.palette import RegistryView, method_name, metric_label, optimizer_rank, task_name
-from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, setting_text
+from adasam_glue.report.setting import any_synthetic, heading, setting_text
 from adasam_glue.report.stats import Summary, summarize
 from adasam_glue.report.table_text import _csv, md_table
 from adasam_glue.schedules import DECAYING
@@ -38,6 +38,14 @@ SAM_BASE: Mapping[str, str] = RegistryView(
 #: the identity keys a schedule point of the schedules experiment sets (conf/schedule/*.yaml)
 SCHEDULE_KEYS = ("config.trainer.schedule", "config.trainer.batch_schedule", "config.trainer.min_lr_ratio")
 HEAD = ("top eigenvalue", "trace")
+FAMILY_CLAIM = (
+    "SAM-family optimizers find flatter minima than their base optimizer (same task, β1, and runs that "
+    "differ only in optimizer keys)"
+)
+SCHEDULE_CLAIM = (
+    "Increasing batch / decaying lr find flatter minima than a constant schedule (same task, and runs "
+    "that differ only in the schedule keys)"
+)
 
 
 def _baseline_of(name: str, base: str | None = None) -> str | None:
@@ -70,8 +78,8 @@ def measures(values: dict) -> dict[str, float]:
 
 
 def sharpness_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """The completed or diverged runs whose record has a usable ``sharpness.values`` block, with their
-    ``values`` (:func:`measures`), ``dev`` (selection metric at the measured checkpoint), ``seconds``, ``hvps``."""
+    """The completed or diverged runs with a usable ``sharpness.values`` block, with their ``values``
+    (:func:`measures`), ``dev`` (selection metric at the measured checkpoint), ``seconds``, ``hvps``."""
     block = df.record.map(lambda r: r.get("sharpness") if isinstance(r.get("sharpness"), dict) else {})
     vals = block.map(lambda b: measures(b["values"]) if isinstance(b.get("values"), dict) else {})
     pts = df.assign(values=vals, block=block)[
@@ -87,6 +95,10 @@ def sharpness_frame(df: pd.DataFrame) -> pd.DataFrame:
         seconds=cost.map(lambda c: to_float(c.get("seconds"))),
         hvps=cost.map(lambda c: to_float(c.get("hvp_count"))),
     )
+
+
+def _g(x: float | None, missing: str = "?") -> str:
+    return missing if x is None else f"{x:g}"
 
 
 @dataclass
@@ -119,10 +131,6 @@ class ConfigRow:
         return setting_text(self.points)
 
 
-def _g(x: float | None) -> str:
-    return "?" if x is None else f"{x:g}"
-
-
 @dataclass
 class SharpnessReport:
     frame: pd.DataFrame  #: :func:`sharpness_frame` of the runs
@@ -144,17 +152,14 @@ def build_sharpness(df: pd.DataFrame) -> SharpnessReport:
     groups: dict[tuple, list] = {}
     for i, r in zip(pts.index, pts.itertuples()):
         groups.setdefault((r.task, r.optimizer, r.beta1, r.rho, r.schedule, r.group_hash), []).append(i)
-
-    def order(k: tuple) -> tuple:
-        t, o, b, rho, s, g = k
-        return (TASK_ORDER.index(t), *optimizer_rank(o), -(b if b is not None else -1), -(rho if rho is not None else -1), s, g)  # fmt: skip
-
+    neg = lambda x: -(x if x is not None else -1)  # noqa: E731
     rows = []
-    for key in sorted(groups, key=order):
-        ps = pts.loc[groups[key]].sort_values(["seed", "rel"])
-        row = ConfigRow(*key, points=ps)
-        row.values = {m: summarize(v[m] for v in ps["values"] if m in v) for m in names}
-        rows.append(row)
+    for t, o, b, rho, s, g in sorted(
+        groups, key=lambda k: (TASK_ORDER.index(k[0]), *optimizer_rank(k[1]), neg(k[2]), neg(k[3]), *k[4:])
+    ):
+        ps = pts.loc[groups[(t, o, b, rho, s, g)]].sort_values(["seed", "rel"])
+        values = {m: summarize(v[m] for v in ps["values"] if m in v) for m in names}
+        rows.append(ConfigRow(t, o, b, rho, s, g, ps, values))
     return SharpnessReport(pts, rows, names, _claims(rows, pts, names))
 
 
@@ -183,14 +188,13 @@ def _cmp_line(title: str, pairs: list[tuple[ConfigRow, ConfigRow]], measure: str
 
 
 def _partner(rows: list[ConfigRow], r: ConfigRow, ok, allowed: tuple[str, ...]) -> ConfigRow | None:
-    return next(
-        (
-            x
-            for x in rows
-            if x.task == r.task and ok(x) and not differs_outside(r.flat, x.flat, (SEED, *allowed))
-        ),
-        None,
+    """The first configuration of ``r``'s task that passes ``ok`` and differs from ``r`` in ``allowed`` only."""
+    same = (
+        x
+        for x in rows
+        if x.task == r.task and ok(x) and not differs_outside(r.flat, x.flat, (SEED, *allowed))
     )
+    return next(same, None)
 
 
 def _claims(rows: list[ConfigRow], pts: pd.DataFrame, names: list[str]) -> list[str]:
@@ -200,7 +204,8 @@ def _claims(rows: list[ConfigRow], pts: pd.DataFrame, names: list[str]) -> list[
             "`python -m adasam_glue.sharpness RUN_DIR`), so the flatter-minima claims cannot be tested."
         ]
     measure = "top eigenvalue" if "top eigenvalue" in names else names[0]
-    fam = [(r, b) for r in rows if (b := _partner(rows, r, lambda x, r=r: x.optimizer == _baseline(r) and x.beta1 == r.beta1, (OPTIM,)))]  # fmt: skip
+    base = lambda r: lambda x: x.optimizer == _baseline(r) and x.beta1 == r.beta1  # noqa: E731
+    fam = [(r, b) for r in rows if (b := _partner(rows, r, base(r), (OPTIM,)))]
     decaying = [
         r
         for r in rows
@@ -211,20 +216,7 @@ def _claims(rows: list[ConfigRow], pts: pd.DataFrame, names: list[str]) -> list[
         for r in decaying
         if (c := _partner(rows, r, lambda x: x.schedule == "constant", SCHEDULE_KEYS))
     ]
-    lines = [
-        _cmp_line(
-            "SAM-family optimizers find flatter minima than their base optimizer (same task, β1, and "
-            "runs that differ only in optimizer keys)",
-            fam,
-            measure,
-        ),
-        _cmp_line(
-            "Increasing batch / decaying lr find flatter minima than a constant schedule (same task, and "
-            "runs that differ only in the schedule keys)",
-            sched,
-            measure,
-        ),
-    ]
+    lines = [_cmp_line(FAMILY_CLAIM, fam, measure), _cmp_line(SCHEDULE_CLAIM, sched, measure)]
     corr = []
     for t in TASK_ORDER:
         tp = pts[pts.task.eq(t) & pts.dev.notna() & pts["values"].map(lambda v: measure in v).astype(bool)]
@@ -234,30 +226,25 @@ def _claims(rows: list[ConfigRow], pts: pd.DataFrame, names: list[str]) -> list[
             name = task_name(t) + (
                 f" [setting {g[:6]}: {setting_text(gp)}]" if settings.nunique() > 1 else ""
             )
+            rho_s = _spearman([v[measure] for v in gp["values"]], list(gp.dev)) if len(gp) >= 3 else None
             if len(gp) < 3:
                 corr.append(f"{name}: {len(gp)} runs, too few for a rank correlation")
-                continue
-            rho_s = _spearman([v[measure] for v in gp["values"]], list(gp.dev))
-            if rho_s is None:
+            elif rho_s is None:
                 corr.append(f"{name}: constant values, no rank correlation")
-                continue
-            word = "better" if rho_s < 0 else "worse" if rho_s > 0 else ""
-            word = f"lower sharpness went with a {word} dev metric" if word else "no monotone relation"
-            corr.append(f"{name}: Spearman r = {rho_s:+.2f} over {len(gp)} runs ({word})")
-    lines.append(
-        f"Sharpness vs dev metric ({measure} vs the selection metric, across the runs of one setting): "
-        + ("; ".join(corr) if corr else "no task has a run with both measured")
-        + "."
-    )
-    return lines
+            else:
+                word = "better" if rho_s < 0 else "worse" if rho_s > 0 else ""
+                word = f"lower sharpness went with a {word} dev metric" if word else "no monotone relation"
+                corr.append(f"{name}: Spearman r = {rho_s:+.2f} over {len(gp)} runs ({word})")
+    corr_text = "; ".join(corr) if corr else "no task has a run with both measured"
+    return lines + [
+        f"Sharpness vs dev metric ({measure} vs the selection metric, across the runs of one setting): {corr_text}."
+    ]
 
 
 def _spearman(x: list[float], y: list[float]) -> float | None:
     from scipy.stats import spearmanr
 
-    if len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    return float(spearmanr(x, y).statistic)
+    return float(spearmanr(x, y).statistic) if len(set(x)) >= 2 and len(set(y)) >= 2 else None
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -266,30 +253,27 @@ def _fmt(s: Summary | None) -> str:
 
 
 def render_sharpness_md(rep: SharpnessReport) -> str:
-    synthetic = any_synthetic(rep.frame)
-    out = ["# Sharpness at the end of training" + (" — SYNTHETIC DATA" if synthetic else ""), ""]
-    out += [f"> **{SYNTHETIC_BANNER}**", ""] if synthetic else []
+    out = heading("Sharpness at the end of training", rep.frame)
     if not rep.rows:
         return "\n".join([*out, rep.claims[0], ""])
     tags: dict[str, str] = {}
     for r in rep.rows:  # setting text -> a short tag (a, b, ...) in order of first appearance
         tags.setdefault(r.setting, chr(ord("a") + len(tags)) if len(tags) < 26 else str(len(tags)))
     out += [f"Setting {tag}: {text}." for text, tag in tags.items()] + [""]
-    header = ["Task", "Optimizer", "β1", "ρ", "Schedule", "n", *rep.measures, "dev metric ×100", "cost s", "HVPs", "setting", "identity"]  # fmt: skip
+    header = ["Task", "Optimizer", "β1", "ρ", "Schedule", "n", *rep.measures]
+    header += ["dev metric ×100", "cost s", "HVPs"]
     body = []
     for r in rep.rows:
         dev = r.summary("dev")
-        if dev:
-            dev = f"{metric_label(TASKS[r.task].selection_metric)} " + _fmt(
-                Summary(dev.mean * 100, None if dev.std is None else dev.std * 100, dev.n)
-            )
-        rho = "—" if r.rho is None else f"{r.rho:g}"
+        scaled = dev and Summary(dev.mean * 100, None if dev.std is None else dev.std * 100, dev.n)
+        dev = f"{metric_label(TASKS[r.task].selection_metric)} {_fmt(scaled)}" if dev else "—"
+        names = [task_name(r.task), method_name(r.optimizer), _g(r.beta1), _g(r.rho, "—"), r.schedule]
         body.append(
-            [task_name(r.task), method_name(r.optimizer), _g(r.beta1), rho, r.schedule, str(len(r.points))]
+            [*names, str(len(r.points))]
             + [_fmt(r.values.get(m)) for m in rep.measures]
-            + [dev or "—", _fmt(r.summary("seconds")), _fmt(r.summary("hvps")), tags[r.setting], r.group_hash]
+            + [dev, _fmt(r.summary("seconds")), _fmt(r.summary("hvps")), tags[r.setting], r.group_hash]
         )
-    out += md_table(header, body, "lllll" + "r" * (len(header) - 7))
+    out += md_table([*header, "setting", "identity"], body, "lllll" + "r" * (len(header) - 5))
     out += [
         "",
         "Cells: mean ± sample std (ddof=1) over the seeds of the configuration (one seed: mean only), "
@@ -304,32 +288,17 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
 
 
 def render_sharpness_csv(rep: SharpnessReport) -> str:
-    def g6(s: Summary | None, std: bool = False) -> str:
-        x = None if s is None else s.std if std else s.mean
-        return "" if x is None else f"{x:.6g}"
+    def g6(*ss: Summary | None) -> list[str]:
+        pairs = [(None, None) if s is None else (s.mean, s.std) for s in ss]
+        return ["" if x is None else f"{x:.6g}" for p in pairs for x in p]
 
-    cols = [c for m in rep.measures for c in (m, f"{m} std")]
-    header = ["task", "optimizer", "beta1", "rho", "schedule", "n", *cols]
-    header += ["dev", "dev_std", "cost_seconds", "hvp_count", "identity", "setting"]
-    body = []
-    for r in rep.rows:
-        line = [
-            r.task,
-            r.optimizer,
-            "" if r.beta1 is None else f"{r.beta1:g}",
-            "" if r.rho is None else f"{r.rho:g}",
-        ]
-        line += [r.schedule, len(r.points)] + [
-            g6(r.values.get(m), std) for m in rep.measures for std in (False, True)
-        ]
-        dev = r.summary("dev")
-        line += [
-            g6(dev),
-            g6(dev, True),
-            g6(r.summary("seconds")),
-            g6(r.summary("hvps")),
-            r.group_hash,
-            r.setting,
-        ]
-        body.append(line)
-    return _csv(header, body)
+    measures = [c for m in rep.measures for c in (m, f"{m} std")]
+    header = ["task", "optimizer", "beta1", "rho", "schedule", "n", *measures, "dev", "dev_std"]
+    body = [
+        [r.task, r.optimizer, _g(r.beta1, ""), _g(r.rho, ""), r.schedule, len(r.points)]
+        + g6(*[r.values.get(m) for m in rep.measures], r.summary("dev"))
+        + g6(r.summary("seconds"), r.summary("hvps"))[::2]
+        + [r.group_hash, r.setting]
+        for r in rep.rows
+    ]
+    return _csv([*header, "cost_seconds", "hvp_count", "identity", "setting"], body)
