@@ -1156,7 +1156,8 @@ def test_a_registered_variant_and_its_base_appear_in_the_variants_table(tmp_path
         runs = tmp_path / "runs"
         for s, (a, b) in enumerate([(0.70, 0.66), (0.74, 0.71), (0.72, 0.70)], start=1):
             make_record(runs, "rte", "amsgrad", s, {"accuracy": b}, experiment="variants")
-            make_record(runs, "rte", "toyvariant", s, {"accuracy": a}, rho=0.05, experiment="variants")
+            make_record(runs, "rte", "toyvariant", s, {"accuracy": a}, rho=0.05, experiment="variants",
+                        config={"optim": {"kappa": 2.0}})  # fmt: skip
         make_record(runs, "rte", "toyvariant", 1, {"accuracy": 0.9}, rho=0.05, experiment="variants",
                     config={"model": {"name": "minilm"}}, folder="_other")  # fmt: skip
         summary = build_report(runs, tmp_path / "out", figures=False)
@@ -1168,7 +1169,8 @@ def test_a_registered_variant_and_its_base_appear_in_the_variants_table(tmp_path
     diffs = [(0.70 - 0.66) * 100, (0.74 - 0.71) * 100, (0.72 - 0.70) * 100]
     lo, hi = bootstrap_mean_ci(diffs, seed=BOOTSTRAP_SEED + 6)  # RTE is column 6
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[6:13] == [
+    assert cells[5] == "kappa=2"  # its own key, which AMSGrad lacks, names which variant ran
+    assert cells[7:14] == [
         "72.00 ± 2.00 (3)",
         "AMSGrad",
         "69.00 ± 2.65 (3)",
@@ -1179,8 +1181,8 @@ def test_a_registered_variant_and_its_base_appear_in_the_variants_table(tmp_path
     ]  # noqa: E501
     assert sum(ln.startswith("| RTE |") for ln in md.splitlines()) == 1  # the MiniLM run has no base
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "variants.csv").read_text())))
-    assert [(r["optimizer"], r["baseline"], r["seeds_paired"]) for r in rows] == [
-        ("toyvariant", "amsgrad", "3")
+    assert [(r["optimizer"], r["other_keys"], r["baseline"], r["seeds_paired"]) for r in rows] == [
+        ("toyvariant", "kappa=2", "amsgrad", "3")
     ]
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "`variants.md`" in readme

@@ -89,6 +89,20 @@ def _label(runs: pd.DataFrame) -> str:
     return method_name(r.optimizer, r.flat.get(f"{OPTIM}.base"))
 
 
+def own_keys(p: VariantPair) -> str:
+    """The variant's optimizer keys that its baseline lacks or sets otherwise, beyond ρ and β1
+    (``eta=0.01``, ``kappa=2``): what a reader needs to know which variant ran."""
+    v, b = (getattr(p, side).iloc[0].flat for side in ("variant", "baseline"))
+    skip = {f"{OPTIM}.{k}" for k in ("name", "base", "rho", "beta1", "sync_ascent")}
+    keys = [
+        k for k in v if k.startswith(f"{OPTIM}.") and k not in skip and v[k] is not None and b.get(k) != v[k]
+    ]
+    return ", ".join(
+        f"{k.rsplit('.', 1)[1]}={v[k]:g}" if isinstance(v[k], float) else f"{k.rsplit('.', 1)[1]}={v[k]}"
+        for k in keys
+    )
+
+
 def _side(p: VariantPair, side: str) -> tuple[Summary | None, int]:
     """The dev summary and the number of diverged runs of one side of a pair."""
     return p.dev(side), int(getattr(p, side).status.eq("diverged").sum())
@@ -105,13 +119,25 @@ def render_variants_md(pairs: list[VariantPair]) -> str:
     out += [
         "",
         "Each two-pass optimizer with records against the one-pass optimizer of its base (the registry's "
-        "baseline_of), per identity: runs that differ only in optimizer keys, at the same β1. Dev metric: "
+        "baseline_of), per identity: runs that differ only in optimizer keys, at the same β1. Other keys: "
+        "the optimizer's keys that its base lacks or sets otherwise, beyond ρ and β1. Dev metric: "
         "the task's selection metric at the best checkpoint, mean ± sample std (ddof=1) over the completed "
         "seeds ×100 (seeds in parentheses; † diverged runs, excluded). Difference: per-seed optimizer minus "
         "base over the seeds both have, 95% percentile bootstrap CI (10 000 resamples, fixed seed).",
         "",
     ]
-    head = ["Task", "Setting", "Optimizer", "β1", "ρ", "dev metric", "Optimizer ×100", "Base", "Base ×100"]
+    head = [
+        "Task",
+        "Setting",
+        "Optimizer",
+        "β1",
+        "ρ",
+        "other keys",
+        "dev metric",
+        "Optimizer ×100",
+        "Base",
+        "Base ×100",
+    ]
     head += ["mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
     body = []
     for p in pairs:
@@ -120,15 +146,16 @@ def render_variants_md(pairs: list[VariantPair]) -> str:
         cell = lambda s, d: (MISSING if s is None else summary_text(s)) + "†" * bool(d)  # noqa: E731
         body.append(
             [task_name(p.task), tags[p.setting], _label(p.variant), rho_text(r.beta1), rho_text(r.rho)]
+            + [own_keys(p) or "—"]
             + [metric_label(TASKS[p.task].selection_metric), cell(sv, dv), _label(p.baseline), cell(sb, db)]
             + [MISSING if q.mean is None else f"{q.mean:+.2f}", ci_text(q.ci), q.n]
             + [q.excludes_zero if q.n else "", f"{q.sam_identity} vs {q.base_identity}"]
         )
-    return "\n".join(out + md_table(head, body, "lllrrlrlrrlrll")) + "\n"
+    return "\n".join(out + md_table(head, body, "lllrrllrlrrlrll")) + "\n"
 
 
 def render_variants_csv(pairs: list[VariantPair]) -> str:
-    head = "task setting optimizer base beta1 rho metric optimizer_mean optimizer_std optimizer_n optimizer_diverged"
+    head = "task setting optimizer base beta1 rho other_keys metric optimizer_mean optimizer_std optimizer_n optimizer_diverged"
     head += " baseline baseline_mean baseline_std baseline_n baseline_diverged mean_difference ci_low ci_high"
     head += " seeds_paired optimizer_identity baseline_identity setting_text"
     rows = []
@@ -136,7 +163,8 @@ def render_variants_csv(pairs: list[VariantPair]) -> str:
         r, (sv, dv), (sb, db) = p.variant.iloc[0], _side(p, "variant"), _side(p, "baseline")
         stats = lambda s, d: [num(s and s.mean), num(s and s.std), s.n if s else 0, d]  # noqa: E731
         line = [p.task, p.setting, r.optimizer, r.flat.get(f"{OPTIM}.base") or "", rho_text(r.beta1)]
-        line += ["" if r.rho is None else f"{r.rho:g}", TASKS[p.task].selection_metric, *stats(sv, dv)]
+        line += ["" if r.rho is None else f"{r.rho:g}", own_keys(p), TASKS[p.task].selection_metric]
+        line += stats(sv, dv)
         rows.append(
             [
                 *line,
