@@ -64,7 +64,9 @@ def _key_type(key: str, examples: list[Any], rule: Any) -> Any:
     if rule is not None:
         return kinds[type(rule)] | None
     types = {type(v) for v in examples if isinstance(v, bool | int | float | str)}
-    if types and types <= {int, float}:
+    if types == {int}:
+        return int | None
+    if types == {int, float}:
         return float | None
     return types.pop() | None if len(types) == 1 else Any
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import math
 import re
@@ -497,3 +498,17 @@ def test_head_lr_scale_gives_the_head_its_own_lr_and_none_keeps_the_two_groups()
     assert sum(len(g["params"]) for g in split) == sum(len(g["params"]) for g in plain)
     with pytest.raises(ValueError, match="head_lr_scale needs the base lr"):
         param_groups(model, 0.1, head_lr_scale=0.5)
+
+
+def test_a_derived_optim_key_takes_the_type_of_its_rule_else_of_its_yaml_values():
+    """The optim schema types a key no field names (config.optim_schema): by its range rule, else by the
+    literals its YAML files give it (ints stay ints, a float among them makes it float), else Any."""
+    from typing import Any
+
+    from adasam_glue.config import OptimConfig, _key_type
+
+    types = {f.name: f.type for f in dataclasses.fields(OptimConfig)}
+    assert types["theta"] == float | None and types["nesterov"] == bool | None and types["form"] == str | None
+    assert _key_type("k", [3, 4], None) == int | None and _key_type("k", [3, 0.5], None) == float | None
+    assert _key_type("k", ["x"], None) == str | None and _key_type("k", [], None) is Any
+    assert _key_type("k", [3], Interval(0.0)) == float | None  # the rule wins
