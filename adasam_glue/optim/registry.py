@@ -53,7 +53,7 @@ from torch.optim import Optimizer
 
 from .descent import BASE_CHOICES, BASES, make_amsgrad, make_sgd
 from .lightsam import LIGHTSAM_FORMS, LightSAM, lightsam
-from .validation import RULES, OneOf, Rule
+from .validation import RULES, OneOf, RangeError, Rule
 from .variants import ADASAM_FORMS, ASAM, ESAM, GSAM, RSAM, SAM, USAM, AdaSAM, VaSSO
 
 __all__ = [
@@ -423,7 +423,10 @@ def build_optimizer(name: str, params: Iterable[Any], **hparams: Any) -> Optimiz
 def _named(name: str, error: ValueError) -> ValueError:
     """The error with the optimizer's name in front (once)."""
     msg = str(error)
-    return ValueError(msg if msg.startswith(f"optimizer {name!r}") else f"optimizer {name!r}: {msg}")
+    msg = msg if msg.startswith(f"optimizer {name!r}") else f"optimizer {name!r}: {msg}"
+    if isinstance(error, RangeError):  # keeps the key, the value and the rule for validate_config
+        return RangeError(error.key, error.value, error.rule, msg)
+    return ValueError(msg)
 
 
 def _conf_file(name: str) -> DictConfig | None:

@@ -25,6 +25,7 @@ __all__ = [
     "Flag",
     "Interval",
     "OneOf",
+    "RangeError",
     "Rule",
     "check_bool",
     "check_choice",
@@ -32,6 +33,16 @@ __all__ = [
     "check_real",
     "validate",
 ]
+
+
+class RangeError(ValueError):
+    """A value outside its rule (``rho must be >= 0, got -1``), carrying the key, the value and the rule,
+    so that ``config.validate_config`` reports the one check the build ran against the config key
+    (``invalid optim.rho=-1: must be >= 0``) instead of running the table a second time."""
+
+    def __init__(self, key: str, value: Any, rule: Rule, message: str | None = None) -> None:
+        super().__init__(message or f"{key} must be {rule}, got {value!r}")
+        self.key, self.value, self.rule = key, value, rule
 
 
 def _fmt(x: float) -> str:
@@ -55,12 +66,15 @@ class Interval:
     hi_open: bool = False
 
     def __call__(self, name: str, value: Any) -> float:
-        v = check_real(name, value)
+        try:
+            v = check_real(name, value)
+        except ValueError as e:
+            raise RangeError(name, value, self, str(e)) from None
         ok = (v > self.lo if self.lo_open else v >= self.lo) and (
             v < self.hi if self.hi_open else v <= self.hi
         )
         if not ok:
-            raise ValueError(f"{name} must be {self}, got {value!r}")
+            raise RangeError(name, value, self)
         return v
 
     def __str__(self) -> str:
@@ -78,7 +92,7 @@ class Flag:
 
     def __call__(self, name: str, value: Any) -> bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{name} must be {self}, got {value!r}")
+            raise RangeError(name, value, self)
         return value
 
     def __str__(self) -> str:
@@ -93,7 +107,7 @@ class OneOf:
 
     def __call__(self, name: str, value: Any) -> str:
         if value not in self.values:
-            raise ValueError(f"{name} must be {self}, got {value!r}")
+            raise RangeError(name, value, self)
         return value
 
     def __str__(self) -> str:
