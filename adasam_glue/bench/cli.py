@@ -38,10 +38,8 @@ def parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="< 5 min on 2 CPU cores (else more rounds, every form)"
     )
     c.add_argument("--model", action="append", help="conf/model name, repeatable (default: tiny and minilm)")
-    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.add_argument("--optimizers", **names)
     c.add_argument("--rounds", type=int, help="timed updates per optimizer (default: per model)")
-    c.add_argument("--threads", type=int, help="torch intra-op threads (default: 1 on CPU)")
     c.add_argument("overrides", nargs="*", help="Hydra overrides of every set-up (hydra.searchpath=...)")
     c = command("overhead", "harness overhead per update at paper-scale update counts (overhead.json)")
     c.add_argument("--points", type=int, nargs="+", default=[1000, 10000, 123873])
@@ -75,12 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    if a.command == "step-cost":
-        threads = a.threads or (1 if a.device == "cpu" else None)
-    else:  # one thread on CPU (parity: one per run), torch's own on a GPU; rendering measures nothing
-        threads = 1 if a.command in ("overhead", "parity") or getattr(a, "dry", False) else None
-    if threads:
-        torch.set_num_threads(threads)  # the environment block records it
+    if a.command in ("step-cost", "overhead", "parity") or getattr(a, "dry", False):
+        torch.set_num_threads(1)  # one on CPU (parity: one per run; the environment block records it)
     path = a.json if a.command == "render" else _run(a, Path(a.out))
     if a.md or a.command == "render":
         from adasam_glue.bench.render import render
@@ -100,8 +94,7 @@ def _run(a: argparse.Namespace, out: Path) -> Path:
     if a.command == "step-cost":
         from adasam_glue.bench.step_cost import run_step_cost
 
-        log = lambda s: print(s, flush=True)
-        res = run_step_cost(a.quick, out, a.model, a.device, a.optimizers, a.rounds, a.overrides, log=log)
+        res = run_step_cost(a.quick, out, a.model, a.optimizers, a.rounds, a.overrides)
         path, brief = out / f"bench_{res['mode']}.json", res["summary"]
     elif a.command == "overhead":
         from adasam_glue.bench.overhead import bench_overhead

@@ -49,7 +49,7 @@ class StubClassifier(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> Any:
         h = self.embed(input_ids)
         m = (
-            (attention_mask if attention_mask is not None else torch.ones_like(input_ids))
+            (torch.ones_like(input_ids) if attention_mask is None else attention_mask)
             .unsqueeze(-1)
             .to(h.dtype)
         )
