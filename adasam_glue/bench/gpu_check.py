@@ -75,9 +75,7 @@ def gpu_rows(setup: Setup, names: Sequence[str] | None, rounds: int, warmup: int
     c = setup.raw_model.config
     per_token = 6 * setup.info["num_nonembedding_params"] + 12 * c.num_hidden_layers * c.hidden_size * s
     for r in rows:
-        r.update(
-            device_name=device_name, precision=precision, batch_size=setup.info["batch_size"], seq_len=int(s)
-        )
+        r.update(device_name=device_name, precision=precision, batch_size=int(b), seq_len=int(s))
         if "error" not in r:
             t, passes = r["step_time_median_s"], 2 if r["two_pass"] else 1
             flops = passes * b * s * per_token

@@ -127,11 +127,10 @@ def build_setup(
         micro, g, batches = batch_size // acc.num_processes, torch.Generator().manual_seed(int(cfg.seed)), []
         for _ in range(num_batches):
             ids = torch.randint(5, net.config.vocab_size, (batch_size, seq_len), generator=g)
-            labels = (
-                torch.rand(batch_size, generator=g)
-                if info.is_regression
-                else torch.randint(0, info.num_labels, (batch_size,), generator=g)
-            )
+            if info.is_regression:
+                labels = torch.rand(batch_size, generator=g)
+            else:
+                labels = torch.randint(0, info.num_labels, (batch_size,), generator=g)
             batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
     batches = [{k: v.to(acc.device) for k, v in b.items()} for b in batches]
     initial = {k: v.detach().clone() for k, v in net.to(acc.device).state_dict().items()}
