@@ -16,7 +16,12 @@ from pathlib import Path
 
 import torch
 
-from adasam_glue.bench.parity import QUICK, Recipe
+from adasam_glue.bench.gpu_check import gpu_check
+from adasam_glue.bench.overhead import bench_overhead
+from adasam_glue.bench.parity import QUICK, Recipe, bench_parity
+from adasam_glue.bench.render import render
+from adasam_glue.bench.step_cost import run_step_cost
+from adasam_glue.records import atomic_write_text
 
 RECIPE_KEYS = ("model", "train_rows", "epochs", "batch_size", "max_length", "lr")  #: of parity.Recipe
 
@@ -76,34 +81,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.command in ("step-cost", "overhead", "parity") or getattr(a, "dry", False):
         torch.set_num_threads(1)  # one on CPU (parity: one per run; the environment block records it)
     path = a.json if a.command == "render" else _run(a, Path(a.out))
-    if a.md or a.command == "render":
-        from adasam_glue.bench.render import render
-
-        text = render(path)
-        if a.md:
-            from adasam_glue.records import atomic_write_text
-
-            atomic_write_text(Path(a.md), text)
-        else:
-            sys.stdout.write(text)
+    if a.md:
+        atomic_write_text(Path(a.md), render(path))
+    elif a.command == "render":
+        sys.stdout.write(render(path))
     return 0
 
 
 def _run(a: argparse.Namespace, out: Path) -> Path:
     """Run the measuring command ``a.command``; print where its JSON went and its verdicts; that path."""
     if a.command == "step-cost":
-        from adasam_glue.bench.step_cost import run_step_cost
-
         res = run_step_cost(a.quick, out, a.model, a.optimizers, a.rounds, a.overrides)
         path, brief = out / f"bench_{res['mode']}.json", res["summary"]
     elif a.command == "overhead":
-        from adasam_glue.bench.overhead import bench_overhead
-
         res = bench_overhead(a.points, a.window, a.optim, a.task, not a.no_progress_bar, a.budget_s, out=out)
         path, brief = out / "overhead.json", res["verdict"]
     elif a.command == "parity":
-        from adasam_glue.bench.parity import bench_parity
-
         given = {k: getattr(a, k) for k in RECIPE_KEYS if getattr(a, k) is not None}
         recipe = QUICK if a.quick else Recipe(**given)
         seeds, padmax = (a.seeds[:1], 2) if a.quick else (a.seeds, a.padmax_steps)
@@ -112,8 +105,6 @@ def _run(a: argparse.Namespace, out: Path) -> Path:
         equal = res["throughput"]["equal_padding"]
         brief["ours / HF samples/s"] = {t: v["ratio_ours_to_hf"] for t, v in equal.items()}
     else:
-        from adasam_glue.bench.gpu_check import gpu_check
-
         res = gpu_check(out, a.dry, a.precisions, a.optimizers)
         path, brief = out / f"gpu_check{'_dry' if a.dry else ''}.json", res["summary"]
     print(f"wrote {path}: {brief}")
