@@ -16,7 +16,12 @@ from pathlib import Path
 
 import torch
 
-from adasam_glue.bench.parity import QUICK, Recipe
+from adasam_glue.bench.gpu_check import gpu_check
+from adasam_glue.bench.overhead import bench_overhead
+from adasam_glue.bench.parity import QUICK, Recipe, bench_parity
+from adasam_glue.bench.render import render
+from adasam_glue.bench.step_cost import run_step_cost
+from adasam_glue.records import atomic_write_text
 
 RECIPE_KEYS = ("model", "train_rows", "epochs", "batch_size", "max_length", "lr")  #: of parity.Recipe
 
@@ -38,10 +43,8 @@ def parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="< 5 min on 2 CPU cores (else more rounds, every form)"
     )
     c.add_argument("--model", action="append", help="conf/model name, repeatable (default: tiny and minilm)")
-    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.add_argument("--optimizers", **names)
     c.add_argument("--rounds", type=int, help="timed updates per optimizer (default: per model)")
-    c.add_argument("--threads", type=int, help="torch intra-op threads (default: 1 on CPU)")
     c.add_argument("overrides", nargs="*", help="Hydra overrides of every set-up (hydra.searchpath=...)")
     c = command("overhead", "harness overhead per update at paper-scale update counts (overhead.json)")
     c.add_argument("--points", type=int, nargs="+", default=[1000, 10000, 123873])
@@ -75,42 +78,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    if a.command == "step-cost":
-        threads = a.threads or (1 if a.device == "cpu" else None)
-    else:  # one thread on CPU (parity: one per run), torch's own on a GPU; rendering measures nothing
-        threads = 1 if a.command in ("overhead", "parity") or getattr(a, "dry", False) else None
-    if threads:
-        torch.set_num_threads(threads)  # the environment block records it
+    if a.command in ("step-cost", "overhead", "parity") or getattr(a, "dry", False):
+        torch.set_num_threads(1)  # one on CPU (parity: one per run; the environment block records it)
     path = a.json if a.command == "render" else _run(a, Path(a.out))
-    if a.md or a.command == "render":
-        from adasam_glue.bench.render import render
-
-        text = render(path)
-        if a.md:
-            from adasam_glue.records import atomic_write_text
-
-            atomic_write_text(Path(a.md), text)
-        else:
-            sys.stdout.write(text)
+    if a.md:
+        atomic_write_text(Path(a.md), render(path))
+    elif a.command == "render":
+        sys.stdout.write(render(path))
     return 0
 
 
 def _run(a: argparse.Namespace, out: Path) -> Path:
     """Run the measuring command ``a.command``; print where its JSON went and its verdicts; that path."""
     if a.command == "step-cost":
-        from adasam_glue.bench.step_cost import run_step_cost
-
-        log = lambda s: print(s, flush=True)
-        res = run_step_cost(a.quick, out, a.model, a.device, a.optimizers, a.rounds, a.overrides, log=log)
+        res = run_step_cost(a.quick, out, a.model, a.optimizers, a.rounds, a.overrides)
         path, brief = out / f"bench_{res['mode']}.json", res["summary"]
     elif a.command == "overhead":
-        from adasam_glue.bench.overhead import bench_overhead
-
         res = bench_overhead(a.points, a.window, a.optim, a.task, not a.no_progress_bar, a.budget_s, out=out)
         path, brief = out / "overhead.json", res["verdict"]
     elif a.command == "parity":
-        from adasam_glue.bench.parity import bench_parity
-
         given = {k: getattr(a, k) for k in RECIPE_KEYS if getattr(a, k) is not None}
         recipe = QUICK if a.quick else Recipe(**given)
         seeds, padmax = (a.seeds[:1], 2) if a.quick else (a.seeds, a.padmax_steps)
@@ -119,8 +105,6 @@ def _run(a: argparse.Namespace, out: Path) -> Path:
         equal = res["throughput"]["equal_padding"]
         brief["ours / HF samples/s"] = {t: v["ratio_ours_to_hf"] for t, v in equal.items()}
     else:
-        from adasam_glue.bench.gpu_check import gpu_check
-
         res = gpu_check(out, a.dry, a.precisions, a.optimizers)
         path, brief = out / f"gpu_check{'_dry' if a.dry else ''}.json", res["summary"]
     print(f"wrote {path}: {brief}")

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from adasam_glue.bench.harness import Setup, build_setup, build_trainer, environment, write_json
+from adasam_glue.bench.harness import Setup, build_setup, build_trainer, environment, error_text, write_json
 from adasam_glue.bench.step_cost import bench_optimizers
 
 #: peak dense tensor-core FLOP/s (bf16 = fp16) by device-name substring, first match wins
@@ -70,12 +70,12 @@ def gpu_rows(setup: Setup, names: Sequence[str] | None, rounds: int, warmup: int
     device_name = torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else "cpu"
     precision = str(setup.cfg.trainer.mixed_precision)
     peak = peak_flops(device_name, precision)
-    rows = bench_optimizers(setup, names, rounds, warmup, schedule="blocks", record_errors=True)
+    rows = bench_optimizers(setup, names, rounds, warmup, blocks=True)
     b, s = setup.batches[0]["input_ids"].shape
     c = setup.raw_model.config
     per_token = 6 * setup.info["num_nonembedding_params"] + 12 * c.num_hidden_layers * c.hidden_size * s
     for r in rows:
-        r.update(device_name=device_name, precision=precision, batch_size=setup.batch_size, seq_len=int(s))
+        r.update(device_name=device_name, precision=precision, batch_size=int(b), seq_len=int(s))
         if "error" not in r:
             t, passes = r["step_time_median_s"], 2 if r["two_pass"] else 1
             flops = passes * b * s * per_token
@@ -84,31 +84,30 @@ def gpu_rows(setup: Setup, names: Sequence[str] | None, rounds: int, warmup: int
     return rows
 
 
-def _weight_change(setup: Setup, name: str, tries: int = 4) -> tuple[list[torch.Tensor], int]:
-    """The fp32 weight change of one ``train_step`` of ``name`` from the initial weights, dropout off (both
-    precisions see the same function); retried on the same batch while the trainer skips the update."""
+def _weight_change(setup: Setup, name: str, tries: int = 4) -> tuple[torch.Tensor, int]:
+    """The fp32 weight change (flat) of one ``train_step`` of ``name`` from the initial weights,
+    dropout off (both precisions see the same function); retried on the same batch while the trainer skips
+    the update."""
     setup.reset()
     setup.raw_model.eval()
     _, trainer = build_trainer(setup, name)
-    w0 = [p.detach().float().clone() for p in setup.params]
+    flat = lambda: torch.cat([p.detach().float().flatten() for p in setup.params])
+    w0 = flat()
     for attempt in range(1, tries + 1):
         trainer.train_step([setup.batches[0]])
-        dw = [p.detach().float() - w for p, w in zip(setup.params, w0)]
-        if any(bool(d.abs().max() > 0) for d in dw):
+        dw = flat() - w0
+        if bool(dw.abs().max() > 0):
             return dw, attempt
     return dw, tries
 
 
-def _compare(dw: list, attempts: int, ref: list, max_dev: float, min_cos: float) -> dict[str, Any]:
-    def dot(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> float:
-        return sum(float((x.double() * y.double()).sum()) for x, y in zip(xs, ys))
-
-    na, nb = math.sqrt(dot(dw, dw)), math.sqrt(dot(ref, ref))
-    diff = math.sqrt(sum(float((a.double() - b.double()).square().sum()) for a, b in zip(dw, ref)))
-    ratio = na / nb if nb > 0 else float("nan")
-    cos = dot(dw, ref) / (na * nb) if na > 0 and nb > 0 else float("nan")
+def _compare(dw: torch.Tensor, attempts: int, ref: torch.Tensor, max_dev: float, min_cos: float) -> dict:
+    dw, ref, nan = dw.double(), ref.double(), float("nan")
+    na, nb = float(dw.norm()), float(ref.norm())
+    ratio = na / nb if nb > 0 else nan
+    cos = float(dw @ ref) / (na * nb) if na > 0 and nb > 0 else nan
     agrees = math.isfinite(ratio) and math.isfinite(cos) and abs(ratio - 1) <= max_dev and cos >= min_cos
-    rel = diff / nb if nb > 0 else float("nan")
+    rel = float((dw - ref).norm()) / nb if nb > 0 else nan
     return {"norm_ratio": ratio, "cosine": cos, "relative_error": rel, "attempts": attempts, "agrees": agrees}
 
 
@@ -131,7 +130,7 @@ def update_agreement(
             per = {n: _compare(*_weight_change(mixed, n), ref[n], max_dev, min_cos) for n in ref}
             del mixed
         except Exception as e:  # the trainer or Accelerate refuses this precision: say so, do not crash
-            entry |= {"supported": False, "reason": f"{type(e).__name__}: {e}"}
+            entry |= {"supported": False, "reason": error_text(e)}
             continue
         bad = [n for n, v in per.items() if not v["agrees"]]
         entry |= {"optimizers": per, "supported": not bad}
@@ -168,7 +167,7 @@ def gpu_check(
                 mode.model, mode.device, bs, 3, seq_len=sl, mixed_precision=precision, cache_dir=cache
             )
         except Exception as e:  # e.g. a precision this device or Accelerate refuses
-            unsupported.append({**where, "error": f"{type(e).__name__}: {e}"})
+            unsupported.append({**where, "error": error_text(e)})
             continue
         rows += gpu_rows(setup, names, mode.rounds)
         del setup

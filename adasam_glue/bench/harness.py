@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from adasam_glue.records import atomic_write_text, dumps_record
+
 #: overrides every benchmark config gets: no wandb, no progress bar, results under the bench's name
 BENCH_OVERRIDES = ("logging.wandb_mode=disabled", "trainer.progress_bar=false", "experiment_name=bench")
 #: bumped when a key changes meaning or disappears (adding keys keeps the version)
@@ -64,10 +66,6 @@ class Setup:
         return self.trainer_inputs["accelerator"].device
 
     @property
-    def batch_size(self) -> int:
-        return int(self.cfg.task.batch_size)
-
-    @property
     def params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.raw_model.parameters() if p.requires_grad]
 
@@ -84,7 +82,6 @@ def build_setup(
     device: str = "cpu",
     batch_size: int = 16,
     num_batches: int = 4,
-    task: str = "mrpc",
     max_length: int = 128,
     seq_len: int | None = None,
     mixed_precision: str = "no",
@@ -103,7 +100,7 @@ def build_setup(
     train_rows = max(64, batch_size * num_batches)
     ov = (
         *BENCH_OVERRIDES,
-        *f"model={model} task={task} task.batch_size={batch_size} task.max_length={max_length}".split(),
+        *f"model={model} task=mrpc task.batch_size={batch_size} task.max_length={max_length}".split(),
         *f"trainer.mixed_precision={mixed_precision} trainer.cpu={str(device == 'cpu').lower()}".split(),
         *f"data.source=synthetic data.synthetic_eval_size=16 data.synthetic_train_size={train_rows}".split(),
         "seed=0",
@@ -130,11 +127,10 @@ def build_setup(
         micro, g, batches = batch_size // acc.num_processes, torch.Generator().manual_seed(int(cfg.seed)), []
         for _ in range(num_batches):
             ids = torch.randint(5, net.config.vocab_size, (batch_size, seq_len), generator=g)
-            labels = (
-                torch.rand(batch_size, generator=g)
-                if info.is_regression
-                else torch.randint(0, info.num_labels, (batch_size,), generator=g)
-            )
+            if info.is_regression:
+                labels = torch.rand(batch_size, generator=g)
+            else:
+                labels = torch.randint(0, info.num_labels, (batch_size,), generator=g)
             batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
     batches = [{k: v.to(acc.device) for k, v in b.items()} for b in batches]
     initial = {k: v.detach().clone() for k, v in net.to(acc.device).state_dict().items()}
@@ -207,11 +203,14 @@ def environment(device: str) -> dict[str, Any]:
 def write_json(path: str | Path, obj: dict[str, Any], partial: bool = False) -> None:
     """Atomically write ``obj`` (``schema_version`` first; ``partial: true`` while the benchmark runs, so
     an interrupted one keeps what it measured)."""
-    from adasam_glue.records import atomic_write_text, dumps_record
-
     obj = {"schema_version": SCHEMA_VERSION, **obj, **({"partial": True} if partial else {})}
     atomic_write_text(Path(path), dumps_record(obj))
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def error_text(e: BaseException) -> str:
+    """How a JSON file records a failure: the exception's type and message."""
+    return f"{type(e).__name__}: {e}"

@@ -23,16 +23,23 @@ def median(xs: Sequence[float]) -> float:
 
 
 def iqr(xs: Sequence[float]) -> float:
-    if len(xs) < 2:
-        return 0.0
-    q25, q75 = np.percentile(np.asarray(xs, dtype=float), [25, 75])
-    return float(q75 - q25)
+    return float(np.subtract(*np.percentile(xs, [75, 25]))) if len(xs) > 1 else 0.0
 
 
 def sync(device: torch.device | str) -> None:
     """Wait for queued CUDA work, so a wall-clock interval covers the kernels it launched."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def stopwatch(device: torch.device) -> Iterator[list[float]]:
+    """``[wall, thread CPU]`` seconds of the block, the kernels it queued on CUDA included."""
+    sync(device)
+    t = [time.perf_counter(), time.thread_time()]
+    yield t
+    sync(device)
+    t[:] = [time.perf_counter() - t[0], time.thread_time() - t[1]]
 
 
 @dataclass

@@ -48,11 +48,8 @@ class StubClassifier(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> Any:
         h = self.embed(input_ids)
-        m = (
-            (attention_mask if attention_mask is not None else torch.ones_like(input_ids))
-            .unsqueeze(-1)
-            .to(h.dtype)
-        )
+        m = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).unsqueeze(-1)
+        m = m.to(h.dtype)
         return SimpleNamespace(logits=self.head((h * m).sum(1) / m.sum(1).clamp(min=1)))
 
     def save_pretrained(self, path: str | Path) -> None:

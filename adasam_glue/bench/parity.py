@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from adasam_glue.bench.harness import BENCH_OVERRIDES, compose, environment, write_json
+from adasam_glue.bench.harness import BENCH_OVERRIDES, compose, environment, error_text, write_json
 from adasam_glue.bench.measure import TrainClock, median
+from adasam_glue.tasks import get_task
 
 TARGET_EQUAL_PADDING, TARGET_VS_PAD_TO_MAX = 1.0, 2.9
 RUN_KEYS, SIDES = ("framework", "variant", "task", "seed"), ("ours", "hf")
@@ -51,11 +52,6 @@ class Recipe:
     lr: float = 5e-5
     warmup_ratio: float = 0.06
 
-    def updates_per_epoch(self, task: str) -> int:
-        from adasam_glue.tasks import get_task
-
-        return math.ceil(min(self.train_rows, get_task(task).train_size) / self.batch_size)
-
 
 #: ``--quick``: the tiny model, a handful of updates (the test of this command; not a parity result)
 QUICK = Recipe(model="tiny", train_rows=64, epochs=1, batch_size=16, max_length=64, lr=1e-3)
@@ -66,7 +62,7 @@ def recipe_overrides(
 ) -> list[str]:
     """The composed config of one run: the recipe on ``task``'s real TSVs (both sides read it); dev metrics
     once, after training; a fresh run dir, so a run is never skipped."""
-    total = epochs * r.updates_per_epoch(task)
+    total = epochs * math.ceil(min(r.train_rows, get_task(task).train_size) / r.batch_size)
     return [
         *BENCH_OVERRIDES,
         *f"model={r.model} task={task} optim=amsgrad task.lr={r.lr} task.batch_size={r.batch_size}".split(),
@@ -117,7 +113,7 @@ def plan(
 
 def execute(specs: list[dict], jobs: int, on_result: Callable[[list], None]) -> list[dict[str, Any]]:
     """Each run in a fresh spawned process (no Accelerate or HF state shared between runs); a failed run is
-    reported, the others still count."""
+    reported, the others still count; ``on_result`` gets the runs done so far after each."""
     results: list[dict[str, Any] | None] = [None] * len(specs)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
@@ -127,17 +123,13 @@ def execute(specs: list[dict], jobs: int, on_result: Callable[[list], None]) -> 
             try:
                 results[i] = {**fut.result(), "round": s.get("round")}
             except Exception as e:
-                results[i] = {k: s.get(k) for k in (*RUN_KEYS, "round")} | {
-                    "error": f"{type(e).__name__}: {e}"
-                }
+                results[i] = {k: s.get(k) for k in (*RUN_KEYS, "round")} | {"error": error_text(e)}
             on_result([r for r in results if r is not None])
     return [r for r in results if r is not None]
 
 
 def summarize(runs: list[dict[str, Any]], tasks: Sequence[str]) -> dict[str, Any]:
     """``parity`` and ``throughput`` from the runs (module doc)."""
-    from adasam_glue.tasks import get_task
-
     ok = [r for r in runs if "error" not in r]
     parity, equal, grouping = {}, {}, {}
     for task in tasks:
@@ -204,16 +196,11 @@ def bench_parity(
     rounds: int = 1,
     padmax_steps: int = 10,
     jobs: int = 1,
-    work_dir: str | None = None,
 ) -> dict[str, Any]:
     """Plan, run, summarise; ``out/hf_parity.json`` is rewritten (partial) after every run."""
     recipe, t0 = recipe or Recipe(), time.perf_counter()
-    work, path = Path(work_dir or tempfile.mkdtemp(prefix="adasam_parity_")), Path(out) / "hf_parity.json"
-    res: dict[str, Any] = {
-        "env": environment("cpu"),
-        "recipe": dataclasses.asdict(recipe),
-        "tasks": list(tasks),
-    }
+    work, path = Path(tempfile.mkdtemp(prefix="adasam_parity_")), Path(out) / "hf_parity.json"
+    res = {"env": environment("cpu"), "recipe": dataclasses.asdict(recipe), "tasks": list(tasks)}
     res |= {"seeds": list(seeds), "rounds": rounds, "padmax_steps": padmax_steps, "jobs": jobs}
     res["data_dir"] = str(data_dir)
     specs = plan(recipe, tasks, seeds, data_dir, work, rounds, padmax_steps)
@@ -258,7 +245,6 @@ def hf_run(cfg: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
     from adasam_glue import run as run_mod
     from adasam_glue.metrics import compute_metrics
-    from adasam_glue.tasks import get_task
 
     task, o, steps = get_task(cfg.task.name), cfg.optim, spec.get("max_steps")
     acc = run_mod.setup_accelerator(cfg)  # seeds exactly as run() does before the model is built

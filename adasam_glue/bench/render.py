@@ -21,14 +21,15 @@ NOTES = "bench_notes.md"  #: the hand-written companion page (docs/)
 
 def render(path: str | Path) -> str:
     """The Markdown page of a benchmark JSON, chosen by what the file holds."""
-    res, source = read_json(path), str(path)
-    if "parity" in res:
-        return render_parity(res, source)
-    if "agreement" in res:
-        return render_gpu_check(res, source)
-    if "points" in res:
-        return render_overhead(res, source)
-    return render_step_cost(res, source)
+    res = read_json(path)
+    for key, page in (
+        ("parity", render_parity),
+        ("agreement", render_gpu_check),
+        ("points", render_overhead),
+    ):
+        if key in res:
+            return page(res, str(path))
+    return render_step_cost(res, str(path))
 
 
 def f(x: Any, fmt: str = "{:.2f}") -> str:
@@ -124,18 +125,14 @@ def render_step_cost(res: dict[str, Any], source: str = "results/bench/bench_qui
     )
     by = {(r["model"], r["optimizer"]): r for r in rows}
     L += table(ROW_HEADER, [_row_cells(r, by, limit) for r in rows]) + [""]
-    over, worst, n = (
-        summary.get("sam_rows_over_limit") or [],
-        f(summary.get("max_ratio_to_base")),
-        summary.get("sam_rows"),
-    )
+    over, worst = summary.get("sam_rows_over_limit") or [], summary.get("max_ratio_to_base")
+    n = summary.get("sam_rows")
     if not over:
-        return "\n".join(
-            L + paragraphs(f"**Summary: every SAM-family row ({n}) is at or below {limit}** (max {worst}).")
-        )
+        L += paragraphs(f"**Summary: every SAM-family row ({n}) is at or below {limit}** (max {f(worst)}).")
+        return "\n".join(L)
     named = ", ".join(f"{o['model']} {o['optimizer']} {o['ratio_to_base']:.2f}" for o in over)
     L += paragraphs(
-        f"**Summary: {len(over)} of {n} SAM-family rows over {limit}**: {named} (max {worst}; see [rows over "
+        f"**Summary: {len(over)} of {n} SAM-family rows over {limit}**: {named} (max {f(worst)}; see [rows over "
         "the limit](#rows-over-the-limit)).",
         "## Rows over the limit",
         f"What the data says about each; the known cause per variant and what removes it: [{NOTES}]({NOTES}).",
@@ -145,17 +142,12 @@ def render_step_cost(res: dict[str, Any], source: str = "results/bench/bench_qui
         implied = implied_ratio(r, by.get((o["model"], r.get("ratio_reference"))))
         ref = by.get((o["model"], "adasam" if r.get("base") == "amsgrad" else "sam"), {})
         if implied is not None and implied <= limit:
-            what = (
-                f"timing noise: its optimizer time implies {implied:.2f} (at or below {limit}); the model's "
-            )
-            what += f"rows share {r.get('n_timed')} timed rounds"
+            what = f"timing noise: its optimizer time implies {implied:.2f} (at or below {limit}); "
+            what += f"the model's rows share {r.get('n_timed')} timed rounds"
         else:
             what = f"optimizer work: its optimizer time alone implies {f(implied)}"
-        if (
-            ref
-            and ref is not r
-            and None not in (r.get("optim_time_median_s"), ref.get("optim_time_median_s"))
-        ):
+        times = (r.get("optim_time_median_s"), ref.get("optim_time_median_s"))
+        if ref and ref is not r and None not in times:
             what += f"; optimizer time {r['optim_time_median_s'] * 1e3:.1f} ms per update vs "
             what += f"{ref['optim_time_median_s'] * 1e3:.1f} ms for {ref['optimizer']}"
         L.append(f"- **{o['model']} {o['optimizer']} ({o['ratio_to_base']:.2f})**: {what}.")

@@ -8,8 +8,8 @@ time (``ratio_to_base_cpu``, one intra-op thread), which other processes do not 
 that one. Optimizer time is taken around its public protocol calls, the base update by torch's step hooks
 (``perturbation_time`` = the difference). Memory on CPU: the allocations of the optimizer's calls
 (:class:`~adasam_glue.bench.measure.AllocTracker`; state = what survives the first update, transient = the
-second's peak); on CUDA the allocator's peak. Schedules: ``interleaved`` (CPU: every optimizer alive,
-rotated round-robin, so load spreads over all rows alike) and ``blocks`` (GPU: one alive at a time).
+second's peak); on CUDA (the GPU check) the allocator's peak. On CPU every optimizer is alive at once,
+rotated round-robin, so load spreads over all rows alike; the GPU check has one alive at a time (``blocks``).
 """
 
 from __future__ import annotations
@@ -25,26 +25,21 @@ from typing import Any
 
 import torch
 
-from adasam_glue.bench.harness import Setup, build_setup, build_trainer, environment, write_json
-from adasam_glue.bench.measure import MB, AllocTracker, iqr, median, sync
+from adasam_glue.bench.harness import Setup, build_setup, build_trainer, environment, error_text, write_json
+from adasam_glue.bench.measure import MB, AllocTracker, iqr, median, stopwatch
+from adasam_glue.optim import OPTIMIZERS, baseline_of
 
 #: the reference of a two-pass row whose base has no row (module doc)
 FALLBACK_REFERENCE = "amsgrad"
 #: the ratio a SAM-family row may reach (the two-pass limit of 2.0 plus a margin for the perturbation)
 RATIO_LIMIT = 2.15
-#: per model, quick and full: batch, batches, timed rounds, warm-up updates
-SIZES = {
-    "tiny": ((16, 4, 31, 1), (16, 4, 61, 1)),
-    "minilm": ((16, 4, 9, 1), (16, 4, 15, 1)),
-    "roberta-large-random": ((16, 4, 5, 2), (16, 4, 5, 2)),
-}
+#: per model, quick and full: timed rounds and warm-up updates (batches: 4 of 16 rows)
+SIZES = {"tiny": ((31, 1), (61, 1)), "minilm": ((9, 1), (15, 1)), "roberta-large-random": ((5, 2), (5, 2))}
 
 
 def variant_specs(names: Sequence[str] | None = None, forms: bool = False) -> list[tuple[str, str, dict]]:
     """``(row label, registry name, form)`` for every registry record (``names``: a subset); with ``forms``
     also each non-default form."""
-    from adasam_glue.optim import OPTIMIZERS
-
     out = []
     for name, info in OPTIMIZERS.items():
         if names and name not in names:
@@ -67,12 +62,10 @@ class _Runner:
     SAM_CALLS = ("prepare_ascent", "first_step", "descent_loss", "second_step")
 
     def __init__(self, setup: Setup, label: str, name: str, form: dict[str, Any]) -> None:
-        from adasam_glue.optim import OPTIMIZERS, baseline_of
-
         info = OPTIMIZERS[name]
         self.label, self.name, self.form, self.two_pass = label, name, form, info.two_pass
-        self.base = info.base_of(form)
-        self.baseline, self.device = baseline_of(name, self.base), setup.device
+        self.base, self.device = info.base_of(form), setup.device
+        self.baseline = baseline_of(name, self.base)
         self.optimizer, self.trainer = build_trainer(setup, name, form)
         self.tracker: AllocTracker | None = None
         self.timing, self.optim_s, self.base_s = False, 0.0, 0.0
@@ -95,13 +88,10 @@ class _Runner:
             with self.tracker.active():
                 yield
         elif self.timing:
-            sync(self.device)
-            t0 = time.perf_counter()
-            yield
-            sync(self.device)
-            dt = time.perf_counter() - t0
-            self.base_s += dt if base_step else 0.0
-            self.optim_s += 0.0 if base_step and self.two_pass else dt
+            with stopwatch(self.device) as t:
+                yield
+            self.base_s += t[0] if base_step else 0.0
+            self.optim_s += 0.0 if base_step and self.two_pass else t[0]
         else:
             yield
 
@@ -140,19 +130,18 @@ class _Runner:
         return self
 
     def timed_update(self, batch: dict[str, torch.Tensor]) -> None:
-        if self.device.type == "cuda":
+        cuda = self.device.type == "cuda"
+        if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.timing, self.optim_s, self.base_s = True, 0.0, 0.0
-        sync(self.device)
-        t0, c0 = time.perf_counter(), time.thread_time()
-        self.update(batch)
-        sync(self.device)
-        self.times.append(time.perf_counter() - t0)
-        self.cpu_times.append(time.thread_time() - c0)
+        with stopwatch(self.device) as t:
+            self.update(batch)
         self.timing = False
+        self.times.append(t[0])
+        self.cpu_times.append(t[1])
         self.optim_times.append(self.optim_s)
         self.pert_times.append(self.optim_s - self.base_s if self.split else float("nan"))
-        if self.device.type == "cuda":
+        if cuda:
             self.cuda_peak = max(self.cuda_peak, torch.cuda.max_memory_allocated(self.device) / MB)
 
     def release(self) -> None:
@@ -170,33 +159,29 @@ def bench_optimizers(
     rounds: int = 5,
     warmup: int = 1,
     forms: bool = False,
-    schedule: str = "interleaved",
-    record_errors: bool = False,
+    blocks: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per optimizer (module doc): ``rounds`` timed updates each after the two prepared and
-    ``warmup`` untimed ones. ``record_errors`` (``blocks``): an optimizer that fails (a precision the
-    trainer refuses) gives a row with ``error`` instead of ending the section."""
-    if schedule not in ("interleaved", "blocks"):
-        raise ValueError(f"schedule must be 'interleaved' or 'blocks', got {schedule!r}")
+    ``warmup`` untimed ones. ``blocks`` (the GPU check): one optimizer alive at a time, and one that fails
+    (a precision the trainer refuses) gives a row with ``error`` instead of ending the section."""
     specs, batches = variant_specs(names, forms), setup.batches
+    batch = lambda i: batches[(warmup + 2 + i) % len(batches)]
     runners, errors = [], []
     setup.reset()
-    if schedule == "interleaved":
+    if not blocks:
         runners = [_Runner(setup, *spec).prepare(setup, warmup) for spec in specs]
         for i in range(rounds):
             k = i % len(runners)
             for r in runners[k:] + runners[:k]:
-                r.timed_update(batches[(warmup + 2 + i) % len(batches)])
-    for spec in specs if schedule == "blocks" else ():
+                r.timed_update(batch(i))
+    for spec in specs if blocks else ():
         setup.reset()
         try:
             r = _Runner(setup, *spec).prepare(setup, warmup)
             for i in range(rounds):
-                r.timed_update(batches[(warmup + 2 + i) % len(batches)])
+                r.timed_update(batch(i))
         except Exception as e:
-            if not record_errors:
-                raise
-            errors.append({"model": setup.name, "optimizer": spec[0], "error": f"{type(e).__name__}: {e}"})
+            errors.append({"model": setup.name, "optimizer": spec[0], "error": error_text(e)})
             continue
         r.release()
         runners.append(r)
@@ -208,6 +193,7 @@ def _rows(setup: Setup, runners: list[_Runner]) -> list[dict[str, Any]]:
     """The JSON rows; ratios and excesses against each row's reference (module doc)."""
     by = {r.label: r for r in runners}
     pmb, cuda = setup.info["param_mb"], setup.device.type == "cuda"
+    kind = "cuda_max_memory_allocated" if cuda else "accounted_params_grads_state_transient"
 
     def peak(r: _Runner) -> float:  # on CPU: params + grads + state + transient (activations excluded)
         return r.cuda_peak if cuda else 2 * pmb + (r.state_bytes + r.transient_bytes) / MB
@@ -219,6 +205,7 @@ def _rows(setup: Setup, runners: list[_Runner]) -> list[dict[str, Any]]:
             ref = FALLBACK_REFERENCE
         t, o, p = median(r.times), median(r.optim_times), median(r.pert_times) if r.split else None
         rt = by[ref].times if ref else None
+        cpu_ratio = median(r.cpu_times) / median(by[ref].cpu_times) if ref and not cuda else None
         row: dict[str, Any] = {
             "model": setup.name,
             "optimizer": r.label,
@@ -232,23 +219,19 @@ def _rows(setup: Setup, runners: list[_Runner]) -> list[dict[str, Any]]:
             "step_time_median_s": t,
             "step_time_iqr_s": iqr(r.times),
             "step_cpu_time_median_s": None if cuda else median(r.cpu_times),  # kernels run elsewhere on CUDA
-            "ratio_to_base_cpu": median(r.cpu_times) / median(by[ref].cpu_times)
-            if ref and not cuda
-            else None,
+            "ratio_to_base_cpu": cpu_ratio,
             "n_timed": len(r.times),
             "optim_time_median_s": o,
             "optim_fraction": o / t,
             "perturbation_time_median_s": p if r.two_pass else 0.0,
             "perturbation_fraction": (p / t if p is not None else None) if r.two_pass else 0.0,
             "peak_mem_mb": peak(r),
-            "peak_mem_kind": "cuda_max_memory_allocated"
-            if cuda
-            else "accounted_params_grads_state_transient",
+            "peak_mem_kind": kind,
             "state_mb": None if cuda else r.state_bytes / MB,
             "optim_transient_peak_mb": None if cuda else r.transient_bytes / MB,
             "param_mb": pmb,
             "updates_per_s": 1.0 / t,
-            "samples_per_s": setup.batch_size / t,
+            "samples_per_s": setup.info["batch_size"] / t,
             "excess_state_over_base_mb": None,
             "excess_state_in_params": None,
         }
@@ -269,14 +252,13 @@ def judged_ratio(row: dict[str, Any]) -> float | None:
 def summarize(rows: list[dict[str, Any]], limit: float = RATIO_LIMIT) -> dict[str, Any]:
     """The figures a reader looks for first: SAM-family rows over the limit, the largest ratio."""
     sam = [(r, judged_ratio(r)) for r in rows if r.get("two_pass") and judged_ratio(r) is not None]
+    over = [
+        {"model": r["model"], "optimizer": r["optimizer"], "ratio_to_base": x} for r, x in sam if x > limit
+    ]
     return {
         "ratio_limit": limit,
         "sam_rows": len(sam),
-        "sam_rows_over_limit": [
-            {"model": r["model"], "optimizer": r["optimizer"], "ratio_to_base": x}
-            for r, x in sam
-            if x > limit
-        ],
+        "sam_rows_over_limit": over,
         "max_ratio_to_base": max((x for _, x in sam), default=None),
         "ratio_basis": "cpu_time" if any(r.get("ratio_to_base_cpu") is not None for r, _ in sam) else "wall",
         "optim_fraction_adasam": {
@@ -289,38 +271,31 @@ def run_step_cost(
     quick: bool = True,
     out: str | Path = "results/bench",
     models: Sequence[str] | None = None,
-    device: str = "cpu",
     names: Sequence[str] | None = None,
     rounds: int | None = None,
     overrides: Sequence[str] = (),
-    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Rows for every model (default: tiny and MiniLM on CPU, RoBERTa-large with random weights on CUDA),
-    every form in full mode; ``out/bench_{quick,full}.json`` is rewritten after each model."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device visible")
-    t_start, cuda, mode = time.perf_counter(), device == "cuda", "quick" if quick else "full"
+    """Rows for every model (default: tiny and MiniLM), every form in full mode; ``out/bench_{quick,full}.json``
+    is rewritten after each model. The GPU's figures are the GPU check's (:mod:`~.gpu_check`)."""
+    t_start, mode = time.perf_counter(), "quick" if quick else "full"
     path, cache = Path(out) / f"bench_{mode}.json", tempfile.mkdtemp(prefix="adasam_bench_")
-    res: dict[str, Any] = {"mode": mode, "rows": [], "env": environment(device), "setups": {}}
+    res: dict[str, Any] = {"mode": mode, "rows": [], "env": environment("cpu"), "setups": {}}
     res["section_seconds"] = {}
-    setup_kw = {"mixed_precision": "bf16" if cuda else "no", "cache_dir": cache, "overrides": overrides}
-    for model in models or (["roberta-large-random"] if cuda else ["tiny", "minilm"]):
-        bs, nb, n_rounds, warmup = SIZES.get(model, SIZES["tiny"])[0 if quick else 1]
+    for model in models or ["tiny", "minilm"]:
+        n_rounds, warmup = SIZES.get(model, SIZES["tiny"])[0 if quick else 1]
         t0, section = time.perf_counter(), f"optimizers[{model}]"
-        log(f"[bench] {model} ...")
+        print(f"[bench] {model} ...", flush=True)
         try:
-            seq_len = 128 if model == "roberta-large-random" else None
-            setup = build_setup(model, device, bs, nb, seq_len=seq_len, **setup_kw)
+            setup = build_setup(model, "cpu", 16, 4, cache_dir=cache, overrides=overrides)
             res["setups"][model] = dict(setup.info)
-            schedule = "blocks" if cuda else "interleaved"
-            res["rows"] += bench_optimizers(setup, names, rounds or n_rounds, warmup, not quick, schedule)
+            res["rows"] += bench_optimizers(setup, names, rounds or n_rounds, warmup, forms=not quick)
         except Exception as e:  # one failing model must not lose the others
-            res.setdefault("errors", {})[section] = {"error": f"{type(e).__name__}: {e}"}
-            log(f"[bench] {model} FAILED: {type(e).__name__}: {e}")
+            res.setdefault("errors", {})[section] = {"error": error_text(e)}
+            print(f"[bench] {model} FAILED: {error_text(e)}", flush=True)
         res["section_seconds"][section] = round(time.perf_counter() - t0, 2)
         write_json(path, res, partial=True)
     res["summary"] = summarize(res["rows"])
     res["env"]["wall_time_s"] = round(time.perf_counter() - t_start, 1)
     write_json(path, res)
-    log(f"[bench] wrote {path} ({res['env']['wall_time_s']:.0f}s)")
+    print(f"[bench] wrote {path} ({res['env']['wall_time_s']:.0f}s)", flush=True)
     return res
