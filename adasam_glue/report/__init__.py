@@ -42,17 +42,16 @@ def build_report(
     file) for a record of another schema version (unless ``skip_unknown_schema``).
     """
     from adasam_glue.report import figures as fig
-    from adasam_glue.report import table_text as tt
+    from adasam_glue.report import tables as tt
     from adasam_glue.report.claims import check_claims, render_claims
     from adasam_glue.report.lr_tuning import render_lr_tuning
     from adasam_glue.report.sharpness_table import build_sharpness, render_sharpness_csv, render_sharpness_md
-    from adasam_glue.report.tables import TABLES, build_table
     from adasam_glue.report.variants import render_variants_csv, render_variants_md, variant_pairs
 
     col = load_runs(runs_dir, skip_unknown_schema=skip_unknown_schema)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = [build_table(spec, col.frame) for spec in TABLES]  # each dedupes its own eligible runs
+    tables = [tt.build_table(spec, col.frame) for spec in tt.TABLES]  # each dedupes its own eligible runs
     variants = variant_pairs(col.unique)
     speedup = fig.compute_speedup(col.frame)  # dedupes the speedup runs it selects
     sharp = build_sharpness(col.unique)
@@ -90,7 +89,7 @@ def _section(title: str, items: list[str], *intro: str) -> list[str]:
 def _code_section(runs: pd.DataFrame, tables: list) -> list[str]:
     """The git commits the records were trained by, and the table cells that mix them (issue 24 C: the
     identity says what ran, not which code; after a fix, old-code seeds must not pool silently)."""
-    from adasam_glue.report.table_text import mixed_code_cells
+    from adasam_glue.report.tables import mixed_code_cells
 
     counts = pd.Series([c for cs in runs.commits for c in sorted({c[:10] for c in cs}) or [UNKNOWN_COMMIT]])
     items = [

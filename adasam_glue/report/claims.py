@@ -22,8 +22,7 @@ from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, short_key
 from adasam_glue.report.palette import method_name, metric_label, task_name
 from adasam_glue.report.setting import any_synthetic, data_text, heading, model_text, setting_text
 from adasam_glue.report.sharpness_table import SharpnessReport
-from adasam_glue.report.table_text import md_table
-from adasam_glue.report.tables import Comparison, Row, TableResult
+from adasam_glue.report.tables import Comparison, Row, TableResult, md_table
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 SPEEDUP_BAND = (0.35, 0.65)

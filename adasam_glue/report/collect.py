@@ -30,7 +30,7 @@ from adasam_glue.records import (
     record_commits,
     skip_rule_verdict,
 )
-from adasam_glue.report.palette import method_name, task_name
+from adasam_glue.report.palette import g_text, method_name, task_name
 from adasam_glue.tasks import TASKS
 
 #: the report's status of a final record it will not use (a run resumed under a changed config)
@@ -198,10 +198,6 @@ def _parse(rel: str, record: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _text(x: float | None) -> str:
-    return "?" if x is None else f"{x:g}"
-
-
 #: the columns of :func:`_parse` (a frame of no runs has them too)
 COLUMNS = (
     "rel experiment task optimizer seed record_status beta1 rho batch_size schedule best final record config "
@@ -219,7 +215,7 @@ def build_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         for s, rs, f in zip(df.status, df.record_status, df.flagged)
     ]
     df["description"] = [
-        f"{method_name(r.optimizer)} {task_name(r.task)} beta1={_text(r.beta1)}"
+        f"{method_name(r.optimizer)} {task_name(r.task)} beta1={g_text(r.beta1)}"
         f"{'' if r.rho is None else f', rho={r.rho:g}'} seed {r.seed}, identity {r.group_hash} ({r.rel})"
         for r in df.itertuples()
     ]

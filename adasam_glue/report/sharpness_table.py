@@ -26,7 +26,7 @@ from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, setting_of
 from adasam_glue.report.palette import RegistryView, method_name, metric_label, optimizer_rank, task_name
 from adasam_glue.report.setting import any_synthetic, heading, setting_text
 from adasam_glue.report.stats import Summary, summarize
-from adasam_glue.report.table_text import _csv, md_table
+from adasam_glue.report.tables import _csv, md_table
 from adasam_glue.schedules import DECAYING
 from adasam_glue.tasks import TASK_ORDER, TASKS
 

@@ -18,8 +18,9 @@ from adasam_glue.report.palette import method_name, metric_label, optimizer_rank
 from adasam_glue.report.setting import heading, setting_text
 from adasam_glue.report.sharpness_table import _baseline
 from adasam_glue.report.stats import BOOTSTRAP_SEED, Paired, Summary, metric, pair, summarize
-from adasam_glue.report.table_text import (
+from adasam_glue.report.tables import (
     MISSING,
+    PROBE_SUFFIX,
     _csv,
     ci_text,
     md_table,
@@ -28,7 +29,6 @@ from adasam_glue.report.table_text import (
     rho_text,
     summary_text,
 )
-from adasam_glue.report.tables import PROBE_SUFFIX
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 
