@@ -28,7 +28,7 @@ from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report import stats
 from adasam_glue.report.collect import EXCLUDED, code_text, dedupe, without
 from adasam_glue.report.grouping import OPTIM, Diff, assign_rows, format_diff, label_suffix, setting_hash
-from adasam_glue.report.palette import method_name, metric_label, task_name
+from adasam_glue.report.palette import g_text, method_name, metric_label, task_name
 from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, heading, setting_text
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
@@ -165,9 +165,6 @@ class Cell:
         complete = self.present and len(vals) == len(TASKS[self.task].paper_metrics)
         return sum(vals) / len(vals) if complete else None
 
-    def is_edge(self) -> bool:
-        return stats.rho_edge(self.candidates, self.rho)
-
     def edge_note(self, grid: Iterable[float]) -> str | None:
         """Text when the chosen rho is on the edge of the tested grid (or no grid was searched). A tie
         with an interior rho is not an edge; a tie over every rho says the metric did not move."""
@@ -183,7 +180,7 @@ class Cell:
                 f"every rho tested ties on the selection metric ({rhos_label(tested)}): rho made no "
                 f"difference here; the smallest is shown (ties go to the smaller rho){extra}"
             )
-        if self.is_edge():
+        if stats.rho_edge(self.candidates, self.rho):
             largest = math.isclose(self.rho, tested[-1])
             side, where = ("largest", "above") if largest else ("smallest", "below")
             return f"best rho {self.rho:g} is the {side} tested of {rhos_label(tested)}: the optimum may lie {where}{extra}"
@@ -250,11 +247,8 @@ class Comparison:
             return f"{s} vs {b}: no task has results for both methods, so no comparison."
         avg = (self.average(self.sam.method) - self.average(self.base.method)) * 100
         text = f"{s} beats {b} on {len(won)} of {m} tasks{f' ({len(tied)} tied)' if tied else ''}, average {avg:+.{DECIMALS}f}"
-        if m == len(TASK_ORDER):
-            return text + "."
-        return (
-            text + f" (only the {m} of {len(TASK_ORDER)} tasks where both methods have results are compared)."
-        )
+        only = f" (only the {m} of {len(TASK_ORDER)} tasks where both methods have results are compared)"
+        return text + ("" if m == len(TASK_ORDER) else only) + "."
 
     def identities(self) -> list[str]:
         """Per common task: the identities (group hashes) each side's cell pools."""
@@ -432,10 +426,6 @@ def fmt(x: float) -> str:
     return f"{x * 100:.{DECIMALS}f}"
 
 
-def rho_text(rho: float | None) -> str:
-    return "n/a" if rho is None else f"{rho:g}"
-
-
 def ci_text(ci: tuple[float, float] | None) -> str:
     return MISSING if ci is None else f"[{ci[0]:+.{DECIMALS}f}, {ci[1]:+.{DECIMALS}f}]"
 
@@ -566,10 +556,6 @@ def mixed_code_cells(res: TableResult) -> list[str]:
     ]
 
 
-def title(res: TableResult) -> str:
-    return res.spec.title + (" — SYNTHETIC DATA" if res.synthetic else "")
-
-
 def synthetic_banner(res: TableResult) -> str:
     """The warning over a table with synthetic data: for all of it, or naming the rows it is in."""
     synth = [st for st in res.settings if any_synthetic(res.setting_runs(st))]
@@ -609,13 +595,21 @@ def render_markdown(res: TableResult) -> str:
                 body += [[task_name(t), MISSING, "no runs", 0, None]] if row.main else []
                 continue
             per = ", ".join(
-                f"{rho_text(cand.rho)}: "
+                f"{g_text(cand.rho, 'n/a')}: "
                 + (f"{fmt(cand.selection.mean)} ({cand.selection.n})" if cand.selection else MISSING)
                 + (f" ({len(cand.diverged)} diverged)" if len(cand.diverged) else "")
                 for cand in c.candidates
             )
-            chosen = MISSING if c.chosen is None else rho_text(c.rho)
-            body.append([task_name(t), chosen, per, len(c.diverged), "yes" if c.is_edge() else "no"])
+            chosen = MISSING if c.chosen is None else g_text(c.rho, "n/a")
+            body.append(
+                [
+                    task_name(t),
+                    chosen,
+                    per,
+                    len(c.diverged),
+                    "yes" if stats.rho_edge(c.candidates, c.rho) else "no",
+                ]
+            )
         head = ["Task", "chosen rho", "mean selection metric ×100 (seeds) per rho", "diverged"]
         head += ["edge of grid"]
         out += _section(f"## rho selection ({row.label})", head, body, "lrlr")
@@ -634,7 +628,7 @@ def render_markdown(res: TableResult) -> str:
         out += _section(f"## Paired comparison: {comp.name} (task score ×100)", head, body, "lrlr")
     out += _matched_markdown(res)
     body = [
-        [row.label, task_name(t), rho_text(cand.rho), cand.group_hash]
+        [row.label, task_name(t), g_text(cand.rho, "n/a"), cand.group_hash]
         + [", ".join(str(s) for s in cand.completed.seed) or MISSING]
         + [", ".join(str(s) for s in cand.diverged.seed) or MISSING, code_text(cand.runs)]
         for (row, t), c in res.cells.items()
@@ -668,7 +662,7 @@ def _matched_markdown(res: TableResult) -> list[str]:
     head = ["Task", f"{sam} (ρ)", f"{base} compute-matched", "passes per run", f"{base} updates"]
     head += ["mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
     body = [
-        [task_name(m.task), f"{summary_text(m.sam)} (ρ={rho_text(m.rho)})"]
+        [task_name(m.task), f"{summary_text(m.sam)} (ρ={g_text(m.rho, 'n/a')})"]
         + [f"{summary_text(m.matched)} [{m.base.suffix}]", ", ".join(map(str, m.passes))]
         + [", ".join(map(str, m.updates)) or MISSING, *_diff_cells(m.paired)]
         + [f"{m.paired.sam_identity} vs {m.paired.base_identity}"]
@@ -685,18 +679,13 @@ def _matched_markdown(res: TableResult) -> list[str]:
         "the paired comparisons above."
     )
     heading = f"## Compute-matched comparison: {res.matched_name} (task score ×100)"
-    return _section(heading, head, body, "lrrrrrlrll", intro, "") + ["", matched_line(res)]
-
-
-def matched_line(res: TableResult) -> str:
-    """One sentence: the SAM method's wins, losses and ties against the compute-matched base."""
     by = {o: [task_name(m.task) for m in res.matched if m.outcome == o] for o in ("win", "loss", "tie")}
     names = {o: ", ".join(v) or "none" for o, v in by.items()}
-    return (
-        f"At equal compute, {method_name(res.spec.sam)} beats the compute-matched {method_name(res.spec.base)} "
-        f"on {len(by['win'])} of {len(res.matched)} comparison(s) ({names['win']}); loses on {names['loss']}; "
-        f"ties on {names['tie']}."
+    line = (
+        f"At equal compute, {sam} beats the compute-matched {base} on {len(by['win'])} of {len(res.matched)} "
+        f"comparison(s) ({names['win']}); loses on {names['loss']}; ties on {names['tie']}."
     )
+    return _section(heading, head, body, "lrrrrrlrll", intro, "") + ["", line]
 
 
 _TEX = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "{": r"\{", "}": r"\}", "$": r"\$", "—": "---", "−": "-",
@@ -717,7 +706,11 @@ def _tex_cell(s: stats.Summary | None, bold: bool, dagger: bool) -> str:
 
 def render_tex(res: TableResult) -> str:
     """A ``table`` environment (needs ``booktabs`` and ``graphicx``)."""
-    caption = " ".join([title(res) + "."] + caption_lines(res) + [res.main.win_line()])
+    caption = " ".join(
+        [res.spec.title + (" — SYNTHETIC DATA" if res.synthetic else "") + "."]
+        + caption_lines(res)
+        + [res.main.win_line()]
+    )
     caption = (synthetic_banner(res) + " " if res.synthetic else "") + caption
     top = [
         rf"\multicolumn{{{k}}}{{c}}{{{tex_escape(task_name(t))}}}" if k > 1 else tex_escape(task_name(t))
@@ -772,8 +765,12 @@ def render_csv(res: TableResult) -> str:
         for t, c in cells:
             ss = [c.metrics.get(k) for k in TASKS[t].paper_metrics]
             line += [num(x) for s in ss for x in ((s.mean, s.std) if s else (None, None))]
-            rho = "" if c.rho is None else f"{c.rho:g}"
-            line += [str(c.n), rho, str(len(c.diverged)), c.chosen.group_hash if c.chosen else ""]
+            line += [
+                str(c.n),
+                g_text(c.rho, ""),
+                str(len(c.diverged)),
+                c.chosen.group_hash if c.chosen else "",
+            ]
         comp = res.comparison_of(row)
         rows.append(line + [num(res.row_average(row)), str(len(comp.common_tasks)) if comp else "0"])
     return _csv([*header, "average", "average_tasks"], rows)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report.grouping import OPTIM, setting_of
-from adasam_glue.report.palette import method_name, metric_label, optimizer_rank, task_name
+from adasam_glue.report.palette import g_text, method_name, metric_label, optimizer_rank, task_name
 from adasam_glue.report.setting import heading, setting_text
 from adasam_glue.report.sharpness_table import _baseline
 from adasam_glue.report.stats import BOOTSTRAP_SEED, Paired, Summary, metric, pair, summarize
@@ -26,7 +26,6 @@ from adasam_glue.report.tables import (
     md_table,
     num,
     paired_cells,
-    rho_text,
     summary_text,
 )
 from adasam_glue.tasks import TASK_ORDER, TASKS
@@ -145,7 +144,13 @@ def render_variants_md(pairs: list[VariantPair]) -> str:
         (sv, dv), (sb, db) = _side(p, "variant"), _side(p, "baseline")
         cell = lambda s, d: (MISSING if s is None else summary_text(s)) + "†" * bool(d)  # noqa: E731
         body.append(
-            [task_name(p.task), tags[p.setting], _label(p.variant), rho_text(r.beta1), rho_text(r.rho)]
+            [
+                task_name(p.task),
+                tags[p.setting],
+                _label(p.variant),
+                g_text(r.beta1, "n/a"),
+                g_text(r.rho, "n/a"),
+            ]
             + [own_keys(p) or "—"]
             + [metric_label(TASKS[p.task].selection_metric), cell(sv, dv), _label(p.baseline), cell(sb, db)]
             + [MISSING if q.mean is None else f"{q.mean:+.2f}", ci_text(q.ci), q.n]
@@ -162,8 +167,8 @@ def render_variants_csv(pairs: list[VariantPair]) -> str:
     for p in pairs:
         r, (sv, dv), (sb, db) = p.variant.iloc[0], _side(p, "variant"), _side(p, "baseline")
         stats = lambda s, d: [num(s and s.mean), num(s and s.std), s.n if s else 0, d]  # noqa: E731
-        line = [p.task, p.setting, r.optimizer, r.flat.get(f"{OPTIM}.base") or "", rho_text(r.beta1)]
-        line += ["" if r.rho is None else f"{r.rho:g}", own_keys(p), TASKS[p.task].selection_metric]
+        line = [p.task, p.setting, r.optimizer, r.flat.get(f"{OPTIM}.base") or "", g_text(r.beta1, "n/a")]
+        line += [g_text(r.rho, ""), own_keys(p), TASKS[p.task].selection_metric]
         line += stats(sv, dv)
         rows.append(
             [
