@@ -601,15 +601,8 @@ def render_markdown(res: TableResult) -> str:
                 for cand in c.candidates
             )
             chosen = MISSING if c.chosen is None else g_text(c.rho, "n/a")
-            body.append(
-                [
-                    task_name(t),
-                    chosen,
-                    per,
-                    len(c.diverged),
-                    "yes" if stats.rho_edge(c.candidates, c.rho) else "no",
-                ]
-            )
+            edge = "yes" if stats.rho_edge(c.candidates, c.rho) else "no"
+            body.append([task_name(t), chosen, per, len(c.diverged), edge])
         head = ["Task", "chosen rho", "mean selection metric ×100 (seeds) per rho", "diverged"]
         head += ["edge of grid"]
         out += _section(f"## rho selection ({row.label})", head, body, "lrlr")
@@ -635,16 +628,12 @@ def render_markdown(res: TableResult) -> str:
         for cand in c.candidates
     ]
     head = ["Row", "Task", "rho", "identity", "completed seeds", "diverged seeds", "code"]
-    out += _section(
-        "## Identities",
-        head,
-        body,
-        "llr",
+    intro = (
         "Each cell pools the seeds of one identity (the group hash: the run identity without its seed). "
         "The identity says what ran, not which code: `code` names the git commit(s) of the runs' attempts "
-        "(⚠: more than one, or uncommitted changes; see the notes).",
-        "",
+        "(⚠: more than one, or uncommitted changes; see the notes)."
     )
+    out += _section("## Identities", head, body, "llr", intro, "")
     out += [] if body else [f"| {MISSING} | no runs | | | | | |"]
     return "\n".join(out) + "\n"
 

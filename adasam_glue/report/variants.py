@@ -109,10 +109,8 @@ def _side(p: VariantPair, side: str) -> tuple[Summary | None, int]:
 
 def render_variants_md(pairs: list[VariantPair]) -> str:
     out = heading("Every optimizer against its base", pd.concat([p.runs for p in pairs]))
-    tags = {
-        s: chr(ord("a") + i) if i < 26 else str(i)
-        for i, s in enumerate(dict.fromkeys(p.setting for p in pairs))
-    }
+    settings = dict.fromkeys(p.setting for p in pairs)
+    tags = {s: chr(ord("a") + i) if i < 26 else str(i) for i, s in enumerate(settings)}
     for s, tag in tags.items():
         out.append(f"Setting {tag}: {setting_text(pd.concat([p.runs for p in pairs if p.setting == s]))}.")
     out += [
@@ -125,38 +123,18 @@ def render_variants_md(pairs: list[VariantPair]) -> str:
         "base over the seeds both have, 95% percentile bootstrap CI (10 000 resamples, fixed seed).",
         "",
     ]
-    head = [
-        "Task",
-        "Setting",
-        "Optimizer",
-        "β1",
-        "ρ",
-        "other keys",
-        "dev metric",
-        "Optimizer ×100",
-        "Base",
-        "Base ×100",
-    ]
-    head += ["mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
+    head = "Task|Setting|Optimizer|β1|ρ|other keys|dev metric|Optimizer ×100|Base|Base ×100|mean difference"
+    head += "|95% bootstrap CI|seeds paired|CI excludes 0|identities"
+    cell = lambda s, d: (MISSING if s is None else summary_text(s)) + "†" * bool(d)  # noqa: E731
     body = []
     for p in pairs:
         r, q = p.variant.iloc[0], p.paired
-        (sv, dv), (sb, db) = _side(p, "variant"), _side(p, "baseline")
-        cell = lambda s, d: (MISSING if s is None else summary_text(s)) + "†" * bool(d)  # noqa: E731
-        body.append(
-            [
-                task_name(p.task),
-                tags[p.setting],
-                _label(p.variant),
-                g_text(r.beta1, "n/a"),
-                g_text(r.rho, "n/a"),
-            ]
-            + [own_keys(p) or "—"]
-            + [metric_label(TASKS[p.task].selection_metric), cell(sv, dv), _label(p.baseline), cell(sb, db)]
-            + [MISSING if q.mean is None else f"{q.mean:+.2f}", ci_text(q.ci), q.n]
-            + [q.excludes_zero if q.n else "", f"{q.sam_identity} vs {q.base_identity}"]
-        )
-    return "\n".join(out + md_table(head, body, "lllrrllrlrrlrll")) + "\n"
+        line = [task_name(p.task), tags[p.setting], _label(p.variant), g_text(r.beta1, "n/a")]
+        line += [g_text(r.rho, "n/a"), own_keys(p) or "—", metric_label(TASKS[p.task].selection_metric)]
+        line += [cell(*_side(p, "variant")), _label(p.baseline), cell(*_side(p, "baseline"))]
+        line += [MISSING if q.mean is None else f"{q.mean:+.2f}", ci_text(q.ci), q.n]
+        body.append(line + [q.excludes_zero if q.n else "", f"{q.sam_identity} vs {q.base_identity}"])
+    return "\n".join(out + md_table(head.split("|"), body, "lllrrllrlrrlrll")) + "\n"
 
 
 def render_variants_csv(pairs: list[VariantPair]) -> str:
@@ -169,14 +147,6 @@ def render_variants_csv(pairs: list[VariantPair]) -> str:
         stats = lambda s, d: [num(s and s.mean), num(s and s.std), s.n if s else 0, d]  # noqa: E731
         line = [p.task, p.setting, r.optimizer, r.flat.get(f"{OPTIM}.base") or "", g_text(r.beta1, "n/a")]
         line += [g_text(r.rho, ""), own_keys(p), TASKS[p.task].selection_metric]
-        line += stats(sv, dv)
-        rows.append(
-            [
-                *line,
-                p.baseline.optimizer.iloc[0],
-                *stats(sb, db),
-                *paired_cells(p.paired),
-                setting_text(p.runs),
-            ]
-        )
+        line += [*stats(sv, dv), p.baseline.optimizer.iloc[0], *stats(sb, db), *paired_cells(p.paired)]
+        rows.append([*line, setting_text(p.runs)])
     return _csv(head.split(), rows)
