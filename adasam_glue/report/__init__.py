@@ -124,7 +124,7 @@ def _describe(f: str) -> str | None:
 
 
 def _index(col: Collection, tables: list, speedup, used: set[str], files: list[str]) -> str:
-    from adasam_glue.report.palette import g_text, method_name
+    from adasam_glue.report.palette import g_or, method_name
     from adasam_glue.report.setting import SYNTHETIC_BANNER, setting_text, synthetic
     from adasam_glue.report.tables import eligible
 
@@ -167,7 +167,7 @@ def _index(col: Collection, tables: list, speedup, used: set[str], files: list[s
     unused = [f"- `{r.rel}`: status {r.status_text}" for r in runs[~final].itertuples()]
     unused += [
         f"- `{r.rel}`: {method_name(r.optimizer)}, experiment {r.experiment or '?'}, "
-        f"beta1={g_text(r.beta1)} (not a table's method/beta1, or a "
+        f"beta1={g_or(r.beta1)} (not a table's method/beta1, or a "
         "speedup/schedules/lr-tuning run)"
         for r in outside.itertuples()
     ]

@@ -30,7 +30,7 @@ from adasam_glue.records import (
     record_commits,
     skip_rule_verdict,
 )
-from adasam_glue.report.palette import g_text, method_name, task_name
+from adasam_glue.report.palette import g_or, method_name, task_name
 from adasam_glue.tasks import TASKS
 
 #: the report's status of a final record it will not use (a run resumed under a changed config)
@@ -215,7 +215,7 @@ def build_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         for s, rs, f in zip(df.status, df.record_status, df.flagged)
     ]
     df["description"] = [
-        f"{method_name(r.optimizer)} {task_name(r.task)} beta1={g_text(r.beta1)}"
+        f"{method_name(r.optimizer)} {task_name(r.task)} beta1={g_or(r.beta1)}"
         f"{'' if r.rho is None else f', rho={r.rho:g}'} seed {r.seed}, identity {r.group_hash} ({r.rel})"
         for r in df.itertuples()
     ]

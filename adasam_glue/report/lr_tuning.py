@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from adasam_glue.experiments.tuned_lr import read_selections
-from adasam_glue.report.palette import g_text, method_name, metric_label, task_name
+from adasam_glue.report.palette import g_or, method_name, metric_label, task_name
 from adasam_glue.report.tables import md_table
 
 __all__ = ["render_lr_tuning"]
@@ -59,7 +59,7 @@ def render_lr_tuning(runs_dir: str | Path) -> str:
         return "\n".join([*out, "No tuning stage has been selected in this runs tree.", ""])
     rows = [
         [str(s.get("tuning_experiment")), task_name(s.get("task", "")), method_name(s.get("optimizer", ""))]
-        + [", ".join(f"{g:g}" for g in s.get("grid", [])), g_text(s.get("lr"), "—")]
+        + [", ".join(f"{g:g}" for g in s.get("grid", [])), g_or(s.get("lr"), "—")]
         + [f"{metric_label(s.get('selection_metric', ''))} {_pct(s.get('metric'))}", _edge(s)]
         for s in sels
     ]

@@ -89,6 +89,6 @@ def metric_label(key: str) -> str:
     return METRIC_LABELS.get(key, key)
 
 
-def g_text(x: float | None, missing: str = "?") -> str:
+def g_or(x: float | None, missing: str = "?") -> str:
     """A number as labels write it (``:g``); ``missing`` for none."""
     return missing if x is None else f"{x:g}"

@@ -28,7 +28,7 @@ from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report import stats
 from adasam_glue.report.collect import EXCLUDED, code_text, dedupe, without
 from adasam_glue.report.grouping import OPTIM, Diff, assign_rows, format_diff, label_suffix, setting_hash
-from adasam_glue.report.palette import g_text, method_name, metric_label, task_name
+from adasam_glue.report.palette import g_or, method_name, metric_label, task_name
 from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, heading, setting_text
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
@@ -595,12 +595,12 @@ def render_markdown(res: TableResult) -> str:
                 body += [[task_name(t), MISSING, "no runs", 0, None]] if row.main else []
                 continue
             per = ", ".join(
-                f"{g_text(cand.rho, 'n/a')}: "
+                f"{g_or(cand.rho, 'n/a')}: "
                 + (f"{fmt(cand.selection.mean)} ({cand.selection.n})" if cand.selection else MISSING)
                 + (f" ({len(cand.diverged)} diverged)" if len(cand.diverged) else "")
                 for cand in c.candidates
             )
-            chosen = MISSING if c.chosen is None else g_text(c.rho, "n/a")
+            chosen = MISSING if c.chosen is None else g_or(c.rho, "n/a")
             edge = "yes" if stats.rho_edge(c.candidates, c.rho) else "no"
             body.append([task_name(t), chosen, per, len(c.diverged), edge])
         head = ["Task", "chosen rho", "mean selection metric ×100 (seeds) per rho", "diverged"]
@@ -621,7 +621,7 @@ def render_markdown(res: TableResult) -> str:
         out += _section(f"## Paired comparison: {comp.name} (task score ×100)", head, body, "lrlr")
     out += _matched_markdown(res)
     body = [
-        [row.label, task_name(t), g_text(cand.rho, "n/a"), cand.group_hash]
+        [row.label, task_name(t), g_or(cand.rho, "n/a"), cand.group_hash]
         + [", ".join(str(s) for s in cand.completed.seed) or MISSING]
         + [", ".join(str(s) for s in cand.diverged.seed) or MISSING, code_text(cand.runs)]
         for (row, t), c in res.cells.items()
@@ -651,7 +651,7 @@ def _matched_markdown(res: TableResult) -> list[str]:
     head = ["Task", f"{sam} (ρ)", f"{base} compute-matched", "passes per run", f"{base} updates"]
     head += ["mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
     body = [
-        [task_name(m.task), f"{summary_text(m.sam)} (ρ={g_text(m.rho, 'n/a')})"]
+        [task_name(m.task), f"{summary_text(m.sam)} (ρ={g_or(m.rho, 'n/a')})"]
         + [f"{summary_text(m.matched)} [{m.base.suffix}]", ", ".join(map(str, m.passes))]
         + [", ".join(map(str, m.updates)) or MISSING, *_diff_cells(m.paired)]
         + [f"{m.paired.sam_identity} vs {m.paired.base_identity}"]
@@ -756,7 +756,7 @@ def render_csv(res: TableResult) -> str:
             line += [num(x) for s in ss for x in ((s.mean, s.std) if s else (None, None))]
             line += [
                 str(c.n),
-                g_text(c.rho, ""),
+                g_or(c.rho, ""),
                 str(len(c.diverged)),
                 c.chosen.group_hash if c.chosen else "",
             ]

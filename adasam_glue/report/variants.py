@@ -14,7 +14,7 @@ import pandas as pd
 
 from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report.grouping import OPTIM, setting_of
-from adasam_glue.report.palette import g_text, method_name, metric_label, optimizer_rank, task_name
+from adasam_glue.report.palette import g_or, method_name, metric_label, optimizer_rank, task_name
 from adasam_glue.report.setting import heading, setting_text
 from adasam_glue.report.sharpness_table import _baseline
 from adasam_glue.report.stats import BOOTSTRAP_SEED, Paired, Summary, metric, pair, summarize
@@ -129,8 +129,8 @@ def render_variants_md(pairs: list[VariantPair]) -> str:
     body = []
     for p in pairs:
         r, q = p.variant.iloc[0], p.paired
-        line = [task_name(p.task), tags[p.setting], _label(p.variant), g_text(r.beta1, "n/a")]
-        line += [g_text(r.rho, "n/a"), own_keys(p) or "—", metric_label(TASKS[p.task].selection_metric)]
+        line = [task_name(p.task), tags[p.setting], _label(p.variant), g_or(r.beta1, "n/a")]
+        line += [g_or(r.rho, "n/a"), own_keys(p) or "—", metric_label(TASKS[p.task].selection_metric)]
         line += [cell(*_side(p, "variant")), _label(p.baseline), cell(*_side(p, "baseline"))]
         line += [MISSING if q.mean is None else f"{q.mean:+.2f}", ci_text(q.ci), q.n]
         body.append(line + [q.excludes_zero if q.n else "", f"{q.sam_identity} vs {q.base_identity}"])
@@ -145,8 +145,8 @@ def render_variants_csv(pairs: list[VariantPair]) -> str:
     for p in pairs:
         r, (sv, dv), (sb, db) = p.variant.iloc[0], _side(p, "variant"), _side(p, "baseline")
         stats = lambda s, d: [num(s and s.mean), num(s and s.std), s.n if s else 0, d]  # noqa: E731
-        line = [p.task, p.setting, r.optimizer, r.flat.get(f"{OPTIM}.base") or "", g_text(r.beta1, "n/a")]
-        line += [g_text(r.rho, ""), own_keys(p), TASKS[p.task].selection_metric]
+        line = [p.task, p.setting, r.optimizer, r.flat.get(f"{OPTIM}.base") or "", g_or(r.beta1, "n/a")]
+        line += [g_or(r.rho, ""), own_keys(p), TASKS[p.task].selection_metric]
         line += [*stats(sv, dv), p.baseline.optimizer.iloc[0], *stats(sb, db), *paired_cells(p.paired)]
         rows.append([*line, setting_text(p.runs)])
     return _csv(head.split(), rows)
