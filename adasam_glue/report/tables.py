@@ -165,6 +165,9 @@ class Cell:
         complete = self.present and len(vals) == len(TASKS[self.task].paper_metrics)
         return sum(vals) / len(vals) if complete else None
 
+    def is_edge(self) -> bool:
+        return stats.rho_edge(self.candidates, self.rho)
+
     def edge_note(self, grid: Iterable[float]) -> str | None:
         """Text when the chosen rho is on the edge of the tested grid (or no grid was searched). A tie
         with an interior rho is not an edge; a tie over every rho says the metric did not move."""
@@ -180,7 +183,7 @@ class Cell:
                 f"every rho tested ties on the selection metric ({rhos_label(tested)}): rho made no "
                 f"difference here; the smallest is shown (ties go to the smaller rho){extra}"
             )
-        if stats.rho_edge(self.candidates, self.rho):
+        if self.is_edge():
             largest = math.isclose(self.rho, tested[-1])
             side, where = ("largest", "above") if largest else ("smallest", "below")
             return f"best rho {self.rho:g} is the {side} tested of {rhos_label(tested)}: the optimum may lie {where}{extra}"
@@ -222,8 +225,7 @@ class Comparison:
 
     @property
     def common_tasks(self) -> list[str]:
-        both = lambda t: self.base_cells[t].score is not None and self.sam_cells[t].score is not None  # noqa: E731
-        return [t for t in TASK_ORDER if both(t)]
+        return [t for t in TASK_ORDER if None not in (self.base_cells[t].score, self.sam_cells[t].score)]
 
     def average(self, optimizer: str) -> float | None:
         tasks = self.common_tasks
@@ -231,11 +233,8 @@ class Comparison:
 
     def wins(self) -> tuple[list[str], list[str], list[str]]:
         """(tasks the SAM row wins, loses, ties) among the common tasks, on the task score."""
-        won, lost, tied = [], [], []
-        for t in self.common_tasks:
-            a, b = self.sam_cells[t].score, self.base_cells[t].score
-            (won if a > b else lost if a < b else tied).append(t)
-        return won, lost, tied
+        d = {t: self.sam_cells[t].score - self.base_cells[t].score for t in self.common_tasks}
+        return [t for t in d if d[t] > 0], [t for t in d if d[t] < 0], [t for t in d if d[t] == 0]
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -361,10 +360,8 @@ def _compute_matched(spec: TableSpec, rows: list[Row], cells: dict[tuple[Row, st
             sam_passes = dict(zip(sam.seeds.seed, sam.seeds.record.map(passes)))
             bp = base.seeds.record.map(passes)
             same = bp.notna() & (base.seeds.seed.map(sam_passes) == bp)
-            ids = (sam.chosen.group_hash, base.chosen.group_hash)
-            p = stats.pair(
-                t, sam.seeds, base.seeds[same], stats.BOOTSTRAP_SEED + i, ids, (OPTIM, *MATCHED_KEYS)
-            )
+            ids, seed = (sam.chosen.group_hash, base.chosen.group_hash), stats.BOOTSTRAP_SEED + i
+            p = stats.pair(t, sam.seeds, base.seeds[same], seed, ids, (OPTIM, *MATCHED_KEYS))
             b = base.seeds.set_index("seed").loc[p.seeds]
             updates = tuple(sorted({u for r in b.record if isinstance(u := r.get("optimizer_updates"), int)}))
             ps = tuple(sorted(set(b.record.map(passes))))
@@ -601,8 +598,7 @@ def render_markdown(res: TableResult) -> str:
                 for cand in c.candidates
             )
             chosen = MISSING if c.chosen is None else g_or(c.rho, "n/a")
-            edge = "yes" if stats.rho_edge(c.candidates, c.rho) else "no"
-            body.append([task_name(t), chosen, per, len(c.diverged), edge])
+            body.append([task_name(t), chosen, per, len(c.diverged), "yes" if c.is_edge() else "no"])
         head = ["Task", "chosen rho", "mean selection metric ×100 (seeds) per rho", "diverged"]
         head += ["edge of grid"]
         out += _section(f"## rho selection ({row.label})", head, body, "lrlr")
