@@ -245,16 +245,10 @@ def dedupe(df: pd.DataFrame, prefer: str = "") -> pd.DataFrame:
     never duplicates; each consumer dedupes the runs it selected, so a copy never hides a run from it."""
     if df.empty:
         return df.assign(kept_rel=[], kept_status_text=[])
-    key = pd.DataFrame(
-        {
-            "a": df.status.map(lambda s: 0 if s == "completed" else 1 if s in FINAL_STATUSES else 2),
-            "b": df.experiment.ne(prefer),
-            "c": ~df.experiment.str.startswith("table"),
-            "d": -df.finished_ts.astype(float).fillna(-math.inf),
-            "e": df.rel,
-        }
-    )
-    ordered = df.loc[key.sort_values(list("abcde")).index]
+    rank = df.status.map(lambda s: 0 if s == "completed" else 1 if s in FINAL_STATUSES else 2)
+    latest = -df.finished_ts.astype(float).fillna(-math.inf)
+    key = [rank, df.experiment.ne(prefer), ~df.experiment.str.startswith("table"), latest, df.rel]
+    ordered = df.loc[pd.DataFrame(dict(enumerate(key))).sort_values(list(range(5))).index]
     first = ordered.groupby("identity_hash", sort=False).cumcount() == 0
     kept = ordered[first].set_index("identity_hash")
     dropped = ordered[~first].sort_values("rel")

@@ -151,18 +151,16 @@ def _measure_order(m: str) -> tuple:
 
 def build_sharpness(df: pd.DataFrame) -> SharpnessReport:
     pts = sharpness_frame(df)
-    names = sorted({m for v in pts["values"] for m in v}, key=_measure_order) if len(pts) else []
+    names = sorted({m for v in pts["values"] for m in v}, key=_measure_order)
     groups: dict[tuple, list] = {}
     for i, r in zip(pts.index, pts.itertuples()):
         groups.setdefault((r.task, r.optimizer, r.beta1, r.rho, r.schedule, r.group_hash), []).append(i)
     neg = lambda x: -(x if x is not None else -1)  # noqa: E731
+    order = lambda k: (TASK_ORDER.index(k[0]), *optimizer_rank(k[1]), neg(k[2]), neg(k[3]), *k[4:])  # noqa: E731
     rows = []
-    for t, o, b, rho, s, g in sorted(
-        groups, key=lambda k: (TASK_ORDER.index(k[0]), *optimizer_rank(k[1]), neg(k[2]), neg(k[3]), *k[4:])
-    ):
-        ps = pts.loc[groups[(t, o, b, rho, s, g)]].sort_values(["seed", "rel"])
-        values = {m: summarize(v[m] for v in ps["values"] if m in v) for m in names}
-        rows.append(ConfigRow(t, o, b, rho, s, g, ps, values))
+    for key in sorted(groups, key=order):
+        ps = pts.loc[groups[key]].sort_values(["seed", "rel"])
+        rows.append(ConfigRow(*key, ps, {m: summarize(v[m] for v in ps["values"] if m in v) for m in names}))
     return SharpnessReport(pts, rows, names, _claims(rows, pts, names))
 
 
