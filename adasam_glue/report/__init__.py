@@ -42,17 +42,16 @@ def build_report(
     file) for a record of another schema version (unless ``skip_unknown_schema``).
     """
     from adasam_glue.report import figures as fig
-    from adasam_glue.report import table_text as tt
+    from adasam_glue.report import tables as tt
     from adasam_glue.report.claims import check_claims, render_claims
     from adasam_glue.report.lr_tuning import render_lr_tuning
     from adasam_glue.report.sharpness_table import build_sharpness, render_sharpness_csv, render_sharpness_md
-    from adasam_glue.report.tables import TABLES, build_table
     from adasam_glue.report.variants import render_variants_csv, render_variants_md, variant_pairs
 
     col = load_runs(runs_dir, skip_unknown_schema=skip_unknown_schema)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = [build_table(spec, col.frame) for spec in TABLES]  # each dedupes its own eligible runs
+    tables = [tt.build_table(spec, col.frame) for spec in tt.TABLES]  # each dedupes its own eligible runs
     variants = variant_pairs(col.unique)
     speedup = fig.compute_speedup(col.frame)  # dedupes the speedup runs it selects
     sharp = build_sharpness(col.unique)
@@ -90,26 +89,19 @@ def _section(title: str, items: list[str], *intro: str) -> list[str]:
 def _code_section(runs: pd.DataFrame, tables: list) -> list[str]:
     """The git commits the records were trained by, and the table cells that mix them (issue 24 C: the
     identity says what ran, not which code; after a fix, old-code seeds must not pool silently)."""
-    from adasam_glue.report.table_text import mixed_code_cells
+    from adasam_glue.report.tables import mixed_code_cells
 
     counts = pd.Series([c for cs in runs.commits for c in sorted({c[:10] for c in cs}) or [UNKNOWN_COMMIT]])
     items = [
         f"- {c if c != UNKNOWN_COMMIT else 'unknown (no commit in the record)'} ({_count(n)})"
         for c, n in sorted(counts.value_counts().items(), key=lambda kv: (kv[0] == UNKNOWN_COMMIT, kv[0]))
-    ] or ["- none"]
-    items += (
-        [f"- {int(runs.dirty.sum())} run(s) trained from a tree with uncommitted changes"]
-        if runs.dirty.any()
-        else []
-    )
+    ]
+    dirty = int(runs.dirty.sum())
+    items += [f"- {dirty} run(s) trained from a tree with uncommitted changes"] if dirty else []
     intro = "Git commits the runs were trained by (a run resumed under two counts for both):"
     mixed = [f"- {res.spec.name}: {cell}" for res in tables for cell in mixed_code_cells(res)]
-    return _section("Code versions", items, intro, "") + [
-        "",
-        "Table cells whose runs mix commits or uncommitted changes (listed in each table's notes):",
-        "",
-        *(mixed or ["- none"]),
-    ]
+    cells = "Table cells whose runs mix commits or uncommitted changes (listed in each table's notes):"
+    return _section("Code versions", items, intro, "") + ["", cells, "", *(mixed or ["- none"])]
 
 
 FILES = {
@@ -132,17 +124,15 @@ def _describe(f: str) -> str | None:
 
 
 def _index(col: Collection, tables: list, speedup, used: set[str], files: list[str]) -> str:
-    from adasam_glue.report.palette import method_name
+    from adasam_glue.report.palette import g_or, method_name
     from adasam_glue.report.setting import SYNTHETIC_BANNER, setting_text, synthetic
     from adasam_glue.report.tables import eligible
 
     runs, frame = col.unique, col.frame
-    n_synth = int(synthetic(runs).sum()) if len(runs) else 0
+    n_synth = int(synthetic(runs).sum())
     out = ["# Report index" + (" — SYNTHETIC DATA" if n_synth else ""), ""]
     out += [f"> **{SYNTHETIC_BANNER}** ({n_synth} of {len(runs)} runs.)", ""] if n_synth else []
-    statuses = (
-        ", ".join(f"{k} {v}" for k, v in sorted(frame.status.value_counts().items())) if len(frame) else ""
-    )
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(frame.status.value_counts().items()))
     out += [
         "Rebuilt by `python -m adasam_glue.report RUNS_DIR OUT_DIR` (`make report`) from run records only. "
         "Table numbers are ×100 (points); see each table for the protocol. Runs are pooled, selected and "
@@ -162,30 +152,27 @@ def _index(col: Collection, tables: list, speedup, used: set[str], files: list[s
     out += _section("Records skipped", [f"- `{rel}`: {why}" for rel, why in col.skipped])
     dups = "- `{0.rel}` [{0.status_text}]: same identity and seed as `{0.kept_rel}` [{0.kept_status_text}] (kept)"
     out += _section("Duplicate runs dropped", [dups.format(d) for d in col.duplicates.itertuples()])
-    flagged = frame[frame.flagged.map(bool).astype(bool)] if len(frame) else frame
-    if len(flagged):  # only when there is one: reports of clean records stay as they were
-        out += _section(
-            "Runs flagged by the report",
-            [f"- `{r.rel}`: {r.status_text}" for r in flagged.itertuples()],
-            "A completed record that breaks the divergence rule counts as diverged; a run resumed under a "
-            "changed config is excluded; rows lost to malformed TSV lines are flagged (the metric is over "
-            "the rows kept). Status as the report uses it, then the record's:",
-            "",
-        )
-    final = runs.status.isin(("completed", "diverged")) if len(runs) else pd.Series(dtype=bool)
-    in_table = (
-        pd.concat([eligible(res.spec, runs) for res in tables], axis=1).any(axis=1) if len(runs) else final
-    )
-    outside = runs[final & ~in_table & ~runs.rel.isin(used)] if len(runs) else runs
-    unused = [f"- `{r.rel}`: status {r.status_text}" for r in runs[~final].itertuples()] if len(runs) else []
+    flagged = [
+        f"- `{r.rel}`: {r.status_text}" for r in frame[frame.flagged.map(bool).astype(bool)].itertuples()
+    ]
+    why = (
+        "A completed record that breaks the divergence rule counts as diverged; a run resumed under a "
+        "changed config is excluded; rows lost to malformed TSV lines are flagged (the metric is over "
+        "the rows kept). Status as the report uses it, then the record's:"
+    )  # the section only when a run is flagged: reports of clean records stay as they were
+    out += _section("Runs flagged by the report", flagged, why, "") if flagged else []
+    final = runs.status.isin(("completed", "diverged"))
+    in_table = pd.concat([eligible(res.spec, runs) for res in tables], axis=1).any(axis=1)
+    outside = runs[final & ~in_table & ~runs.rel.isin(used)]
+    unused = [f"- `{r.rel}`: status {r.status_text}" for r in runs[~final].itertuples()]
     unused += [
         f"- `{r.rel}`: {method_name(r.optimizer)}, experiment {r.experiment or '?'}, "
-        f"beta1={'?' if r.beta1 is None else f'{r.beta1:g}'} (not a table's method/beta1, or a "
+        f"beta1={g_or(r.beta1)} (not a table's method/beta1, or a "
         "speedup/schedules/lr-tuning run)"
         for r in outside.itertuples()
     ]
     out += _section("Runs not used in any table", unused)
-    derived = runs[runs.identity_derived.astype(bool)] if len(runs) else runs
+    derived = runs[runs.identity_derived.astype(bool)]
     if len(derived):
         out += ["", "## Identities derived from old records", ""]
         out += [

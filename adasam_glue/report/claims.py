@@ -20,10 +20,9 @@ import pandas as pd
 from adasam_glue.report.figures import SpeedupResult
 from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, short_key
 from adasam_glue.report.palette import method_name, metric_label, task_name
-from adasam_glue.report.setting import any_synthetic, data_text, heading, model_text, setting_text
+from adasam_glue.report.setting import any_synthetic, data_text, heading, model_text, setting_text, verdict_on
 from adasam_glue.report.sharpness_table import SharpnessReport
-from adasam_glue.report.table_text import md_table
-from adasam_glue.report.tables import Comparison, Row, TableResult
+from adasam_glue.report.tables import Comparison, Row, TableResult, md_table
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 SPEEDUP_BAND = (0.35, 0.65)
@@ -43,13 +42,6 @@ class Claim:
 
 def _names(tasks: Sequence[str]) -> str:
     return ", ".join(task_name(t) for t in tasks) or "none"
-
-
-def _on_synthetic(verdict: str, runs: pd.DataFrame) -> str:
-    """Generated data cannot test a claim about GLUE: say so, keep the pipeline's answer visible."""
-    if verdict == "not testable" or not any_synthetic(runs):
-        return verdict
-    return f"not testable on synthetic data (the numbers alone would say: {verdict})"
 
 
 def _three_way(oks: Sequence[bool], partly: str = "partly holds") -> str:
@@ -87,7 +79,7 @@ def _table_claim(res: TableResult, comp: Comparison | None = None) -> Claim:
     verdict = _three_way([frac_ok] + ([d > 0] if spec.paper_average is not None else []))
     if verdict == "holds" and m < len(TASK_ORDER):
         verdict = f"holds on the {m} task(s) available"
-    return Claim(source, claim, measured, _on_synthetic(verdict, runs), setting, tuple(comp.identities()))
+    return Claim(source, claim, measured, verdict_on(verdict, runs), setting, tuple(comp.identities()))
 
 
 def _adaptive_claim(tables: Sequence[TableResult]) -> Claim:
@@ -137,7 +129,7 @@ def _adaptive_claim(tables: Sequence[TableResult]) -> Claim:
         measured = "; ".join(parts) or "no task has both an adaptive and an SGD-based result"
         return Claim("Tables 1-4", claim, measured, "not testable")
     runs = pd.concat(runs)
-    verdict = _on_synthetic(_three_way(oks), runs)
+    verdict = verdict_on(_three_way(oks), runs)
     return Claim("Tables 1-4", claim, "; ".join(parts), verdict, setting_text(runs), tuple(idents))
 
 
@@ -159,7 +151,7 @@ def _speedup_claim(sp: SpeedupResult) -> Claim:
         verdict = f"holds on the {len(ratios)} task(s) available"
     measured = "; ".join(f"{task_name(t)}: U(32)/U(16) = {r:.2f}" for t, r in ratios.items())
     measured += f" (ideal 0.50; band {lo}–{hi})"
-    return Claim("Figure 1", claim, measured, _on_synthetic(verdict, runs), setting, idents)
+    return Claim("Figure 1", claim, measured, verdict_on(verdict, runs), setting, idents)
 
 
 def _matched_claim(res: TableResult) -> Claim:
@@ -187,7 +179,7 @@ def _matched_claim(res: TableResult) -> Claim:
     )
     tally = f"wins on {_names(by['win'])}, loses on {_names(by['loss'])}, ties on {_names(by['tie'])}"
     measured = "; ".join([*per, tally])
-    verdict = _on_synthetic(verdict, runs)
+    verdict = verdict_on(verdict, runs)
     return Claim(f"{spec.title} (compute-matched)", claim, measured, verdict, setting_text(runs), idents)
 
 

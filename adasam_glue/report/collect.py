@@ -30,7 +30,7 @@ from adasam_glue.records import (
     record_commits,
     skip_rule_verdict,
 )
-from adasam_glue.report.palette import method_name, task_name
+from adasam_glue.report.palette import g_or, method_name, task_name
 from adasam_glue.tasks import TASKS
 
 #: the report's status of a final record it will not use (a run resumed under a changed config)
@@ -198,10 +198,6 @@ def _parse(rel: str, record: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _text(x: float | None) -> str:
-    return "?" if x is None else f"{x:g}"
-
-
 #: the columns of :func:`_parse` (a frame of no runs has them too)
 COLUMNS = (
     "rel experiment task optimizer seed record_status beta1 rho batch_size schedule best final record config "
@@ -219,7 +215,7 @@ def build_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         for s, rs, f in zip(df.status, df.record_status, df.flagged)
     ]
     df["description"] = [
-        f"{method_name(r.optimizer)} {task_name(r.task)} beta1={_text(r.beta1)}"
+        f"{method_name(r.optimizer)} {task_name(r.task)} beta1={g_or(r.beta1)}"
         f"{'' if r.rho is None else f', rho={r.rho:g}'} seed {r.seed}, identity {r.group_hash} ({r.rel})"
         for r in df.itertuples()
     ]
@@ -249,16 +245,10 @@ def dedupe(df: pd.DataFrame, prefer: str = "") -> pd.DataFrame:
     never duplicates; each consumer dedupes the runs it selected, so a copy never hides a run from it."""
     if df.empty:
         return df.assign(kept_rel=[], kept_status_text=[])
-    key = pd.DataFrame(
-        {
-            "a": df.status.map(lambda s: 0 if s == "completed" else 1 if s in FINAL_STATUSES else 2),
-            "b": df.experiment.ne(prefer),
-            "c": ~df.experiment.str.startswith("table"),
-            "d": -df.finished_ts.astype(float).fillna(-math.inf),
-            "e": df.rel,
-        }
-    )
-    ordered = df.loc[key.sort_values(list("abcde")).index]
+    rank = df.status.map(lambda s: 0 if s == "completed" else 1 if s in FINAL_STATUSES else 2)
+    latest = -df.finished_ts.astype(float).fillna(-math.inf)
+    key = [rank, df.experiment.ne(prefer), ~df.experiment.str.startswith("table"), latest, df.rel]
+    ordered = df.loc[pd.DataFrame(dict(enumerate(key))).sort_values(list(range(5))).index]
     first = ordered.groupby("identity_hash", sort=False).cumcount() == 0
     kept = ordered[first].set_index("identity_hash")
     dropped = ordered[~first].sort_values("rel")

@@ -203,8 +203,7 @@ def plot_speedup(res: SpeedupResult, out_dir: Path) -> list[Path]:
                 if len(rs) > 1:
                     top.fill_between(c[0], c[2], c[3], color=col, alpha=0.15, lw=0)
             top.axhline(res.target[t], color="0.4", ls=":", lw=1, label=f"target loss {res.target[t]:.3g}")
-            top.set_title(f"{task_name(t)}: training loss (smoothed)")
-            top.set_xlabel("optimizer updates")
+            top.set(title=f"{task_name(t)}: training loss (smoothed)", xlabel="optimizer updates")
             top.set_ylabel("training loss (cross-entropy / MSE, nats)")
             top.legend(loc="upper right")
             pts = [(b, u) for b, u in res.updates[t].items() if u]
@@ -228,8 +227,9 @@ def plot_speedup(res: SpeedupResult, out_dir: Path) -> list[Path]:
                 else "U(32)/U(16): n/a"
             )  # fmt: skip
             bot.set_title(f"{task_name(t)}: updates to reach loss {res.target[t]:.3g}\n{note}")
-            bot.set_xlabel("batch size (samples per update, log2)")
-            bot.set_ylabel("optimizer updates to target (log)")
+            bot.set(
+                xlabel="batch size (samples per update, log2)", ylabel="optimizer updates to target (log)"
+            )
             bot.legend(loc="upper right")
         title = "Speedup with batch size (paper Fig. 1). Runs: " + res.source
         title += ". Setting: " + setting_text(pd.concat(res.all_runs)) if res.all_runs else ""
@@ -303,11 +303,9 @@ def plot_curves(results: Sequence, out_dir: Path) -> list[Path]:
                     )
             fig.suptitle(textwrap.fill("Setting: " + setting, width=120))
             ax_l.set_title(f"{task_name(t)}, β1 = {beta1:g}: training loss (smoothed; band = seed range)")
-            ax_l.set_xlabel("optimizer updates")
-            ax_l.set_ylabel("training loss (nats)")
+            ax_l.set(xlabel="optimizer updates", ylabel="training loss (nats)")
             ax_m.set_title(f"{task_name(t)}, β1 = {beta1:g}: dev {metric_label(metric)} (mean over seeds)")
-            ax_m.set_xlabel("optimizer updates")
-            ax_m.set_ylabel(f"dev {metric_label(metric)} (×100)")
+            ax_m.set(xlabel="optimizer updates", ylabel=f"dev {metric_label(metric)} (×100)")
             for ax in (ax_l, ax_m):
                 if ax.get_lines():
                     ax.legend(loc="best")
@@ -347,9 +345,7 @@ def plot_sharpness(rep, out_dir: Path) -> list[Path]:
                 if xs and min(xs) > 0 and max(xs) / min(xs) > 100:
                     ax.set_xscale("log")
                 unit = "(loss increase, nats)" if "worst" in m else "(loss curvature, nats / unit²)"
-                ax.set_xlabel(f"{m} {unit}")
-                ax.set_ylabel(f"dev {metric_label(metric)} (×100)")
-                ax.set_title(m)
+                ax.set(xlabel=f"{m} {unit}", ylabel=f"dev {metric_label(metric)} (×100)", title=m)
             for ax in axes[len(measures) :]:
                 ax.set_axis_off()
             handle = lambda mk, c, label: matplotlib.lines.Line2D(

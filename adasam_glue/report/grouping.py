@@ -38,15 +38,6 @@ def global_part(flat: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k != SEED and not under(k, OPTIM, *TASK_SCOPED)}
 
 
-def task_part(flat: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in flat.items() if under(k, *TASK_SCOPED)}
-
-
-def optim_part(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Optimizer keys without rho (rho is what a cell's candidates differ in)."""
-    return {k: v for k, v in flat.items() if under(k, OPTIM) and k != RHO}
-
-
 def non_optim_part(flat: Mapping[str, Any], *also: str) -> dict[str, Any]:
     """What a paired comparison holds equal: the identity without seed, optimizer (and ``also``) keys."""
     return {k: v for k, v in flat.items() if k != SEED and not under(k, OPTIM, *also)}
@@ -87,7 +78,11 @@ def diff_from(ref: Mapping[str, Any], part: Mapping[str, Any]) -> Diff:
 def assign_rows(df: pd.DataFrame, methods: tuple[str, ...]) -> pd.Series:
     """Per run, ``(optimizer, setting diff, optim diff)``: the table row it belongs to (module docstring)."""
     done = df.status.eq("completed")
-    gparts, tparts, oparts = df.flat.map(global_part), df.flat.map(task_part), df.flat.map(optim_part)
+    gparts = df.flat.map(global_part)
+    tparts = df.flat.map(lambda f: {k: f[k] for k in f if under(k, *TASK_SCOPED)})
+    oparts = df.flat.map(
+        lambda f: {k: f[k] for k in f if under(k, OPTIM) and k != RHO}
+    )  # rho: a cell's choice
     g_ref = mode(gparts, done)
     out = pd.Series(index=df.index, dtype=object)
     for _, rs in sorted(df.groupby("task").groups.items()):

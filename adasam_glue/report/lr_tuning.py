@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from adasam_glue.experiments.tuned_lr import read_selections
-from adasam_glue.report.palette import method_name, metric_label, task_name
+from adasam_glue.report.palette import g_or, method_name, metric_label, task_name
+from adasam_glue.report.tables import md_table
 
 __all__ = ["render_lr_tuning"]
 
@@ -56,18 +57,13 @@ def render_lr_tuning(runs_dir: str | Path) -> str:
     ]
     if not sels:
         return "\n".join([*out, "No tuning stage has been selected in this runs tree.", ""])
-    out += [
-        "| stage | task | optimizer | grid | selected lr | dev metric (×100) | at the edge |",
-        "|---|---|---|---|---|---|---|",
+    rows = [
+        [str(s.get("tuning_experiment")), task_name(s.get("task", "")), method_name(s.get("optimizer", ""))]
+        + [", ".join(f"{g:g}" for g in s.get("grid", [])), g_or(s.get("lr"), "—")]
+        + [f"{metric_label(s.get('selection_metric', ''))} {_pct(s.get('metric'))}", _edge(s)]
+        for s in sels
     ]
-    for s in sels:
-        grid = ", ".join(f"{g:g}" for g in s.get("grid", []))
-        lr = "—" if s.get("lr") is None else f"{s['lr']:g}"
-        metric = f"{metric_label(s.get('selection_metric', ''))} {_pct(s.get('metric'))}"
-        out.append(
-            f"| {s.get('tuning_experiment')} | {task_name(s.get('task', ''))} | "
-            f"{method_name(s.get('optimizer', ''))} | {grid} | {lr} | {metric} | {_edge(s)} |"
-        )
+    out += md_table("stage|task|optimizer|grid|selected lr|dev metric (×100)|at the edge".split("|"), rows)
     for s in sels:
         tuned_at = ", ".join(f"{k} {v}" for k, v in (s.get("tuned_at") or {}).items() if v is not None)
         seeds = ", ".join(str(x) for x in s.get("seeds", []))
@@ -79,16 +75,14 @@ def render_lr_tuning(runs_dir: str | Path) -> str:
             f"Selection metric {metric_label(s.get('selection_metric', ''))} on the dev set, seed(s) {seeds}; "
             f"tuned at {tuned_at or 'the recipe'}; file `{_rel(s['path'], root)}`.",
             "",
-            "| lr | dev metric (×100) | status | seeds | selected |",
-            "|---|---|---|---|---|",
         ]
+        rows = []
         for p in s.get("points", []):
-            chosen = "✓" if s.get("lr") is not None and p.get("lr") == s.get("lr") else ""
             per_seed = "; ".join(
                 f"seed {q.get('seed')}: {q.get('status')} {_pct(q.get('metric'))} (best at update {q.get('best_update')})"
                 for q in p.get("seeds", [])
             )
-            out.append(
-                f"| {p.get('lr'):g} | {_pct(p.get('metric'))} | {p.get('status')} | {per_seed} | {chosen} |"
-            )
+            chosen = "✓" if s.get("lr") is not None and p.get("lr") == s.get("lr") else ""
+            rows.append([f"{p.get('lr'):g}", _pct(p.get("metric")), str(p.get("status")), per_seed, chosen])
+        out += md_table("lr|dev metric (×100)|status|seeds|selected".split("|"), rows)
     return "\n".join(out) + "\n"

@@ -59,9 +59,7 @@ PALETTE: Mapping[str, str] = RegistryView(lambda recs: {n: r.color for n, r in r
 def method_name(key: str, base: str | None = None) -> str:
     """The optimizer's name; with a ``base`` other than its own, the base too (``VaSSO (SGD)``)."""
     info = optimizers().get(key)
-    if info is None:
-        return key
-    return info.label(base) if base is not None else info.display
+    return key if info is None else info.label(base) if base is not None else info.display
 
 
 def color(key: str) -> str:
@@ -89,3 +87,8 @@ def task_name(key: str) -> str:
 
 def metric_label(key: str) -> str:
     return METRIC_LABELS.get(key, key)
+
+
+def g_or(x: float | None, missing: str = "?") -> str:
+    """A number as labels write it (``:g``); ``missing`` for none."""
+    return missing if x is None else f"{x:g}"

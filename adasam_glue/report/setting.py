@@ -37,6 +37,13 @@ def any_synthetic(df: pd.DataFrame) -> bool:
     return bool(len(df)) and bool(synthetic(df).any())
 
 
+def verdict_on(verdict: str, runs: pd.DataFrame) -> str:
+    """Generated data cannot test a claim about GLUE: say so, keep the pipeline's answer visible."""
+    if verdict == "not testable" or not any_synthetic(runs):
+        return verdict
+    return f"not testable on synthetic data (the numbers alone would say: {verdict})"
+
+
 def heading(title: str, runs: pd.DataFrame | bool, banner: str = SYNTHETIC_BANNER) -> list[str]:
     """``# title``, marked SYNTHETIC DATA with the banner under it when generated data went in."""
     synth = runs if isinstance(runs, bool) else any_synthetic(runs)

@@ -23,10 +23,17 @@ import pandas as pd
 
 from adasam_glue.report.collect import to_float
 from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, setting_of
-from adasam_glue.report.palette import RegistryView, method_name, metric_label, optimizer_rank, task_name
-from adasam_glue.report.setting import any_synthetic, heading, setting_text
+from adasam_glue.report.palette import (
+    RegistryView,
+    g_or,
+    method_name,
+    metric_label,
+    optimizer_rank,
+    task_name,
+)
+from adasam_glue.report.setting import heading, setting_text, verdict_on
 from adasam_glue.report.stats import Summary, summarize
-from adasam_glue.report.table_text import _csv, md_table
+from adasam_glue.report.tables import _csv, md_table
 from adasam_glue.schedules import DECAYING
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
@@ -97,10 +104,6 @@ def sharpness_frame(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _g(x: float | None, missing: str = "?") -> str:
-    return missing if x is None else f"{x:g}"
-
-
 @dataclass
 class ConfigRow:
     """One configuration (identity without seed) with its measures over seeds."""
@@ -120,7 +123,7 @@ class ConfigRow:
     @property
     def label(self) -> str:
         rho = "" if self.rho is None else f", ρ={self.rho:g}"
-        return f"{method_name(self.optimizer)} (β1={_g(self.beta1)}{rho}, {self.schedule})"
+        return f"{method_name(self.optimizer)} (β1={g_or(self.beta1)}{rho}, {self.schedule})"
 
     @property
     def flat(self) -> dict:
@@ -148,18 +151,16 @@ def _measure_order(m: str) -> tuple:
 
 def build_sharpness(df: pd.DataFrame) -> SharpnessReport:
     pts = sharpness_frame(df)
-    names = sorted({m for v in pts["values"] for m in v}, key=_measure_order) if len(pts) else []
+    names = sorted({m for v in pts["values"] for m in v}, key=_measure_order)
     groups: dict[tuple, list] = {}
     for i, r in zip(pts.index, pts.itertuples()):
         groups.setdefault((r.task, r.optimizer, r.beta1, r.rho, r.schedule, r.group_hash), []).append(i)
     neg = lambda x: -(x if x is not None else -1)  # noqa: E731
+    order = lambda k: (TASK_ORDER.index(k[0]), *optimizer_rank(k[1]), neg(k[2]), neg(k[3]), *k[4:])  # noqa: E731
     rows = []
-    for t, o, b, rho, s, g in sorted(
-        groups, key=lambda k: (TASK_ORDER.index(k[0]), *optimizer_rank(k[1]), neg(k[2]), neg(k[3]), *k[4:])
-    ):
-        ps = pts.loc[groups[(t, o, b, rho, s, g)]].sort_values(["seed", "rel"])
-        values = {m: summarize(v[m] for v in ps["values"] if m in v) for m in names}
-        rows.append(ConfigRow(t, o, b, rho, s, g, ps, values))
+    for key in sorted(groups, key=order):
+        ps = pts.loc[groups[key]].sort_values(["seed", "rel"])
+        rows.append(ConfigRow(*key, ps, {m: summarize(v[m] for v in ps["values"] if m in v) for m in names}))
     return SharpnessReport(pts, rows, names, _claims(rows, pts, names))
 
 
@@ -178,8 +179,7 @@ def _cmp_line(title: str, pairs: list[tuple[ConfigRow, ConfigRow]], measure: str
     if not items:
         return f"{title}: cannot be tested (no pair of configurations with {measure} measured)."
     verdict = "holds" if lower == len(items) else "does not hold" if lower == 0 else "holds partly"
-    if any_synthetic(pd.concat(runs)):
-        verdict = f"not testable on synthetic data (the numbers alone would say: {verdict})"
+    verdict = verdict_on(verdict, pd.concat(runs))
     return (
         f"{title} ({measure}): {verdict}, lower in {lower} of {len(items)} comparisons — "
         + "; ".join(items)
@@ -267,7 +267,7 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
         dev = r.summary("dev")
         scaled = dev and Summary(dev.mean * 100, None if dev.std is None else dev.std * 100, dev.n)
         dev = f"{metric_label(TASKS[r.task].selection_metric)} {_fmt(scaled)}" if dev else "—"
-        names = [task_name(r.task), method_name(r.optimizer), _g(r.beta1), _g(r.rho, "—"), r.schedule]
+        names = [task_name(r.task), method_name(r.optimizer), g_or(r.beta1), g_or(r.rho, "—"), r.schedule]
         body.append(
             [*names, str(len(r.points))]
             + [_fmt(r.values.get(m)) for m in rep.measures]
@@ -295,7 +295,7 @@ def render_sharpness_csv(rep: SharpnessReport) -> str:
     measures = [c for m in rep.measures for c in (m, f"{m} std")]
     header = ["task", "optimizer", "beta1", "rho", "schedule", "n", *measures, "dev", "dev_std"]
     body = [
-        [r.task, r.optimizer, _g(r.beta1, ""), _g(r.rho, ""), r.schedule, len(r.points)]
+        [r.task, r.optimizer, g_or(r.beta1, ""), g_or(r.rho, ""), r.schedule, len(r.points)]
         + g6(*[r.values.get(m) for m in rep.measures], r.summary("dev"))
         + g6(r.summary("seconds"), r.summary("hvps"))[::2]
         + [r.group_hash, r.setting]

@@ -1,6 +1,6 @@
-"""Tables 1-4 of the paper rebuilt from the run frame: rows, cells, comparisons (rendered in
-:mod:`adasam_glue.report.table_text`; the protocol printed under every table is
-:attr:`TableSpec.protocol`, docs/algorithms.md §4.4).
+"""Tables 1-4 of the paper rebuilt from the run frame (rows, cells, comparisons) and written as Markdown,
+LaTeX and CSV; the protocol printed under every table is :attr:`TableSpec.protocol` (docs/algorithms.md
+§4.4).
 
 A table takes runs by optimizer and ``config.optim.beta1`` (not by experiment: the speedup and schedules
 experiments, the lr-tuning stages, the recipe probes and batch-schedule runs excepted), dedupes them,
@@ -8,37 +8,28 @@ splits them into rows of one setting (:func:`adasam_glue.report.grouping.assign_
 cell and pools the seeds of the chosen identity (:mod:`adasam_glue.report.stats`). A comparison is a
 base row and a SAM row of one setting; the unmarked pair is the headline. The compute-matched comparison
 (issue 21 §2.2) sets the unmarked SAM cell against a base row whose runs differ only in optimizer and
-schedule-length keys (:data:`MATCHED_KEYS`) and ran as many forward/backward passes.
+schedule-length keys (:data:`MATCHED_KEYS`) and ran as many forward/backward passes. The text forms
+choose and pool nothing.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
 from adasam_glue.experiments.conf import rho_grid
 from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
-from adasam_glue.report.collect import dedupe, without
-from adasam_glue.report.grouping import OPTIM, Diff, assign_rows, label_suffix, setting_hash
-from adasam_glue.report.palette import method_name, task_name
-from adasam_glue.report.setting import any_synthetic
-from adasam_glue.report.stats import (
-    BOOTSTRAP_SEED,
-    Candidate,
-    Paired,
-    Summary,
-    choose_rho,
-    metric,
-    pair,
-    rho_candidates,
-    rho_edge,
-    summarize,
-    task_score,
-    tied_rhos,
-)
+from adasam_glue.report import stats
+from adasam_glue.report.collect import EXCLUDED, code_text, dedupe, without
+from adasam_glue.report.grouping import OPTIM, Diff, assign_rows, format_diff, label_suffix, setting_hash
+from adasam_glue.report.palette import g_or, method_name, metric_label, task_name
+from adasam_glue.report.setting import SYNTHETIC_BANNER, any_synthetic, heading, setting_text
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 DECIMALS = 2  #: shown precision of every table number (×100)
@@ -141,10 +132,10 @@ class Cell:
 
     task: str
     optimizer: str
-    candidates: list[Candidate]
+    candidates: list[stats.Candidate]
     empty: pd.DataFrame  #: a frame without rows (the shape of an empty cell's runs)
-    chosen: Candidate | None = None
-    metrics: dict[str, Summary | None] = field(default_factory=dict)  #: paper metric -> summary (×1)
+    chosen: stats.Candidate | None = None
+    metrics: dict[str, stats.Summary | None] = field(default_factory=dict)  #: paper metric -> summary (×1)
     seeds: pd.DataFrame | None = None  #: the chosen completed runs with every paper metric (``score``)
 
     @property
@@ -175,7 +166,7 @@ class Cell:
         return sum(vals) / len(vals) if complete else None
 
     def is_edge(self) -> bool:
-        return rho_edge(self.candidates, self.rho)
+        return stats.rho_edge(self.candidates, self.rho)
 
     def edge_note(self, grid: Iterable[float]) -> str | None:
         """Text when the chosen rho is on the edge of the tested grid (or no grid was searched). A tie
@@ -187,7 +178,7 @@ class Cell:
         extra = f"; paper grid values not run: {rhos_label(untested)}" if untested else ""
         if len(tested) == 1:
             return f"only rho {self.rho:g} was run (no search){extra}"
-        if len(tied_rhos(self.candidates, self.chosen)) == len(tested):
+        if len(stats.tied_rhos(self.candidates, self.chosen)) == len(tested):
             return (
                 f"every rho tested ties on the selection metric ({rhos_label(tested)}): rho made no "
                 f"difference here; the smallest is shown (ties go to the smaller rho){extra}"
@@ -201,12 +192,12 @@ class Cell:
 
 def build_cell(task: str, optimizer: str, runs: pd.DataFrame) -> Cell:
     """Select rho among the runs of one (row, task) and pool the seeds of the chosen identity."""
-    cands = rho_candidates(runs, task)
-    cell = Cell(task, optimizer, cands, runs.iloc[:0], choose_rho(cands))
+    cands = stats.rho_candidates(runs, task)
+    cell = Cell(task, optimizer, cands, runs.iloc[:0], stats.choose_rho(cands))
     if cell.chosen is not None:
         done = cell.chosen.completed
-        cell.metrics = {m: summarize(metric(done, m)) for m in TASKS[task].paper_metrics}
-        scored = done.assign(score=task_score(done, task))
+        cell.metrics = {m: stats.summarize(stats.metric(done, m)) for m in TASKS[task].paper_metrics}
+        scored = done.assign(score=stats.task_score(done, task))
         cell.seeds = scored[scored.score.notna()]
     return cell
 
@@ -219,7 +210,7 @@ class Comparison:
     sam: Row
     base_cells: dict[str, Cell]
     sam_cells: dict[str, Cell]
-    paired: list[Paired] = field(default_factory=list)
+    paired: list[stats.Paired] = field(default_factory=list)
 
     @property
     def main(self) -> bool:
@@ -234,8 +225,7 @@ class Comparison:
 
     @property
     def common_tasks(self) -> list[str]:
-        both = lambda t: self.base_cells[t].score is not None and self.sam_cells[t].score is not None  # noqa: E731
-        return [t for t in TASK_ORDER if both(t)]
+        return [t for t in TASK_ORDER if None not in (self.base_cells[t].score, self.sam_cells[t].score)]
 
     def average(self, optimizer: str) -> float | None:
         tasks = self.common_tasks
@@ -243,11 +233,8 @@ class Comparison:
 
     def wins(self) -> tuple[list[str], list[str], list[str]]:
         """(tasks the SAM row wins, loses, ties) among the common tasks, on the task score."""
-        won, lost, tied = [], [], []
-        for t in self.common_tasks:
-            a, b = self.sam_cells[t].score, self.base_cells[t].score
-            (won if a > b else lost if a < b else tied).append(t)
-        return won, lost, tied
+        d = {t: self.sam_cells[t].score - self.base_cells[t].score for t in self.common_tasks}
+        return [t for t in d if d[t] > 0], [t for t in d if d[t] < 0], [t for t in d if d[t] == 0]
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -259,11 +246,8 @@ class Comparison:
             return f"{s} vs {b}: no task has results for both methods, so no comparison."
         avg = (self.average(self.sam.method) - self.average(self.base.method)) * 100
         text = f"{s} beats {b} on {len(won)} of {m} tasks{f' ({len(tied)} tied)' if tied else ''}, average {avg:+.{DECIMALS}f}"
-        if m == len(TASK_ORDER):
-            return text + "."
-        return (
-            text + f" (only the {m} of {len(TASK_ORDER)} tasks where both methods have results are compared)."
-        )
+        only = f" (only the {m} of {len(TASK_ORDER)} tasks where both methods have results are compared)"
+        return text + ("" if m == len(TASK_ORDER) else only) + "."
 
     def identities(self) -> list[str]:
         """Per common task: the identities (group hashes) each side's cell pools."""
@@ -291,11 +275,11 @@ class Matched:
     task: str
     base: Row  #: the base row whose runs have the SAM runs' forward/backward passes
     rho: float | None  #: the SAM cell's chosen rho
-    sam: Summary  #: SAM task score over the cell's seeds (fraction)
-    matched: Summary  #: base task score over the matched seeds (fraction)
+    sam: stats.Summary  #: SAM task score over the cell's seeds (fraction)
+    matched: stats.Summary  #: base task score over the matched seeds (fraction)
     passes: tuple[int, ...]  #: the forward/backward passes of the matched runs (distinct)
     updates: tuple[int, ...]  #: the matched base runs' optimizer updates (distinct)
-    paired: Paired
+    paired: stats.Paired
 
     @property
     def outcome(self) -> str:
@@ -376,12 +360,12 @@ def _compute_matched(spec: TableSpec, rows: list[Row], cells: dict[tuple[Row, st
             sam_passes = dict(zip(sam.seeds.seed, sam.seeds.record.map(passes)))
             bp = base.seeds.record.map(passes)
             same = bp.notna() & (base.seeds.seed.map(sam_passes) == bp)
-            ids = (sam.chosen.group_hash, base.chosen.group_hash)
-            p = pair(t, sam.seeds, base.seeds[same], BOOTSTRAP_SEED + i, ids, (OPTIM, *MATCHED_KEYS))
+            ids, seed = (sam.chosen.group_hash, base.chosen.group_hash), stats.BOOTSTRAP_SEED + i
+            p = stats.pair(t, sam.seeds, base.seeds[same], seed, ids, (OPTIM, *MATCHED_KEYS))
             b = base.seeds.set_index("seed").loc[p.seeds]
             updates = tuple(sorted({u for r in b.record if isinstance(u := r.get("optimizer_updates"), int)}))
             ps = tuple(sorted(set(b.record.map(passes))))
-            scores = summarize(sam.seeds.score), summarize(b.score)
+            scores = stats.summarize(sam.seeds.score), stats.summarize(b.score)
             out += [Matched(t, row, sam.rho, *scores, ps, updates, p)] if p.n else []
     return out
 
@@ -414,7 +398,7 @@ def build_table(spec: TableSpec, frame: pd.DataFrame) -> TableResult:
         for base in (r for r in rows if r.method == spec.base and r.setting == sam.setting):
             comp = Comparison(base, sam, *({t: cells[(x, t)] for t in TASK_ORDER} for x in (base, sam)))
             comp.paired = [
-                _pair(t, cells[(sam, t)], cells[(base, t)], BOOTSTRAP_SEED + i)
+                _pair(t, cells[(sam, t)], cells[(base, t)], stats.BOOTSTRAP_SEED + i)
                 for i, t in enumerate(TASK_ORDER)
             ]
             comparisons.append(comp)
@@ -424,8 +408,382 @@ def build_table(spec: TableSpec, frame: pd.DataFrame) -> TableResult:
     return TableResult(spec, rows, cells, duplicates, unused, comparisons, matched)
 
 
-def _pair(task: str, sam: Cell, base: Cell, boot_seed: int) -> Paired:
+def _pair(task: str, sam: Cell, base: Cell, boot_seed: int) -> stats.Paired:
     """Seed-paired difference of two cells; a seed pairs only runs differing in optimizer keys alone."""
     ids = (sam.chosen.group_hash if sam.chosen else "", base.chosen.group_hash if base.chosen else "")
     empty = sam.empty.assign(score=[])
-    return pair(task, *(c.seeds if c.seeds is not None else empty for c in (sam, base)), boot_seed, ids)
+    return stats.pair(task, *(c.seeds if c.seeds is not None else empty for c in (sam, base)), boot_seed, ids)
+
+
+# ----------------------------------------------------------------------------------------- text forms
+COLUMNS = [(t, m) for t in TASK_ORDER for m in TASKS[t].paper_metrics]
+
+
+def fmt(x: float) -> str:
+    return f"{x * 100:.{DECIMALS}f}"
+
+
+def ci_text(ci: tuple[float, float] | None) -> str:
+    return MISSING if ci is None else f"[{ci[0]:+.{DECIMALS}f}, {ci[1]:+.{DECIMALS}f}]"
+
+
+def summary_text(s: stats.Summary, bold: bool = False) -> str:
+    """``mean ± std (n)`` ×100 (one seed: no std)."""
+    v = f"**{fmt(s.mean)}**" if bold else fmt(s.mean)
+    return f"{v}{f' ± {fmt(s.std)}' if s.std is not None else ''} ({s.n})"
+
+
+def _bold(res: TableResult) -> set[tuple[Row, object]]:
+    """(row, column) to bold: the best shown value among one setting's rows, when two or more have one."""
+    out: set[tuple[Row, object]] = set()
+    for setting in res.settings:
+        rows = [r for r in res.rows if r.setting == setting]
+        cols = {col: lambda row, col=col: res.cells[(row, col[0])].metrics.get(col[1]) for col in COLUMNS}
+        for col, get in [*cols.items(), ("avg", res.row_average)]:
+            shown = {row: fmt(v if col == "avg" else v.mean) for row in rows if (v := get(row)) is not None}
+            if len(shown) >= 2:
+                top = max(float(v) for v in shown.values())
+                out |= {(r, col) for r, v in shown.items() if float(v) == top}
+    return out
+
+
+def _body(res: TableResult, cell: Callable, avg: Callable) -> list[list[str]]:
+    """The main table, shared by the Markdown and LaTeX forms: per row its label, ``cell(summary, bold,
+    diverged)`` per metric column and ``avg(average, bold)``."""
+    bold = _bold(res)
+    return [
+        [row.label]
+        + [
+            cell((c := res.cells[(row, t)]).metrics.get(k), (row, (t, k)) in bold, len(c.diverged) > 0)
+            for t, k in COLUMNS
+        ]
+        + [avg(res.row_average(row), (row, "avg") in bold)]
+        for row in res.rows
+    ]
+
+
+def _who(setting) -> str:
+    return "unmarked rows" if not setting else f"rows marked [{label_suffix(setting)}]"
+
+
+def caption_lines(res: TableResult) -> list[str]:
+    """What the runs of each row setting were trained on (model, data, updates, precision)."""
+    return [
+        f"Setting of the {_who(st)}: {setting_text(runs)}."
+        for st in res.settings
+        if len(runs := res.setting_runs(st)) or not st
+    ]
+
+
+def _listing(df: pd.DataFrame) -> str:
+    return "; ".join(f"{r.description} [{r.status_text}]" for r in df.itertuples())
+
+
+def notes(res: TableResult) -> list[str]:
+    """Bulleted notes shared by the Markdown and LaTeX forms (plain text)."""
+    spec, runs, comp, cells = res.spec, res.runs, res.main, res.cells.items()
+    missing = [
+        f"{method_name(m)} / {task_name(t)}" + (f" ({len(c.diverged)} diverged)" if len(c.diverged) else "")
+        for t in TASK_ORDER
+        for m in spec.methods
+        if not (c := res.cells[(Row(m), t)]).present
+    ]
+    some = " of the unmarked rows" if len(res.rows) > 2 else ""
+    lines = [
+        f"Missing ({len(missing)} of {2 * len(TASK_ORDER)} cells{some}): {'; '.join(missing) or 'none'}."
+    ]
+    partial = [
+        f"{row.label} / {task_name(t)}: {', '.join(metric_label(k) for k, s in c.metrics.items() if s is None)}"
+        for t in TASK_ORDER
+        for row in res.rows
+        if (c := res.cells[(row, t)]).present and any(s is None for s in c.metrics.values())
+    ]
+    lines += ["Metrics missing from present cells: " + "; ".join(partial) + "."] if partial else []
+    div = pd.concat([c.diverged for _, c in cells])
+    n = div.group_hash.nunique()
+    which = f" in {n} identit{'y' if n == 1 else 'ies'} — " + "; ".join(div.description) if len(div) else ""
+    lines.append(f"Diverged runs: {len(div)}{which}.")
+    for row in (r for r in res.rows if not r.main):
+        tasks = ", ".join(task_name(t) for t in TASK_ORDER if len(res.cells[(row, t)].runs)) or "none"
+        diff = format_diff(tuple(sorted(row.setting + row.optim)))
+        lines.append(
+            f"Row {row.label}: its runs differ from the unmarked {method_name(row.method)} row of the same "
+            f"task in {diff} (tasks: {tasks})."
+        )
+    if 0 < (m := len(comp.common_tasks)) < len(TASK_ORDER):
+        names = ", ".join(task_name(t) for t in comp.common_tasks)
+        lines.append(f"Avg. is over the {m} tasks present for both methods: {names}.")
+    lines += [f"Comparison {c.name}: {c.win_line()}" for c in res.comparisons[1:]]
+    edges = [
+        f"{row.label} / {task_name(t)}: {note}"
+        for (row, t), c in cells
+        if row.method == spec.sam and (note := c.edge_note(spec.rho_grid))
+    ]
+    lines += ["Rho grid: " + "; ".join(edges) + "."] if edges else []
+    flagged = runs[runs.flagged.map(bool).astype(bool)].drop_duplicates("rel").sort_values("rel")
+    lines += ["Flagged by the report: " + _listing(flagged) + "."] if len(flagged) else []
+    if len(res.unused):
+        excluded = ", or excluded" if res.unused.status.eq(EXCLUDED).any() else ""
+        lines.append(f"Not used (not completed{excluded}): " + _listing(res.unused) + ".")
+    dup = "{0.rel} [{0.status_text}] (kept {0.kept_rel} [{0.kept_status_text}])"
+    if dups := [dup.format(d) for d in res.duplicates.itertuples()]:
+        lines.append(f"Duplicate runs dropped (same identity and seed as a kept run): {'; '.join(dups)}.")
+    if mixed := mixed_code_cells(res):
+        lines.append(
+            "Code versions: the runs of these cells come from more than one git commit, or from uncommitted "
+            "changes, so their seeds may not have run the same code (rerun_on_new_commit=true trains such "
+            "runs again): " + "; ".join(mixed) + "."
+        )
+    if derived := runs[runs.identity_derived.astype(bool)].rel.nunique():
+        lines.append(
+            f"Identities of {derived} run(s) derived from their stored config (schema-1 records, "
+            "fingerprints of the data and weights as found now)."
+        )
+    return lines
+
+
+def mixed_code_cells(res: TableResult) -> list[str]:
+    """``"<row> / <task> [rho r]: <commits>"`` for every identity of the table whose runs mix commits
+    (a run resumed under another commit counts too) or ran from uncommitted changes."""
+    return [
+        f"{row.label} / {task_name(t)}{'' if c.rho is None else f' rho {c.rho:g}'}: {code[:-2]}"
+        for (row, t), cell in res.cells.items()
+        for c in cell.candidates
+        if (code := code_text(c.runs)).endswith(" ⚠")
+    ]
+
+
+def synthetic_banner(res: TableResult) -> str:
+    """The warning over a table with synthetic data: for all of it, or naming the rows it is in."""
+    synth = [st for st in res.settings if any_synthetic(res.setting_runs(st))]
+    if len(synth) == len([st for st in res.settings if len(res.setting_runs(st))]):
+        return SYNTHETIC_BANNER
+    where = f"SYNTHETIC DATA in the {', '.join(_who(st) for st in synth)}: those"
+    return SYNTHETIC_BANNER.replace("SYNTHETIC DATA: these", where)
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> list[str]:
+    """A Markdown table; ``align``: one character per column, ``r`` right-aligned (``---:``); a ``None``
+    cell is written ``| |``."""
+    rule = "|" + "|".join("---:" if a == "r" else "---" for a in align.ljust(len(header), "l")) + "|"
+    lines = ["| " + " | ".join("\0" if c is None else str(c) for c in r) + " |" for r in rows]
+    return ["| " + " | ".join(header) + " |", rule] + [ln.replace(" \0 ", " ") for ln in lines]
+
+
+def _section(heading: str, head: list[str], body: list, align: str, *intro: str) -> list[str]:
+    return ["", heading, "", *intro, *md_table(head, body, align)]
+
+
+def render_markdown(res: TableResult) -> str:
+    spec = res.spec
+    out = heading(res.spec.title, res.synthetic, synthetic_banner(res))
+    header = ["Method"] + [f"{task_name(t)} {metric_label(k)}" for t, k in COLUMNS] + ["Avg."]
+    cell = lambda s, b, d: (MISSING if s is None else summary_text(s, b)) + "†" * d  # noqa: E731
+    body = _body(res, cell, lambda a, b: MISSING if a is None else f"**{fmt(a)}**" if b else fmt(a))
+    out += caption_lines(res) + ["", *md_table(header, body, "l" + "r" * (len(header) - 1))]
+    out += ["", res.main.win_line(), "", spec.protocol, ""] + [f"- {line}" for line in notes(res)]
+    for row in res.rows:  # rho selection, one section per row of the SAM method that has runs
+        cells = [(t, res.cells[(row, t)]) for t in TASK_ORDER]
+        if row.method != spec.sam or (not row.main and not any(len(c.runs) for _, c in cells)):
+            continue
+        body = []
+        for t, c in cells:
+            if not c.candidates:
+                body += [[task_name(t), MISSING, "no runs", 0, None]] if row.main else []
+                continue
+            per = ", ".join(
+                f"{g_or(cand.rho, 'n/a')}: "
+                + (f"{fmt(cand.selection.mean)} ({cand.selection.n})" if cand.selection else MISSING)
+                + (f" ({len(cand.diverged)} diverged)" if len(cand.diverged) else "")
+                for cand in c.candidates
+            )
+            chosen = MISSING if c.chosen is None else g_or(c.rho, "n/a")
+            body.append([task_name(t), chosen, per, len(c.diverged), "yes" if c.is_edge() else "no"])
+        head = ["Task", "chosen rho", "mean selection metric ×100 (seeds) per rho", "diverged"]
+        head += ["edge of grid"]
+        out += _section(f"## rho selection ({row.label})", head, body, "lrlr")
+    for comp in res.comparisons:  # paired comparison, one section per comparison
+        if not comp.main and not any(p.n or p.refused for p in comp.paired):
+            continue
+        body = []
+        for p in comp.paired:
+            refused = f"; not paired, differ in {', '.join(p.refused)}" if p.refused else ""
+            if p.mean is None:
+                body.append([task_name(p.task), MISSING, MISSING, 0, None, refused.lstrip("; ")])
+            else:
+                ids = f"{p.sam_identity} vs {p.base_identity}{refused}"
+                body.append([task_name(p.task), *_diff_cells(p), ids])
+        head = ["Task", "mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
+        out += _section(f"## Paired comparison: {comp.name} (task score ×100)", head, body, "lrlr")
+    out += _matched_markdown(res)
+    body = [
+        [row.label, task_name(t), g_or(cand.rho, "n/a"), cand.group_hash]
+        + [", ".join(str(s) for s in cand.completed.seed) or MISSING]
+        + [", ".join(str(s) for s in cand.diverged.seed) or MISSING, code_text(cand.runs)]
+        for (row, t), c in res.cells.items()
+        for cand in c.candidates
+    ]
+    head = ["Row", "Task", "rho", "identity", "completed seeds", "diverged seeds", "code"]
+    intro = (
+        "Each cell pools the seeds of one identity (the group hash: the run identity without its seed). "
+        "The identity says what ran, not which code: `code` names the git commit(s) of the runs' attempts "
+        "(⚠: more than one, or uncommitted changes; see the notes)."
+    )
+    out += _section("## Identities", head, body, "llr", intro, "")
+    out += [] if body else [f"| {MISSING} | no runs | | | | | |"]
+    return "\n".join(out) + "\n"
+
+
+def _diff_cells(p) -> list:
+    """Mean difference, CI, seeds paired, whether the CI excludes 0 of a :class:`Paired`."""
+    return [f"{p.mean:+.{DECIMALS}f}", ci_text(p.ci), p.n, p.excludes_zero]
+
+
+def _matched_markdown(res: TableResult) -> list[str]:
+    """The compute-matched section; nothing when no base row is compute-matched."""
+    if not res.matched:
+        return []
+    sam, base = method_name(res.spec.sam), method_name(res.spec.base)
+    head = ["Task", f"{sam} (ρ)", f"{base} compute-matched", "passes per run", f"{base} updates"]
+    head += ["mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
+    body = [
+        [task_name(m.task), f"{summary_text(m.sam)} (ρ={g_or(m.rho, 'n/a')})"]
+        + [f"{summary_text(m.matched)} [{m.base.suffix}]", ", ".join(map(str, m.passes))]
+        + [", ".join(map(str, m.updates)) or MISSING, *_diff_cells(m.paired)]
+        + [f"{m.paired.sam_identity} vs {m.paired.base_identity}"]
+        for m in res.matched
+    ]
+    intro = (
+        f"What each comparison supports: {sam} against the unmarked {base} row is a comparison at equal "
+        f"optimizer updates ({sam} spends two forward/backward passes per update, so twice the compute); "
+        f"{sam} against the compute-matched {base} row is a comparison at equal compute (the same "
+        f"forward/backward passes per run, {base} taking twice the updates over the same recipe). "
+        f"A compute-matched {base} run differs from the {sam} run of its seed (the chosen rho) only in the "
+        "optimizer keys and in task.total_updates, task.warmup_updates, task.epochs, and its record has "
+        "the same forward_backward_passes; the paired difference pairs those seeds, with the bootstrap of "
+        "the paired comparisons above."
+    )
+    heading = f"## Compute-matched comparison: {res.matched_name} (task score ×100)"
+    by = {o: [task_name(m.task) for m in res.matched if m.outcome == o] for o in ("win", "loss", "tie")}
+    names = {o: ", ".join(v) or "none" for o, v in by.items()}
+    line = (
+        f"At equal compute, {sam} beats the compute-matched {base} on {len(by['win'])} of {len(res.matched)} "
+        f"comparison(s) ({names['win']}); loses on {names['loss']}; ties on {names['tie']}."
+    )
+    return _section(heading, head, body, "lrrrrrlrll", intro, "") + ["", line]
+
+
+_TEX = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "{": r"\{", "}": r"\}", "$": r"\$", "—": "---", "−": "-",
+        "–": "--", "…": r"\ldots{}", "ρ": r"$\rho$", "β1": r"$\beta_1$", "β": r"$\beta$", "±": r"$\pm$",
+        "†": r"$^\dagger$", "→": r"$\to$", "×": r"$\times$", "≥": r"$\geq$", "~": r"\textasciitilde{}"}  # fmt: skip
+_TEX_RE = re.compile("|".join(map(re.escape, sorted(_TEX, key=len, reverse=True))))
+
+
+def tex_escape(s: str) -> str:
+    return _TEX_RE.sub(lambda m: _TEX[m.group()], s)
+
+
+def _tex_cell(s: stats.Summary | None, bold: bool, dagger: bool) -> str:
+    v = "" if s is None else rf"\textbf{{{fmt(s.mean)}}}" if bold else fmt(s.mean)
+    sd = "" if s is None or s.std is None else rf"$\pm${fmt(s.std)}"
+    return ("--" if s is None else rf"{v}{sd}\,{{\scriptsize({s.n})}}") + r"$^\dagger$" * dagger
+
+
+def render_tex(res: TableResult) -> str:
+    """A ``table`` environment (needs ``booktabs`` and ``graphicx``)."""
+    caption = " ".join(
+        [res.spec.title + (" — SYNTHETIC DATA" if res.synthetic else "") + "."]
+        + caption_lines(res)
+        + [res.main.win_line()]
+    )
+    caption = (synthetic_banner(res) + " " if res.synthetic else "") + caption
+    top = [
+        rf"\multicolumn{{{k}}}{{c}}{{{tex_escape(task_name(t))}}}" if k > 1 else tex_escape(task_name(t))
+        for t, k in ((t, len(TASKS[t].paper_metrics)) for t in TASK_ORDER)
+    ]
+    body = _body(res, _tex_cell, lambda a, b: "--" if a is None else rf"\textbf{{{fmt(a)}}}" if b else fmt(a))
+    out = [
+        "% Generated by `python -m adasam_glue.report` from run records; do not edit by hand.",
+        "% Needs \\usepackage{booktabs,graphicx}.",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{tex_escape(caption)}}}",
+        rf"\label{{tab:{res.spec.name}}}",
+        r"\resizebox{\textwidth}{!}{%",
+        r"\begin{tabular}{l" + "r" * (len(COLUMNS) + 1) + "}",
+        r"\toprule",
+        " & ".join(["Method", *top, "Avg."]) + r" \\",
+        " & ".join([""] + [tex_escape(metric_label(k)) for _, k in COLUMNS] + [""]) + r" \\",
+        r"\midrule",
+        *[" & ".join([tex_escape(label), *cells]) + r" \\" for label, *cells in body],
+        r"\bottomrule",
+        r"\end{tabular}}",
+        r"\par\smallskip",
+        r"\begin{minipage}{\textwidth}\footnotesize",
+    ]
+    out += [tex_escape(line) + r"\par" for line in [res.spec.protocol, *notes(res)]]
+    return "\n".join([*out, r"\end{minipage}", r"\end{table}"]) + "\n"
+
+
+def num(x: float | None, scale: float = 100.0) -> str:
+    return "" if x is None else f"{x * scale:.4f}"
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    return buf.getvalue()
+
+
+def render_csv(res: TableResult) -> str:
+    """One row per table row; per task: each metric (mean ×100) and its std, n, rho, diverged, identity;
+    the row's setting in words (``synthetic`` in it when the data was generated)."""
+    header = ["method", "optimizer", "beta1", "row", "setting"]
+    for t in TASK_ORDER:
+        header += [f"{t}_{k}{s}" for k in TASKS[t].paper_metrics for s in ("", "_std")]
+        header += [f"{t}_n", f"{t}_rho", f"{t}_diverged", f"{t}_identity"]
+    rows = []
+    for row in res.rows:
+        cells = [(t, res.cells[(row, t)]) for t in TASK_ORDER]
+        setting = setting_text(pd.concat([c.runs for _, c in cells]))
+        line = [method_name(row.method), row.method, f"{res.spec.beta1:g}", row.suffix, setting]
+        for t, c in cells:
+            ss = [c.metrics.get(k) for k in TASKS[t].paper_metrics]
+            line += [num(x) for s in ss for x in ((s.mean, s.std) if s else (None, None))]
+            line += [
+                str(c.n),
+                g_or(c.rho, ""),
+                str(len(c.diverged)),
+                c.chosen.group_hash if c.chosen else "",
+            ]
+        comp = res.comparison_of(row)
+        rows.append(line + [num(res.row_average(row)), str(len(comp.common_tasks)) if comp else "0"])
+    return _csv([*header, "average", "average_tasks"], rows)
+
+
+PAIRED_HEADER = (
+    "table comparison method baseline task mean_difference ci_low ci_high seeds_paired method_identity "
+    "baseline_identity setting"
+).split()
+
+
+def paired_cells(p) -> list[object]:
+    """Mean difference, CI bounds (4 decimals), seeds paired and the two identities, for a CSV."""
+    ci = ["", ""] if p.ci is None else [f"{p.ci[0]:.4f}", f"{p.ci[1]:.4f}"]
+    return ["" if p.mean is None else f"{p.mean:.4f}", *ci, p.n, p.sam_identity, p.base_identity]
+
+
+def render_paired_csv(results: Sequence[TableResult]) -> str:
+    """Long form of every table's paired comparisons (points ×100), with the identities paired."""
+    rows = []
+    for res in results:
+        spec = res.spec
+        for comp in res.comparisons:
+            setting = setting_text(comp.runs)
+            line = [spec.name, comp.name, spec.sam, spec.base]
+            rows += [[*line, p.task, *paired_cells(p), setting] for p in comp.paired if comp.main or p.n]
+        for m in res.matched:
+            runs = pd.concat([res.cells[(Row(spec.sam), m.task)].runs, res.cells[(m.base, m.task)].runs])
+            line = [spec.name, res.matched_name, spec.sam, spec.base, m.task]
+            rows.append([*line, *paired_cells(m.paired), setting_text(runs)])
+    return _csv(PAIRED_HEADER, rows)

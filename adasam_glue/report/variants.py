@@ -14,21 +14,20 @@ import pandas as pd
 
 from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report.grouping import OPTIM, setting_of
-from adasam_glue.report.palette import method_name, metric_label, optimizer_rank, task_name
+from adasam_glue.report.palette import g_or, method_name, metric_label, optimizer_rank, task_name
 from adasam_glue.report.setting import heading, setting_text
 from adasam_glue.report.sharpness_table import _baseline
 from adasam_glue.report.stats import BOOTSTRAP_SEED, Paired, Summary, metric, pair, summarize
-from adasam_glue.report.table_text import (
+from adasam_glue.report.tables import (
     MISSING,
+    PROBE_SUFFIX,
     _csv,
     ci_text,
     md_table,
     num,
     paired_cells,
-    rho_text,
     summary_text,
 )
-from adasam_glue.report.tables import PROBE_SUFFIX
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 
@@ -110,10 +109,8 @@ def _side(p: VariantPair, side: str) -> tuple[Summary | None, int]:
 
 def render_variants_md(pairs: list[VariantPair]) -> str:
     out = heading("Every optimizer against its base", pd.concat([p.runs for p in pairs]))
-    tags = {
-        s: chr(ord("a") + i) if i < 26 else str(i)
-        for i, s in enumerate(dict.fromkeys(p.setting for p in pairs))
-    }
+    settings = dict.fromkeys(p.setting for p in pairs)
+    tags = {s: chr(ord("a") + i) if i < 26 else str(i) for i, s in enumerate(settings)}
     for s, tag in tags.items():
         out.append(f"Setting {tag}: {setting_text(pd.concat([p.runs for p in pairs if p.setting == s]))}.")
     out += [
@@ -126,32 +123,18 @@ def render_variants_md(pairs: list[VariantPair]) -> str:
         "base over the seeds both have, 95% percentile bootstrap CI (10 000 resamples, fixed seed).",
         "",
     ]
-    head = [
-        "Task",
-        "Setting",
-        "Optimizer",
-        "β1",
-        "ρ",
-        "other keys",
-        "dev metric",
-        "Optimizer ×100",
-        "Base",
-        "Base ×100",
-    ]
-    head += ["mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
+    head = "Task|Setting|Optimizer|β1|ρ|other keys|dev metric|Optimizer ×100|Base|Base ×100|mean difference"
+    head += "|95% bootstrap CI|seeds paired|CI excludes 0|identities"
+    cell = lambda s, d: (MISSING if s is None else summary_text(s)) + "†" * bool(d)  # noqa: E731
     body = []
     for p in pairs:
         r, q = p.variant.iloc[0], p.paired
-        (sv, dv), (sb, db) = _side(p, "variant"), _side(p, "baseline")
-        cell = lambda s, d: (MISSING if s is None else summary_text(s)) + "†" * bool(d)  # noqa: E731
-        body.append(
-            [task_name(p.task), tags[p.setting], _label(p.variant), rho_text(r.beta1), rho_text(r.rho)]
-            + [own_keys(p) or "—"]
-            + [metric_label(TASKS[p.task].selection_metric), cell(sv, dv), _label(p.baseline), cell(sb, db)]
-            + [MISSING if q.mean is None else f"{q.mean:+.2f}", ci_text(q.ci), q.n]
-            + [q.excludes_zero if q.n else "", f"{q.sam_identity} vs {q.base_identity}"]
-        )
-    return "\n".join(out + md_table(head, body, "lllrrllrlrrlrll")) + "\n"
+        line = [task_name(p.task), tags[p.setting], _label(p.variant), g_or(r.beta1, "n/a")]
+        line += [g_or(r.rho, "n/a"), own_keys(p) or "—", metric_label(TASKS[p.task].selection_metric)]
+        line += [cell(*_side(p, "variant")), _label(p.baseline), cell(*_side(p, "baseline"))]
+        line += [MISSING if q.mean is None else f"{q.mean:+.2f}", ci_text(q.ci), q.n]
+        body.append(line + [q.excludes_zero if q.n else "", f"{q.sam_identity} vs {q.base_identity}"])
+    return "\n".join(out + md_table(head.split("|"), body, "lllrrllrlrrlrll")) + "\n"
 
 
 def render_variants_csv(pairs: list[VariantPair]) -> str:
@@ -162,16 +145,8 @@ def render_variants_csv(pairs: list[VariantPair]) -> str:
     for p in pairs:
         r, (sv, dv), (sb, db) = p.variant.iloc[0], _side(p, "variant"), _side(p, "baseline")
         stats = lambda s, d: [num(s and s.mean), num(s and s.std), s.n if s else 0, d]  # noqa: E731
-        line = [p.task, p.setting, r.optimizer, r.flat.get(f"{OPTIM}.base") or "", rho_text(r.beta1)]
-        line += ["" if r.rho is None else f"{r.rho:g}", own_keys(p), TASKS[p.task].selection_metric]
-        line += stats(sv, dv)
-        rows.append(
-            [
-                *line,
-                p.baseline.optimizer.iloc[0],
-                *stats(sb, db),
-                *paired_cells(p.paired),
-                setting_text(p.runs),
-            ]
-        )
+        line = [p.task, p.setting, r.optimizer, r.flat.get(f"{OPTIM}.base") or "", g_or(r.beta1, "n/a")]
+        line += [g_or(r.rho, ""), own_keys(p), TASKS[p.task].selection_metric]
+        line += [*stats(sv, dv), p.baseline.optimizer.iloc[0], *stats(sb, db), *paired_cells(p.paired)]
+        rows.append([*line, setting_text(p.runs)])
     return _csv(head.split(), rows)
