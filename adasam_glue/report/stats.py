@@ -143,6 +143,10 @@ class Paired:
     seeds: list[int] = field(default_factory=list)  #: the seeds paired
 
     @property
+    def identities(self) -> str:
+        return f"{self.sam_identity} vs {self.base_identity}"
+
+    @property
     def excludes_zero(self) -> str:
         return "n < 2" if self.ci is None else ("yes" if self.ci[0] > 0 or self.ci[1] < 0 else "no")
 

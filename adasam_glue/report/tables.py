@@ -609,8 +609,7 @@ def render_markdown(res: TableResult) -> str:
             if p.mean is None:
                 body.append([task_name(p.task), MISSING, MISSING, 0, None, refused.lstrip("; ")])
             else:
-                ids = f"{p.sam_identity} vs {p.base_identity}{refused}"
-                body.append([task_name(p.task), *_diff_cells(p), ids])
+                body.append([task_name(p.task), *diff_cells(p), p.identities + refused])
         head = ["Task", "mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
         out += _section(f"## Paired comparison: {comp.name} (task score ×100)", head, body, "lrlr")
     out += _matched_markdown(res)
@@ -632,9 +631,10 @@ def render_markdown(res: TableResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def _diff_cells(p) -> list:
-    """Mean difference, CI, seeds paired, whether the CI excludes 0 of a :class:`Paired`."""
-    return [f"{p.mean:+.{DECIMALS}f}", ci_text(p.ci), p.n, p.excludes_zero]
+def diff_cells(p: stats.Paired) -> list:
+    """Mean difference, CI, seeds paired, whether the CI excludes 0 (blank: no seed paired)."""
+    mean = MISSING if p.mean is None else f"{p.mean:+.{DECIMALS}f}"
+    return [mean, ci_text(p.ci), p.n, p.excludes_zero if p.n else ""]
 
 
 def _matched_markdown(res: TableResult) -> list[str]:
@@ -647,8 +647,7 @@ def _matched_markdown(res: TableResult) -> list[str]:
     body = [
         [task_name(m.task), f"{summary_text(m.sam)} (ρ={g_or(m.rho, 'n/a')})"]
         + [f"{summary_text(m.matched)} [{m.base.suffix}]", ", ".join(map(str, m.passes))]
-        + [", ".join(map(str, m.updates)) or MISSING, *_diff_cells(m.paired)]
-        + [f"{m.paired.sam_identity} vs {m.paired.base_identity}"]
+        + [", ".join(map(str, m.updates)) or MISSING, *diff_cells(m.paired), m.paired.identities]
         for m in res.matched
     ]
     intro = (

@@ -2,8 +2,8 @@
 
 The baseline comes from the registry (:func:`~adasam_glue.report.grouping.baselines`), so a newly
 registered variant with records appears with no edit. A variant identity is set against every baseline
-identity differing only in optimizer keys (docs/algorithms.md §4.4) at the same ``optim.beta1``: the
-:func:`~adasam_glue.report.grouping.counterparts` the sharpness claims compare too.
+identity differing only in optimizer keys (docs/algorithms.md §4.4) at the same ``optim.beta1``
+(:func:`~adasam_glue.report.grouping.counterparts`, as the sharpness claims pair them).
 lr-tuning stages and recipe probes are left out (nuisance-parameter searches, not results).
 """
 
@@ -22,7 +22,7 @@ from adasam_glue.report.tables import (
     MISSING,
     PROBE_SUFFIX,
     _csv,
-    ci_text,
+    diff_cells,
     md_table,
     num,
     paired_cells,
@@ -130,8 +130,7 @@ def render_variants_md(pairs: list[VariantPair]) -> str:
         line = [task_name(p.task), tags[p.setting], _label(p.variant), g_or(r.beta1, "n/a")]
         line += [g_or(r.rho, "n/a"), own_keys(p) or "—", metric_label(TASKS[p.task].selection_metric)]
         line += [_dev(p.variant), _label(p.baseline), _dev(p.baseline)]
-        line += [MISSING if q.mean is None else f"{q.mean:+.2f}", ci_text(q.ci), q.n]
-        body.append(line + [q.excludes_zero if q.n else "", f"{q.sam_identity} vs {q.base_identity}"])
+        body.append(line + [*diff_cells(q), q.identities])
     return "\n".join(out + md_table(head.split("|"), body, "lllrrllrlrrlrll")) + "\n"
 
 
