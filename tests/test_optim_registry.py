@@ -308,8 +308,9 @@ def test_every_record_holds_its_facts():
 
 
 def test_report_reads_the_registry():
+    from adasam_glue.report.grouping import baseline
     from adasam_glue.report.palette import METHOD_NAMES, PALETTE, color, linestyle, method_name
-    from adasam_glue.report.sharpness_table import SAM_BASE, _baseline
+    from adasam_glue.report.sharpness_table import SAM_BASE
 
     # every optimizer is told apart in a figure (its own colour) and a table (its own name)
     assert len({color(n) for n in OPTIMIZERS}) == len(OPTIMIZERS) == len(set(PALETTE.values()))
@@ -330,7 +331,7 @@ def test_report_reads_the_registry():
     row = lambda opt, base: SimpleNamespace(
         optimizer=opt, flat={} if base is None else {"config.optim.base": base}
     )
-    assert [_baseline(row("vasso", b)) for b in (None, "sgd", "adamw")] == ["amsgrad", "sgd", None]
+    assert [baseline(row("vasso", b)) for b in (None, "sgd", "adamw")] == ["amsgrad", "sgd", None]
     assert baseline_of("lightsam") is None and baseline_of("sgd") is None
 
 

@@ -1,6 +1,8 @@
 """Like with like (docs/algorithms.md §4.4), through the flattened run identity (``flat``): a cell pools
 the seeds of one identity, rho is selected among runs identical but for ``config.optim.rho``, a paired
-comparison pairs runs differing only in ``config.optim.*``.
+comparison pairs runs differing only in ``config.optim.*``. :func:`setting_of` is the one like-with-like
+key and :func:`counterparts` the one matching of configurations (identities without the seed) on it: the
+variants table and the sharpness claims both pair an optimizer with its base (:func:`baselines`) there.
 
 Unlike runs go to separate rows, labelled by how they differ from a *reference* setting (the most common,
 :func:`mode`): global keys against the table's, task keys (``config.task.*``, data files,
@@ -33,14 +35,14 @@ def under(key: str, *prefixes: str) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
+def like_part(flat: Mapping[str, Any], allowed: tuple[str, ...] = (OPTIM,)) -> dict[str, Any]:
+    """What a like-with-like comparison holds equal: the identity without the seed and ``allowed`` keys."""
+    return {k: v for k, v in flat.items() if k != SEED and not under(k, *allowed)}
+
+
 def global_part(flat: Mapping[str, Any]) -> dict[str, Any]:
     """The keys that must be equal across a whole row: not seed, not optimizer, not per task."""
-    return {k: v for k, v in flat.items() if k != SEED and not under(k, OPTIM, *TASK_SCOPED)}
-
-
-def non_optim_part(flat: Mapping[str, Any], *also: str) -> dict[str, Any]:
-    """What a paired comparison holds equal: the identity without seed, optimizer (and ``also``) keys."""
-    return {k: v for k, v in flat.items() if k != SEED and not under(k, OPTIM, *also)}
+    return like_part(flat, (OPTIM, *TASK_SCOPED))
 
 
 def setting_hash(part: Mapping[str, Any]) -> str:
@@ -48,9 +50,42 @@ def setting_hash(part: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(part)).encode()).hexdigest()[:10]
 
 
-def setting_of(df: pd.DataFrame, *also: str) -> pd.Series:
-    """Per run, the hash of :func:`non_optim_part`: runs with one value differ in optimizer keys alone."""
-    return df.flat.map(lambda f: setting_hash(non_optim_part(f, *also)))
+def setting_of(df: pd.DataFrame, allowed: tuple[str, ...] = (OPTIM,)) -> pd.Series:
+    """Per run, the like-with-like key: the hash of :func:`like_part`; runs with one key differ in the seed
+    and ``allowed`` keys alone (by default: in optimizer keys alone)."""
+    return df.flat.map(lambda f: setting_hash(like_part(f, allowed)))
+
+
+def baseline(r: Any) -> str | None:
+    """The optimizer run ``r``'s is compared with: the registry's ``baseline_of`` its optimizer on its
+    ``optim.base`` (``None``: a one-pass optimizer, or a base without a record)."""
+    from adasam_glue.optim.registry import baseline_of  # imported on first use: torch loads only then
+
+    return baseline_of(r.optimizer, r.flat.get(f"{OPTIM}.base"))
+
+
+def baselines(df: pd.DataFrame) -> pd.Series:
+    """Per run, :func:`baseline`."""
+    return pd.Series([baseline(r) for r in df.itertuples()], index=df.index, dtype=object)
+
+
+def counterparts(
+    df: pd.DataFrame,
+    column: str,
+    want: pd.Series,
+    allowed: tuple[str, ...] = (OPTIM,),
+    same: tuple[str, ...] = ("task",),
+) -> dict[str, list[str]]:
+    """Per configuration (group hash) whose runs ``want`` a counterpart (not ``None``), the configurations
+    of ``df`` whose ``column`` is the wanted value, that agree on the columns ``same`` and whose runs
+    differ from its own only in the seed and ``allowed`` keys (one :func:`setting_of`), in frame order."""
+    keys = list(zip(setting_of(df, allowed), *(df[c] for c in same)))
+    found: dict[tuple, dict[str, None]] = {}
+    for value, key, h in zip(df[column], keys, df.group_hash):
+        found.setdefault((value, *key), {})[h] = None
+    return {
+        h: list(found.get((w, *key), ())) for w, key, h in zip(want, keys, df.group_hash) if w is not None
+    }
 
 
 def differs_outside(a: Mapping[str, Any], b: Mapping[str, Any], allowed: Iterable[str]) -> list[str]:

@@ -8,6 +8,7 @@ max_length, and the precision and device (docs/algorithms.md §4.4). Functions t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -166,6 +167,11 @@ def lr_text(df: pd.DataFrame) -> str:
 
 def _distinct(values: list[str]) -> str:
     return " | ".join(sorted(set(values))) or "?"
+
+
+def setting_tags(settings: Iterable[str]) -> dict[str, str]:
+    """A short tag per distinct setting (a, b, ..., then numbers), in order of first appearance."""
+    return {s: chr(ord("a") + i) if i < 26 else str(i) for i, s in enumerate(dict.fromkeys(settings))}
 
 
 def setting_text(df: pd.DataFrame) -> str:

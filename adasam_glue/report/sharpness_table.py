@@ -6,10 +6,11 @@ eigenvalue, Hutchinson trace, and worst-case sharpness in the rho-ball, plain an
 dev metric beside it is the selection metric at the measured checkpoint (``best`` when the block says so,
 else the final evaluation, else ``best``).
 
-A configuration is one identity without its seed (docs/algorithms.md §4.4). Like with like: "SAM-family
-vs base" pairs configurations whose runs differ only in optimizer keys, with the base from the registry
-(``baseline_of``); "schedule vs constant" pairs ones that differ only in :data:`SCHEDULE_KEYS`; the rank
-correlation is taken per task over runs of one setting.
+A configuration is one identity without its seed (docs/algorithms.md §4.4). Like with like
+(:func:`~adasam_glue.report.grouping.counterparts`): "SAM-family vs base" pairs configurations whose runs
+differ only in optimizer keys, with the base from the registry, as the variants table does; "schedule vs
+constant" pairs ones that differ only in :data:`SCHEDULE_KEYS`; the rank correlation is taken per task
+over runs of one setting.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from adasam_glue.report.collect import to_float
-from adasam_glue.report.grouping import OPTIM, SEED, differs_outside, setting_of
+from adasam_glue.report.grouping import OPTIM, baselines, counterparts, setting_of
 from adasam_glue.report.palette import (
     RegistryView,
     g_or,
@@ -31,17 +32,22 @@ from adasam_glue.report.palette import (
     optimizer_rank,
     task_name,
 )
-from adasam_glue.report.setting import heading, setting_text, verdict_on
+from adasam_glue.report.setting import heading, setting_tags, setting_text, verdict_on
 from adasam_glue.report.stats import Summary, summarize
 from adasam_glue.report.tables import _csv, md_table
 from adasam_glue.schedules import DECAYING
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
+
+def _default_bases(recs: Mapping[str, Any]) -> dict[str, str]:
+    from adasam_glue.optim.registry import baseline_of  # imported on first use: torch loads only then
+
+    return {n: b for n in recs if (b := baseline_of(n)) is not None}
+
+
 #: SAM-family optimizer -> its default base's one-pass optimizer; a run on another base (``optim.base``)
-#: is compared with that base's runs (:func:`_baseline`).
-SAM_BASE: Mapping[str, str] = RegistryView(
-    lambda recs: {n: b for n in recs if (b := _baseline_of(n)) is not None}
-)
+#: is compared with that base's runs (:func:`adasam_glue.report.grouping.baseline`).
+SAM_BASE: Mapping[str, str] = RegistryView(_default_bases)
 #: the identity keys a schedule point of the schedules experiment sets (conf/schedule/*.yaml)
 SCHEDULE_KEYS = ("config.trainer.schedule", "config.trainer.batch_schedule", "config.trainer.min_lr_ratio")
 HEAD = ("top eigenvalue", "trace")
@@ -53,17 +59,6 @@ SCHEDULE_CLAIM = (
     "Increasing batch / decaying lr find flatter minima than a constant schedule (same task, and runs "
     "that differ only in the schedule keys)"
 )
-
-
-def _baseline_of(name: str, base: str | None = None) -> str | None:
-    from adasam_glue.optim.registry import baseline_of  # imported on first use: torch loads only then
-
-    return baseline_of(name, base)
-
-
-def _baseline(r: Any) -> str | None:
-    """The optimizer ``r``'s runs are compared with: the one-pass record of the base they ran on."""
-    return _baseline_of(r.optimizer, r.flat.get(f"{OPTIM}.base"))
 
 
 def measures(values: dict) -> dict[str, float]:
@@ -118,16 +113,12 @@ class ConfigRow:
     values: dict[str, Summary | None] = field(default_factory=dict)
 
     def summary(self, column: str) -> Summary | None:
-        return summarize(v for v in self.points[column] if v is not None)
+        return summarize(self.points[column])
 
     @property
     def label(self) -> str:
         rho = "" if self.rho is None else f", ρ={self.rho:g}"
         return f"{method_name(self.optimizer)} (β1={g_or(self.beta1)}{rho}, {self.schedule})"
-
-    @property
-    def flat(self) -> dict:
-        return self.points.flat.iloc[0]
 
     @property
     def setting(self) -> str:
@@ -187,14 +178,13 @@ def _cmp_line(title: str, pairs: list[tuple[ConfigRow, ConfigRow]], measure: str
     )
 
 
-def _partner(rows: list[ConfigRow], r: ConfigRow, ok, allowed: tuple[str, ...]) -> ConfigRow | None:
-    """The first configuration of ``r``'s task that passes ``ok`` and differs from ``r`` in ``allowed`` only."""
-    same = (
-        x
-        for x in rows
-        if x.task == r.task and ok(x) and not differs_outside(r.flat, x.flat, (SEED, *allowed))
-    )
-    return next(same, None)
+def _with_partner(rows: list[ConfigRow], partners: dict[str, list[str]]) -> list[tuple[ConfigRow, ConfigRow]]:
+    """Each configuration with the first of its :func:`counterparts` among ``rows`` (none: left out)."""
+    out = []
+    for r in rows:
+        if x := next((x for x in rows if x.group_hash in partners.get(r.group_hash, ())), None):
+            out.append((r, x))
+    return out
 
 
 def _claims(rows: list[ConfigRow], pts: pd.DataFrame, names: list[str]) -> list[str]:
@@ -204,23 +194,17 @@ def _claims(rows: list[ConfigRow], pts: pd.DataFrame, names: list[str]) -> list[
             "`python -m adasam_glue.sharpness RUN_DIR`), so the flatter-minima claims cannot be tested."
         ]
     measure = "top eigenvalue" if "top eigenvalue" in names else names[0]
-    base = lambda r: lambda x: x.optimizer == _baseline(r) and x.beta1 == r.beta1  # noqa: E731
-    fam = [(r, b) for r in rows if (b := _partner(rows, r, base(r), (OPTIM,)))]
-    decaying = [
-        r
-        for r in rows
-        if r.schedule != "constant" and (r.schedule.startswith("batch") or r.schedule in DECAYING)
+    fam = counterparts(pts, "optimizer", baselines(pts), same=("task", "beta1"))
+    decaying = pts.schedule.map(lambda s: s != "constant" and (s.startswith("batch") or s in DECAYING))
+    sched = counterparts(pts, "schedule", decaying.map({True: "constant", False: None}), SCHEDULE_KEYS)
+    lines = [
+        _cmp_line(FAMILY_CLAIM, _with_partner(rows, fam), measure),
+        _cmp_line(SCHEDULE_CLAIM, _with_partner(rows, sched), measure),
     ]
-    sched = [
-        (r, c)
-        for r in decaying
-        if (c := _partner(rows, r, lambda x: x.schedule == "constant", SCHEDULE_KEYS))
-    ]
-    lines = [_cmp_line(FAMILY_CLAIM, fam, measure), _cmp_line(SCHEDULE_CLAIM, sched, measure)]
     corr = []
     for t in TASK_ORDER:
         tp = pts[pts.task.eq(t) & pts.dev.notna() & pts["values"].map(lambda v: measure in v).astype(bool)]
-        settings = setting_of(tp, *SCHEDULE_KEYS) if len(tp) else pd.Series(dtype=object)
+        settings = setting_of(tp, (OPTIM, *SCHEDULE_KEYS)) if len(tp) else pd.Series(dtype=object)
         for g in sorted(set(settings)):
             gp = tp[settings == g]
             name = task_name(t) + (
@@ -256,9 +240,7 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
     out = heading("Sharpness at the end of training", rep.frame)
     if not rep.rows:
         return "\n".join([*out, rep.claims[0], ""])
-    tags: dict[str, str] = {}
-    for r in rep.rows:  # setting text -> a short tag (a, b, ...) in order of first appearance
-        tags.setdefault(r.setting, chr(ord("a") + len(tags)) if len(tags) < 26 else str(len(tags)))
+    tags = setting_tags(r.setting for r in rep.rows)
     out += [f"Setting {tag}: {text}." for text, tag in tags.items()] + [""]
     header = ["Task", "Optimizer", "β1", "ρ", "Schedule", "n", *rep.measures]
     header += ["dev metric ×100", "cost s", "HVPs"]

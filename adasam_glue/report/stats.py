@@ -1,8 +1,9 @@
 """Statistics over run frames (docs/algorithms.md §4.4; the tuning playbook: rho is a nuisance parameter
-chosen on the dev set, the optimizer is the variable): mean ± sample std (ddof=1) over seeds; rho chosen
-among runs identical but for rho by the mean selection metric over completed seeds, ties to the smaller
-rho; seed-paired differences with a percentile bootstrap CI over seeds from a fixed seed (byte-identical
-reports).
+chosen on the dev set, the optimizer is the variable): a configuration's runs (:class:`Config`) summarised
+as mean ± sample std (ddof=1) over seeds; rho chosen among runs identical but for rho by the mean
+selection metric over completed seeds, ties to the smaller rho; seed-paired differences (:func:`pair`, for
+the tables and the variants table alike) with a percentile bootstrap CI over seeds from a fixed seed per
+task (byte-identical reports).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from adasam_glue.report.grouping import OPTIM, differs_outside
-from adasam_glue.tasks import TASKS
+from adasam_glue.tasks import TASK_ORDER, TASKS
 
 BOOTSTRAP_SEED = 20230301  #: fixed seed: the report never depends on the clock or on global RNG state
 N_BOOT = 10_000
@@ -62,8 +63,9 @@ def task_score(df: pd.DataFrame, task: str) -> pd.Series:
 
 
 @dataclass
-class Candidate:
-    """The runs of one rho of a cell: one identity but for the seed."""
+class Config:
+    """The runs of one configuration (an identity but for the seed; in a table cell: one rho), by seed
+    and path."""
 
     rho: float | None
     selection: Summary | None  #: selection metric over the completed seeds (fraction)
@@ -80,24 +82,33 @@ class Candidate:
         return runs.group_hash.iloc[0] if len(runs) else ""
 
 
-def rho_candidates(df: pd.DataFrame, task: str) -> list[Candidate]:
-    """One :class:`Candidate` per rho (``None`` first, then ascending), runs sorted by seed and path."""
-    sel = TASKS[task].selection_metric
-    out = []
-    for rho in sorted(set(df.rho), key=lambda x: (x is not None, x or 0.0)):
-        rs = df[df.rho.map(lambda r, rho=rho: r == rho).astype(bool)].sort_values(["seed", "rel"])
-        done = rs[rs.status.eq("completed")]
-        out.append(Candidate(rho, summarize(metric(done, sel)), done, rs[rs.status.eq("diverged")]))
-    return out
+def config(runs: pd.DataFrame, task: str, rho: float | None = None) -> Config:
+    """The :class:`Config` of ``runs`` (one identity but for the seed), with its selection metric."""
+    rs = runs.sort_values(["seed", "rel"])
+    done = rs[rs.status.eq("completed")]
+    selection = summarize(metric(done, TASKS[task].selection_metric))
+    return Config(rho, selection, done, rs[rs.status.eq("diverged")])
 
 
-def choose_rho(cands: list[Candidate]) -> Candidate | None:
+def with_score(runs: pd.DataFrame, score: pd.Series) -> pd.DataFrame:
+    """``runs`` with a ``score`` column, those without one left out: the seeds a pairing can use."""
+    runs = runs.assign(score=score)
+    return runs[runs.score.notna()]
+
+
+def rho_candidates(df: pd.DataFrame, task: str) -> list[Config]:
+    """One :class:`Config` per rho (``None`` first, then ascending)."""
+    rhos = sorted(set(df.rho), key=lambda x: (x is not None, x or 0.0))
+    return [config(df[df.rho.map(lambda r, rho=rho: r == rho).astype(bool)], task, rho) for rho in rhos]
+
+
+def choose_rho(cands: list[Config]) -> Config | None:
     """The candidate of the largest mean selection metric; ties go to the smaller rho (the first)."""
     scored = [c for c in cands if c.selection is not None]
     return max(scored, key=lambda c: c.selection.mean) if scored else None
 
 
-def tied_rhos(cands: list[Candidate], chosen: Candidate | None) -> list[float]:
+def tied_rhos(cands: list[Config], chosen: Config | None) -> list[float]:
     """The tested rhos whose selection mean equals the chosen one's (the chosen included)."""
     if chosen is None or chosen.selection is None:
         return []
@@ -107,7 +118,7 @@ def tied_rhos(cands: list[Candidate], chosen: Candidate | None) -> list[float]:
     )
 
 
-def rho_edge(cands: list[Candidate], rho: float | None) -> bool:
+def rho_edge(cands: list[Config], rho: float | None) -> bool:
     """The chosen rho is the smallest or largest tested, and no rho it ties with is interior."""
     tested = sorted(c.rho for c in cands if c.rho is not None and c.selection is not None)
     chosen = next((c for c in cands if c.rho == rho), None)
@@ -132,6 +143,10 @@ class Paired:
     seeds: list[int] = field(default_factory=list)  #: the seeds paired
 
     @property
+    def identities(self) -> str:
+        return f"{self.sam_identity} vs {self.base_identity}"
+
+    @property
     def excludes_zero(self) -> str:
         return "n < 2" if self.ci is None else ("yes" if self.ci[0] > 0 or self.ci[1] < 0 else "no")
 
@@ -140,13 +155,13 @@ def pair(
     task: str,
     a: pd.DataFrame,
     b: pd.DataFrame,
-    boot_seed: int,
     ids: tuple[str, str] = ("", ""),
     allowed: tuple[str, ...] = (OPTIM,),
 ) -> Paired:
-    """Pair the runs of ``a`` and ``b`` (one per seed, a ``score`` column) by seed; a seed pairs only runs
-    whose identities differ in ``allowed`` keys alone (the others are named in ``refused``). ``ids``: the
-    group hashes the two sides are listed under."""
+    """Pair the runs of ``a`` and ``b`` (one per seed, a ``score`` column: :func:`with_score`) by seed; a
+    seed pairs only runs whose identities differ in ``allowed`` keys alone (the others are named in
+    ``refused``). ``ids``: the group hashes the two sides are listed under. The bootstrap seed is fixed per
+    task (:data:`BOOTSTRAP_SEED` plus its column in TASK_ORDER)."""
     diffs, refused, seeds = [], [], []
     ra, rb = a.set_index("seed"), b.set_index("seed")
     for s in sorted(set(ra.index) & set(rb.index)):
@@ -157,6 +172,5 @@ def pair(
         diffs.append((ra.score[s] - rb.score[s]) * 100)
         seeds.append(s)
     mean = sum(diffs) / len(diffs) if diffs else None
-    return Paired(
-        task, len(diffs), mean, bootstrap_mean_ci(diffs, seed=boot_seed), *ids, sorted(set(refused)), seeds
-    )
+    ci = bootstrap_mean_ci(diffs, seed=BOOTSTRAP_SEED + TASK_ORDER.index(task))
+    return Paired(task, len(diffs), mean, ci, *ids, sorted(set(refused)), seeds)

@@ -132,11 +132,11 @@ class Cell:
 
     task: str
     optimizer: str
-    candidates: list[stats.Candidate]
+    candidates: list[stats.Config]
     empty: pd.DataFrame  #: a frame without rows (the shape of an empty cell's runs)
-    chosen: stats.Candidate | None = None
-    metrics: dict[str, stats.Summary | None] = field(default_factory=dict)  #: paper metric -> summary (×1)
-    seeds: pd.DataFrame | None = None  #: the chosen completed runs with every paper metric (``score``)
+    chosen: stats.Config | None
+    metrics: dict[str, stats.Summary | None]  #: paper metric -> summary (×1); all None without a choice
+    seeds: pd.DataFrame  #: the chosen completed runs with every paper metric (``score``: the task score)
 
     @property
     def present(self) -> bool:
@@ -145,6 +145,10 @@ class Cell:
     @property
     def rho(self) -> float | None:
         return self.chosen.rho if self.chosen else None
+
+    @property
+    def group_hash(self) -> str:
+        return self.chosen.group_hash if self.chosen else ""
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -193,13 +197,17 @@ class Cell:
 def build_cell(task: str, optimizer: str, runs: pd.DataFrame) -> Cell:
     """Select rho among the runs of one (row, task) and pool the seeds of the chosen identity."""
     cands = stats.rho_candidates(runs, task)
-    cell = Cell(task, optimizer, cands, runs.iloc[:0], stats.choose_rho(cands))
-    if cell.chosen is not None:
-        done = cell.chosen.completed
-        cell.metrics = {m: stats.summarize(stats.metric(done, m)) for m in TASKS[task].paper_metrics}
-        scored = done.assign(score=stats.task_score(done, task))
-        cell.seeds = scored[scored.score.notna()]
-    return cell
+    chosen = stats.choose_rho(cands)
+    done = chosen.completed if chosen else runs.iloc[:0]
+    metrics = {m: stats.summarize(stats.metric(done, m)) for m in TASKS[task].paper_metrics}
+    seeds = stats.with_score(done, stats.task_score(done, task))
+    return Cell(task, optimizer, cands, runs.iloc[:0], chosen, metrics, seeds)
+
+
+def pair_cells(sam: Cell, base: Cell) -> stats.Paired:
+    """Seed-paired difference of two cells' task scores; a seed pairs only runs differing in optimizer
+    keys alone."""
+    return stats.pair(sam.task, sam.seeds, base.seeds, (sam.group_hash, base.group_hash))
 
 
 @dataclass
@@ -256,8 +264,8 @@ class Comparison:
             a, b = self.sam_cells[t], self.base_cells[t]
             rho = "" if a.rho is None else f"ρ={a.rho:g}, "
             out.append(
-                f"{task_name(t)}: {self.base.label} {b.chosen.group_hash} ({seeds_label(b.n)}), "
-                f"{self.sam.label} {a.chosen.group_hash} ({rho}{seeds_label(a.n)})"
+                f"{task_name(t)}: {self.base.label} {b.group_hash} ({seeds_label(b.n)}), "
+                f"{self.sam.label} {a.group_hash} ({rho}{seeds_label(a.n)})"
             )
         return out
 
@@ -351,17 +359,17 @@ def _compute_matched(spec: TableSpec, rows: list[Row], cells: dict[tuple[Row, st
     """The unmarked SAM cell of each task against every base row whose runs, seed by seed, differ from
     the SAM runs only in optimizer and :data:`MATCHED_KEYS` keys and ran as many forward/backward passes."""
     out = []
-    for i, t in enumerate(TASK_ORDER):
+    for t in TASK_ORDER:
         sam = cells[(Row(spec.sam), t)]
         for row in (r for r in rows if r.method == spec.base and not r.main):
             base = cells[(row, t)]
-            if sam.seeds is None or sam.seeds.empty or base.seeds is None:
+            if sam.seeds.empty or base.seeds.empty:
                 continue
             sam_passes = dict(zip(sam.seeds.seed, sam.seeds.record.map(passes)))
             bp = base.seeds.record.map(passes)
             same = bp.notna() & (base.seeds.seed.map(sam_passes) == bp)
-            ids, seed = (sam.chosen.group_hash, base.chosen.group_hash), stats.BOOTSTRAP_SEED + i
-            p = stats.pair(t, sam.seeds, base.seeds[same], seed, ids, (OPTIM, *MATCHED_KEYS))
+            ids = (sam.group_hash, base.group_hash)
+            p = stats.pair(t, sam.seeds, base.seeds[same], ids, (OPTIM, *MATCHED_KEYS))
             b = base.seeds.set_index("seed").loc[p.seeds]
             updates = tuple(sorted({u for r in b.record if isinstance(u := r.get("optimizer_updates"), int)}))
             ps = tuple(sorted(set(b.record.map(passes))))
@@ -397,22 +405,12 @@ def build_table(spec: TableSpec, frame: pd.DataFrame) -> TableResult:
     for sam in (r for r in rows if r.method == spec.sam):
         for base in (r for r in rows if r.method == spec.base and r.setting == sam.setting):
             comp = Comparison(base, sam, *({t: cells[(x, t)] for t in TASK_ORDER} for x in (base, sam)))
-            comp.paired = [
-                _pair(t, cells[(sam, t)], cells[(base, t)], stats.BOOTSTRAP_SEED + i)
-                for i, t in enumerate(TASK_ORDER)
-            ]
+            comp.paired = [pair_cells(cells[(sam, t)], cells[(base, t)]) for t in TASK_ORDER]
             comparisons.append(comp)
     comparisons.sort(key=lambda c: (not c.main, c.sam.setting, c.base.optim, c.sam.optim))
     unused = matching[~matching.status.isin(("completed", "diverged"))]
     matched = _compute_matched(spec, rows, cells)
     return TableResult(spec, rows, cells, duplicates, unused, comparisons, matched)
-
-
-def _pair(task: str, sam: Cell, base: Cell, boot_seed: int) -> stats.Paired:
-    """Seed-paired difference of two cells; a seed pairs only runs differing in optimizer keys alone."""
-    ids = (sam.chosen.group_hash if sam.chosen else "", base.chosen.group_hash if base.chosen else "")
-    empty = sam.empty.assign(score=[])
-    return stats.pair(task, *(c.seeds if c.seeds is not None else empty for c in (sam, base)), boot_seed, ids)
 
 
 # ----------------------------------------------------------------------------------------- text forms
@@ -611,8 +609,7 @@ def render_markdown(res: TableResult) -> str:
             if p.mean is None:
                 body.append([task_name(p.task), MISSING, MISSING, 0, None, refused.lstrip("; ")])
             else:
-                ids = f"{p.sam_identity} vs {p.base_identity}{refused}"
-                body.append([task_name(p.task), *_diff_cells(p), ids])
+                body.append([task_name(p.task), *diff_cells(p), p.identities + refused])
         head = ["Task", "mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
         out += _section(f"## Paired comparison: {comp.name} (task score ×100)", head, body, "lrlr")
     out += _matched_markdown(res)
@@ -634,9 +631,10 @@ def render_markdown(res: TableResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def _diff_cells(p) -> list:
-    """Mean difference, CI, seeds paired, whether the CI excludes 0 of a :class:`Paired`."""
-    return [f"{p.mean:+.{DECIMALS}f}", ci_text(p.ci), p.n, p.excludes_zero]
+def diff_cells(p: stats.Paired) -> list:
+    """Mean difference, CI, seeds paired, whether the CI excludes 0 (blank: no seed paired)."""
+    mean = MISSING if p.mean is None else f"{p.mean:+.{DECIMALS}f}"
+    return [mean, ci_text(p.ci), p.n, p.excludes_zero if p.n else ""]
 
 
 def _matched_markdown(res: TableResult) -> list[str]:
@@ -649,8 +647,7 @@ def _matched_markdown(res: TableResult) -> list[str]:
     body = [
         [task_name(m.task), f"{summary_text(m.sam)} (ρ={g_or(m.rho, 'n/a')})"]
         + [f"{summary_text(m.matched)} [{m.base.suffix}]", ", ".join(map(str, m.passes))]
-        + [", ".join(map(str, m.updates)) or MISSING, *_diff_cells(m.paired)]
-        + [f"{m.paired.sam_identity} vs {m.paired.base_identity}"]
+        + [", ".join(map(str, m.updates)) or MISSING, *diff_cells(m.paired), m.paired.identities]
         for m in res.matched
     ]
     intro = (
@@ -750,12 +747,7 @@ def render_csv(res: TableResult) -> str:
         for t, c in cells:
             ss = [c.metrics.get(k) for k in TASKS[t].paper_metrics]
             line += [num(x) for s in ss for x in ((s.mean, s.std) if s else (None, None))]
-            line += [
-                str(c.n),
-                g_or(c.rho, ""),
-                str(len(c.diverged)),
-                c.chosen.group_hash if c.chosen else "",
-            ]
+            line += [str(c.n), g_or(c.rho, ""), str(len(c.diverged)), c.group_hash]
         comp = res.comparison_of(row)
         rows.append(line + [num(res.row_average(row)), str(len(comp.common_tasks)) if comp else "0"])
     return _csv([*header, "average", "average_tasks"], rows)
