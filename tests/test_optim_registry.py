@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import functools
 import math
+import pickle
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,7 +32,7 @@ from adasam_glue.optim import (
     register,
 )
 from adasam_glue.optim.descent import make_base
-from adasam_glue.optim.validation import Interval, check_interval
+from adasam_glue.optim.validation import Interval, RangeError, check_interval
 from adasam_glue.run_dir import run_params_tag
 from tests.conftest import compose_cfg
 
@@ -211,6 +212,25 @@ def test_config_and_optimizer_agree_on_every_range(name, key):
         assert valid == built, (
             f"{name}.{key}={value}: config {'accepts' if valid else 'refuses'}, optimizer not"
         )
+
+
+def test_a_range_error_keeps_its_key_value_and_rule_through_the_build_and_a_pickle():
+    """The config names the failing key from the build's error (no second pass over the table), and an
+    error raised in a worker process (bench parity's pool, a submitit job) reaches the parent whole."""
+    with pytest.raises(RangeError) as caught:
+        build_optimizer("adasam", _p(), rho=-1)
+    err = caught.value
+    assert (err.key, err.value, str(err.rule)) == ("rho", -1, ">= 0")
+    assert str(err) == "optimizer 'adasam': rho must be >= 0, got -1"
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is RangeError and (back.key, back.value, back.rule, str(back)) == (
+        err.key,
+        err.value,
+        err.rule,
+        str(err),
+    )
+    with pytest.raises(ConfigError, match=r"invalid optim\.rho=-1\.0: must be >= 0"):
+        validate_config(compose_cfg("optim=adasam", "optim.rho=-1"))
 
 
 def _within(rule, value) -> bool:

@@ -44,6 +44,9 @@ class RangeError(ValueError):
         super().__init__(message or f"{key} must be {rule}, got {value!r}")
         self.key, self.value, self.rule = key, value, rule
 
+    def __reduce__(self) -> tuple:  # pickled whole: a worker process's error reaches its parent intact
+        return (RangeError, (self.key, self.value, self.rule, str(self)))
+
 
 def _fmt(x: float) -> str:
     return "inf" if x == INF else f"{x:g}"
