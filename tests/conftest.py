@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # every test that composes an experiment config (hydra.compose) needs its resolvers, as the CLI has them
 import adasam_glue.experiments.resolvers  # noqa: E402,F401
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (the scripts are not part of the package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 TINY = [
     "model=tiny",

@@ -7,7 +7,6 @@ must run each commit's own code, not the installed one.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -17,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from adasam_glue.records import write_record
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "commit_equivalence.py"
 TINY_RUN = (
     "model=tiny data.source=synthetic data.synthetic_train_size=32 data.synthetic_eval_size=16 "
     "task=mrpc optim=adasam task.max_length=16 task.batch_size=8 trainer.cpu=true trainer.eval_batch_size=16"
@@ -29,10 +28,7 @@ SHORT = "task.total_updates=3 task.warmup_updates=1 task.epochs=1 trainer.save_m
 
 @pytest.fixture(scope="module")
 def check():
-    spec = importlib.util.spec_from_file_location("commit_equivalence", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("commit_equivalence")
 
 
 def _record(path: Path, seed: int, commits: list[str], task: str = "mrpc") -> None:

@@ -4,7 +4,6 @@ records are written by hand at the run dirs the plan resolves."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 from pathlib import Path
@@ -14,17 +13,14 @@ from hydra import initialize_config_dir
 
 from adasam_glue.config import CONF_DIR
 from adasam_glue.experiments.plan import Planner
-from tests.conftest import tiny_mrpc_glue
+from tests.conftest import load_script, tiny_mrpc_glue
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "cpu_scale.py"
 
 
 @pytest.fixture(scope="module")
 def driver():
-    spec = importlib.util.spec_from_file_location("cpu_scale_driver", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("cpu_scale")
 
 
 def _glue(root: Path) -> Path:
