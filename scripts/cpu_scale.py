@@ -1,7 +1,8 @@
 """CPU-scale reproduction on real GLUE: one process per run, most useful runs first, resumable.
 
     python scripts/cpu_scale.py --data-dir /path/to/glue_data [--results-dir results/cpu_scale]
-        [--stage probe,table1,matched,tune,table2,sharpness] [--seeds 1,2,3] [--tasks rte,mrpc,stsb,cola] [--dry-run]
+        [--stage probe,table1,matched,tune,table2,sharpness] [--seeds 1,2,3] [--tasks rte,mrpc,stsb,cola]
+        [--regenerate] [--dry-run]
 
 Order: seed-major (every task and method of seed 1, then seed 2, ...), so a stopped sweep still holds
 whole paired comparisons. The ``tune`` stage (one seed) ends with ``python -m adasam_glue.experiments
@@ -20,7 +21,14 @@ run dirs) and does not launch a run whose record is completed or diverged, so a 
 not one process start per finished run. A failed run is reported and the sweep goes on. The
 ``sharpness`` stage measures the final model of every completed run that has no sharpness block yet
 (top Hessian eigenvalue and trace, with ``conf/experiment/cpu_scale.yaml``'s ``sharpness`` settings;
-``--tasks``/``--seeds`` restrict it) and adds it to the run's record. The stages and their grids live
+``--tasks``/``--seeds`` restrict it) and adds it to the run's record. With ``sharpness`` among the stages,
+each training run is also measured as soon as it completes: the weights are not committed, so a machine
+that is lost between training and the stage would lose them. ``--regenerate`` lets the stage measure a
+table run (``table1``/``matched``/``table2``) whose model is gone: it retrains the run from its record's
+overrides in a scratch results dir, checks that the retrained record reproduces the committed one exactly
+(identity, train curve, every eval; :func:`reproduction_differences`), measures that model and adds the
+block, marked ``"model": "regenerated"``, to the committed record; a run that does not reproduce is
+reported and left unmeasured. The stages and their grids live
 in ``conf/experiment/cpu_scale*.yaml``; this script only orders and launches them. Rebuild the report afterwards with
 ``python -m adasam_glue.report <results-dir>/runs <results-dir>/report``.
 """
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,19 +93,62 @@ def unmeasured(results: Path, tasks: list[str] | None = None, seeds: list[str] |
     given tasks and seeds when they are given."""
     out = []
     for rec in sorted((results / "runs").glob("cpu_scale*/**/record.json")):
+        r = measurable(rec.parent)
+        if r and (tasks is None or r.get("task") in tasks) and (seeds is None or str(r.get("seed")) in seeds):
+            out.append(rec.parent)
+    return out
+
+
+def measurable(run_dir: Path) -> dict | None:
+    """The run's record when it is completed, unmeasured and has its final model saved, else ``None``."""
+    try:
+        r = json.loads((run_dir / "record.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = (
+        r.get("status") == "completed"
+        and not r.get("sharpness")
+        and (run_dir / "model" / "config.json").exists()
+    )
+    return r if ok else None
+
+
+#: the stages whose runs the report's sharpness verdicts read: ``--regenerate`` retrains these runs' models
+REGENERATED_STAGES = ("table1", "matched", "table2")
+
+
+def regenerable(results: Path, tasks: list[str] | None = None, seeds: list[str] | None = None) -> list[Path]:
+    """Run dirs of :data:`REGENERATED_STAGES` whose record is completed and unmeasured but whose model is
+    gone (not committed; lost with the machine), seed-major then in stage order, so a stopped
+    regeneration leaves whole paired comparisons measured."""
+    order = {STAGES[s]: k for k, s in enumerate(REGENERATED_STAGES)}
+    found = []
+    for rec in (results / "runs").glob("cpu_scale*/**/record.json"):
         try:
             r = json.loads(rec.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if (
-            r.get("status") == "completed"
+            r.get("experiment") in order
+            and r.get("status") == "completed"
             and not r.get("sharpness")
-            and (rec.parent / "model" / "config.json").exists()
+            and not (rec.parent / "model" / "config.json").exists()
             and (tasks is None or r.get("task") in tasks)
             and (seeds is None or str(r.get("seed")) in seeds)
         ):
-            out.append(rec.parent)
-    return out
+            found.append((int(r.get("seed", 0)), order[r["experiment"]], str(rec.parent), rec.parent))
+    return [d for *_, d in sorted(found)]
+
+
+#: what a retrained run must reproduce of the committed record to stand for its model
+REPRODUCED_KEYS = ("identity_hash", "optimizer_updates", "train_curve", "eval_curve", "best", "final")
+
+
+def reproduction_differences(committed: dict, retrained: dict) -> list[str]:
+    """The :data:`REPRODUCED_KEYS` where the retrained record differs from the committed one (exact
+    equality: the same code, data and seed on CPU give bit-identical runs, so any difference means the
+    model is not the committed run's)."""
+    return [k for k in REPRODUCED_KEYS if committed.get(k) != retrained.get(k)]
 
 
 #: a grid point: the run's sweep overrides as ``{(key, value)}``, numbers normalised (3e-3 == 0.003)
@@ -291,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default=None, help="override the experiment's tasks, e.g. rte,mrpc")
     p.add_argument("--dry-run", action="store_true", help="print the run lines and exit")
     p.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="sharpness stage: retrain (and check) the table runs whose saved model is gone, then measure them",
+    )
+    p.add_argument(
         "--grace",
         type=float,
         default=GRACE_S,
@@ -334,6 +391,7 @@ def _sweep(
 ) -> int:
     """Launch ``runs`` in order; print each one's outcome as its record says; the exit status."""
     failed = 0
+    measure_now = any(r[0] == "SHARPNESS" for r in runs)  # measure each run while its model exists
     counts: dict[str, int] = {}
     finished: dict[str, dict[Point, str]] = {}  # experiment -> its finished grid points, planned when reached
     for i, overrides in enumerate(runs, 1):
@@ -344,8 +402,13 @@ def _sweep(
                 print(
                     f"run: python -m adasam_glue.sharpness RUN_DIR {extra}  # {n} completed runs unmeasured now"
                 )
+                gone = len(regenerable(results, tasks, seeds))
+                if gone:
+                    todo = "retrained and measured" if a.regenerate else "skipped (no --regenerate)"
+                    print(f"# {gone} completed table runs have no saved model: {todo}")
             elif not stop.now:
-                failed += measure_all(results, hydra_root, stop, tasks, seeds, a.grace)
+                regen = (Path(a.data_dir).expanduser().absolute(), a.overrides) if a.regenerate else None
+                failed += measure_all(results, hydra_root, stop, tasks, seeds, a.grace, regen)
             continue
         is_probe = overrides[0] == "PROBE"  # not planned by grid point: a probe's keys are not the grid's
         if is_probe:
@@ -407,11 +470,77 @@ def _sweep(
         if bad or code != 0:
             tail = text.strip().splitlines()[-3:]
             print("    " + "\n    ".join(tail) + f"\n    (log: {log_path})", flush=True)
+        if status == "completed" and measure_now and run_dir is not None and measurable(run_dir):
+            failed += measure_one(run_dir, hydra_root / f"sharpness_after_{i}.log", stop, a.grace) != 0
     if counts:
         print("outcomes: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), flush=True)
     if counts.get("preempted"):
         print("preempted runs resume from their checkpoints: launch the same command again", flush=True)
     return 1 if failed or counts.get("preempted") else 0
+
+
+def measure_one(run_dir: Path, log_path: Path, stop: Stopper, grace: float = GRACE_S) -> int:
+    """``python -m adasam_glue.sharpness RUN_DIR <settings>``; print its outcome; its exit status."""
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "adasam_glue.sharpness", str(run_dir), *sharpness_overrides()]
+    code = launch(cmd, log_path, stop, grace)
+    status = "ok" if code == 0 else f"FAILED (exit {code}, log {log_path})"
+    print(f"  sharpness {status} {time.time() - t0:7.1f}s  {run_dir}", flush=True)
+    return code
+
+
+def regenerate_one(
+    run_dir: Path,
+    results: Path,
+    data_dir: Path,
+    extra: list[str],
+    scratch: Path,
+    logs: Path,
+    stop: Stopper,
+    grace: float = GRACE_S,
+) -> str | None:
+    """Retrain the committed run in ``run_dir`` under ``scratch`` (its record's own overrides, this data
+    dir), check it reproduces the record (:func:`reproduction_differences`), measure the retrained
+    model and add the block, marked regenerated, to the committed record. ``None`` on success, else why not."""
+    from adasam_glue.records import read_record, write_record
+    from adasam_glue.run_dir import run_dir_lock
+
+    committed = read_record(run_dir / "record.json")
+    own = [
+        o
+        for o in committed.get("overrides", [])
+        if o.split("=", 1)[0] not in ("data.data_dir", "results_dir") and not o.startswith("hydra.")
+    ]
+    for sel in (results / "runs").rglob("tuned_lr.json"):  # table2's lr: the committed selection
+        dest = scratch / sel.relative_to(results)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sel, dest)
+    name = run_dir.relative_to(results / "runs")
+    cmd = [
+        sys.executable, "-m", "adasam_glue", *own, *extra,
+        f"data.data_dir={data_dir}", f"results_dir={scratch}", f"hydra.run.dir={logs / 'regen_hydra'}",
+    ]  # fmt: skip
+    log_path = logs / f"regen_{str(name).replace('/', '_')}.log"
+    code = launch(cmd, log_path, stop, grace)
+    status, new_dir = run_status(log_path.read_text(errors="replace"))
+    if status != "completed" or new_dir is None:
+        return f"the retraining ended {status or 'without a record'} (exit {code}, log {log_path})"
+    retrained = read_record(new_dir / "record.json")
+    diff = reproduction_differences(committed, retrained)
+    if diff:
+        return f"the retrained run differs from the record in {', '.join(diff)} (kept: {new_dir})"
+    code = measure_one(new_dir, logs / f"sharpness_{str(name).replace('/', '_')}.log", stop, grace)
+    if code != 0:
+        return f"measuring the retrained model failed (exit {code})"
+    block = dict(read_record(new_dir / "record.json")["sharpness"])
+    block["model"] = "regenerated"  # retrained from the record, reproduced exactly (REPRODUCED_KEYS)
+    block["regenerated"] = {"git_commit": retrained.get("git_commit"), "reproduced": list(REPRODUCED_KEYS)}
+    with run_dir_lock(run_dir):
+        record = read_record(run_dir / "record.json")
+        record["sharpness"] = block
+        write_record(run_dir / "record.json", record)
+    shutil.rmtree(new_dir, ignore_errors=True)  # 90 MB of weights per MiniLM run
+    return None
 
 
 def measure_all(
@@ -421,20 +550,37 @@ def measure_all(
     tasks: list[str] | None = None,
     seeds: list[str] | None = None,
     grace: float = GRACE_S,
+    regenerate: tuple[Path, list[str]] | None = None,
 ) -> int:
-    """``python -m adasam_glue.sharpness RUN_DIR <settings>`` for every unmeasured run; the failures."""
-    todo, extra, failed = unmeasured(results, tasks, seeds), sharpness_overrides(), 0
-    print(f"sharpness: {len(todo)} runs to measure ({' '.join(extra)})", flush=True)
+    """Measure every unmeasured run with its model; with ``regenerate=(data_dir, extra overrides)`` also
+    retrain and measure the table runs whose model is gone (:func:`regenerate_one`). The failures."""
+    todo, failed = unmeasured(results, tasks, seeds), 0
+    print(f"sharpness: {len(todo)} runs to measure ({' '.join(sharpness_overrides())})", flush=True)
     for k, run_dir in enumerate(todo, 1):
         if stop.now:
+            return failed
+        print(f"  [{k}/{len(todo)}]", end="", flush=True)
+        failed += measure_one(run_dir, logs / f"sharpness_{k}.log", stop, grace) != 0
+    if regenerate is None:
+        gone = len(regenerable(results, tasks, seeds))
+        if gone:
+            print(
+                f"sharpness: {gone} table runs have no saved model (--regenerate retrains them)", flush=True
+            )
+        return failed
+    data_dir, extra = regenerate
+    gone = regenerable(results, tasks, seeds)
+    print(f"sharpness: {len(gone)} table runs to retrain and measure (their models are gone)", flush=True)
+    scratch = Path(tempfile.mkdtemp(prefix="cpu_scale_regen_"))
+    for k, run_dir in enumerate(gone, 1):
+        if stop.now:
             break
-        t0, log_path = time.time(), logs / f"sharpness_{k}.log"
-        cmd = [sys.executable, "-m", "adasam_glue.sharpness", str(run_dir), *extra]
-        code = launch(cmd, log_path, stop, grace)
-        failed += code != 0
-        status = "ok" if code == 0 else f"FAILED (exit {code}, log {log_path})"
+        t0 = time.time()
+        why = regenerate_one(run_dir, results, data_dir, extra, scratch, logs, stop, grace)
+        failed += why is not None
+        shown = "regenerated and measured" if why is None else f"NOT MEASURED: {why}"
         print(
-            f"  [{k}/{len(todo)}] {status} {time.time() - t0:7.1f}s  {run_dir.relative_to(results)}",
+            f"  [{k}/{len(gone)}] {shown} {time.time() - t0:7.1f}s  {run_dir.relative_to(results)}",
             flush=True,
         )
     return failed

@@ -104,8 +104,8 @@ def test_probe_stage_runs_every_listed_probe_and_each_composes(driver, tmp_path)
 
 
 #: A stand-in for ``python -m adasam_glue ...`` (the driver launches ``sys.executable``): it prints its run
-#: dir as a run does and writes the record. FAKE_MODE: ``preempted`` (exit 0 with a preempted record, as
-#: trainer.stop_after_updates or a signal gives), ``wait`` (checkpoint on SIGTERM in 1.5 s, longer than
+#: dir as a run does and writes the record. FAKE_MODE: ``completed``, ``preempted`` (exit 0 with a
+#: preempted record, as trainer.stop_after_updates or a signal gives), ``wait`` (checkpoint on SIGTERM in 1.5 s, longer than
 #: the 0.25 s subprocess.run gave a Ctrl-C'd child; completed after 8 s if never signalled), ``ignore``
 #: (ignores SIGTERM: only a kill stops it).
 _FAKE_RUN = """#!{python}
@@ -118,8 +118,8 @@ print("run dir: " + str(run_dir), flush=True)
 def record(status):
     (run_dir / "record.json").write_text(json.dumps({{"status": status}}))
 mode = os.environ["FAKE_MODE"]
-if mode == "preempted":
-    record("preempted")
+if mode in ("preempted", "completed"):
+    record(mode)
     sys.exit(0)
 record("running")
 def checkpoint(signum, frame):
@@ -223,3 +223,150 @@ def test_driver_and_runs_use_the_scripts_own_checkout(driver, monkeypatch):
     root = SCRIPT.parents[1]
     assert driver.ROOT == root and str(root) in sys.path
     assert driver.child_env()["PYTHONPATH"].split(":") == [str(root), "/elsewhere"]
+
+
+def _table_run(results: Path, exp: str, task: str, seed: int, model: bool, **extra) -> Path:
+    run_dir = results / "runs" / exp / task / "m" / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    if model:
+        (run_dir / "model").mkdir()
+        (run_dir / "model" / "config.json").write_text("{}")
+    rec = {"status": "completed", "experiment": exp, "task": task, "seed": seed, **extra}
+    (run_dir / "record.json").write_text(json.dumps(rec), encoding="utf-8")
+    return run_dir
+
+
+def test_regenerable_is_the_table_runs_whose_model_is_gone_seed_major(driver, tmp_path):
+    """The report's sharpness verdicts read Tables 1/2 and the matched row; a machine that is lost takes
+    their uncommitted weights with it. Those runs, and only those, are retrained: seed by seed."""
+    results = tmp_path / "results"
+    _table_run(results, "cpu_scale_table2", "mrpc", 1, model=False)
+    _table_run(results, "cpu_scale", "mrpc", 2, model=False)
+    _table_run(results, "cpu_scale_matched", "cola", 1, model=False)
+    _table_run(results, "cpu_scale", "stsb", 1, model=False)
+    _table_run(results, "cpu_scale", "cola", 3, model=True)  # its model is here: measured, not retrained
+    _table_run(results, "cpu_scale", "rte", 1, model=False, sharpness={"values": {}})  # measured already
+    _table_run(results, "cpu_scale_tune", "mrpc", 1, model=False)  # not a table
+    _table_run(results, "cpu_scale_probe", "mrpc", 1, model=False)
+    names = lambda dirs: [f"{d.parts[-4]}/{d.parts[-3]}/{d.name}" for d in dirs]  # noqa: E731
+    assert names(driver.regenerable(results)) == [
+        "cpu_scale/stsb/seed1",
+        "cpu_scale_matched/cola/seed1",
+        "cpu_scale_table2/mrpc/seed1",
+        "cpu_scale/mrpc/seed2",
+    ]
+    assert names(driver.regenerable(results, tasks=["mrpc"], seeds=["2"])) == ["cpu_scale/mrpc/seed2"]
+    assert names(driver.unmeasured(results)) == ["cpu_scale/cola/seed3"]
+
+
+#: A stand-in for both children of a regeneration: ``-m adasam_glue OVERRIDES`` writes the run's record
+#: under its results_dir (the committed record's content, or a different train curve with FAKE_DIFFER) and
+#: a model; ``-m adasam_glue.sharpness RUN_DIR`` adds a sharpness block to RUN_DIR's record.
+_FAKE_REGEN = """#!{python}
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+if args[1] == "adasam_glue.sharpness":
+    rec = Path(args[2]) / "record.json"
+    r = json.loads(rec.read_text())
+    r["sharpness"] = {{"values": {{"eigenvalue": 7.0, "trace": 70.0}}, "update": r["final"]["update"]}}
+    rec.write_text(json.dumps(r))
+    sys.exit(0)
+kv = dict(a.split("=", 1) for a in args[2:])
+Path(os.environ["FAKE_ARGS"]).write_text(json.dumps(args[2:]))
+run_dir = Path(kv["results_dir"]) / "runs" / os.environ["FAKE_RUN"]
+(run_dir / "model").mkdir(parents=True)
+(run_dir / "model" / "config.json").write_text("{{}}")
+r = json.loads(Path(os.environ["FAKE_COMMITTED"]).read_text())
+r["git_commit"], r["started_at"] = "retrained", "later"  # not part of what must reproduce
+if os.environ.get("FAKE_DIFFER"):
+    r["train_curve"][-1]["loss"] += 1e-7
+(run_dir / "record.json").write_text(json.dumps(r))
+print("run dir: " + str(run_dir), flush=True)
+"""
+
+
+@pytest.mark.parametrize("differ", [False, True])
+def test_a_regenerated_model_is_measured_only_when_it_reproduces_the_record(
+    driver, tmp_path, monkeypatch, capsys, differ
+):
+    """--regenerate retrains a run whose model is gone from its record's own overrides (the table2 lr
+    from the committed tuned_lr.json), and adds the sharpness block, marked regenerated, only when the
+    retrained record equals the committed one in identity, curves and evals: a model that does not
+    reproduce the run is not that run's model. Nothing else in the committed record changes."""
+    import sys
+
+    results, data = tmp_path / "results", _glue(tmp_path)
+    rel = "cpu_scale_table2/mrpc/m/seed1"
+    committed = {
+        "schema_version": 2,
+        "identity_hash": "abc",
+        "optimizer_updates": 4,
+        "train_curve": [{"update": 4, "loss": 0.5}],
+        "eval_curve": [{"update": 4, "metrics": {"accuracy": 0.75}}],
+        "best": {"update": 4, "metrics": {"accuracy": 0.75}},
+        "final": {"update": 4, "metrics": {"accuracy": 0.75}},
+        "git_commit": "old",
+        "overrides": [
+            "experiment=cpu_scale_table2", "task=mrpc", "method=sgd", "seed=1",
+            "data.data_dir=/gone/glue", f"results_dir={results}",
+        ],
+    }  # fmt: skip
+    run_dir = _table_run(results, "cpu_scale_table2", "mrpc", 1, model=False, **committed)
+    before = json.loads((run_dir / "record.json").read_text())
+    sel = results / "runs" / "cpu_scale_tune" / "mrpc" / "sgd" / "tuned_lr.json"
+    sel.parent.mkdir(parents=True)
+    sel.write_text('{"lr": 0.01}')
+    script = tmp_path / "fake_python"
+    script.write_text(_FAKE_REGEN.format(python=sys.executable))
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(script))
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    monkeypatch.setenv("FAKE_RUN", rel)
+    monkeypatch.setenv("FAKE_ARGS", str(tmp_path / "args.json"))
+    monkeypatch.setenv("FAKE_COMMITTED", str(run_dir / "record.json"))
+    if differ:
+        monkeypatch.setenv("FAKE_DIFFER", "1")
+
+    argv = ["--data-dir", str(data), "--results-dir", str(results), "--stage", "sharpness"]
+    assert driver.main([*argv, "--dry-run"]) == 0
+    assert "1 completed table runs have no saved model: skipped (no --regenerate)" in capsys.readouterr().out
+    code = driver.main([*argv, "--regenerate"])
+    out = capsys.readouterr().out
+    args = json.loads((tmp_path / "args.json").read_text())
+    assert args[:4] == committed["overrides"][:4] and f"data.data_dir={data}" in args
+    assert not any(a.startswith("results_dir=") and a.endswith(str(results)) for a in args)  # a scratch dir
+    after = json.loads((run_dir / "record.json").read_text())
+    if differ:
+        assert code != 0 and "NOT MEASURED: the retrained run differs from the record in train_curve" in out
+        assert after == before
+    else:
+        assert code == 0 and "[1/1] regenerated and measured" in out, out
+        block = after.pop("sharpness")
+        assert after == before  # only the block was added
+        assert block["values"] == {"eigenvalue": 7.0, "trace": 70.0} and block["model"] == "regenerated"
+        assert block["regenerated"]["git_commit"] == "retrained"
+
+
+def test_with_the_sharpness_stage_each_run_is_measured_as_soon_as_it_completes(
+    driver, fake_runs, monkeypatch, capsys
+):
+    """The weights are not committed: a run is measured right after it trains (while its model is
+    surely there), not only in the stage at the end of a sweep that a lost machine may never reach."""
+    argv, root = fake_runs
+    monkeypatch.setenv("FAKE_MODE", "completed")
+    measured = []  # (run measured, how many runs had been launched then)
+
+    def measure_one(run_dir, *a, **k):
+        measured.append((run_dir.name, len(list(root.glob("run*")))))
+        return 0
+
+    monkeypatch.setattr(driver, "measurable", lambda d: {"status": "completed"})
+    monkeypatch.setattr(driver, "measure_one", measure_one)
+    monkeypatch.setattr(driver, "unmeasured", lambda *a, **k: [])
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    assert driver.main([*argv, "--stage", "table1,sharpness"]) == 0
+    assert measured == [("run1", 1), ("run2", 2), ("run3", 3), ("run4", 4)], capsys.readouterr().out
+    measured.clear()
+    assert driver.main([*argv, "--stage", "table1"]) == 0  # no sharpness stage: nothing measured
+    assert measured == []

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -494,6 +495,12 @@ def test_select_lr_best_dev_metric_never_a_diverged_run_and_edge_flag(tmp_path, 
     assert page.count("**yes: the highest lr of the grid**") == 1
     assert "| 0.01 | — | diverged |" in page and str(tmp_path) not in page
     assert "lr_tuning.md" in (tmp_path / "report" / "README.md").read_text()
+    # ... and selecting again on the same finished grid leaves the (committed) files byte for byte
+    files = sorted((tmp_path / "runs/table2_tune").rglob("tuned_lr.json"))
+    before = [f.read_bytes() for f in files]
+    time.sleep(1.1)  # written_at has one-second resolution
+    assert _main(["select-lr", "table2_tune", "task=rte", f"results_dir={tmp_path}"], capsys)[0] == 0
+    assert [f.read_bytes() for f in files] == before
 
 
 def test_select_choice_ties_go_to_the_smaller_lr():

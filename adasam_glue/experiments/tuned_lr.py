@@ -406,7 +406,7 @@ def select(
             "recipe": group[0].recipe,
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        if write:
+        if write and not _same_selection(path, selection):
             atomic_write_text(path, json.dumps(selection, indent=2) + "\n")
         flag = f"  AT THE {edge.upper()} EDGE of the grid: extend it and rerun" if edge else ""
         if flat:
@@ -420,6 +420,17 @@ def select(
             + f") -> {path}{flag}"
         )
     return lines
+
+
+def _same_selection(path: Path, selection: Mapping[str, Any]) -> bool:
+    """Whether ``path`` already holds ``selection`` (but its ``written_at``): a rerun of the selection on
+    the same finished grid leaves the committed file as it is."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    drop = lambda d: {k: v for k, v in d.items() if k != "written_at"}  # noqa: E731
+    return isinstance(old, dict) and drop(old) == drop(json.loads(json.dumps(selection)))
 
 
 def _fmt_metric(m: float | None) -> str:
