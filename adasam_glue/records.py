@@ -17,7 +17,7 @@ Record layout (``SCHEMA_VERSION`` 2; version 1 records are still read), top-leve
 - ``eval_curve``: list of ``{"update", "eval_loss", "metrics": {key: float}}``
 - ``selection_metric`` (str), ``best`` and ``final``: ``{"update", "eval_loss", "metrics"}`` or None
 - ``wall_time_s`` (float), ``started_at``, ``finished_at`` (ISO 8601 UTC)
-- ``error`` (str, failed runs), ``sharpness`` (optional block, see ``adasam_glue.sharpness``)
+- ``error`` (str, failed runs), ``sharpness`` (optional block, see ``adasam_glue.sharpness.measure``)
 - version 2 adds: ``identity`` (``adasam_glue.identity.run_identity``: what can change a result),
   ``identity_hash`` and ``group_hash`` (the same without the seed: one report cell),
   ``attempts`` (one entry per launch: started/finished, status, updates at start and end, commit,

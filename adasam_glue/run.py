@@ -514,7 +514,7 @@ def setup_trainer(cfg, accelerator, model, optimizer, scheduler, train_loader, e
 
     sharpness_fn = None
     if cfg.sharpness.enabled:
-        from adasam_glue.sharpness import sharpness_for_training
+        from adasam_glue.sharpness.measure import sharpness_for_training
 
         sharpness_fn = sharpness_for_training(cfg.sharpness, loaders, task, accelerator.device)
     return Trainer(

@@ -19,8 +19,8 @@ every launched run ended completed or diverged. The driver plans each stage
 when it reaches it (``adasam_glue.experiments.plan.Planner``, the dry run's plan: the same identities and
 run dirs) and does not launch a run whose record is completed or diverged, so a restart costs seconds,
 not one process start per finished run. A failed run is reported and the sweep goes on. The
-``sharpness`` stage measures the final model of every completed run that has no sharpness block yet
-(top Hessian eigenvalue and trace, with ``conf/experiment/cpu_scale.yaml``'s ``sharpness`` settings;
+``sharpness`` stage measures the final model of every completed run that has no sharpness block of the
+current method version yet (largest and smallest Hessian eigenvalue and trace, with ``conf/experiment/cpu_scale.yaml``'s ``sharpness`` settings;
 ``--tasks``/``--seeds`` restrict it) and adds it to the run's record. With ``sharpness`` among the stages,
 each training run is also measured as soon as it completes: the weights are not committed, so a machine
 that is lost between training and the stage would lose them. ``--regenerate`` lets the stage measure a
@@ -57,6 +57,7 @@ from omegaconf import OmegaConf  # noqa: E402
 import adasam_glue.experiments.resolvers  # noqa: E402,F401  the experiments' resolvers, for the planner's compose
 from adasam_glue.config import CONF_DIR  # noqa: E402
 from adasam_glue.experiments.conf import experiment_sweep  # noqa: E402
+from adasam_glue.sharpness.block import is_current  # noqa: E402
 
 
 def child_env() -> dict[str, str]:
@@ -89,8 +90,9 @@ def sharpness_overrides() -> list[str]:
 
 def unmeasured(results: Path, tasks: list[str] | None = None, seeds: list[str] | None = None) -> list[Path]:
     """Run dirs of the CPU-scale experiments whose record is completed, whose final model is saved and
-    whose record has no sharpness block yet (so a stopped stage picks up where it stopped); only the
-    given tasks and seeds when they are given."""
+    whose record has no sharpness block of the current method version yet (so a stopped stage picks up
+    where it stopped, and a block of an outdated definition is measured again); only the given tasks and
+    seeds when they are given."""
     out = []
     for rec in sorted((results / "runs").glob("cpu_scale*/**/record.json")):
         r = measurable(rec.parent)
@@ -100,14 +102,15 @@ def unmeasured(results: Path, tasks: list[str] | None = None, seeds: list[str] |
 
 
 def measurable(run_dir: Path) -> dict | None:
-    """The run's record when it is completed, unmeasured and has its final model saved, else ``None``."""
+    """The run's record when it is completed, unmeasured (no block of the current
+    :data:`~adasam_glue.sharpness.block.METHOD_VERSION`) and has its final model saved, else ``None``."""
     try:
         r = json.loads((run_dir / "record.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     ok = (
         r.get("status") == "completed"
-        and not r.get("sharpness")
+        and not is_current(r.get("sharpness"))
         and (run_dir / "model" / "config.json").exists()
     )
     return r if ok else None
@@ -118,7 +121,8 @@ REGENERATED_STAGES = ("table1", "matched", "table2")
 
 
 def regenerable(results: Path, tasks: list[str] | None = None, seeds: list[str] | None = None) -> list[Path]:
-    """Run dirs of :data:`REGENERATED_STAGES` whose record is completed and unmeasured but whose model is
+    """Run dirs of :data:`REGENERATED_STAGES` whose record is completed and unmeasured (no block of the
+    current method version) but whose model is
     gone (not committed; lost with the machine), seed-major then in stage order, so a stopped
     regeneration leaves whole paired comparisons measured."""
     order = {STAGES[s]: k for k, s in enumerate(REGENERATED_STAGES)}
@@ -131,7 +135,7 @@ def regenerable(results: Path, tasks: list[str] | None = None, seeds: list[str] 
         if (
             r.get("experiment") in order
             and r.get("status") == "completed"
-            and not r.get("sharpness")
+            and not is_current(r.get("sharpness"))
             and not (rec.parent / "model" / "config.json").exists()
             and (tasks is None or r.get("task") in tasks)
             and (seeds is None or str(r.get("seed")) in seeds)

@@ -13,6 +13,7 @@ from hydra import initialize_config_dir
 
 from adasam_glue.config import CONF_DIR
 from adasam_glue.experiments.plan import Planner
+from adasam_glue.sharpness.block import METHOD_VERSION
 from tests.conftest import load_script, tiny_mrpc_glue
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "cpu_scale.py"
@@ -70,7 +71,8 @@ def test_sharpness_stage_restricted_to_tasks_and_seeds(driver, tmp_path):
         ("mrpc", 1, "completed", None),
         ("mrpc", 2, "completed", None),
         ("rte", 1, "completed", None),
-        ("mrpc", 3, "completed", {"eigenvalue": 1.0}),  # measured already
+        ("mrpc", 3, "completed", {"method_version": METHOD_VERSION, "values": {}}),  # measured already
+        ("mrpc", 4, "completed", {"values": {"eigenvalue": -3.0}}),  # by an outdated method: again
         ("cola", 1, "preempted", None),  # not finished
     ]:
         run_dir = results / "runs" / "cpu_scale" / task / "x" / f"seed{seed}"
@@ -79,8 +81,8 @@ def test_sharpness_stage_restricted_to_tasks_and_seeds(driver, tmp_path):
         rec = {"status": status, "task": task, "seed": seed, "sharpness": sharp}
         (run_dir / "record.json").write_text(json.dumps(rec), encoding="utf-8")
     names = lambda dirs: sorted(f"{d.parts[-3]}/{d.name}" for d in dirs)  # noqa: E731
-    assert names(driver.unmeasured(results)) == ["mrpc/seed1", "mrpc/seed2", "rte/seed1"]
-    assert names(driver.unmeasured(results, tasks=["mrpc"])) == ["mrpc/seed1", "mrpc/seed2"]
+    assert names(driver.unmeasured(results)) == ["mrpc/seed1", "mrpc/seed2", "mrpc/seed4", "rte/seed1"]
+    assert names(driver.unmeasured(results, tasks=["mrpc"])) == ["mrpc/seed1", "mrpc/seed2", "mrpc/seed4"]
     assert names(driver.unmeasured(results, seeds=["1"])) == ["mrpc/seed1", "rte/seed1"]
     assert names(driver.unmeasured(results, ["rte"], ["2"])) == []
 
@@ -245,7 +247,9 @@ def test_regenerable_is_the_table_runs_whose_model_is_gone_seed_major(driver, tm
     _table_run(results, "cpu_scale_matched", "cola", 1, model=False)
     _table_run(results, "cpu_scale", "stsb", 1, model=False)
     _table_run(results, "cpu_scale", "cola", 3, model=True)  # its model is here: measured, not retrained
-    _table_run(results, "cpu_scale", "rte", 1, model=False, sharpness={"values": {}})  # measured already
+    current = {"method_version": METHOD_VERSION, "values": {}}
+    _table_run(results, "cpu_scale", "rte", 1, model=False, sharpness=current)  # measured already
+    _table_run(results, "cpu_scale", "rte", 2, model=False, sharpness={"values": {}})  # outdated method
     _table_run(results, "cpu_scale_tune", "mrpc", 1, model=False)  # not a table
     _table_run(results, "cpu_scale_probe", "mrpc", 1, model=False)
     names = lambda dirs: [f"{d.parts[-4]}/{d.parts[-3]}/{d.name}" for d in dirs]  # noqa: E731
@@ -254,6 +258,7 @@ def test_regenerable_is_the_table_runs_whose_model_is_gone_seed_major(driver, tm
         "cpu_scale_matched/cola/seed1",
         "cpu_scale_table2/mrpc/seed1",
         "cpu_scale/mrpc/seed2",
+        "cpu_scale/rte/seed2",
     ]
     assert names(driver.regenerable(results, tasks=["mrpc"], seeds=["2"])) == ["cpu_scale/mrpc/seed2"]
     assert names(driver.unmeasured(results)) == ["cpu_scale/cola/seed3"]
@@ -269,7 +274,8 @@ args = sys.argv[1:]
 if args[1] == "adasam_glue.sharpness":
     rec = Path(args[2]) / "record.json"
     r = json.loads(rec.read_text())
-    r["sharpness"] = {{"values": {{"eigenvalue": 7.0, "trace": 70.0}}, "update": r["final"]["update"]}}
+    r["sharpness"] = {{"method_version": {version}, "values": {{"eigenvalue": 7.0, "trace": 70.0}},
+                       "update": r["final"]["update"]}}
     rec.write_text(json.dumps(r))
     sys.exit(0)
 kv = dict(a.split("=", 1) for a in args[2:])
@@ -318,7 +324,7 @@ def test_a_regenerated_model_is_measured_only_when_it_reproduces_the_record(
     sel.parent.mkdir(parents=True)
     sel.write_text('{"lr": 0.01}')
     script = tmp_path / "fake_python"
-    script.write_text(_FAKE_REGEN.format(python=sys.executable))
+    script.write_text(_FAKE_REGEN.format(python=sys.executable, version=METHOD_VERSION))
     script.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(script))
     monkeypatch.setattr(signal, "signal", lambda *a: None)

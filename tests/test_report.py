@@ -1188,3 +1188,19 @@ def test_a_registered_variant_and_its_base_appear_in_the_variants_table(tmp_path
     assert "`variants.md`" in readme
     unused = readme.split("## Runs not used in any table")[1]
     assert "_other/seed1" in unused and "toyvariant/beta0.9_rho0.05_b16/seed" not in unused
+
+
+def test_sharpness_measures_give_lambda_max_of_every_block_version():
+    """The report's "top eigenvalue" is lambda_max: a version-1 block's negative value (the largest-
+    magnitude eigenvalue, a negative-curvature direction) is left out, not averaged in as sharpness; a
+    version-2 block gives both ends of the spectrum."""
+    from adasam_glue.report.sharpness_table import measures
+
+    v1 = {"values": {"eigenvalue": -123.0, "trace": -185.0}}
+    assert measures(v1) == {"trace": -185.0}
+    assert measures({"values": {"eigenvalue": 20.0, "trace": 350.0}}) == {
+        "top eigenvalue": 20.0,
+        "trace": 350.0,
+    }
+    v2 = {"method_version": 2, "values": {"eigenvalue": 31.0, "eigenvalue_min": -123.0, "trace": 9.0}}
+    assert measures(v2) == {"top eigenvalue": 31.0, "smallest eigenvalue": -123.0, "trace": 9.0}

@@ -17,7 +17,8 @@ from torch import nn
 
 from adasam_glue.config import CONF_DIR, SharpnessConfig
 from adasam_glue.records import RecordError, read_record, write_record
-from adasam_glue.sharpness import (
+from adasam_glue.sharpness.block import METHOD_VERSION, is_current, largest_eigenvalue
+from adasam_glue.sharpness.measure import (
     measure_sharpness,
     rho_key,
     select_subset,
@@ -106,8 +107,43 @@ def test_top_k_eigenvalues_of_quadratic():
     v = block["values"]
     assert v["eigenvalue"] == pytest.approx(10.0, rel=1e-3)
     assert v["eigenvalues"] == pytest.approx([10.0, 5.0, 2.5], rel=1e-3)
-    assert v["eigen_converged"] and v["eigen_iters"] == block["cost"]["hvp_count"] < 3 * 500
+    assert v["eigenvalue_min"] == pytest.approx(0.2, rel=1e-3)
+    assert v["eigen_converged"] and v["eigen_iters"] == block["cost"]["hvp_count"] < 4 * 500
     assert v["trace"] is None and v["worst_case"] is None
+    assert block["method_version"] == METHOD_VERSION and is_current(block)
+
+
+@pytest.mark.parametrize(
+    "eigs",
+    [
+        [3.0, 1.0, 0.5, -0.5, -2.0, -8.0],  # indefinite, the most negative one dominant (a saddle)
+        [9.0, 4.0, 1.0, -0.3, -1.0, -7.0],  # indefinite, the positive one dominant
+        [-1.0, -2.0, -3.0, -5.0, -8.0, -10.0],  # negative definite (a maximum)
+    ],
+)
+def test_top_and_smallest_eigenvalues_of_an_indefinite_hessian(eigs):
+    """The "top eigenvalue" is lambda_max, not the largest-magnitude one with its sign (which is -8 on the
+    first Hessian, -10 on the third): flatter-minima comparisons and means over seeds read it."""
+    model = Quadratic(spd(eigs, seed=3), torch.randn(6, dtype=torch.float64))
+    c = cfg(measures=["eigenvalue"], top_k=2, power_iters=2000, power_tol=1e-12)
+    v = measure_sharpness(model, ONE_BATCH, quad_loss, c)["values"]
+    top = sorted(eigs, reverse=True)
+    assert v["eigenvalue"] == pytest.approx(top[0], rel=1e-4)
+    assert v["eigenvalues"] == pytest.approx(top[:2], rel=1e-4)
+    assert v["eigenvalue_min"] == pytest.approx(top[-1], rel=1e-4)
+    assert v["eigen_converged"]
+
+
+def test_largest_eigenvalue_reads_every_block_version():
+    """A version-1 block (no method_version) holds the largest-magnitude eigenvalue: lambda_max when
+    positive, nothing about it when negative; the report and the driver go by this."""
+    assert largest_eigenvalue({"values": {"eigenvalue": 12.5}}) == 12.5
+    assert largest_eigenvalue({"values": {"eigenvalue": -123.0}}) is None
+    assert largest_eigenvalue({"method_version": 2, "values": {"eigenvalue": -1.5}}) == -1.5
+    assert largest_eigenvalue({"values": {"eigenvalue": None, "eigenvalues": [4.0]}}) == 4.0
+    assert largest_eigenvalue(None) is None and largest_eigenvalue({"values": {}}) is None
+    assert not is_current({"values": {"eigenvalue": 1.0}}) and not is_current(None) and not is_current({})
+    assert is_current({"method_version": METHOD_VERSION, "values": {}})
 
 
 def test_eigenvalue_least_squares_several_batches_and_stopping_rule():
@@ -116,11 +152,12 @@ def test_eigenvalue_least_squares_several_batches_and_stopping_rule():
     c = cfg(measures=["eigenvalue"], top_k=2, power_iters=300, power_tol=1e-9, batch_size=32)
     v = measure_sharpness(model, ls_batches(X, y, 32), ls_loss, c)["values"]  # batches 32, 32, 32, 4
     assert v["eigenvalues"] == pytest.approx(lam[:2].tolist(), rel=1e-3)
-    # the cap binds when the tolerance cannot be met; the loose tolerance stops early
+    # the cap binds (per eigenvalue: the dominant one, then the other end) when the tolerance cannot be
+    # met; the loose tolerance stops early
     capped = measure_sharpness(
         model, ls_batches(X, y, 32), ls_loss, cfg(measures=["eigenvalue"], power_iters=3)
     )
-    assert capped["values"]["eigen_iters"] == 3 and not capped["values"]["eigen_converged"]
+    assert capped["values"]["eigen_iters"] == 2 * 3 and not capped["values"]["eigen_converged"]
     loose = measure_sharpness(
         model, ls_batches(X, y, 32), ls_loss, cfg(measures=["eigenvalue"], power_iters=300, power_tol=1e-2)
     )
@@ -281,7 +318,9 @@ def test_measurement_is_deterministic_and_only_uses_trainable_params():
     assert a["settings"]["num_params"] == 8 * 3 + 3
     json.dumps(a)  # the block is plain JSON
     assert set(a["cost"]) >= {"seconds", "hvp_count", "grad_count"}
-    assert a["cost"]["hvp_count"] == 4 + 2 and a["cost"]["grad_count"] == 1 + 2 * 1  # g(w) + 1 per geometry
+    assert (
+        a["cost"]["hvp_count"] == 2 * 4 + 2 and a["cost"]["grad_count"] == 1 + 2 * 1
+    )  # both ends; g(w) + 1 per geometry
 
 
 def test_bad_settings_name_the_key():
@@ -492,7 +531,7 @@ def test_cuda_matches_cpu_definitions():
 def test_sharpness_for_training_uses_the_loader_and_bypasses_autocast_wrapper(monkeypatch):
     from torch.utils.data import DataLoader
 
-    from adasam_glue.sharpness import sharpness_for_training
+    from adasam_glue.sharpness.measure import sharpness_for_training
 
     _install_standins(monkeypatch)
 

@@ -1,7 +1,7 @@
 """Sharpness in the report: a table per configuration and the flatter-minima claims (figure:
 :func:`adasam_glue.report.figures.plot_sharpness`).
 
-Reads the optional ``sharpness`` block of run records (:mod:`adasam_glue.sharpness`): top Hessian
+Reads the optional ``sharpness`` block of run records (:mod:`adasam_glue.sharpness.measure`): top Hessian
 eigenvalue, Hutchinson trace, and worst-case sharpness in the rho-ball, plain and adaptive, per rho. The
 dev metric beside it is the selection metric at the measured checkpoint (``best`` when the block says so,
 else the final evaluation, else ``best``).
@@ -36,6 +36,7 @@ from adasam_glue.report.setting import heading, setting_tags, setting_text, verd
 from adasam_glue.report.stats import Summary, summarize
 from adasam_glue.report.tables import _csv, md_table
 from adasam_glue.schedules import DECAYING
+from adasam_glue.sharpness.block import largest_eigenvalue
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 
@@ -50,7 +51,7 @@ def _default_bases(recs: Mapping[str, Any]) -> dict[str, str]:
 SAM_BASE: Mapping[str, str] = RegistryView(_default_bases)
 #: the identity keys a schedule point of the schedules experiment sets (conf/schedule/*.yaml)
 SCHEDULE_KEYS = ("config.trainer.schedule", "config.trainer.batch_schedule", "config.trainer.min_lr_ratio")
-HEAD = ("top eigenvalue", "trace")
+HEAD = ("top eigenvalue", "smallest eigenvalue", "trace")
 FAMILY_CLAIM = (
     "SAM-family optimizers find flatter minima than their base optimizer (same task, β1, and runs that "
     "differ only in optimizer keys)"
@@ -61,14 +62,16 @@ SCHEDULE_CLAIM = (
 )
 
 
-def measures(values: dict) -> dict[str, float]:
-    """Measure label -> value (``top eigenvalue``, ``trace``, ``worst-case ρ=0.01``, ...), finite only."""
-    eig = values.get("eigenvalue")
-    if isinstance(eig, list):
-        eig = eig[0] if eig else None
-    if eig is None and isinstance(values.get("eigenvalues"), list) and values["eigenvalues"]:
-        eig = values["eigenvalues"][0]
-    out = {"top eigenvalue": to_float(eig), "trace": to_float(values.get("trace"))}
+def measures(block: Mapping[str, Any]) -> dict[str, float]:
+    """Measure label -> value (``top eigenvalue``, ``smallest eigenvalue``, ``trace``, ``worst-case
+    ρ=0.01``, ...) of a record's ``sharpness`` block, finite only. The top eigenvalue is ``lambda_max``
+    (:func:`adasam_glue.sharpness.block.largest_eigenvalue`: a version-1 block's negative value is not)."""
+    values = block.get("values") if isinstance(block.get("values"), dict) else {}
+    out = {
+        "top eigenvalue": largest_eigenvalue(block),
+        "smallest eigenvalue": to_float(values.get("eigenvalue_min")),
+        "trace": to_float(values.get("trace")),
+    }
     for name, key in (("worst-case", "worst_case"), ("adaptive worst-case", "worst_case_adaptive")):
         if isinstance(values.get(key), dict):
             items = sorted(
@@ -83,7 +86,7 @@ def sharpness_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The completed or diverged runs with a usable ``sharpness.values`` block, with their ``values``
     (:func:`measures`), ``dev`` (selection metric at the measured checkpoint), ``seconds``, ``hvps``."""
     block = df.record.map(lambda r: r.get("sharpness") if isinstance(r.get("sharpness"), dict) else {})
-    vals = block.map(lambda b: measures(b["values"]) if isinstance(b.get("values"), dict) else {})
+    vals = block.map(measures)
     pts = df.assign(values=vals, block=block)[
         df.status.isin(("completed", "diverged")) & vals.map(bool).astype(bool)
     ]
@@ -137,7 +140,7 @@ def _measure_order(m: str) -> tuple:
     if m in HEAD:
         return (HEAD.index(m), 0.0, m)
     name, _, rho = m.partition(" ρ=")
-    return (2 if name == "worst-case" else 3, -(to_float(rho) or 0.0), m)
+    return (len(HEAD) + (name != "worst-case"), -(to_float(rho) or 0.0), m)
 
 
 def build_sharpness(df: pd.DataFrame) -> SharpnessReport:
@@ -259,7 +262,9 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
     out += [
         "",
         "Cells: mean ± sample std (ddof=1) over the seeds of the configuration (one seed: mean only), "
-        "4 significant digits. Top eigenvalue by power iteration, trace by Hutchinson, worst-case "
+        "4 significant digits. Top (largest) and smallest Hessian eigenvalue by power iteration (a negative "
+        "smallest one: not a minimum; a record measured before method version 2 gave the largest-magnitude "
+        "eigenvalue, shown only when positive), trace by Hutchinson, worst-case "
         "sharpness max over ‖δ‖ ≤ ρ of L(w+δ) − L(w) (adaptive: ASAM geometry), all on the task's fixed "
         "training subset. Dev metric: the selection metric at the measured checkpoint.",
         "",

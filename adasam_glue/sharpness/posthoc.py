@@ -2,7 +2,7 @@
 
 Loads ``RUN_DIR/model`` (saved with ``trainer.save_model=best|final``), rebuilds the run's training rows
 from its record (the same load, subsample and tokenization as training), measures the sharpness
-(:func:`adasam_glue.sharpness.measure_sharpness`, with the run's own ``sharpness`` settings unless
+(:func:`adasam_glue.sharpness.measure.measure_sharpness`, with the run's own ``sharpness`` settings unless
 overridden) and adds the block to ``RUN_DIR/record.json`` under ``"sharpness"``, changing nothing else.
 The block also gets ``"checkpoint"`` (``best``/``final``), ``"update"`` and ``"measured_at"``.
 
@@ -29,7 +29,7 @@ from adasam_glue.checkpoint import MODEL_DIR
 from adasam_glue.config import CONF_DIR
 from adasam_glue.records import FINAL_STATUSES, RECORD_NAME, RecordError, read_record, write_record
 from adasam_glue.run_dir import run_dir_lock
-from adasam_glue.sharpness import build_loss_fn, measure_sharpness, subset_batches
+from adasam_glue.sharpness.measure import build_loss_fn, measure_sharpness, subset_batches
 
 __all__ = ["RunNotFinished", "main", "measure_run", "sharpness_settings"]
 
