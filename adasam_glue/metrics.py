@@ -11,6 +11,8 @@ registry (``adasam_glue.tasks``): ``SELECTION_METRIC[task]`` and ``PAPER_METRICS
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -114,6 +116,31 @@ def compute_metrics(task: str, predictions, references, split: str | None = None
         suffix = split_suffix(split) if split else ""  # no split given: plain "accuracy"
         out = {f"accuracy_{suffix}" if suffix else "accuracy": out["accuracy"]}
     return out
+
+
+def no_learning(task: str, metrics: Mapping[str, float]) -> bool | None:
+    """Whether one evaluation's metrics are those of a predictor that has learned nothing of the task;
+    ``None`` when its metrics cannot tell (accuracy alone, or a metric missing).
+
+    Exact signatures, from the definitions above (docs/algorithms.md §4.4, "does not learn"):
+    CoLA MCC exactly 0 (a constant prediction gives 0; a non-constant one gives 0 only by an exact
+    cancellation); STS-B Pearson and Spearman both exactly 0 (constant predictions); MRPC/QQP F1 = 0 (no
+    positive found) or F1 = 2a/(1+a) with accuracy a < 1, which holds exactly when no negative was found
+    (TN = 0: the all-positive predictor's pair, 68.38/81.22 on MRPC dev).
+    """
+    info = get_task(task)
+    if info.is_regression:
+        r, rho = metrics.get("pearson"), metrics.get("spearmanr")
+        return None if r is None or rho is None else r == 0.0 and rho == 0.0
+    if info.name == "cola":
+        mcc = metrics.get("matthews_correlation")
+        return None if mcc is None else mcc == 0.0
+    if info.name in ("mrpc", "qqp"):
+        acc, f1 = metrics.get("accuracy"), metrics.get("f1")
+        if acc is None or f1 is None:
+            return None
+        return f1 == 0.0 or (acc < 1.0 and abs(f1 - 2 * acc / (1 + acc)) <= 1e-12)
+    return None
 
 
 def _check_len(pred: np.ndarray, ref: np.ndarray) -> None:

@@ -95,3 +95,35 @@ def test_bad_inputs_raise():
         compute_metrics("rte", np.array([0, 1, 1]), np.array([0, 1]))
     with pytest.raises(ValueError, match="unknown GLUE task"):
         compute_metrics("wnli", np.array([0]), np.array([0]))
+
+
+@pytest.mark.parametrize("task", ["cola", "mrpc", "qqp", "stsb"])
+def test_no_learning_recognises_constant_predictors_from_their_metrics(task):
+    """A constant prediction's metrics (as compute_metrics makes them) are recognised; a predictor that
+    learned something, even barely, is not (docs/algorithms.md §4.4 item 5)."""
+    rng = np.random.default_rng(0)
+    n = 408
+    if get_task(task).is_regression:
+        ref = rng.uniform(0, 5, n)
+        constants = [np.full(n, 2.5), np.zeros(n)]
+        learned = [ref + rng.normal(0, 20, n), ref]
+    else:
+        ref = (rng.random(n) < 0.68).astype(int)
+        constants = [np.ones(n, int), np.zeros(n, int)]
+        weak = ref.copy()
+        flip = rng.choice(n, n // 3, replace=False)
+        weak[flip] = 1 - weak[flip]  # a third of the answers wrong, both classes predicted
+        learned = [weak, ref]
+        one_negative = np.ones(n, int)
+        one_negative[np.flatnonzero(ref == 0)[0]] = 0  # a single negative found: it learned something
+        learned.append(one_negative)
+    for pred in constants:
+        assert metrics.no_learning(task, compute_metrics(task, pred, ref)) is True, pred[:3]
+    for pred in learned:
+        assert metrics.no_learning(task, compute_metrics(task, pred, ref)) is False
+
+
+def test_no_learning_cannot_tell_from_accuracy_alone():
+    assert metrics.no_learning("rte", {"accuracy": 0.527}) is None
+    assert metrics.no_learning("cola", {}) is None
+    assert metrics.no_learning("mrpc", {"accuracy": 0.6838235294117647, "f1": 0.8122270742358079}) is True

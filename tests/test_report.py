@@ -248,7 +248,7 @@ def test_table1_numbers_match_hand_computation(report):
     assert cell["AdaSAM"]["Avg."] == f"**{ada:.2f}**" == "**82.36**"
     line = (
         f"AdaSAM beats AMSGrad on 2 of 3 tasks, average {ada - ams:+.2f} (only the 3 of 8 tasks where both "
-        "methods have results are compared)."
+        "methods have results and learn are compared)."
     )
     assert line in text and "+0.94" in line
 
@@ -264,7 +264,7 @@ def test_table1_notes_missing_diverged_rho_and_duplicates(report):
         and "AMSGrad / CoLA" not in missing
     )
     assert "- Diverged runs: 1 in 1 identity — AdaSAM CoLA beta1=0.9, rho=0.01 seed 1, identity " in text
-    assert "Avg. is over the 3 tasks present for both methods: MRPC, STS-B, RTE." in text
+    assert "Avg. is over the 3 tasks present for both methods where both learn: MRPC, STS-B, RTE." in text
     assert "Not used (not completed): AMSGrad MRPC beta1=0.9 seed 4" in text
     assert (
         "Duplicate runs dropped (same identity and seed as a kept run): "
@@ -1204,3 +1204,33 @@ def test_sharpness_measures_give_lambda_max_of_every_block_version():
     }
     v2 = {"method_version": 2, "values": {"eigenvalue": 31.0, "eigenvalue_min": -123.0, "trace": 9.0}}
     assert measures(v2) == {"top eigenvalue": 31.0, "smallest eigenvalue": -123.0, "trace": 9.0}
+
+
+def test_a_cell_that_does_not_learn_is_marked_and_left_out_of_the_verdicts(tmp_path):
+    """SAM predicting a constant on CoLA (MCC exactly 0 at every seed) against a learning SGD is not
+    evidence about SAM: the cell is marked, and the average, the win count, the claim and the sharpness
+    verdict leave CoLA out and say so."""
+    runs = tmp_path / "runs"
+    sh = lambda eig: sharp_block(eig, 10.0, {"0.01": 0.1})  # noqa: E731
+    for s in (1, 2):
+        kw = {"experiment": "table2"}
+        make_record(
+            runs, "cola", "sgd", s, {"matthews_correlation": 0.13 + s / 100}, sharpness=sh(20.0), **kw
+        )
+        make_record(runs, "cola", "sam", s, {"matthews_correlation": 0.0}, rho=0.01, sharpness=sh(4.0), **kw)
+        make_record(runs, "mrpc", "sgd", s, {"accuracy": 0.80, "f1": 0.86}, sharpness=sh(30.0), **kw)
+        make_record(
+            runs, "mrpc", "sam", s, {"accuracy": 0.79, "f1": 0.85}, rho=0.01, sharpness=sh(25.0), **kw
+        )
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "table2.md").read_text()
+    sam = dict(zip(md_header(text), md_rows(text)["SAM"]))
+    assert sam["CoLA MCC"].endswith("‡") and not sam["MRPC acc"].endswith("‡")
+    assert "SAM beats SGD on 0 of 1 tasks" in text and "Left out: CoLA (SAM does not learn)" in text
+    assert "SAM / CoLA (2 of 2 seeds)" in text
+    claims = (tmp_path / "out" / "claims.md").read_text()
+    assert "left out: CoLA (SAM does not learn)" in claims
+    sharp = (tmp_path / "out" / "sharpness.md").read_text()
+    assert "lower in 1 of 1 comparisons" in sharp and "does not learn)" in sharp
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "table2.csv").read_text())))
+    assert [r["cola_no_learning"] for r in rows] == ["0", "2"]

@@ -61,19 +61,21 @@ def _table_claim(res: TableResult, comp: Comparison | None = None) -> Claim:
     source = spec.title + (f" [{' vs '.join(dict.fromkeys(marks))}]" if marks else "")
     runs, common = comp.runs, comp.common_tasks
     setting, m = setting_text(runs) if len(runs) else "", len(common)
+    left = f"; left out: {left}" if (left := comp.not_learning()) else ""
     if m == 0:
-        return Claim(source, claim, "no task has results for both methods", "not testable", setting)
+        what = "no task has results for both methods where both learn" + left
+        return Claim(source, claim, what, "not testable", setting)
     won, lost, tied = comp.wins()
     d = (comp.average(comp.sam.method) - comp.average(comp.base.method)) * 100
     agree = sum((t in won) == (t not in spec.paper_losses) for t in common)
-    tested = [p for p in comp.paired if p.ci is not None]
+    tested = [p for p in comp.paired if p.ci is not None and p.task in common]
     sig_pos, sig_neg = [p.task for p in tested if p.ci[0] > 0], [p.task for p in tested if p.ci[1] < 0]
     measured = (
         f"{s} wins on {len(won)} of {m} ({_names(won)}), loses on {_names(lost)}"
         + (f", ties on {_names(tied)}" if tied else "")
         + f"; average {d:+.2f} over {m} task(s); per-task direction agrees with the paper on {agree} of {m}; "
         f"bootstrap CI excludes 0 on {len(sig_pos) + len(sig_neg)} of {len(tested)} task(s) with ≥ 2 "
-        f"paired seeds ({s} better: {_names(sig_pos)}; worse: {_names(sig_neg)})"
+        f"paired seeds ({s} better: {_names(sig_pos)}; worse: {_names(sig_neg)}){left}"
     )
     frac_ok = len(won) / m >= spec.paper_wins / len(TASK_ORDER) - 1e-12
     verdict = _three_way([frac_ok] + ([d > 0] if spec.paper_average is not None else []))
@@ -97,9 +99,13 @@ def _adaptive_claim(tables: Sequence[TableResult]) -> Claim:
         for ada, sgd in (("amsgrad", "sgd"), ("adasam", "sam")):
             if ada not in ra.spec.methods or sgd not in rs.spec.methods:
                 continue
-            common, unlike = [], []
+            common, unlike, dead = [], [], []
             for t, ca, cs in ((t, ra.cell(t, ada), rs.cell(t, sgd)) for t in TASK_ORDER):
                 if ca.score is None or cs.score is None:
+                    continue
+                if not (ca.learns and cs.learns):  # docs/algorithms.md §4.4 item 5
+                    who = " and ".join(method_name(c.optimizer) for c in (ca, cs) if not c.learns)
+                    dead.append(f"{task_name(t)} ({who} {'does' if ' and ' not in who else 'do'} not learn)")
                     continue
                 a, b = ca.chosen.completed, cs.chosen.completed
                 if keys := differs_outside(a.flat.iloc[0], b.flat.iloc[0], (OPTIM, SEED)):
@@ -114,9 +120,10 @@ def _adaptive_claim(tables: Sequence[TableResult]) -> Claim:
                 runs += [a, b]
             skipped = "; ".join(unlike)
             skipped = f" ({len(unlike)} task(s) not compared, settings differ: {skipped})" if unlike else ""
+            skipped += f" (left out: {', '.join(dead)})" if dead else ""
             if not common:
                 names = f"{method_name(ada)} vs {method_name(sgd)}"
-                parts += [f"β1={beta1:g}: {names}: none comparable{skipped}"] if unlike else []
+                parts += [f"β1={beta1:g}: {names}: none comparable{skipped}"] if unlike or dead else []
                 continue
             wins = sum(ca.score > cs.score for ca, cs in common)
             d = sum(ca.score - cs.score for ca, cs in common) / len(common) * 100
@@ -162,10 +169,13 @@ def _matched_claim(res: TableResult) -> Claim:
     sig = {"yes": " (CI excludes 0)", "no": " (CI includes 0)"}
     per = [
         f"{task_name(m.task)}: {m.outcome} {m.paired.mean:+.2f}{sig.get(m.paired.excludes_zero, '')}"
+        if not m.not_learning
+        else f"{task_name(m.task)}: left out ({m.not_learning} does not learn)"
         for m in res.matched
     ]
-    by = {o: [m.task for m in res.matched if m.outcome == o] for o in ("win", "loss", "tie")}
-    verdict = f"{sam} wins {len(by['win'])}, loses {len(by['loss'])}, ties {len(by['tie'])} of {len(res.matched)} at equal compute"
+    counted = [m for m in res.matched if not m.not_learning]
+    by = {o: [m.task for m in counted if m.outcome == o] for o in ("win", "loss", "tie")}
+    verdict = f"{sam} wins {len(by['win'])}, loses {len(by['loss'])}, ties {len(by['tie'])} of {len(counted)} at equal compute"
     runs = pd.concat([res.cells[(row, m.task)].runs for m in res.matched for row in (m.base, Row(spec.sam))])
     idents = tuple(
         f"{task_name(m.task)}: {sam} {m.paired.sam_identity}"

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from adasam_glue.metrics import no_learning
 from adasam_glue.report.collect import to_float
 from adasam_glue.report.grouping import OPTIM, baselines, counterparts, setting_of
 from adasam_glue.report.palette import (
@@ -34,7 +35,7 @@ from adasam_glue.report.palette import (
 )
 from adasam_glue.report.setting import heading, setting_tags, setting_text, verdict_on
 from adasam_glue.report.stats import Summary, summarize
-from adasam_glue.report.tables import _csv, md_table
+from adasam_glue.report.tables import NO_LEARNING_MARK, _csv, md_table
 from adasam_glue.schedules import DECAYING
 from adasam_glue.sharpness.block import largest_eigenvalue
 from adasam_glue.tasks import TASK_ORDER, TASKS
@@ -97,6 +98,7 @@ def sharpness_frame(df: pd.DataFrame) -> pd.DataFrame:
     ]
     return pts.assign(
         dev=[m.get(TASKS[t].selection_metric) for m, t in zip(at, pts.task)],
+        learned=[not no_learning(t, b) for b, t in zip(pts.best, pts.task)],
         seconds=cost.map(lambda c: to_float(c.get("seconds"))),
         hvps=cost.map(lambda c: to_float(c.get("hvp_count"))),
     )
@@ -117,6 +119,11 @@ class ConfigRow:
 
     def summary(self, column: str) -> Summary | None:
         return summarize(self.points[column])
+
+    @property
+    def learns(self) -> bool:
+        """False when no run of it learned (docs/algorithms.md §4.4 item 5): out of the verdicts."""
+        return bool(self.points.learned.any())
 
     @property
     def label(self) -> str:
@@ -159,9 +166,18 @@ def build_sharpness(df: pd.DataFrame) -> SharpnessReport:
 
 
 def _cmp_line(title: str, pairs: list[tuple[ConfigRow, ConfigRow]], measure: str) -> str:
-    """``<title>: k of m comparisons lower (...)`` on ``measure`` (the first of a pair expected lower)."""
+    """``<title>: k of m comparisons lower (...)`` on ``measure`` (the first of a pair expected lower); a
+    pair with a side that does not learn is left out, named."""
     items, lower, runs = [], 0, []
-    for a, b in pairs:
+    dead = [
+        f"{task_name(a.task)} {a.label} vs {b.label} ("
+        + " and ".join(x.label for x in (a, b) if not x.learns)
+        + (" does not learn)" if a.learns or b.learns else " do not learn)")
+        for a, b in pairs
+        if not (a.learns and b.learns)
+    ]
+    left = f" Left out: {'; '.join(dead)}." if dead else ""
+    for a, b in ((a, b) for a, b in pairs if a.learns and b.learns):
         va, vb = a.values.get(measure), b.values.get(measure)
         if va is None or vb is None:
             continue
@@ -171,13 +187,14 @@ def _cmp_line(title: str, pairs: list[tuple[ConfigRow, ConfigRow]], measure: str
             f"{task_name(a.task)} {a.label} [{a.group_hash}] {va.mean:.4g} vs {b.label} [{b.group_hash}] {vb.mean:.4g}"
         )
     if not items:
-        return f"{title}: cannot be tested (no pair of configurations with {measure} measured)."
+        return f"{title}: cannot be tested (no pair of configurations with {measure} measured where both learn).{left}"
     verdict = "holds" if lower == len(items) else "does not hold" if lower == 0 else "holds partly"
     verdict = verdict_on(verdict, pd.concat(runs))
     return (
         f"{title} ({measure}): {verdict}, lower in {lower} of {len(items)} comparisons — "
         + "; ".join(items)
         + "."
+        + left
     )
 
 
@@ -207,6 +224,9 @@ def _claims(rows: list[ConfigRow], pts: pd.DataFrame, names: list[str]) -> list[
     corr = []
     for t in TASK_ORDER:
         tp = pts[pts.task.eq(t) & pts.dev.notna() & pts["values"].map(lambda v: measure in v).astype(bool)]
+        if dead := int((~tp.learned.astype(bool)).sum()):  # a run that learned nothing is not a point here
+            corr.append(f"{task_name(t)}: {dead} run(s) that learned nothing left out")
+        tp = tp[tp.learned.astype(bool)]
         settings = setting_of(tp, (OPTIM, *SCHEDULE_KEYS)) if len(tp) else pd.Series(dtype=object)
         for g in sorted(set(settings)):
             gp = tp[settings == g]
@@ -252,6 +272,7 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
         dev = r.summary("dev")
         scaled = dev and Summary(dev.mean * 100, None if dev.std is None else dev.std * 100, dev.n)
         dev = f"{metric_label(TASKS[r.task].selection_metric)} {_fmt(scaled)}" if dev else "—"
+        dev += "" if r.learns else f" {NO_LEARNING_MARK}"
         names = [task_name(r.task), method_name(r.optimizer), g_or(r.beta1), g_or(r.rho, "—"), r.schedule]
         body.append(
             [*names, str(len(r.points))]
@@ -266,7 +287,14 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
         "smallest one: not a minimum; a record measured before method version 2 gave the largest-magnitude "
         "eigenvalue, shown only when positive), trace by Hutchinson, worst-case "
         "sharpness max over ‖δ‖ ≤ ρ of L(w+δ) − L(w) (adaptive: ASAM geometry), all on the task's fixed "
-        "training subset. Dev metric: the selection metric at the measured checkpoint.",
+        "training subset. Dev metric: the selection metric at the measured checkpoint"
+        + (
+            f"; {NO_LEARNING_MARK}: no run of the configuration learned (its best dev metrics are a "
+            "predictor's that learned nothing, docs/algorithms.md §4.4 item 5), so it stays out of the "
+            "verdicts below."
+            if any(not r.learns for r in rep.rows)
+            else "."
+        ),
         "",
         "## Claims",
         "",

@@ -25,6 +25,7 @@ import pandas as pd
 
 from adasam_glue.experiments.conf import rho_grid
 from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
+from adasam_glue.metrics import no_learning
 from adasam_glue.report import stats
 from adasam_glue.report.collect import EXCLUDED, code_text, dedupe, without
 from adasam_glue.report.grouping import OPTIM, Diff, assign_rows, format_diff, label_suffix, setting_hash
@@ -34,6 +35,7 @@ from adasam_glue.tasks import TASK_ORDER, TASKS
 
 DECIMALS = 2  #: shown precision of every table number (×100)
 MISSING = "—"
+NO_LEARNING_MARK = "‡"  #: a cell that does not learn (docs/algorithms.md §4.4 item 5)
 EXCLUDED_EXPERIMENTS = ("speedup", "schedules")  #: vary batch size / schedule on purpose
 #: recipe probes (``cpu_scale_probe``): single runs that vary one setting to find a recipe, never a result
 PROBE_SUFFIX = "_probe"
@@ -169,6 +171,18 @@ class Cell:
         complete = self.present and len(vals) == len(TASKS[self.task].paper_metrics)
         return sum(vals) / len(vals) if complete else None
 
+    @property
+    def seeds_without_learning(self) -> int:
+        """Chosen seeds whose best-checkpoint dev metrics are a predictor's that learned nothing
+        (:func:`adasam_glue.metrics.no_learning`)."""
+        return sum(bool(no_learning(self.task, b)) for b in self.seeds.best) if len(self.seeds) else 0
+
+    @property
+    def learns(self) -> bool:
+        """False when every chosen seed shows no learning: the cell stays out of every comparison
+        (docs/algorithms.md §4.4 item 5)."""
+        return not (len(self.seeds) and self.seeds_without_learning == len(self.seeds))
+
     def is_edge(self) -> bool:
         return stats.rho_edge(self.candidates, self.rho)
 
@@ -233,7 +247,24 @@ class Comparison:
 
     @property
     def common_tasks(self) -> list[str]:
+        """Tasks where both cells have a score and both learn (docs/algorithms.md §4.4 items 4-5)."""
+        return [t for t in self.scored_tasks if self.base_cells[t].learns and self.sam_cells[t].learns]
+
+    @property
+    def scored_tasks(self) -> list[str]:
         return [t for t in TASK_ORDER if None not in (self.base_cells[t].score, self.sam_cells[t].score)]
+
+    def not_learning(self) -> str:
+        """``"CoLA (SAM does not learn)"``, ...: the tasks with both scores left out, and why; or ``""``."""
+        out = []
+        for t in (t for t in self.scored_tasks if t not in self.common_tasks):
+            who = [
+                r.label
+                for r, c in ((self.base, self.base_cells[t]), (self.sam, self.sam_cells[t]))
+                if not c.learns
+            ]
+            out.append(f"{task_name(t)} ({' and '.join(who)} {'does' if len(who) == 1 else 'do'} not learn)")
+        return ", ".join(out)
 
     def average(self, optimizer: str) -> float | None:
         tasks = self.common_tasks
@@ -250,12 +281,13 @@ class Comparison:
 
     def win_line(self) -> str:
         s, b, (won, _, tied), m = self.sam.label, self.base.label, self.wins(), len(self.common_tasks)
+        left = f" Left out: {left}." if (left := self.not_learning()) else ""
         if m == 0:
-            return f"{s} vs {b}: no task has results for both methods, so no comparison."
+            return f"{s} vs {b}: no task has results for both methods, so no comparison.{left}"
         avg = (self.average(self.sam.method) - self.average(self.base.method)) * 100
         text = f"{s} beats {b} on {len(won)} of {m} tasks{f' ({len(tied)} tied)' if tied else ''}, average {avg:+.{DECIMALS}f}"
-        only = f" (only the {m} of {len(TASK_ORDER)} tasks where both methods have results are compared)"
-        return text + ("" if m == len(TASK_ORDER) else only) + "."
+        only = f" (only the {m} of {len(TASK_ORDER)} tasks where both methods have results and learn are compared)"
+        return text + ("" if m == len(TASK_ORDER) else only) + "." + left
 
     def identities(self) -> list[str]:
         """Per common task: the identities (group hashes) each side's cell pools."""
@@ -288,6 +320,7 @@ class Matched:
     passes: tuple[int, ...]  #: the forward/backward passes of the matched runs (distinct)
     updates: tuple[int, ...]  #: the matched base runs' optimizer updates (distinct)
     paired: stats.Paired
+    not_learning: str = ""  #: which side does not learn ("" when both do): left out of the verdict
 
     @property
     def outcome(self) -> str:
@@ -374,7 +407,8 @@ def _compute_matched(spec: TableSpec, rows: list[Row], cells: dict[tuple[Row, st
             updates = tuple(sorted({u for r in b.record if isinstance(u := r.get("optimizer_updates"), int)}))
             ps = tuple(sorted(set(b.record.map(passes))))
             scores = stats.summarize(sam.seeds.score), stats.summarize(b.score)
-            out += [Matched(t, row, sam.rho, *scores, ps, updates, p)] if p.n else []
+            who = " and ".join(method_name(c.optimizer) for c in (sam, base) if not c.learns)
+            out += [Matched(t, row, sam.rho, *scores, ps, updates, p, who)] if p.n else []
     return out
 
 
@@ -447,12 +481,17 @@ def _bold(res: TableResult) -> set[tuple[Row, object]]:
 
 def _body(res: TableResult, cell: Callable, avg: Callable) -> list[list[str]]:
     """The main table, shared by the Markdown and LaTeX forms: per row its label, ``cell(summary, bold,
-    diverged)`` per metric column and ``avg(average, bold)``."""
+    diverged, learns)`` per metric column and ``avg(average, bold)``."""
     bold = _bold(res)
     return [
         [row.label]
         + [
-            cell((c := res.cells[(row, t)]).metrics.get(k), (row, (t, k)) in bold, len(c.diverged) > 0)
+            cell(
+                (c := res.cells[(row, t)]).metrics.get(k),
+                (row, (t, k)) in bold,
+                len(c.diverged) > 0,
+                c.learns,
+            )
             for t, k in COLUMNS
         ]
         + [avg(res.row_average(row), (row, "avg") in bold)]
@@ -510,7 +549,22 @@ def notes(res: TableResult) -> list[str]:
         )
     if 0 < (m := len(comp.common_tasks)) < len(TASK_ORDER):
         names = ", ".join(task_name(t) for t in comp.common_tasks)
-        lines.append(f"Avg. is over the {m} tasks present for both methods: {names}.")
+        lines.append(f"Avg. is over the {m} tasks present for both methods where both learn: {names}.")
+    dead = [f"{row.label} / {task_name(t)} ({c.n} of {c.n} seeds)" for (row, t), c in cells if not c.learns]
+    some = [
+        f"{row.label} / {task_name(t)} ({k} of {c.n} seeds)"
+        for (row, t), c in cells
+        if c.learns and (k := c.seeds_without_learning)
+    ]
+    if dead or some:
+        lines.append(
+            f"{NO_LEARNING_MARK} does not learn: every seed's best dev metrics are a predictor's that learned "
+            "nothing (CoLA MCC exactly 0; STS-B Pearson and Spearman exactly 0; MRPC F1 = 0 or no negative "
+            "found; docs/algorithms.md §4.4 item 5): "
+            + ("; ".join(dead) or "none")
+            + ". Such a cell is left out of the comparisons, averages and verdicts."
+            + (f" Kept, with some seeds that learned nothing: {'; '.join(some)}." if some else "")
+        )
     lines += [f"Comparison {c.name}: {c.win_line()}" for c in res.comparisons[1:]]
     edges = [
         f"{row.label} / {task_name(t)}: {note}"
@@ -576,7 +630,9 @@ def render_markdown(res: TableResult) -> str:
     spec = res.spec
     out = heading(res.spec.title, res.synthetic, synthetic_banner(res))
     header = ["Method"] + [f"{task_name(t)} {metric_label(k)}" for t, k in COLUMNS] + ["Avg."]
-    cell = lambda s, b, d: (MISSING if s is None else summary_text(s, b)) + "†" * d  # noqa: E731
+    cell = lambda s, b, d, learns: (  # noqa: E731
+        (MISSING if s is None else summary_text(s, b)) + "†" * d + ("" if learns else NO_LEARNING_MARK)
+    )
     body = _body(res, cell, lambda a, b: MISSING if a is None else f"**{fmt(a)}**" if b else fmt(a))
     out += caption_lines(res) + ["", *md_table(header, body, "l" + "r" * (len(header) - 1))]
     out += ["", res.main.win_line(), "", spec.protocol, ""] + [f"- {line}" for line in notes(res)]
@@ -609,7 +665,9 @@ def render_markdown(res: TableResult) -> str:
             if p.mean is None:
                 body.append([task_name(p.task), MISSING, MISSING, 0, None, refused.lstrip("; ")])
             else:
-                body.append([task_name(p.task), *diff_cells(p), p.identities + refused])
+                dead = p.task in comp.scored_tasks and p.task not in comp.common_tasks
+                left = f"; {NO_LEARNING_MARK} left out of the verdicts (does not learn)" if dead else ""
+                body.append([task_name(p.task), *diff_cells(p), p.identities + refused + left])
         head = ["Task", "mean difference", "95% bootstrap CI", "seeds paired", "CI excludes 0", "identities"]
         out += _section(f"## Paired comparison: {comp.name} (task score ×100)", head, body, "lrlr")
     out += _matched_markdown(res)
@@ -647,7 +705,11 @@ def _matched_markdown(res: TableResult) -> list[str]:
     body = [
         [task_name(m.task), f"{summary_text(m.sam)} (ρ={g_or(m.rho, 'n/a')})"]
         + [f"{summary_text(m.matched)} [{m.base.suffix}]", ", ".join(map(str, m.passes))]
-        + [", ".join(map(str, m.updates)) or MISSING, *diff_cells(m.paired), m.paired.identities]
+        + [", ".join(map(str, m.updates)) or MISSING, *diff_cells(m.paired)]
+        + [
+            m.paired.identities
+            + (f"; {NO_LEARNING_MARK} {m.not_learning} does not learn: left out" if m.not_learning else "")
+        ]
         for m in res.matched
     ]
     intro = (
@@ -661,10 +723,11 @@ def _matched_markdown(res: TableResult) -> list[str]:
         "the paired comparisons above."
     )
     heading = f"## Compute-matched comparison: {res.matched_name} (task score ×100)"
-    by = {o: [task_name(m.task) for m in res.matched if m.outcome == o] for o in ("win", "loss", "tie")}
+    counted = [m for m in res.matched if not m.not_learning]
+    by = {o: [task_name(m.task) for m in counted if m.outcome == o] for o in ("win", "loss", "tie")}
     names = {o: ", ".join(v) or "none" for o, v in by.items()}
     line = (
-        f"At equal compute, {sam} beats the compute-matched {base} on {len(by['win'])} of {len(res.matched)} "
+        f"At equal compute, {sam} beats the compute-matched {base} on {len(by['win'])} of {len(counted)} "
         f"comparison(s) ({names['win']}); loses on {names['loss']}; ties on {names['tie']}."
     )
     return _section(heading, head, body, "lrrrrrlrll", intro, "") + ["", line]
@@ -672,7 +735,7 @@ def _matched_markdown(res: TableResult) -> list[str]:
 
 _TEX = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "{": r"\{", "}": r"\}", "$": r"\$", "—": "---", "−": "-",
         "–": "--", "…": r"\ldots{}", "ρ": r"$\rho$", "β1": r"$\beta_1$", "β": r"$\beta$", "±": r"$\pm$",
-        "†": r"$^\dagger$", "→": r"$\to$", "×": r"$\times$", "≥": r"$\geq$", "~": r"\textasciitilde{}"}  # fmt: skip
+        "†": r"$^\dagger$", "‡": r"$^\ddagger$", "→": r"$\to$", "×": r"$\times$", "≥": r"$\geq$", "~": r"\textasciitilde{}"}  # fmt: skip
 _TEX_RE = re.compile("|".join(map(re.escape, sorted(_TEX, key=len, reverse=True))))
 
 
@@ -680,10 +743,11 @@ def tex_escape(s: str) -> str:
     return _TEX_RE.sub(lambda m: _TEX[m.group()], s)
 
 
-def _tex_cell(s: stats.Summary | None, bold: bool, dagger: bool) -> str:
+def _tex_cell(s: stats.Summary | None, bold: bool, dagger: bool, learns: bool = True) -> str:
     v = "" if s is None else rf"\textbf{{{fmt(s.mean)}}}" if bold else fmt(s.mean)
     sd = "" if s is None or s.std is None else rf"$\pm${fmt(s.std)}"
-    return ("--" if s is None else rf"{v}{sd}\,{{\scriptsize({s.n})}}") + r"$^\dagger$" * dagger
+    marks = r"$^\dagger$" * dagger + ("" if learns else r"$^\ddagger$")
+    return ("--" if s is None else rf"{v}{sd}\,{{\scriptsize({s.n})}}") + marks
 
 
 def render_tex(res: TableResult) -> str:
@@ -733,12 +797,13 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def render_csv(res: TableResult) -> str:
-    """One row per table row; per task: each metric (mean ×100) and its std, n, rho, diverged, identity;
+    """One row per table row; per task: each metric (mean ×100) and its std, n, rho, diverged, the seeds
+    that learned nothing (:func:`adasam_glue.metrics.no_learning`; all n: the cell does not learn), identity;
     the row's setting in words (``synthetic`` in it when the data was generated)."""
     header = ["method", "optimizer", "beta1", "row", "setting"]
     for t in TASK_ORDER:
         header += [f"{t}_{k}{s}" for k in TASKS[t].paper_metrics for s in ("", "_std")]
-        header += [f"{t}_n", f"{t}_rho", f"{t}_diverged", f"{t}_identity"]
+        header += [f"{t}_n", f"{t}_rho", f"{t}_diverged", f"{t}_no_learning", f"{t}_identity"]
     rows = []
     for row in res.rows:
         cells = [(t, res.cells[(row, t)]) for t in TASK_ORDER]
@@ -747,7 +812,13 @@ def render_csv(res: TableResult) -> str:
         for t, c in cells:
             ss = [c.metrics.get(k) for k in TASKS[t].paper_metrics]
             line += [num(x) for s in ss for x in ((s.mean, s.std) if s else (None, None))]
-            line += [str(c.n), g_or(c.rho, ""), str(len(c.diverged)), c.group_hash]
+            line += [
+                str(c.n),
+                g_or(c.rho, ""),
+                str(len(c.diverged)),
+                str(c.seeds_without_learning),
+                c.group_hash,
+            ]
         comp = res.comparison_of(row)
         rows.append(line + [num(res.row_average(row)), str(len(comp.common_tasks)) if comp else "0"])
     return _csv([*header, "average", "average_tasks"], rows)
