@@ -1197,13 +1197,15 @@ def test_sharpness_measures_give_lambda_max_of_every_block_version():
     from adasam_glue.report.sharpness_table import measures
 
     v1 = {"values": {"eigenvalue": -123.0, "trace": -185.0}}
-    assert measures(v1) == {"trace": -185.0}
+    assert measures(v1) == {"smallest eigenvalue": -123.0, "trace": -185.0}
     assert measures({"values": {"eigenvalue": 20.0, "trace": 350.0}}) == {
         "top eigenvalue": 20.0,
         "trace": 350.0,
     }
-    v2 = {"method_version": 2, "values": {"eigenvalue": 31.0, "eigenvalue_min": -123.0, "trace": 9.0}}
-    assert measures(v2) == {"top eigenvalue": 31.0, "smallest eigenvalue": -123.0, "trace": 9.0}
+    v2 = {"method_version": 2, "values": {"eigenvalue": 0.0, "eigenvalue_min": -123.0, "trace": 9.0}}
+    assert measures(v2) == {"smallest eigenvalue": -123.0, "trace": 9.0}  # its 0.0 was the bulk
+    v3 = {"method_version": 3, "values": {"eigenvalue": 91.8, "eigenvalue_min": -123.3, "trace": 9.0}}
+    assert measures(v3) == {"top eigenvalue": 91.8, "smallest eigenvalue": -123.3, "trace": 9.0}
 
 
 def test_a_cell_that_does_not_learn_is_marked_and_left_out_of_the_verdicts(tmp_path):

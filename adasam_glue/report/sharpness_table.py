@@ -37,7 +37,7 @@ from adasam_glue.report.setting import heading, setting_tags, setting_text, verd
 from adasam_glue.report.stats import Summary, summarize
 from adasam_glue.report.tables import NO_LEARNING_MARK, _csv, md_table
 from adasam_glue.schedules import DECAYING
-from adasam_glue.sharpness.block import largest_eigenvalue
+from adasam_glue.sharpness.block import largest_eigenvalue, smallest_eigenvalue
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 
@@ -66,11 +66,12 @@ SCHEDULE_CLAIM = (
 def measures(block: Mapping[str, Any]) -> dict[str, float]:
     """Measure label -> value (``top eigenvalue``, ``smallest eigenvalue``, ``trace``, ``worst-case
     ρ=0.01``, ...) of a record's ``sharpness`` block, finite only. The top eigenvalue is ``lambda_max``
-    (:func:`adasam_glue.sharpness.block.largest_eigenvalue`: a version-1 block's negative value is not)."""
+    (:func:`adasam_glue.sharpness.block.largest_eigenvalue`), the smallest ``lambda_min``, each only where
+    the block's method version gives a sound value."""
     values = block.get("values") if isinstance(block.get("values"), dict) else {}
     out = {
         "top eigenvalue": largest_eigenvalue(block),
-        "smallest eigenvalue": to_float(values.get("eigenvalue_min")),
+        "smallest eigenvalue": smallest_eigenvalue(block),
         "trace": to_float(values.get("trace")),
     }
     for name, key in (("worst-case", "worst_case"), ("adaptive worst-case", "worst_case_adaptive")):
@@ -283,9 +284,9 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
     out += [
         "",
         "Cells: mean ± sample std (ddof=1) over the seeds of the configuration (one seed: mean only), "
-        "4 significant digits. Top (largest) and smallest Hessian eigenvalue by power iteration (a negative "
-        "smallest one: not a minimum; a record measured before method version 2 gave the largest-magnitude "
-        "eigenvalue, shown only when positive), trace by Hutchinson, worst-case "
+        "4 significant digits. Top (largest) and smallest Hessian eigenvalue by the Lanczos method (a negative "
+        "smallest one: not a minimum; a block of an older method version is shown only where it gave a "
+        "sound value, docs/algorithms.md §3.5), trace by Hutchinson, worst-case "
         "sharpness max over ‖δ‖ ≤ ρ of L(w+δ) − L(w) (adaptive: ASAM geometry), all on the task's fixed "
         "training subset. Dev metric: the selection metric at the measured checkpoint"
         + (

@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from typing import Any
 
 #: The definition of the block's measures. 1 (a block without ``method_version``): ``eigenvalue`` was
-#: power iteration's largest-*magnitude* eigenvalue, with its sign. 2: ``eigenvalue`` is the largest
-#: (algebraic) eigenvalue and ``eigenvalue_min`` the smallest
-#: (:func:`adasam_glue.sharpness.measure.extreme_eigenvalues`).
-METHOD_VERSION = 2
+#: power iteration's largest-*magnitude* eigenvalue, with its sign. 2: power iteration shifted by that
+#: value for the other end of the spectrum; when the dominant value was negative the shifted iteration
+#: stopped on the bulk of near-zero eigenvalues, so its ``eigenvalue`` is sound only when it is the
+#: dominant one. 3: both ends by the Lanczos method with a residual bound
+#: (:func:`adasam_glue.sharpness.measure.extreme_eigenvalues`; docs/algorithms.md §3.5).
+METHOD_VERSION = 3
 
 
 def method_version(block: Mapping[str, Any]) -> int:
@@ -29,8 +31,9 @@ def is_current(block: Mapping[str, Any] | None) -> bool:
 def largest_eigenvalue(block: Mapping[str, Any] | None) -> float | None:
     """``lambda_max`` of a ``sharpness`` block of any version, ``None`` when the block does not give it.
 
-    A version-1 value is the largest-*magnitude* eigenvalue: ``lambda_max`` when positive; a negative one
-    is the most negative eigenvalue and says nothing of ``lambda_max``."""
+    Older versions held the largest-*magnitude* eigenvalue ``lambda_dom`` where they held a sound one:
+    it is ``lambda_max`` when positive. Version 1 always reported ``lambda_dom``; version 2 reported
+    ``lambda_dom`` when positive and at least ``|eigenvalue_min|``, and otherwise a value of the bulk."""
     if not isinstance(block, Mapping):
         return None
     values = block.get("values") or {}
@@ -41,6 +44,26 @@ def largest_eigenvalue(block: Mapping[str, Any] | None) -> float | None:
         eig = values["eigenvalues"][0]
     if not isinstance(eig, (int, float)) or isinstance(eig, bool):
         return None
-    if method_version(block) < 2 and eig < 0:
+    version = method_version(block)
+    if version < METHOD_VERSION and eig <= 0:
+        return None
+    if version == 2 and eig < -float(values.get("eigenvalue_min") or 0.0):
         return None
     return float(eig)
+
+
+def smallest_eigenvalue(block: Mapping[str, Any] | None) -> float | None:
+    """``lambda_min`` of a ``sharpness`` block of any version, ``None`` when the block does not give it:
+    version 1 only when its largest-magnitude value was negative; version 2 only when its
+    ``eigenvalue_min`` was that dominant value (otherwise a value of the bulk)."""
+    if not isinstance(block, Mapping):
+        return None
+    values = block.get("values") or {}
+    version, eig, low = method_version(block), values.get("eigenvalue"), values.get("eigenvalue_min")
+    if version == 1:
+        return float(eig) if isinstance(eig, (int, float)) and not isinstance(eig, bool) and eig < 0 else None
+    if not isinstance(low, (int, float)) or isinstance(low, bool):
+        return None
+    if version == 2 and not (isinstance(eig, (int, float)) and low < -abs(eig)):
+        return None
+    return float(low)

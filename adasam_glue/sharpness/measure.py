@@ -10,23 +10,21 @@ pytorch-hessian-eigenthings (Golmant et al.), with the fixes their users ask for
 - **the whole subset, any number of batches**: the loss is the sample-weighted mean of the per-batch
   mean losses, and every Hessian-vector product / gradient is accumulated batch by batch with weight
   ``n_b / N``, so memory stays at one batch;
-- **a stopping rule** for power iteration (relative change of the Rayleigh quotient below
-  ``power_tol``, capped at ``power_iters`` products per eigenvalue) and the iteration count recorded;
+- **a stopping rule** for the eigenvalues (Ritz residual below ``power_tol`` relative, capped at
+  ``power_iters`` products), the residual bound and the products recorded;
 - **error bars**: Hutchinson's trace comes with its standard error over probes;
 - **cost** recorded beside the values (seconds, Hessian-vector products, gradients).
 
 Measures (``L`` the mean loss on the fixed subset, ``H`` its Hessian at ``w``):
 
-``eigenvalue`` / ``eigenvalues`` / ``eigenvalue_min``
-    The largest (algebraic) Hessian eigenvalue ``lambda_max``, the ``top_k`` largest, and the smallest
-    ``lambda_min`` (:func:`extreme_eigenvalues`). Power iteration on ``v -> H v`` (double backward:
-    ``g = dL/dw`` with ``create_graph=True``, then ``d<g, v>/dw``). Each step: ``lambda = <v, Hv>``
-    (Rayleigh quotient of the unit vector ``v``), ``v <- Hv / ||Hv||`` after orthogonalising against the
-    eigenvectors already found (deflation). Stops when ``|lambda_t - lambda_{t-1}| <= power_tol *
-    |lambda_{t-1}|``, at most ``power_iters`` products per eigenvalue. Plain power iteration (PyHessian's)
-    finds the eigenvalue of largest *magnitude*; away from a minimum that is a negative-curvature
-    direction, so a second, shifted iteration finds the other end of the spectrum and both extremes are
-    reported. ``lambda_min < 0`` says the point is not a minimum of the subset loss.
+``eigenvalue`` / ``eigenvalues`` / ``eigenvalue_min`` / ``eigen_residual``
+    The largest (algebraic) Hessian eigenvalue ``lambda_max``, the ``top_k`` largest, the smallest
+    ``lambda_min``, and the Ritz residual bound of these values, by the Lanczos method on ``v -> H v``
+    (double backward: ``g = dL/dw`` with ``create_graph=True``, then ``d<g, v>/dw``;
+    :func:`extreme_eigenvalues`). Stops when the residual is at most ``power_tol * max |theta|``, at
+    most ``power_iters`` products. Plain power iteration (PyHessian's) finds the eigenvalue of largest
+    *magnitude*; away from a minimum that is a negative-curvature direction, so both ends are reported.
+    ``lambda_min < 0`` says the point is not a minimum of the subset loss.
 ``trace``, ``trace_stderr``
     Hutchinson: ``tr H = E[z^T H z]`` for Rademacher ``z``; mean over ``trace_probes`` probes and its
     standard error ``std(ddof=1) / sqrt(probes)`` (``None`` with a single probe).
@@ -62,9 +60,9 @@ After the fact: ``python -m adasam_glue.sharpness RUN_DIR [key=value ...]`` meas
 
 Block format (record key ``sharpness``)::
 
-    {"method_version": 2,
+    {"method_version": 3,
      "values": {"eigenvalue": float, "eigenvalues": [float] * top_k, "eigenvalue_min": float,
-                "eigen_iters": int,
+                "eigen_residual": float, "eigen_iters": int,
                 "eigen_converged": bool, "trace": float, "trace_stderr": float | None,
                 "worst_case": {"0.01": float, ...}, "worst_case_adaptive": {"0.01": float, ...},
                 "loss": float},
@@ -346,58 +344,65 @@ def _random_like(params: list[torch.Tensor], gen: torch.Generator, kind: str) ->
     return out
 
 
-def _power_iteration(
-    obj: _Objective, gen: torch.Generator, shift: float, basis: list[Vec], max_iters: int, tol: float
-) -> tuple[float, Vec, int, bool]:
-    """Power iteration on ``v -> (H - shift I) v`` in the complement of ``basis`` (deflation).
+@dataclasses.dataclass
+class Spectrum:
+    """The ends of the Hessian's spectrum found by :func:`extreme_eigenvalues`."""
 
-    Returns ``(mu, v, hvps, converged)``: ``mu`` the Rayleigh quotient of the unit vector ``v`` under
-    the shifted operator, i.e. its dominant (largest-magnitude) eigenvalue, with its sign."""
-    v = _orthogonalise(_random_like(obj.params, gen, "normal"), basis)
-    v = _scale(v, 1.0 / _norm(v))
-    mu, prev, iters = 0.0, None, 0
-    for _ in range(max_iters):
-        hv = obj.hvp(v)
-        iters += 1
-        if shift != 0.0:
-            hv = _axpy(-shift, v, hv)
-        hv = _orthogonalise(hv, basis)
-        mu = _dot(v, hv)
-        norm = _norm(hv)
-        if norm == 0.0:  # v in the null space of the (shifted, deflated) operator: eigenvalue 0
-            return mu, v, iters, True
-        v = _scale(hv, 1.0 / norm)
-        if prev is not None and abs(mu - prev) <= tol * abs(prev):
-            return mu, v, iters, True
-        prev = mu
-    return mu, v, iters, False
+    top: list[float]  #: the ``top_k`` largest eigenvalues, largest first
+    smallest: float
+    residual: float  #: the largest Ritz residual bound of the values reported (an error bound on each)
+    hvps: int
+    converged: bool
 
 
 def extreme_eigenvalues(
-    obj: _Objective, gen: torch.Generator, top_k: int, max_iters: int, tol: float
-) -> tuple[list[float], float, int, bool]:
-    """The ``top_k`` algebraically largest Hessian eigenvalues and the smallest one (docs/algorithms.md
-    §3.5). Returns ``(largest first, smallest, total HVPs, all converged)``.
+    obj: _Objective, gen: torch.Generator, top_k: int, max_steps: int, tol: float
+) -> Spectrum:
+    """Both ends of the Hessian's spectrum by the Lanczos method (docs/algorithms.md §3.5).
 
-    Plain power iteration finds the eigenvalue of largest *magnitude*, ``lambda_dom``. Away from a
-    minimum that can be a negative-curvature direction, which is not the sharpness a "flatter minimum"
-    claim means, so the other end of the spectrum is found too: ``H - lambda_dom I`` is semidefinite
-    (all its eigenvalues have the sign opposite to ``lambda_dom``'s), and its dominant eigenvalue ``mu``
-    gives the other extreme ``lambda_dom + mu``. The larger of the two is ``lambda_max``, the smaller
-    ``lambda_min``. Further eigenvalues (``top_k > 1``) come from deflated power iteration on the
-    positive semidefinite ``H - lambda_min I``, shifted back.
+    ``m`` steps of the three-term recurrence ``beta_{j+1} q_{j+1} = H q_j - alpha_j q_j - beta_j q_{j-1}``
+    from a random unit ``q_1`` build the tridiagonal ``T_m``; its eigenvalues (Ritz values) approximate
+    the extreme eigenvalues of ``H`` at both ends at once, far faster than power iteration, whose
+    shifted form cannot separate ``lambda_max`` from the bulk of near-zero eigenvalues when a negative
+    one dominates. For a Ritz pair ``(theta, T s = theta s)`` the residual ``||H y - theta y||`` is
+    ``beta_{m+1} |s_m|``, and some eigenvalue of ``H`` lies within it of ``theta``. The iteration stops
+    when every reported value's residual is at most ``tol * max |theta|``, or after ``max_steps``
+    products. Without reorthogonalisation a converged Ritz value can repeat (a "ghost"), but no value
+    leaves the spectrum's interval, so the two ends are sound; ``top_k > 1`` keeps the Lanczos vectors
+    and reorthogonalises against them (memory: ``max_steps`` copies of the parameters).
     """
-    dom, v_dom, iters, converged = _power_iteration(obj, gen, 0.0, [], max_iters, tol)
-    mu, v_other, n, ok = _power_iteration(obj, gen, dom, [], max_iters, tol)
-    iters, converged, other = iters + n, converged and ok, dom + mu
-    (lam_max, v_max), lam_min = max((dom, v_dom), (other, v_other), key=lambda t: t[0]), min(dom, other)
-    values, vectors = [lam_max], [v_max]
-    for _ in range(top_k - 1):
-        mu, v, n, ok = _power_iteration(obj, gen, lam_min, vectors, max_iters, tol)
-        iters, converged = iters + n, converged and ok
-        values.append(lam_min + mu)
-        vectors.append(v)
-    return values, lam_min, iters, converged
+    keep = top_k > 1
+    q = _random_like(obj.params, gen, "normal")
+    q = _scale(q, 1.0 / _norm(q))
+    basis: list[Vec] = [q] if keep else []
+    q_prev: Vec | None = None
+    alphas: list[float] = []
+    betas: list[float] = []  # beta_2 .. beta_m (the off-diagonal)
+    steps = 0
+    while True:
+        w = obj.hvp(q)
+        steps += 1
+        if q_prev is not None:
+            w = _axpy(-betas[-1], q_prev, w)
+        alpha = _dot(q, w)
+        w = _axpy(-alpha, q, w)
+        if keep:
+            w = _orthogonalise(_orthogonalise(w, basis), basis)  # twice is enough (Kahan, Parlett)
+        alphas.append(alpha)
+        beta = _norm(w)
+        theta, vecs = np.linalg.eigh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
+        k = min(top_k, len(theta))
+        ends = [*range(len(theta) - 1, len(theta) - 1 - k, -1), 0]  # the top_k largest, the smallest
+        residual = max(beta * abs(vecs[-1, i]) for i in ends)
+        scale = float(np.max(np.abs(theta))) or 1.0
+        converged = beta == 0.0 or (k == top_k and residual <= tol * scale)
+        if converged or steps >= max_steps:
+            top = [float(theta[i]) for i in ends[:-1]]
+            return Spectrum(top, float(theta[0]), float(residual), steps, bool(converged))
+        q_prev, q = q, _scale(w, 1.0 / beta)
+        betas.append(beta)
+        if keep:
+            basis.append(q)
 
 
 def hutchinson_trace(obj: _Objective, gen: torch.Generator, probes: int) -> tuple[float, float | None]:
@@ -500,6 +505,7 @@ def measure_sharpness(
             "eigenvalue",
             "eigenvalues",
             "eigenvalue_min",
+            "eigen_residual",
             "eigen_iters",
             "eigen_converged",
             "trace",
@@ -517,13 +523,14 @@ def measure_sharpness(
         timings["loss"] = time.perf_counter() - t0
         if "eigenvalue" in s.measures:
             t0 = time.perf_counter()
-            eigs, smallest, iters, ok = extreme_eigenvalues(obj, gen, s.top_k, s.power_iters, s.power_tol)
+            sp = extreme_eigenvalues(obj, gen, s.top_k, s.power_iters, s.power_tol)
             values.update(
-                eigenvalue=eigs[0],
-                eigenvalues=eigs,
-                eigenvalue_min=smallest,
-                eigen_iters=iters,
-                eigen_converged=ok,
+                eigenvalue=sp.top[0],
+                eigenvalues=sp.top,
+                eigenvalue_min=sp.smallest,
+                eigen_residual=sp.residual,
+                eigen_iters=sp.hvps,
+                eigen_converged=sp.converged,
             )
             timings["eigenvalue"] = time.perf_counter() - t0
         if "trace" in s.measures:
