@@ -1209,30 +1209,43 @@ def test_sharpness_measures_give_lambda_max_of_every_block_version():
 
 
 def test_a_cell_that_does_not_learn_is_marked_and_left_out_of_the_verdicts(tmp_path):
-    """SAM predicting a constant on CoLA (MCC exactly 0 at every seed) against a learning SGD is not
-    evidence about SAM: the cell is marked, and the average, the win count, the claim and the sharpness
-    verdict leave CoLA out and say so."""
+    """SAM predicting a constant on CoLA (MCC exactly 0) and the all-positive class on MRPC, at every seed,
+    against a learning SGD is not evidence about SAM: the cells are marked ‡ and never bold (the
+    all-positive F1 81.22 beats SGD's 80), and the average, the win count, the claim, the paired CSV,
+    variants.md and the sharpness verdict leave them out and say so."""
     runs = tmp_path / "runs"
     sh = lambda eig: sharp_block(eig, 10.0, {"0.01": 0.1})  # noqa: E731
+    allpos = {"accuracy": 0.6838235294117647, "f1": 0.8122270742358079}
     for s in (1, 2):
         kw = {"experiment": "table2"}
         make_record(
             runs, "cola", "sgd", s, {"matthews_correlation": 0.13 + s / 100}, sharpness=sh(20.0), **kw
         )
         make_record(runs, "cola", "sam", s, {"matthews_correlation": 0.0}, rho=0.01, sharpness=sh(4.0), **kw)
-        make_record(runs, "mrpc", "sgd", s, {"accuracy": 0.80, "f1": 0.86}, sharpness=sh(30.0), **kw)
+        make_record(runs, "mrpc", "sgd", s, {"accuracy": 0.80, "f1": 0.80}, sharpness=sh(30.0), **kw)
+        make_record(runs, "mrpc", "sam", s, allpos, rho=0.01, sharpness=sh(2.0), **kw)
+        make_record(runs, "stsb", "sgd", s, {"pearson": 0.85, "spearmanr": 0.85}, sharpness=sh(30.0), **kw)
         make_record(
-            runs, "mrpc", "sam", s, {"accuracy": 0.79, "f1": 0.85}, rho=0.01, sharpness=sh(25.0), **kw
+            runs, "stsb", "sam", s, {"pearson": 0.84, "spearmanr": 0.84}, rho=0.01, sharpness=sh(25.0), **kw
         )
     build_report(runs, tmp_path / "out", figures=False)
     text = (tmp_path / "out" / "table2.md").read_text()
     sam = dict(zip(md_header(text), md_rows(text)["SAM"]))
-    assert sam["CoLA MCC"].endswith("‡") and not sam["MRPC acc"].endswith("‡")
-    assert "SAM beats SGD on 0 of 1 tasks" in text and "Left out: CoLA (SAM does not learn)" in text
-    assert "SAM / CoLA (2 of 2 seeds)" in text
+    assert sam["CoLA MCC"].endswith("‡") and sam["MRPC F1"] == "81.22 ± 0.00 (2)‡"  # not bold
+    assert not sam["STS-B Pearson"].endswith("‡")
+    assert "SAM beats SGD on 0 of 1 tasks" in text
+    assert "Left out: CoLA (SAM does not learn), MRPC (SAM does not learn)" in text
+    assert "SAM / CoLA (2 of 2 seeds); SAM / MRPC (2 of 2 seeds)" in text
     claims = (tmp_path / "out" / "claims.md").read_text()
-    assert "left out: CoLA (SAM does not learn)" in claims
+    assert "left out: CoLA (SAM does not learn), MRPC (SAM does not learn)" in claims
     sharp = (tmp_path / "out" / "sharpness.md").read_text()
     assert "lower in 1 of 1 comparisons" in sharp and "does not learn)" in sharp
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "table2.csv").read_text())))
     assert [r["cola_no_learning"] for r in rows] == ["0", "2"]
+    paired = {
+        r["task"]: r["left_out"]
+        for r in csv.DictReader(io.StringIO((tmp_path / "out" / "paired.csv").read_text()))
+        if r["table"] == "table2"
+    }
+    assert paired["cola"] == paired["mrpc"] == "SAM does not learn" and paired["stsb"] == ""
+    assert "‡ not evidence: optimizer learned nothing" in (tmp_path / "out" / "variants.md").read_text()

@@ -621,3 +621,19 @@ def test_posthoc_takes_the_run_dir_lock_and_refuses_an_unfinished_run(tmp_path, 
         with pytest.raises(RunNotFinished, match=f"the run is '{status}'"):
             measure_run(run_dir, device="cpu")
         assert "sharpness" not in json.loads(path.read_text())
+
+
+def test_lanczos_stops_at_an_exhausted_krylov_space_and_refuses_non_finite_curvature():
+    """A 6-dim Hessian has at most 6 Ritz values: asking for 10 returns the 6 eigenvalues, not values
+    made up from rounding noise after the breakdown; a NaN Hessian-vector product is a clear error."""
+    model, _ = make_quadratic(torch.randn(6, dtype=torch.float64))
+    c = cfg(measures=["eigenvalue"], top_k=10, power_iters=50, power_tol=1e-10)
+    v = measure_sharpness(model, ONE_BATCH, quad_loss, c)["values"]
+    assert v["eigen_iters"] <= 7 and v["eigenvalue_min"] == pytest.approx(min(EIGS), rel=1e-6)
+    assert all(min(abs(x - e) for e in EIGS) < 1e-6 for x in v["eigenvalues"])
+
+    def nan_loss(model, batch):
+        return model() * float("nan")
+
+    with pytest.raises(ValueError, match="not finite"):
+        measure_sharpness(model, ONE_BATCH, nan_loss, cfg(measures=["eigenvalue"]))

@@ -176,12 +176,14 @@ def _matched_claim(res: TableResult) -> Claim:
     counted = [m for m in res.matched if not m.not_learning]
     by = {o: [m.task for m in counted if m.outcome == o] for o in ("win", "loss", "tie")}
     verdict = f"{sam} wins {len(by['win'])}, loses {len(by['loss'])}, ties {len(by['tie'])} of {len(counted)} at equal compute"
+    verdict = verdict if counted else "not testable"
     runs = pd.concat([res.cells[(row, m.task)].runs for m in res.matched for row in (m.base, Row(spec.sam))])
     idents = tuple(
         f"{task_name(m.task)}: {sam} {m.paired.sam_identity}"
         + ("" if m.rho is None else f" (ρ={m.rho:g})")
         + f" vs {base} compute-matched {m.paired.base_identity} ({m.paired.n} seed(s) paired)"
         for m in res.matched
+        if not m.not_learning
     )
     claim = (
         f"not a claim of the paper: {sam} vs {base} given the same forward/backward passes (equal compute; "

@@ -99,7 +99,7 @@ def sharpness_frame(df: pd.DataFrame) -> pd.DataFrame:
     ]
     return pts.assign(
         dev=[m.get(TASKS[t].selection_metric) for m, t in zip(at, pts.task)],
-        learned=[not no_learning(t, b) for b, t in zip(pts.best, pts.task)],
+        learned=[not no_learning(t, m) for m, t in zip(at, pts.task)],  # at the measured checkpoint
         seconds=cost.map(lambda c: to_float(c.get("seconds"))),
         hvps=cost.map(lambda c: to_float(c.get("hvp_count"))),
     )
@@ -162,7 +162,12 @@ def build_sharpness(df: pd.DataFrame) -> SharpnessReport:
     rows = []
     for key in sorted(groups, key=order):
         ps = pts.loc[groups[key]].sort_values(["seed", "rel"])
-        rows.append(ConfigRow(*key, ps, {m: summarize(v[m] for v in ps["values"] if m in v) for m in names}))
+        live = (
+            ps[ps.learned.astype(bool)] if ps.learned.any() else ps
+        )  # a run that learned nothing: not in a mean
+        rows.append(
+            ConfigRow(*key, ps, {m: summarize(v[m] for v in live["values"] if m in v) for m in names})
+        )
     return SharpnessReport(pts, rows, names, _claims(rows, pts, names))
 
 
@@ -290,9 +295,10 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
         "sharpness max over ‖δ‖ ≤ ρ of L(w+δ) − L(w) (adaptive: ASAM geometry), all on the task's fixed "
         "training subset. Dev metric: the selection metric at the measured checkpoint"
         + (
-            f"; {NO_LEARNING_MARK}: no run of the configuration learned (its best dev metrics are a "
-            "predictor's that learned nothing, docs/algorithms.md §4.4 item 5), so it stays out of the "
-            "verdicts below."
+            f"; {NO_LEARNING_MARK}: no run of the configuration learned (its dev metrics at the measured "
+            "checkpoint are a predictor's that learned nothing, docs/algorithms.md §4.4 item 5), so it "
+            "stays out of the verdicts below; in a configuration where some runs learned, the measures are "
+            "means over those runs (n counts all)."
             if any(not r.learns for r in rep.rows)
             else "."
         ),

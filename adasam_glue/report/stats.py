@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from adasam_glue.metrics import no_learning
 from adasam_glue.report.grouping import OPTIM, differs_outside
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
@@ -53,6 +54,17 @@ def bootstrap_mean_ci(
 def metric(df: pd.DataFrame, name: str, at: str = "best") -> pd.Series:
     """Per run, ``name`` at the best checkpoint (or ``final``); missing: ``None``."""
     return df[at].map(lambda m: m.get(name))
+
+
+def without_learning(runs: pd.DataFrame, task: str) -> int:
+    """How many of ``runs`` have best-checkpoint dev metrics of a predictor that learned nothing
+    (:func:`adasam_glue.metrics.no_learning`; docs/algorithms.md §4.4 item 5)."""
+    return sum(bool(no_learning(task, b)) for b in runs.best) if len(runs) else 0
+
+
+def learns(runs: pd.DataFrame, task: str) -> bool:
+    """False when every one of ``runs`` (one identity's completed seeds) learned nothing."""
+    return not (len(runs) and without_learning(runs, task) == len(runs))
 
 
 def task_score(df: pd.DataFrame, task: str) -> pd.Series:

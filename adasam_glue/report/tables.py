@@ -25,7 +25,6 @@ import pandas as pd
 
 from adasam_glue.experiments.conf import rho_grid
 from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
-from adasam_glue.metrics import no_learning
 from adasam_glue.report import stats
 from adasam_glue.report.collect import EXCLUDED, code_text, dedupe, without
 from adasam_glue.report.grouping import OPTIM, Diff, assign_rows, format_diff, label_suffix, setting_hash
@@ -81,7 +80,7 @@ class TableSpec:
             "rho), ×100, with the number of seeds in parentheses (one seed: mean only). Diverged runs are "
             "excluded from the means, counted per identity (†) and listed. A task's score is the mean of its "
             "metrics; Avg. is the mean task score over the tasks where both rows of the comparison have "
-            "results. Bold: best shown value per column among the rows of one setting. "
+            "results and learn (‡: every seed learned nothing, docs/algorithms.md §4.4 item 5). Bold: best shown value per column among the rows of one setting. "
             "Paired comparison: per-seed task-score difference over the seeds both rows share, pairing only "
             "runs that differ in optimizer keys alone; 95% percentile bootstrap CI over seeds (10 000 "
             "resamples, fixed seed)."
@@ -175,13 +174,13 @@ class Cell:
     def seeds_without_learning(self) -> int:
         """Chosen seeds whose best-checkpoint dev metrics are a predictor's that learned nothing
         (:func:`adasam_glue.metrics.no_learning`)."""
-        return sum(bool(no_learning(self.task, b)) for b in self.seeds.best) if len(self.seeds) else 0
+        return stats.without_learning(self.seeds, self.task)
 
     @property
     def learns(self) -> bool:
         """False when every chosen seed shows no learning: the cell stays out of every comparison
         (docs/algorithms.md §4.4 item 5)."""
-        return not (len(self.seeds) and self.seeds_without_learning == len(self.seeds))
+        return stats.learns(self.seeds, self.task)
 
     def is_edge(self) -> bool:
         return stats.rho_edge(self.candidates, self.rho)
@@ -470,7 +469,12 @@ def _bold(res: TableResult) -> set[tuple[Row, object]]:
     out: set[tuple[Row, object]] = set()
     for setting in res.settings:
         rows = [r for r in res.rows if r.setting == setting]
-        cols = {col: lambda row, col=col: res.cells[(row, col[0])].metrics.get(col[1]) for col in COLUMNS}
+
+        def get_cell(row: Row, col: tuple[str, str]) -> stats.Summary | None:  # a ‡ cell is never the best
+            c = res.cells[(row, col[0])]
+            return c.metrics.get(col[1]) if c.learns else None
+
+        cols = {col: lambda row, col=col: get_cell(row, col) for col in COLUMNS}
         for col, get in [*cols.items(), ("avg", res.row_average)]:
             shown = {row: fmt(v if col == "avg" else v.mean) for row in rows if (v := get(row)) is not None}
             if len(shown) >= 2:
@@ -826,7 +830,7 @@ def render_csv(res: TableResult) -> str:
 
 PAIRED_HEADER = (
     "table comparison method baseline task mean_difference ci_low ci_high seeds_paired method_identity "
-    "baseline_identity setting"
+    "baseline_identity setting left_out"
 ).split()
 
 
@@ -834,6 +838,14 @@ def paired_cells(p) -> list[object]:
     """Mean difference, CI bounds (4 decimals), seeds paired and the two identities, for a CSV."""
     ci = ["", ""] if p.ci is None else [f"{p.ci[0]:.4f}", f"{p.ci[1]:.4f}"]
     return ["" if p.mean is None else f"{p.mean:.4f}", *ci, p.n, p.sam_identity, p.base_identity]
+
+
+def _left_out(comp: Comparison, task: str) -> str:
+    """Why a task's paired difference is left out of the verdicts (a side does not learn), or ``""``."""
+    if task not in comp.scored_tasks or task in comp.common_tasks:
+        return ""
+    who = [c.optimizer for c in (comp.base_cells[task], comp.sam_cells[task]) if not c.learns]
+    return f"{' and '.join(method_name(o) for o in who)} {'does' if len(who) == 1 else 'do'} not learn"
 
 
 def render_paired_csv(results: Sequence[TableResult]) -> str:
@@ -844,9 +856,14 @@ def render_paired_csv(results: Sequence[TableResult]) -> str:
         for comp in res.comparisons:
             setting = setting_text(comp.runs)
             line = [spec.name, comp.name, spec.sam, spec.base]
-            rows += [[*line, p.task, *paired_cells(p), setting] for p in comp.paired if comp.main or p.n]
+            rows += [
+                [*line, p.task, *paired_cells(p), setting, _left_out(comp, p.task)]
+                for p in comp.paired
+                if comp.main or p.n
+            ]
         for m in res.matched:
             runs = pd.concat([res.cells[(Row(spec.sam), m.task)].runs, res.cells[(m.base, m.task)].runs])
             line = [spec.name, res.matched_name, spec.sam, spec.base, m.task]
-            rows.append([*line, *paired_cells(m.paired), setting_text(runs)])
+            left = f"{m.not_learning} does not learn" if m.not_learning else ""
+            rows.append([*line, *paired_cells(m.paired), setting_text(runs), left])
     return _csv(PAIRED_HEADER, rows)

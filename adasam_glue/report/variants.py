@@ -17,9 +17,10 @@ from adasam_glue.experiments.tuned_lr import TUNING_SUFFIX
 from adasam_glue.report.grouping import OPTIM, baselines, counterparts, setting_of
 from adasam_glue.report.palette import g_or, method_name, metric_label, optimizer_rank, task_name
 from adasam_glue.report.setting import heading, setting_tags, setting_text
-from adasam_glue.report.stats import Config, Paired, config, metric, pair, with_score
+from adasam_glue.report.stats import Config, Paired, config, learns, metric, pair, with_score
 from adasam_glue.report.tables import (
     MISSING,
+    NO_LEARNING_MARK,
     PROBE_SUFFIX,
     _csv,
     diff_cells,
@@ -96,9 +97,16 @@ def own_keys(p: VariantPair) -> str:
     )
 
 
-def _dev(c: Config) -> str:
-    """The dev summary of one side of a pair (†: it has diverged runs, excluded)."""
-    return (MISSING if c.selection is None else summary_text(c.selection)) + "†" * bool(len(c.diverged))
+def _dev(c: Config, task: str) -> str:
+    """The dev summary of one side of a pair (†: it has diverged runs, excluded; ‡: no seed learned)."""
+    text = (MISSING if c.selection is None else summary_text(c.selection)) + "†" * bool(len(c.diverged))
+    return text + ("" if learns(c.completed, task) else NO_LEARNING_MARK)
+
+
+def _not_learning(p: VariantPair) -> str:
+    """``optimizer``, ``baseline``, ``both`` or ``""``: which side's seeds all learned nothing."""
+    dead = [not learns(c.completed, p.task) for c in (p.variant, p.baseline)]
+    return "both" if all(dead) else "optimizer" if dead[0] else "baseline" if dead[1] else ""
 
 
 def _dev_cells(c: Config) -> list:
@@ -118,7 +126,8 @@ def render_variants_md(pairs: list[VariantPair]) -> str:
         "baseline_of), per identity: runs that differ only in optimizer keys, at the same β1. Other keys: "
         "the optimizer's keys that its base lacks or sets otherwise, beyond ρ and β1. Dev metric: "
         "the task's selection metric at the best checkpoint, mean ± sample std (ddof=1) over the completed "
-        "seeds ×100 (seeds in parentheses; † diverged runs, excluded). Difference: per-seed optimizer minus "
+        "seeds ×100 (seeds in parentheses; † diverged runs, excluded; ‡ every seed learned nothing, "
+        "docs/algorithms.md §4.4 item 5, so its difference is not evidence). Difference: per-seed optimizer minus "
         "base over the seeds both have, 95% percentile bootstrap CI (10 000 resamples, fixed seed).",
         "",
     ]
@@ -129,15 +138,20 @@ def render_variants_md(pairs: list[VariantPair]) -> str:
         r, q = _first(p.variant), p.paired
         line = [task_name(p.task), tags[p.setting], _label(p.variant), g_or(r.beta1, "n/a")]
         line += [g_or(r.rho, "n/a"), own_keys(p) or "—", metric_label(TASKS[p.task].selection_metric)]
-        line += [_dev(p.variant), _label(p.baseline), _dev(p.baseline)]
-        body.append(line + [*diff_cells(q), q.identities])
+        line += [_dev(p.variant, p.task), _label(p.baseline), _dev(p.baseline, p.task)]
+        dead = (
+            f"; {NO_LEARNING_MARK} not evidence: {_not_learning(p)} learned nothing"
+            if _not_learning(p)
+            else ""
+        )
+        body.append(line + [*diff_cells(q), q.identities + dead])
     return "\n".join(out + md_table(head.split("|"), body, "lllrrllrlrrlrll")) + "\n"
 
 
 def render_variants_csv(pairs: list[VariantPair]) -> str:
     head = "task setting optimizer base beta1 rho other_keys metric optimizer_mean optimizer_std optimizer_n optimizer_diverged"
     head += " baseline baseline_mean baseline_std baseline_n baseline_diverged mean_difference ci_low ci_high"
-    head += " seeds_paired optimizer_identity baseline_identity setting_text"
+    head += " seeds_paired optimizer_identity baseline_identity setting_text no_learning"
     rows = []
     for p in pairs:
         r = _first(p.variant)
@@ -149,5 +163,5 @@ def render_variants_csv(pairs: list[VariantPair]) -> str:
             *_dev_cells(p.baseline),
             *paired_cells(p.paired),
         ]
-        rows.append([*line, setting_text(p.runs)])
+        rows.append([*line, setting_text(p.runs), _not_learning(p)])
     return _csv(head.split(), rows)

@@ -19,7 +19,7 @@ METHOD_VERSION = 3
 
 def method_version(block: Mapping[str, Any]) -> int:
     """The block's ``method_version`` (1 when it has none: blocks written before the key existed)."""
-    return int(block.get("method_version", 1))
+    return int(block.get("method_version") or 1)
 
 
 def is_current(block: Mapping[str, Any] | None) -> bool:

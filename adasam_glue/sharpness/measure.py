@@ -369,7 +369,8 @@ def extreme_eigenvalues(
     when every reported value's residual is at most ``tol * max |theta|``, or after ``max_steps``
     products. Without reorthogonalisation a converged Ritz value can repeat (a "ghost"), but no value
     leaves the spectrum's interval, so the two ends are sound; ``top_k > 1`` keeps the Lanczos vectors
-    and reorthogonalises against them (memory: ``max_steps`` copies of the parameters).
+    and reorthogonalises against them (memory: ``max_steps`` copies of the parameters). Fewer than
+    ``top_k`` values come back when the Krylov space is exhausted first or ``max_steps < top_k``.
     """
     keep = top_k > 1
     q = _random_like(obj.params, gen, "normal")
@@ -390,12 +391,18 @@ def extreme_eigenvalues(
             w = _orthogonalise(_orthogonalise(w, basis), basis)  # twice is enough (Kahan, Parlett)
         alphas.append(alpha)
         beta = _norm(w)
+        if not (math.isfinite(alpha) and math.isfinite(beta)):
+            raise ValueError(
+                f"Hessian-vector product {steps} is not finite (alpha={alpha}, beta={beta}): the loss or its "
+                "gradient is NaN/inf at these weights, so their curvature cannot be measured"
+            )
         theta, vecs = np.linalg.eigh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
         k = min(top_k, len(theta))
         ends = [*range(len(theta) - 1, len(theta) - 1 - k, -1), 0]  # the top_k largest, the smallest
         residual = max(beta * abs(vecs[-1, i]) for i in ends)
         scale = float(np.max(np.abs(theta))) or 1.0
-        converged = beta == 0.0 or (k == top_k and residual <= tol * scale)
+        breakdown = beta <= 1e-12 * scale  # the Krylov space is invariant: T's eigenvalues are H's
+        converged = breakdown or (k == top_k and residual <= tol * scale)
         if converged or steps >= max_steps:
             top = [float(theta[i]) for i in ends[:-1]]
             return Spectrum(top, float(theta[0]), float(residual), steps, bool(converged))
