@@ -460,6 +460,12 @@ def test_select_lr_best_dev_metric_never_a_diverged_run_and_edge_flag(tmp_path, 
     assert sel["points"][2]["metric"] is None and sel["points"][0]["metric"] == pytest.approx(0.7)
     assert sel["lr"] == 0.03 and sel["at_edge"] is True and sel["edge"] == "high"
     assert sel["tuned_at"] == {"beta1": 0.9, "rho": None, "weight_decay": 0.1}
+    # Each seed names its run relative to the file's folder: the same on every clone of a committed tree.
+    sel_dir = tmp_path / "runs/table2_tune/rte/sgd"
+    for point in sel["points"]:
+        for s in point["seeds"]:
+            assert not Path(s["run_dir"]).is_absolute() and "\\" not in s["run_dir"], s["run_dir"]
+            assert (sel_dir / s["run_dir"] / "record.json").is_file(), s["run_dir"]
     sam = json.loads((tmp_path / "runs/table2_tune/rte/sam/tuned_lr.json").read_text())
     assert (
         sam["lr"] == 0.01

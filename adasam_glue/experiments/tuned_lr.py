@@ -28,7 +28,7 @@ File format (``schema_version`` 1), written by :func:`select`, read by the resol
         {"lr": 0.001, "metric": 0.70,          # mean dev metric at the best checkpoint; null if not usable
          "status": "completed",                # completed | diverged | mixed (seeds differ)
          "seeds": [{"seed": 1, "status": "completed", "metric": 0.70, "best_update": 1800,
-                    "run_dir": "/abs/.../seed1"}]},
+                    "run_dir": "<config dir>/seed1"}]},   # relative to this file's folder
         ...
       ],
       "lr": 0.01,                              # the selected lr (what the tables train with)
@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -288,6 +289,16 @@ def _metric(record: Mapping[str, Any]) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _relative_to(run_dir: Path, folder: Path) -> str:
+    """``run_dir`` as a path relative to ``folder`` (the selection file's), POSIX-style, so that a committed
+    ``tuned_lr.json`` names its runs the same on every clone; absolute only where no relative path exists
+    (another drive)."""
+    try:
+        return Path(os.path.relpath(run_dir, folder)).as_posix()
+    except ValueError:
+        return str(run_dir)
+
+
 def _read(run_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((run_dir / "record.json").read_text(encoding="utf-8"))
@@ -357,7 +368,7 @@ def select(
                         "status": status,
                         "metric": _metric(rec) if rec and status == "completed" else None,
                         "best_update": ((rec or {}).get("best") or {}).get("update"),
-                        "run_dir": str(r.run_dir),
+                        "run_dir": _relative_to(r.run_dir, path.parent),
                     }
                     | ({"note": verdict} if verdict else {})
                 )
