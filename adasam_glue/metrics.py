@@ -118,9 +118,23 @@ def compute_metrics(task: str, predictions, references, split: str | None = None
     return out
 
 
-def no_learning(task: str, metrics: Mapping[str, float]) -> bool | None:
+def constant_prediction(task: str, predictions) -> bool:
+    """Whether one split's predictions are all the same: one class id (classification, the argmax of
+    the logits) or one value (STS-B). The record keeps it per evaluation (``constant_prediction`` of an
+    eval entry) because accuracy alone cannot show it: a majority-class predictor's accuracy is just a
+    number (:func:`no_learning`)."""
+    if get_task(task).is_regression:
+        scores = _scores(predictions)
+        return bool(len(scores) == 0 or np.all(scores == scores[0]))
+    return len(np.unique(_class_ids(predictions))) <= 1
+
+
+def no_learning(task: str, metrics: Mapping[str, float], constant: bool | None = None) -> bool | None:
     """Whether one evaluation's metrics are those of a predictor that has learned nothing of the task;
-    ``None`` when its metrics cannot tell (accuracy alone, or a metric missing).
+    ``None`` when they cannot tell (accuracy alone, or a metric missing) and the evaluation did not
+    record ``constant`` (its ``constant_prediction``: every prediction the same, :func:`constant_prediction`).
+    A recorded ``constant=True`` is itself the signature, on every task; ``False`` rules out nothing on an
+    accuracy-only task (a non-constant predictor may still be at chance), so it stays ``None`` there.
 
     Exact signatures, from the definitions above (docs/algorithms.md §4.4, "does not learn"):
     CoLA MCC exactly 0 (a constant prediction gives 0; a non-constant one gives 0 only by an exact
@@ -128,6 +142,8 @@ def no_learning(task: str, metrics: Mapping[str, float]) -> bool | None:
     positive found) or F1 = 2a/(1+a) with accuracy a < 1, which holds exactly when no negative was found
     (TN = 0: the all-positive predictor's pair, 68.38/81.22 on MRPC dev).
     """
+    if constant:
+        return True
     info = get_task(task)
     if info.is_regression:
         r, rho = metrics.get("pearson"), metrics.get("spearmanr")
@@ -152,6 +168,8 @@ __all__ = [
     "PAPER_METRICS",
     "SELECTION_METRIC",
     "compute_metrics",
+    "constant_prediction",
+    "no_learning",
     "f1_binary",
     "matthews_corrcoef",
     "pearson",

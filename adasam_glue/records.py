@@ -14,8 +14,10 @@ Record layout (``SCHEMA_VERSION`` 2; version 1 records are still read), top-leve
 - ``optimizer_updates``, ``forward_backward_passes``, ``samples_seen`` (ints)
 - ``train_curve``: list of ``{"update", "loss", "lr"}`` (one per update, loss averaged over the update,
   measured where ``train_loss_at`` says: ``w``, or RSAM's ``w + delta0``; an absent key means ``w``)
-- ``eval_curve``: list of ``{"update", "eval_loss", "metrics": {key: float}}``
-- ``selection_metric`` (str), ``best`` and ``final``: ``{"update", "eval_loss", "metrics"}`` or None
+- ``eval_curve``: list of ``{"update", "eval_loss", "metrics": {key: float}, "constant_prediction": bool}``
+  (``constant_prediction``, written since 2026-12: every dev prediction the same class or value,
+  ``adasam_glue.metrics.constant_prediction``; absent in older records)
+- ``selection_metric`` (str), ``best`` and ``final``: an eval entry (as above) or None
 - ``wall_time_s`` (float), ``started_at``, ``finished_at`` (ISO 8601 UTC)
 - ``error`` (str, failed runs), ``sharpness`` (optional block, see ``adasam_glue.sharpness.measure``)
 - version 2 adds: ``identity`` (``adasam_glue.identity.run_identity``: what can change a result),

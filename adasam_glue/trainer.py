@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 from adasam_glue import checkpoint
 from adasam_glue.checkpoint import CHECKPOINT_DIR
 from adasam_glue.config import SharpnessConfig, TrainerConfig
-from adasam_glue.metrics import compute_metrics
+from adasam_glue.metrics import compute_metrics, constant_prediction
 from adasam_glue.modeling import per_sample_loss
 from adasam_glue.optim import OptimInfo
 from adasam_glue.schedules import BatchPlan
@@ -458,7 +458,7 @@ class Trainer:
         """Dev metrics on every eval split (MNLI: matched and mismatched) and the mean eval loss."""
         self.model.eval()
         metrics: dict[str, float] = {}
-        losses = []
+        losses, constant = [], True
         for split, loader in self.eval_loaders.items():
             preds, refs, loss_sum, count = [], [], 0.0, 0
             for batch in loader:
@@ -469,14 +469,17 @@ class Trainer:
                 preds.append(logits.cpu())
                 refs.append(labels.cpu())
                 loss_sum, count = loss_sum + loss.sum().item(), count + len(loss)
-            metrics.update(
-                compute_metrics(
-                    self.task.name, torch.cat(preds).numpy(), torch.cat(refs).numpy(), split=split
-                )
-            )
+            outputs = torch.cat(preds).numpy()
+            metrics.update(compute_metrics(self.task.name, outputs, torch.cat(refs).numpy(), split=split))
+            constant = constant and constant_prediction(self.task.name, outputs)
             losses.append(loss_sum / max(count, 1))
         self.model.train()
-        return {"update": self.state.updates, "eval_loss": float(np.mean(losses)), "metrics": metrics}
+        return {
+            "update": self.state.updates,
+            "eval_loss": float(np.mean(losses)),
+            "metrics": metrics,
+            "constant_prediction": constant,  # every split, every prediction the same (no_learning)
+        }
 
     def evaluate_and_track(self) -> dict[str, Any]:
         """Evaluate, append to the curve, keep the best by the task's selection metric (higher wins)."""

@@ -151,8 +151,20 @@ REPRODUCED_KEYS = ("identity_hash", "optimizer_updates", "train_curve", "eval_cu
 def reproduction_differences(committed: dict, retrained: dict) -> list[str]:
     """The :data:`REPRODUCED_KEYS` where the retrained record differs from the committed one (exact
     equality: the same code, data and seed on CPU give bit-identical runs, so any difference means the
-    model is not the committed run's)."""
-    return [k for k in REPRODUCED_KEYS if committed.get(k) != retrained.get(k)]
+    model is not the committed run's). A key that newer code adds inside an entry and the committed record
+    predates (an eval entry's ``constant_prediction``) is not compared; every committed value is."""
+    return [
+        k for k in REPRODUCED_KEYS if committed.get(k) != _as_committed(retrained.get(k), committed.get(k))
+    ]
+
+
+def _as_committed(new: object, old: object) -> object:
+    """``new`` without the dict keys ``old`` lacks, recursively (lists element by element)."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        return {k: _as_committed(v, old[k]) for k, v in new.items() if k in old}
+    if isinstance(new, list) and isinstance(old, list) and len(new) == len(old):
+        return [_as_committed(n, o) for n, o in zip(new, old)]
+    return new
 
 
 #: a grid point: the run's sweep overrides as ``{(key, value)}``, numbers normalised (3e-3 == 0.003)

@@ -354,6 +354,23 @@ def test_a_regenerated_model_is_measured_only_when_it_reproduces_the_record(
         assert block["regenerated"]["git_commit"] == "retrained"
 
 
+def test_reproduction_ignores_only_keys_the_committed_record_predates(driver):
+    """Newer code writes ``constant_prediction`` in each eval entry; a record committed before it must
+    still count as reproduced by a retraining that adds it, while any committed value that changes, or
+    goes missing, is still a difference."""
+    entry = {"update": 4, "eval_loss": 0.5, "metrics": {"accuracy": 0.75}}
+    committed = {"identity_hash": "abc", "eval_curve": [entry], "best": entry, "final": entry}
+    newer = {**entry, "constant_prediction": False}
+    retrained = {"identity_hash": "abc", "eval_curve": [newer], "best": newer, "final": newer}
+    assert driver.reproduction_differences(committed, retrained) == []
+    changed = {**newer, "metrics": {"accuracy": 0.7500001}}
+    assert driver.reproduction_differences(committed, {**retrained, "best": changed}) == ["best"]
+    dropped = {k: v for k, v in newer.items() if k != "eval_loss"}
+    assert driver.reproduction_differences(committed, {**retrained, "eval_curve": [dropped]}) == ["eval_curve"]
+    longer = {**retrained, "eval_curve": [newer, newer]}
+    assert driver.reproduction_differences(committed, longer) == ["eval_curve"]
+
+
 def test_with_the_sharpness_stage_each_run_is_measured_as_soon_as_it_completes(
     driver, fake_runs, monkeypatch, capsys
 ):

@@ -127,3 +127,24 @@ def test_no_learning_cannot_tell_from_accuracy_alone():
     assert metrics.no_learning("rte", {"accuracy": 0.527}) is None
     assert metrics.no_learning("cola", {}) is None
     assert metrics.no_learning("mrpc", {"accuracy": 0.6838235294117647, "f1": 0.8122270742358079}) is True
+
+
+def test_constant_prediction_of_logits_class_ids_and_scores():
+    """The flag an eval entry records: one predicted class (argmax of logits, or ids) or one STS-B value."""
+    assert metrics.constant_prediction("rte", np.array([[2.0, 1.0], [3.0, -1.0], [0.5, 0.4]])) is True
+    assert metrics.constant_prediction("rte", np.array([[2.0, 1.0], [1.0, 3.0]])) is False
+    assert metrics.constant_prediction("mnli", np.array([2, 2, 2])) is True
+    assert metrics.constant_prediction("stsb", np.full((5, 1), 0.5)) is True
+    assert metrics.constant_prediction("stsb", np.array([0.5, 0.5, 0.5000001])) is False
+
+
+def test_a_recorded_constant_prediction_settles_what_accuracy_cannot():
+    """RTE's majority-class predictor has an accuracy (52.7) that says nothing; its recorded flag does.
+    A non-constant predictor may still be at chance: on an accuracy-only task that stays unknown, and on
+    a task whose metrics can tell, the metrics still decide."""
+    assert metrics.no_learning("rte", {"accuracy": 0.527}, constant=True) is True
+    assert metrics.no_learning("rte", {"accuracy": 0.527}, constant=False) is None
+    assert metrics.no_learning("mnli", {"accuracy_matched": 0.35}, constant=True) is True
+    assert metrics.no_learning("cola", {"matthews_correlation": 0.0}, constant=False) is True
+    assert metrics.no_learning("cola", {"matthews_correlation": 0.2}, constant=False) is False
+    assert metrics.no_learning("stsb", {"pearson": 0.1, "spearmanr": 0.1}, constant=None) is False

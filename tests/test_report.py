@@ -1208,6 +1208,53 @@ def test_sharpness_measures_give_lambda_max_of_every_block_version():
     assert measures(v3) == {"top eigenvalue": 91.8, "smallest eigenvalue": -123.3, "trace": 9.0}
 
 
+def test_an_accuracy_only_cell_that_predicted_a_constant_is_marked_by_its_recorded_flag(tmp_path):
+    """RTE's accuracy cannot show a majority-class predictor; the eval entry's ``constant_prediction``
+    can. SGD predicting one class at the best checkpoint of every seed is ‡ and out of the claim; a
+    record without the flag (older code) stays judged as before (not marked); in the sharpness table the
+    flag is read at the measured checkpoint (``final`` here, constant only there)."""
+    runs = tmp_path / "runs"
+    sh = lambda eig: sharp_block(eig, 10.0, {"0.01": 0.1})  # noqa: E731
+
+    def flag(path: Path, best: bool | None, final: bool | None) -> None:
+        rec = json.loads(path.read_text())
+        rec["best"] = dict(rec["best"]) | ({} if best is None else {"constant_prediction": best})
+        rec["final"] = dict(rec["final"]) | ({} if final is None else {"constant_prediction": final})
+        path.write_text(json.dumps(rec))
+
+    kw = {"experiment": "table2"}
+    for s in (1, 2):
+        flag(make_record(runs, "rte", "sgd", s, {"accuracy": 0.527}, sharpness=sh(9.0), **kw), True, True)
+        flag(
+            make_record(runs, "rte", "sam", s, {"accuracy": 0.60}, rho=0.01, sharpness=sh(5.0), **kw),
+            False,
+            False,
+        )
+        flag(make_record(runs, "sst2", "sgd", s, {"accuracy": 0.51}, **kw), None, None)  # predates the flag
+        flag(make_record(runs, "sst2", "sam", s, {"accuracy": 0.52}, rho=0.01, **kw), None, None)
+        p = make_record(runs, "mrpc", "sgd", s, {"accuracy": 0.80, "f1": 0.85}, sharpness=sh(30.0), **kw)
+        flag(p, False, True)  # measured at final: constant there
+        flag(
+            make_record(
+                runs, "mrpc", "sam", s, {"accuracy": 0.81, "f1": 0.86}, rho=0.01, sharpness=sh(2.0), **kw
+            ),
+            False,
+            False,
+        )
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "table2.md").read_text()
+    sgd = dict(zip(md_header(text), md_rows(text)["SGD"]))
+    assert sgd["RTE acc"].endswith("‡") and not sgd["SST-2 acc"].endswith("‡")
+    assert not sgd["MRPC acc"].endswith("‡")  # its best checkpoint predicted both classes
+    assert "Left out: RTE (SGD does not learn)" in text
+    sharp = (tmp_path / "out" / "sharpness.md").read_text()
+    assert "MRPC SAM" not in sharp.split("## Claims")[1].split("Left out")[0]  # MRPC SGD learned nothing
+    assert (
+        "RTE SAM (β1=0.9, ρ=0.01, linear) vs SGD (β1=0.9, linear) (SGD (β1=0.9, linear) does not learn)"
+        in sharp
+    )
+
+
 def test_a_cell_that_does_not_learn_is_marked_and_left_out_of_the_verdicts(tmp_path):
     """SAM predicting a constant on CoLA (MCC exactly 0) and the all-positive class on MRPC, at every seed,
     against a learning SGD is not evidence about SAM: the cells are marked ‡ and never bold (the

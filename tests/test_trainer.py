@@ -51,6 +51,45 @@ def test_run_writes_a_complete_record(tiny_cfg, tmp_path, optim, passes_per_upda
     assert not (tmp_path / "r" / "checkpoint").exists()  # removed after a completed run
 
 
+@pytest.mark.parametrize("constant", [False, True])
+def test_each_eval_records_whether_every_dev_prediction_was_the_same(
+    tiny_cfg, tmp_path, monkeypatch, constant
+):
+    """``constant_prediction`` in each eval entry (and so in ``best``/``final``) is what the dev outputs
+    show: it lets the report judge a majority-class predictor where accuracy cannot (docs/algorithms.md
+    §4.4 item 5). Evaluation logits are forced to one class (``constant``) or to alternate classes."""
+    import numpy as np
+
+    import adasam_glue.trainer as trainer_mod
+
+    seen = []
+    real = trainer_mod.compute_metrics
+    monkeypatch.setattr(
+        trainer_mod,
+        "compute_metrics",
+        lambda task, pred, ref, **k: seen.append(pred) or real(task, pred, ref, **k),
+    )
+
+    def force(module, args, output):
+        if not module.training and hasattr(output, "logits") and output.logits.dim() == 2:
+            logits = torch.zeros_like(output.logits)
+            rows = torch.arange(len(logits))
+            logits[rows, 1 if constant else rows % 2] = 1.0
+            output.logits = logits
+        return output
+
+    handle = torch.nn.modules.module.register_module_forward_hook(force)
+    try:
+        run(tiny_cfg("trainer.eval_every=2", run_dir=tmp_path / "r"))
+    finally:
+        handle.remove()
+    rec = read_record(tmp_path / "r" / "record.json")
+    flags = [e["constant_prediction"] for e in rec["eval_curve"]]
+    assert flags == [constant, constant]
+    assert flags == [len(np.unique(p.argmax(-1))) == 1 for p in seen]
+    assert rec["best"]["constant_prediction"] is constant and rec["final"]["constant_prediction"] is constant
+
+
 def test_rsam_record_says_its_train_loss_is_at_the_noisy_point(tiny_cfg, tmp_path):
     """RSAM's first pass runs at w + delta0: its record must not call that loss the loss at w."""
     rec = run(tiny_cfg("optim=rsam", run_dir=tmp_path / "r"))

@@ -34,7 +34,7 @@ from adasam_glue.report.palette import (
     task_name,
 )
 from adasam_glue.report.setting import heading, setting_tags, setting_text, verdict_on
-from adasam_glue.report.stats import Summary, summarize
+from adasam_glue.report.stats import Summary, recorded_constant, summarize
 from adasam_glue.report.tables import NO_LEARNING_MARK, _csv, md_table
 from adasam_glue.schedules import DECAYING
 from adasam_glue.sharpness.block import largest_eigenvalue, smallest_eigenvalue
@@ -93,13 +93,17 @@ def sharpness_frame(df: pd.DataFrame) -> pd.DataFrame:
         df.status.isin(("completed", "diverged")) & vals.map(bool).astype(bool)
     ]
     cost = pts.block.map(lambda b: b.get("cost") if isinstance(b.get("cost"), dict) else {})
-    at = [
-        r.best if b.get("checkpoint") == "best" or not r.final else r.final
+    which = [
+        "best" if b.get("checkpoint") == "best" or not r.final else "final"
         for r, b in zip(pts.itertuples(), pts.block)
     ]
+    at = [getattr(r, w) for r, w in zip(pts.itertuples(), which)]
+    constant = [recorded_constant(r.get(w)) for r, w in zip(pts.record, which)]
     return pts.assign(
         dev=[m.get(TASKS[t].selection_metric) for m, t in zip(at, pts.task)],
-        learned=[not no_learning(t, m) for m, t in zip(at, pts.task)],  # at the measured checkpoint
+        learned=[
+            not no_learning(t, m, c) for m, t, c in zip(at, pts.task, constant)
+        ],  # at the measured checkpoint
         seconds=cost.map(lambda c: to_float(c.get("seconds"))),
         hvps=cost.map(lambda c: to_float(c.get("hvp_count"))),
     )

@@ -56,10 +56,22 @@ def metric(df: pd.DataFrame, name: str, at: str = "best") -> pd.Series:
     return df[at].map(lambda m: m.get(name))
 
 
+def recorded_constant(entry: object) -> bool | None:
+    """An eval entry's ``constant_prediction`` (every dev prediction the same), ``None`` where the record
+    predates it or the entry is missing."""
+    value = entry.get("constant_prediction") if isinstance(entry, dict) else None
+    return value if isinstance(value, bool) else None
+
+
 def without_learning(runs: pd.DataFrame, task: str) -> int:
-    """How many of ``runs`` have best-checkpoint dev metrics of a predictor that learned nothing
-    (:func:`adasam_glue.metrics.no_learning`; docs/algorithms.md §4.4 item 5)."""
-    return sum(bool(no_learning(task, b)) for b in runs.best) if len(runs) else 0
+    """How many of ``runs`` have a best checkpoint of a predictor that learned nothing: its dev metrics
+    or its recorded constant prediction (:func:`adasam_glue.metrics.no_learning`; docs/algorithms.md §4.4
+    item 5)."""
+    if not len(runs):
+        return 0
+    return sum(
+        bool(no_learning(task, b, recorded_constant(r.get("best")))) for b, r in zip(runs.best, runs.record)
+    )
 
 
 def learns(runs: pd.DataFrame, task: str) -> bool:

@@ -564,7 +564,8 @@ def notes(res: TableResult) -> list[str]:
         lines.append(
             f"{NO_LEARNING_MARK} does not learn: every seed's best dev metrics are a predictor's that learned "
             "nothing (CoLA MCC exactly 0; STS-B Pearson and Spearman exactly 0; MRPC F1 = 0 or no negative "
-            "found; docs/algorithms.md §4.4 item 5): "
+            "found; on any task, every dev prediction the same where the record says so; docs/algorithms.md "
+            "§4.4 item 5): "
             + ("; ".join(dead) or "none")
             + ". Such a cell is left out of the comparisons, averages and verdicts."
             + (f" Kept, with some seeds that learned nothing: {'; '.join(some)}." if some else "")
