@@ -411,6 +411,9 @@ def test_sharpness_table_round_trip(report):
     assert ams[8:12] == ["0.2 ± 0", "0.05 ± 0", "0.1 ± 0", "0.025 ± 0"]
     assert "SAM-family optimizers find flatter minima than their base optimizer" in text
     assert "holds, lower in 1 of 1 comparisons" in text
+    # seed by seed AdaSAM is 5 below AMSGrad (5 vs 10, 7 vs 12): paired, the CI is that, and excludes 0
+    assert "excludes 0 in 1 of the 1 with ≥ 2 paired seeds (lower: 1, higher: 0)" in text
+    assert "(seed-paired -5 [-5, -5] over 2 seeds)" in text
     rows_csv = list(csv.DictReader(io.StringIO((out / "sharpness.csv").read_text())))
     assert float(rows_csv[0]["top eigenvalue"]) == 11.0 and float(
         rows_csv[1]["top eigenvalue std"]
@@ -1253,6 +1256,25 @@ def test_an_accuracy_only_cell_that_predicted_a_constant_is_marked_by_its_record
         "RTE SAM (β1=0.9, ρ=0.01, linear) vs SGD (β1=0.9, linear) (SGD (β1=0.9, linear) does not learn)"
         in sharp
     )
+
+
+def test_the_flatter_minima_verdict_pairs_sharpness_by_seed(tmp_path):
+    """SAM's mean top eigenvalue (80, seeds 1-3) is below SGD's (115, seeds 2-3: seed 1's model was
+    lost), but seed by seed (90 vs 100, 140 vs 130) the difference is -10 and +10: the paired CI
+    includes 0, and the line says so. Pairing by position instead of seed would show -90 and -40."""
+    runs = tmp_path / "runs"
+    sh = lambda eig: sharp_block(eig, 10.0, {"0.01": 0.1})  # noqa: E731
+    kw = {"experiment": "table2"}
+    for s, eig in ((2, 100.0), (3, 130.0)):
+        make_record(runs, "mrpc", "sgd", s, {"accuracy": 0.80, "f1": 0.85}, sharpness=sh(eig), **kw)
+    make_record(runs, "mrpc", "sgd", 1, {"accuracy": 0.80, "f1": 0.85}, **kw)
+    for s, eig in ((1, 10.0), (2, 90.0), (3, 140.0)):
+        make_record(runs, "mrpc", "sam", s, {"accuracy": 0.80, "f1": 0.85}, rho=0.01, sharpness=sh(eig), **kw)
+    build_report(runs, tmp_path / "out", figures=False)
+    sharp = (tmp_path / "out" / "sharpness.md").read_text()
+    assert "holds, lower in 1 of 1 comparisons" in sharp
+    assert "excludes 0 in 0 of the 1 with ≥ 2 paired seeds (lower: 0, higher: 0)" in sharp
+    assert "80 vs SGD (β1=0.9, linear)" in sharp and "115 (seed-paired +0 [-10, +10] over 2 seeds)" in sharp
 
 
 def test_a_cell_that_does_not_learn_is_marked_and_left_out_of_the_verdicts(tmp_path):

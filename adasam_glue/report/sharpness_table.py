@@ -34,7 +34,7 @@ from adasam_glue.report.palette import (
     task_name,
 )
 from adasam_glue.report.setting import heading, setting_tags, setting_text, verdict_on
-from adasam_glue.report.stats import Summary, recorded_constant, summarize
+from adasam_glue.report.stats import Summary, bootstrap_mean_ci, recorded_constant, summarize
 from adasam_glue.report.tables import NO_LEARNING_MARK, _csv, md_table
 from adasam_glue.schedules import DECAYING
 from adasam_glue.sharpness.block import largest_eigenvalue, smallest_eigenvalue
@@ -187,25 +187,63 @@ def _cmp_line(title: str, pairs: list[tuple[ConfigRow, ConfigRow]], measure: str
         if not (a.learns and b.learns)
     ]
     left = f" Left out: {'; '.join(dead)}." if dead else ""
+    ci_lower = ci_higher = with_ci = 0
     for a, b in ((a, b) for a, b in pairs if a.learns and b.learns):
         va, vb = a.values.get(measure), b.values.get(measure)
         if va is None or vb is None:
             continue
         lower += va.mean < vb.mean
         runs += [a.points, b.points]
+        diffs = _seed_paired(a, b, measure)
+        ci = bootstrap_mean_ci(diffs)
+        if ci is not None:
+            with_ci += 1
+            ci_lower, ci_higher = ci_lower + (ci[1] < 0), ci_higher + (ci[0] > 0)
         items.append(
-            f"{task_name(a.task)} {a.label} [{a.group_hash}] {va.mean:.4g} vs {b.label} [{b.group_hash}] {vb.mean:.4g}"
+            f"{task_name(a.task)} {a.label} [{a.group_hash}] {va.mean:.4g} vs {b.label} [{b.group_hash}] "
+            f"{vb.mean:.4g} ({_paired_text(diffs, ci)})"
         )
     if not items:
         return f"{title}: cannot be tested (no pair of configurations with {measure} measured where both learn).{left}"
     verdict = "holds" if lower == len(items) else "does not hold" if lower == 0 else "holds partly"
     verdict = verdict_on(verdict, pd.concat(runs))
+    paired = (
+        f"the seed-paired 95% bootstrap CI excludes 0 in {ci_lower + ci_higher} of the {with_ci} with ≥ 2 "
+        f"paired seeds (lower: {ci_lower}, higher: {ci_higher})"
+        if with_ci
+        else "no comparison has 2 seeds measured on both sides, so none has a CI"
+    )
     return (
-        f"{title} ({measure}): {verdict}, lower in {lower} of {len(items)} comparisons — "
+        f"{title} ({measure}): {verdict}, lower in {lower} of {len(items)} comparisons; {paired} — "
         + "; ".join(items)
         + "."
         + left
     )
+
+
+def _seed_paired(a: ConfigRow, b: ConfigRow, measure: str) -> list[float]:
+    """``a − b`` on ``measure`` per seed that both configurations measured on a run that learned: the
+    noise between seeds is what a difference of means over 3 seeds cannot show (docs/algorithms.md §4.4)."""
+
+    def by_seed(row: ConfigRow) -> dict[int, float]:
+        p = row.points
+        return {
+            int(s): v[measure]
+            for s, v, ok in zip(p.seed, p["values"], p.learned)
+            if ok and measure in v and s is not None
+        }
+
+    va, vb = by_seed(a), by_seed(b)
+    return [va[s] - vb[s] for s in sorted(va.keys() & vb.keys())]
+
+
+def _paired_text(diffs: list[float], ci: tuple[float, float] | None) -> str:
+    if not diffs:
+        return "no seed measured on both"
+    mean = sum(diffs) / len(diffs)
+    if ci is None:
+        return f"1 seed paired: {mean:+.4g}"
+    return f"seed-paired {mean:+.4g} [{ci[0]:+.4g}, {ci[1]:+.4g}] over {len(diffs)} seeds"
 
 
 def _with_partner(rows: list[ConfigRow], partners: dict[str, list[str]]) -> list[tuple[ConfigRow, ConfigRow]]:
