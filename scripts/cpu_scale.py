@@ -25,7 +25,8 @@ current method version yet (largest and smallest Hessian eigenvalue and trace, w
 each training run is also measured as soon as it completes: the weights are not committed, so a machine
 that is lost between training and the stage would lose them. ``--regenerate`` lets the stage measure a
 table run (``table1``/``matched``/``table2``) whose model is gone: it retrains the run from its record's
-overrides in a scratch results dir, checks that the retrained record reproduces the committed one exactly
+overrides in a scratch results dir (one per results dir, kept across launches, so a stopped retraining
+resumes from its checkpoint), checks that the retrained record reproduces the committed one exactly
 (identity, train curve, every eval; :func:`reproduction_differences`), measures that model and adds the
 block, marked ``"model": "regenerated"``, to the committed record; a run that does not reproduce is
 reported and left unmeasured. The stages and their grids live
@@ -36,6 +37,7 @@ in ``conf/experiment/cpu_scale*.yaml``; this script only orders and launches the
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -559,6 +561,16 @@ def regenerate_one(
     return None
 
 
+def regeneration_scratch(results: Path) -> Path:
+    """Where :func:`regenerate_one` retrains: one folder per results dir that outlives the launch, so a
+    retraining stopped by a signal (checkpointed, ``preempted``) resumes at the next launch instead of
+    starting over; a finished one is removed once measured."""
+    key = hashlib.sha1(str(results.resolve()).encode()).hexdigest()[:10]
+    scratch = Path(tempfile.gettempdir()) / f"cpu_scale_regen_{key}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch
+
+
 def measure_all(
     results: Path,
     logs: Path,
@@ -587,7 +599,7 @@ def measure_all(
     data_dir, extra = regenerate
     gone = regenerable(results, tasks, seeds)
     print(f"sharpness: {len(gone)} table runs to retrain and measure (their models are gone)", flush=True)
-    scratch = Path(tempfile.mkdtemp(prefix="cpu_scale_regen_"))
+    scratch = regeneration_scratch(results)
     for k, run_dir in enumerate(gone, 1):
         if stop.now:
             break

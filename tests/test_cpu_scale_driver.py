@@ -302,7 +302,11 @@ def test_a_regenerated_model_is_measured_only_when_it_reproduces_the_record(
     reproduce the run is not that run's model. Nothing else in the committed record changes."""
     import sys
 
+    import tempfile
+
     results, data = tmp_path / "results", _glue(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the scratch stays in this test
     rel = "cpu_scale_table2/mrpc/m/seed1"
     committed = {
         "schema_version": 2,
@@ -342,6 +346,12 @@ def test_a_regenerated_model_is_measured_only_when_it_reproduces_the_record(
     args = json.loads((tmp_path / "args.json").read_text())
     assert args[:4] == committed["overrides"][:4] and f"data.data_dir={data}" in args
     assert not any(a.startswith("results_dir=") and a.endswith(str(results)) for a in args)  # a scratch dir
+    # ... the same one at every launch for these results (a stopped retraining resumes from its
+    # checkpoint there), another for other results
+    scratch = driver.regeneration_scratch(results)
+    assert f"results_dir={scratch}" in args and driver.regeneration_scratch(results) == scratch
+    assert scratch.parent == tmp_path / "tmp"
+    assert driver.regeneration_scratch(tmp_path / "other") != scratch
     after = json.loads((run_dir / "record.json").read_text())
     if differ:
         assert code != 0 and "NOT MEASURED: the retrained run differs from the record in train_curve" in out
@@ -366,7 +376,9 @@ def test_reproduction_ignores_only_keys_the_committed_record_predates(driver):
     changed = {**newer, "metrics": {"accuracy": 0.7500001}}
     assert driver.reproduction_differences(committed, {**retrained, "best": changed}) == ["best"]
     dropped = {k: v for k, v in newer.items() if k != "eval_loss"}
-    assert driver.reproduction_differences(committed, {**retrained, "eval_curve": [dropped]}) == ["eval_curve"]
+    assert driver.reproduction_differences(committed, {**retrained, "eval_curve": [dropped]}) == [
+        "eval_curve"
+    ]
     longer = {**retrained, "eval_curve": [newer, newer]}
     assert driver.reproduction_differences(committed, longer) == ["eval_curve"]
 
