@@ -392,9 +392,14 @@ def main(argv: list[str] | None = None) -> int:
     if not a.dry_run:
         stop.install()
     try:
-        return _sweep(a, runs, results, common, hydra_root, tasks, seeds, stop)
+        code = _sweep(a, runs, results, common, hydra_root, tasks, seeds, stop)
     finally:
         stop.restore()
+    if code == 0:  # every run finished: its record is the result, its log is not needed
+        shutil.rmtree(hydra_root, ignore_errors=True)
+    else:  # the lines above point into these logs
+        print(f"logs kept in {hydra_root}", flush=True)
+    return code
 
 
 def _sweep(

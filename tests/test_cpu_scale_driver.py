@@ -165,6 +165,30 @@ def test_each_run_is_reported_by_its_record_status_not_its_exit_code(driver, fak
     assert "outcomes: 4 preempted" in out
 
 
+@pytest.mark.parametrize("mode", ["completed", "preempted"])
+def test_the_launch_logs_are_removed_only_when_every_run_finished(
+    driver, fake_runs, tmp_path, monkeypatch, capsys, mode
+):
+    """Each launch wrote its children's logs into a fresh ``cpu_scale_hydra_*`` folder that was never
+    removed (hundreds in /tmp after the test suite); a finished sweep's records are its result, so the
+    folder goes, while an unfinished one keeps the logs its output points into."""
+    import tempfile
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    argv, _ = fake_runs
+    monkeypatch.setenv("FAKE_MODE", mode)
+    code = driver.main(argv)
+    left = sorted(tmp.glob("cpu_scale_hydra_*"))
+    out = capsys.readouterr().out
+    if mode == "completed":
+        assert code == 0 and left == [], out
+    else:
+        assert code != 0 and len(left) == 1 and f"logs kept in {left[0]}" in out
+        assert len(list(left[0].glob("*.log"))) == 4
+
+
 def _signal_when_started(root, signum, n=1):
     """Send ``signum`` to this process (the driver) ``n`` times once the first fake run has started."""
     import os
@@ -301,7 +325,6 @@ def test_a_regenerated_model_is_measured_only_when_it_reproduces_the_record(
     retrained record equals the committed one in identity, curves and evals: a model that does not
     reproduce the run is not that run's model. Nothing else in the committed record changes."""
     import sys
-
     import tempfile
 
     results, data = tmp_path / "results", _glue(tmp_path)
