@@ -74,7 +74,20 @@ def throwaway_variant(tmp_path):
         OPTIMIZERS.pop("benchtoy", None)
 
 
-def test_a_newly_registered_variant_gets_its_row_with_no_bench_change(throwaway_variant, tmp_path):
+@pytest.fixture
+def own_tmp(tmp_path, monkeypatch):
+    """``tempfile``'s folder, private to the test: each benchmark's scratch (its data cache, its runs) must
+    be gone when it returns; they used to pile up in /tmp at every suite run."""
+    import tempfile
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    yield tmp
+    assert not sorted(tmp.glob("adasam_*")), "a benchmark left its scratch folder behind"
+
+
+def test_a_newly_registered_variant_gets_its_row_with_no_bench_change(throwaway_variant, tmp_path, own_tmp):
     _, searchpath = throwaway_variant
     out, md = tmp_path / "out", tmp_path / "bench.md"
     argv = ["step-cost", "--quick", "--model", "tiny", "--rounds", "1", "--out", str(out), "--md", str(md)]
@@ -213,9 +226,8 @@ def test_overhead_analysis_of_a_clock():
     assert v["evaluated"] and v["within_1ms"] and v["flat"]
 
 
-def test_overhead_benchmark_runs_the_real_loop(tmp_path):
-    res = overhead.bench_overhead(points=(40, 80), window=20, optim="amsgrad", task="mrpc", budget_s=300,
-                                  work_dir=str(tmp_path))  # fmt: skip
+def test_overhead_benchmark_runs_the_real_loop(own_tmp):
+    res = overhead.bench_overhead(points=(40, 80), window=20, optim="amsgrad", task="mrpc", budget_s=300)
     assert res["status"] == "completed" and res["optimizer_updates"] == 80
     assert [p["reached"] for p in res["points"]] == [True, True]
     assert res["points"][0]["overhead_cpu"]["n"] > 0 and res["data_fetch_ms"] > 0
@@ -223,7 +235,7 @@ def test_overhead_benchmark_runs_the_real_loop(tmp_path):
     assert "## Harness overhead per update" in render.render_overhead(res)
 
 
-def test_gpu_check_dry_run_on_cpu(tmp_path):
+def test_gpu_check_dry_run_on_cpu(tmp_path, own_tmp):
     argv = ["gpu-check", "--dry", "--out", str(tmp_path), "--optimizers", "sgd", "sam", "adasam"]
     assert cli.main([*argv, "--md", str(tmp_path / "gpu.md")]) == 0
     res = read_json(tmp_path / "gpu_check_dry.json")
@@ -271,7 +283,7 @@ def test_parity_plan_and_summary_without_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_parity_benchmark_end_to_end_on_generated_tsvs(tmp_path):
+def test_parity_benchmark_end_to_end_on_generated_tsvs(tmp_path, own_tmp):
     from adasam_glue.data import make_synthetic_glue
 
     make_synthetic_glue("mrpc", tmp_path / "glue", num_train=96, num_eval=32)

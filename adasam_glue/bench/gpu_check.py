@@ -155,30 +155,31 @@ def gpu_check(
     mode = MODES[name]
     if not dry and not torch.cuda.is_available():
         raise SystemExit("gpu-check needs a CUDA device (use --dry for the CPU dry run)")
-    t0, cache = time.perf_counter(), tempfile.mkdtemp(prefix="adasam_gpu_check_")
+    t0 = time.perf_counter()
     path = Path(out) / f"gpu_check{'_dry' if dry else ''}.json"
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(mode).items()}
     res: dict[str, Any] = {"mode": name, "env": environment(mode.device), "settings": settings}
-    res["agreement"] = update_agreement(mode.model, mode.device, precisions, *mode.agreement, cache)
-    write_json(path, res, partial=True)
-    rows, unsupported, not_run = [], [], []
-    deadline = time.perf_counter() + mode.budget_s if mode.budget_s else math.inf
-    for precision, bs, sl in itertools.product(precisions, mode.batch_sizes, mode.seq_lens):
-        where = {"precision": precision, "batch_size": bs, "seq_len": sl}
-        if time.perf_counter() > deadline:
-            not_run.append(where)
-            continue
-        try:
-            setup = build_setup(
-                mode.model, mode.device, bs, 3, seq_len=sl, mixed_precision=precision, cache_dir=cache
-            )
-        except Exception as e:  # e.g. a precision this device or Accelerate refuses
-            unsupported.append({**where, "error": error_text(e)})
-            continue
-        rows += gpu_rows(setup, names, mode.rounds)
-        del setup
-        if mode.device == "cuda":
-            torch.cuda.empty_cache()
+    with tempfile.TemporaryDirectory(prefix="adasam_gpu_check_") as cache:  # the tokenized data, then gone
+        res["agreement"] = update_agreement(mode.model, mode.device, precisions, *mode.agreement, cache)
+        write_json(path, res, partial=True)
+        rows, unsupported, not_run = [], [], []
+        deadline = time.perf_counter() + mode.budget_s if mode.budget_s else math.inf
+        for precision, bs, sl in itertools.product(precisions, mode.batch_sizes, mode.seq_lens):
+            where = {"precision": precision, "batch_size": bs, "seq_len": sl}
+            if time.perf_counter() > deadline:
+                not_run.append(where)
+                continue
+            try:
+                setup = build_setup(
+                    mode.model, mode.device, bs, 3, seq_len=sl, mixed_precision=precision, cache_dir=cache
+                )
+            except Exception as e:  # e.g. a precision this device or Accelerate refuses
+                unsupported.append({**where, "error": error_text(e)})
+                continue
+            rows += gpu_rows(setup, names, mode.rounds)
+            del setup
+            if mode.device == "cuda":
+                torch.cuda.empty_cache()
     res |= {"model": mode.model, "rows": rows, "unsupported": unsupported, "not_run": not_run}
     res["summary"] = summarize(res)
     res["wall_s"] = round(time.perf_counter() - t0, 1)

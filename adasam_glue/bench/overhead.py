@@ -183,9 +183,13 @@ def bench_overhead(
     out: str | Path | None = None,
 ) -> dict[str, Any]:
     """One run of ``max(points)`` updates of the stub, timed from outside (module doc); with ``out``,
-    written to ``out/overhead.json`` with the environment block."""
+    written to ``out/overhead.json`` with the environment block. Without ``work_dir`` the run's files go
+    to a temporary folder that is removed afterwards."""
+    if work_dir is None:
+        with tempfile.TemporaryDirectory(prefix="adasam_bench_overhead_") as scratch:
+            return bench_overhead(points, window, optim, task, progress_bar, budget_s, scratch, out)
     env, t_start = environment("cpu"), time.perf_counter()
-    tmp = Path(work_dir or tempfile.mkdtemp(prefix="adasam_bench_overhead_"))
+    tmp = Path(work_dir)
     overrides = [
         "logging.wandb_mode=disabled",
         "experiment_name=bench_overhead",

@@ -199,12 +199,14 @@ def bench_parity(
 ) -> dict[str, Any]:
     """Plan, run, summarise; ``out/hf_parity.json`` is rewritten (partial) after every run."""
     recipe, t0 = recipe or Recipe(), time.perf_counter()
-    work, path = Path(tempfile.mkdtemp(prefix="adasam_parity_")), Path(out) / "hf_parity.json"
+    path = Path(out) / "hf_parity.json"
     res = {"env": environment("cpu"), "recipe": dataclasses.asdict(recipe), "tasks": list(tasks)}
     res |= {"seeds": list(seeds), "rounds": rounds, "padmax_steps": padmax_steps, "jobs": jobs}
     res["data_dir"] = str(data_dir)
-    specs = plan(recipe, tasks, seeds, data_dir, work, rounds, padmax_steps)
-    runs = execute(specs, jobs, lambda done: write_json(path, {**res, "runs": done}, partial=True))
+    with tempfile.TemporaryDirectory(prefix="adasam_parity_") as scratch:  # both sides' runs and caches
+        work = Path(scratch)
+        specs = plan(recipe, tasks, seeds, data_dir, work, rounds, padmax_steps)
+        runs = execute(specs, jobs, lambda done: write_json(path, {**res, "runs": done}, partial=True))
     res |= summarize(runs, tasks)
     checks = [r["no_decay_check"] for r in runs if "no_decay_check" in r]
     res["no_decay_rule_equal"] = all(c["equal"] for c in checks) if checks else None

@@ -278,22 +278,23 @@ def run_step_cost(
     """Rows for every model (default: tiny and MiniLM), every form in full mode; ``out/bench_{quick,full}.json``
     is rewritten after each model. The GPU's figures are the GPU check's (:mod:`~.gpu_check`)."""
     t_start, mode = time.perf_counter(), "quick" if quick else "full"
-    path, cache = Path(out) / f"bench_{mode}.json", tempfile.mkdtemp(prefix="adasam_bench_")
+    path = Path(out) / f"bench_{mode}.json"
     res: dict[str, Any] = {"mode": mode, "rows": [], "env": environment("cpu"), "setups": {}}
     res["section_seconds"] = {}
-    for model in models or ["tiny", "minilm"]:
-        n_rounds, warmup = SIZES.get(model, SIZES["tiny"])[0 if quick else 1]
-        t0, section = time.perf_counter(), f"optimizers[{model}]"
-        print(f"[bench] {model} ...", flush=True)
-        try:
-            setup = build_setup(model, "cpu", 16, 4, cache_dir=cache, overrides=overrides)
-            res["setups"][model] = dict(setup.info)
-            res["rows"] += bench_optimizers(setup, names, rounds or n_rounds, warmup, forms=not quick)
-        except Exception as e:  # one failing model must not lose the others
-            res.setdefault("errors", {})[section] = {"error": error_text(e)}
-            print(f"[bench] {model} FAILED: {error_text(e)}", flush=True)
-        res["section_seconds"][section] = round(time.perf_counter() - t0, 2)
-        write_json(path, res, partial=True)
+    with tempfile.TemporaryDirectory(prefix="adasam_bench_") as cache:  # the tokenized data, then gone
+        for model in models or ["tiny", "minilm"]:
+            n_rounds, warmup = SIZES.get(model, SIZES["tiny"])[0 if quick else 1]
+            t0, section = time.perf_counter(), f"optimizers[{model}]"
+            print(f"[bench] {model} ...", flush=True)
+            try:
+                setup = build_setup(model, "cpu", 16, 4, cache_dir=cache, overrides=overrides)
+                res["setups"][model] = dict(setup.info)
+                res["rows"] += bench_optimizers(setup, names, rounds or n_rounds, warmup, forms=not quick)
+            except Exception as e:  # one failing model must not lose the others
+                res.setdefault("errors", {})[section] = {"error": error_text(e)}
+                print(f"[bench] {model} FAILED: {error_text(e)}", flush=True)
+            res["section_seconds"][section] = round(time.perf_counter() - t0, 2)
+            write_json(path, res, partial=True)
     res["summary"] = summarize(res["rows"])
     res["env"]["wall_time_s"] = round(time.perf_counter() - t_start, 1)
     write_json(path, res)
