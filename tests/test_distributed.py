@@ -41,6 +41,9 @@ def _launch(tmp_path, data_cache, *overrides: str) -> subprocess.CompletedProces
         *overrides,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    scratch = tmp_path / "launch_tmp"  # torch elastic's per-launch log folders land here, not in /tmp
+    scratch.mkdir(exist_ok=True)
+    env["TMPDIR"] = str(scratch)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
