@@ -140,11 +140,14 @@ def fake_runs(tmp_path, monkeypatch):
     """The driver's children are the fake run above; returns ``(argv, fake root)``."""
     import os
     import sys
+    import tempfile
 
     script = tmp_path / "fake_python"
     script.write_text(_FAKE_RUN.format(python=sys.executable))
     script.chmod(0o755)
     root = tmp_path / "fake_runs"
+    (tmp_path / "tmp").mkdir()  # the driver's launch-log folder: inside the test's, not in /tmp
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     monkeypatch.setattr(sys, "executable", str(script))
     monkeypatch.setenv("FAKE_ROOT", str(root))
     data = _glue(tmp_path)
@@ -172,11 +175,7 @@ def test_the_launch_logs_are_removed_only_when_every_run_finished(
     """Each launch wrote its children's logs into a fresh ``cpu_scale_hydra_*`` folder that was never
     removed (hundreds in /tmp after the test suite); a finished sweep's records are its result, so the
     folder goes, while an unfinished one keeps the logs its output points into."""
-    import tempfile
-
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    tmp = tmp_path / "tmp"  # fake_runs makes it tempfile's folder
     argv, _ = fake_runs
     monkeypatch.setenv("FAKE_MODE", mode)
     code = driver.main(argv)
