@@ -1318,3 +1318,48 @@ def test_a_cell_that_does_not_learn_is_marked_and_left_out_of_the_verdicts(tmp_p
     }
     assert paired["cola"] == paired["mrpc"] == "SAM does not learn" and paired["stsb"] == ""
     assert "‡ not evidence: optimizer learned nothing" in (tmp_path / "out" / "variants.md").read_text()
+
+
+def test_an_eigenvalue_whose_lanczos_stopped_at_its_cap_is_marked_with_its_bound(tmp_path):
+    """A run whose Lanczos iteration hit ``power_iters`` before its tolerance still has a sound value
+    within its residual bound, but a reader must be told which cells that is and how loose: the row's
+    eigenvalue cells carry † and the caption gives the count and the largest relative bound (residual 0.3
+    over max(|80|, |-20|) = 0.375%). A converged run, or an older block without the flag, is not marked."""
+    from adasam_glue.sharpness.block import lanczos_cap_bound
+
+    def v3(eig: float, converged: bool, residual: float = 0.3) -> dict:
+        block = sharp_block(eig, 10.0, {"0.01": 0.1})
+        block["method_version"] = 3
+        block["values"] |= {"eigenvalue_min": -20.0, "eigen_residual": residual, "eigen_converged": converged}
+        return block
+
+    assert lanczos_cap_bound(v3(80.0, False)) == pytest.approx(0.3 / 80.0)
+    assert lanczos_cap_bound(v3(80.0, True)) is None
+    assert lanczos_cap_bound({"values": {"eigenvalue": 80.0, "eigen_converged": False}}) is None  # version 1
+    assert lanczos_cap_bound(v3(80.0, False, residual=None)) == math.inf  # capped, bound not usable
+    runs = tmp_path / "runs"
+    kw = {"experiment": "table2"}
+    for s in (1, 2):
+        make_record(runs, "mrpc", "sgd", s, {"accuracy": 0.80, "f1": 0.85}, sharpness=v3(100.0, True), **kw)
+        sh = v3(80.0, s == 2)  # seed 1 capped
+        make_record(runs, "mrpc", "sam", s, {"accuracy": 0.80, "f1": 0.85}, rho=0.01, sharpness=sh, **kw)
+    build_report(runs, tmp_path / "out", figures=False)
+    text = (tmp_path / "out" / "sharpness.md").read_text()
+    rows = {
+        ln.split("|")[2].strip(): [c.strip() for c in ln.strip("|").split("|")]
+        for ln in text.splitlines()
+        if ln.startswith("| MRPC")
+    }
+    assert rows["SAM"][6:8] == ["80 ± 0 †", "-20 ± 0 †"] and rows["SAM"][8] == "10 ± 0"  # trace: not Lanczos
+    assert rows["SGD"][6:8] == ["100 ± 0", "-20 ± 0"]
+    assert (
+        "†: in 1 run(s) the Lanczos iteration" in text and "at most 0.38% of the largest |Ritz value|" in text
+    )
+    rows_csv = {
+        r["optimizer"]: r
+        for r in csv.DictReader(io.StringIO((tmp_path / "out" / "sharpness.csv").read_text()))
+    }
+    assert (
+        float(rows_csv["sam"]["eigen_cap_bound"]) == pytest.approx(0.00375)
+        and rows_csv["sgd"]["eigen_cap_bound"] == ""
+    )

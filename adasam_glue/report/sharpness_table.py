@@ -37,7 +37,7 @@ from adasam_glue.report.setting import heading, setting_tags, setting_text, verd
 from adasam_glue.report.stats import Summary, bootstrap_mean_ci, recorded_constant, summarize
 from adasam_glue.report.tables import NO_LEARNING_MARK, _csv, md_table
 from adasam_glue.schedules import DECAYING
-from adasam_glue.sharpness.block import largest_eigenvalue, smallest_eigenvalue
+from adasam_glue.sharpness.block import lanczos_cap_bound, largest_eigenvalue, smallest_eigenvalue
 from adasam_glue.tasks import TASK_ORDER, TASKS
 
 
@@ -53,6 +53,8 @@ SAM_BASE: Mapping[str, str] = RegistryView(_default_bases)
 #: the identity keys a schedule point of the schedules experiment sets (conf/schedule/*.yaml)
 SCHEDULE_KEYS = ("config.trainer.schedule", "config.trainer.batch_schedule", "config.trainer.min_lr_ratio")
 HEAD = ("top eigenvalue", "smallest eigenvalue", "trace")
+#: the eigenvalues of a row with a run whose Lanczos iteration stopped at its cap before its tolerance
+CAP_MARK = "†"
 FAMILY_CLAIM = (
     "SAM-family optimizers find flatter minima than their base optimizer (same task, β1, and runs that "
     "differ only in optimizer keys)"
@@ -86,7 +88,8 @@ def measures(block: Mapping[str, Any]) -> dict[str, float]:
 
 def sharpness_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The completed or diverged runs with a usable ``sharpness.values`` block, with their ``values``
-    (:func:`measures`), ``dev`` (selection metric at the measured checkpoint), ``seconds``, ``hvps``."""
+    (:func:`measures`), ``dev`` (selection metric at the measured checkpoint), ``seconds``, ``hvps``, and
+    ``cap_bound`` (:func:`~adasam_glue.sharpness.block.lanczos_cap_bound`: ``None`` unless capped)."""
     block = df.record.map(lambda r: r.get("sharpness") if isinstance(r.get("sharpness"), dict) else {})
     vals = block.map(measures)
     pts = df.assign(values=vals, block=block)[
@@ -106,6 +109,7 @@ def sharpness_frame(df: pd.DataFrame) -> pd.DataFrame:
         ],  # at the measured checkpoint
         seconds=cost.map(lambda c: to_float(c.get("seconds"))),
         hvps=cost.map(lambda c: to_float(c.get("hvp_count"))),
+        cap_bound=pd.Series([lanczos_cap_bound(b) for b in pts.block], index=pts.index, dtype=object),
     )
 
 
@@ -129,6 +133,17 @@ class ConfigRow:
     def learns(self) -> bool:
         """False when no run of it learned (docs/algorithms.md §4.4 item 5): out of the verdicts."""
         return bool(self.points.learned.any())
+
+    @property
+    def live(self) -> pd.DataFrame:
+        """The runs its means are over: those that learned, or all when none did."""
+        return self.points[self.points.learned.astype(bool)] if self.learns else self.points
+
+    @property
+    def cap_bounds(self) -> list[float]:
+        """The relative error bounds of the eigenvalues of its :attr:`live` runs whose Lanczos iteration
+        stopped at the cap before its tolerance (docs/algorithms.md §3.5); empty when all converged."""
+        return [b for b in self.live.cap_bound if b is not None]
 
     @property
     def label(self) -> str:
@@ -165,13 +180,10 @@ def build_sharpness(df: pd.DataFrame) -> SharpnessReport:
     order = lambda k: (TASK_ORDER.index(k[0]), *optimizer_rank(k[1]), neg(k[2]), neg(k[3]), *k[4:])  # noqa: E731
     rows = []
     for key in sorted(groups, key=order):
-        ps = pts.loc[groups[key]].sort_values(["seed", "rel"])
-        live = (
-            ps[ps.learned.astype(bool)] if ps.learned.any() else ps
-        )  # a run that learned nothing: not in a mean
-        rows.append(
-            ConfigRow(*key, ps, {m: summarize(v[m] for v in live["values"] if m in v) for m in names})
-        )
+        row = ConfigRow(*key, pts.loc[groups[key]].sort_values(["seed", "rel"]))
+        live = row.live["values"]  # a run that learned nothing: not in a mean
+        row.values = {m: summarize(v[m] for v in live if m in v) for m in names}
+        rows.append(row)
     return SharpnessReport(pts, rows, names, _claims(rows, pts, names))
 
 
@@ -322,9 +334,10 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
         dev = f"{metric_label(TASKS[r.task].selection_metric)} {_fmt(scaled)}" if dev else "—"
         dev += "" if r.learns else f" {NO_LEARNING_MARK}"
         names = [task_name(r.task), method_name(r.optimizer), g_or(r.beta1), g_or(r.rho, "—"), r.schedule]
+        cap = CAP_MARK if r.cap_bounds else ""
         body.append(
             [*names, str(len(r.points))]
-            + [_fmt(r.values.get(m)) for m in rep.measures]
+            + [_fmt(r.values.get(m)) + (f" {cap}" if cap and m in HEAD[:2] else "") for m in rep.measures]
             + [dev, _fmt(r.summary("seconds")), _fmt(r.summary("hvps")), tags[r.setting], r.group_hash]
         )
     out += md_table([*header, "setting", "identity"], body, "lllll" + "r" * (len(header) - 5))
@@ -343,12 +356,28 @@ def render_sharpness_md(rep: SharpnessReport) -> str:
             "means over those runs (n counts all)."
             if any(not r.learns for r in rep.rows)
             else "."
-        ),
+        )
+        + _cap_caption(rep.rows),
         "",
         "## Claims",
         "",
     ]
     return "\n".join(out + [f"- {c}" for c in rep.claims]) + "\n"
+
+
+def _cap_caption(rows: list[ConfigRow]) -> str:
+    """The caption's sentence on :data:`CAP_MARK` (empty when every Lanczos iteration converged)."""
+    bounds = [b for r in rows for b in r.cap_bounds]
+    if not bounds:
+        return ""
+    worst = max(bounds)
+    worst = "unknown (a block without its residual)" if math.isinf(worst) else f"{100 * worst:.2g}%"
+    return (
+        f" {CAP_MARK}: in {len(bounds)} run(s) the Lanczos iteration for the eigenvalues stopped at its cap of "
+        "`power_iters` Hessian-vector products before meeting its relative tolerance `power_tol`; each "
+        "value still lies within the run's recorded residual bound (`eigen_residual`) of an eigenvalue of "
+        f"the Hessian, at most {worst} of the largest |Ritz value| here (docs/algorithms.md §3.5)."
+    )
 
 
 def render_sharpness_csv(rep: SharpnessReport) -> str:
@@ -362,7 +391,8 @@ def render_sharpness_csv(rep: SharpnessReport) -> str:
         [r.task, r.optimizer, g_or(r.beta1, ""), g_or(r.rho, ""), r.schedule, len(r.points)]
         + g6(*[r.values.get(m) for m in rep.measures], r.summary("dev"))
         + g6(r.summary("seconds"), r.summary("hvps"))[::2]
-        + [r.group_hash, r.setting]
+        + [f"{max(r.cap_bounds):.6g}" if r.cap_bounds else "", r.group_hash, r.setting]
         for r in rep.rows
     ]
-    return _csv([*header, "cost_seconds", "hvp_count", "identity", "setting"], body)
+    # eigen_cap_bound: the largest relative error bound of a capped Lanczos run (blank: all converged)
+    return _csv([*header, "cost_seconds", "hvp_count", "eigen_cap_bound", "identity", "setting"], body)

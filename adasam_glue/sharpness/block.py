@@ -5,6 +5,7 @@ without loading the measuring code (:mod:`adasam_glue.sharpness.measure`; spec: 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,3 +68,21 @@ def smallest_eigenvalue(block: Mapping[str, Any] | None) -> float | None:
     if version == 2 and not (isinstance(eig, (int, float)) and low < -abs(eig)):
         return None
     return float(low)
+
+
+def lanczos_cap_bound(block: Mapping[str, Any] | None) -> float | None:
+    """The relative error bound of the eigenvalues of a block whose Lanczos iteration stopped at its
+    ``power_iters`` cap before meeting its tolerance: ``eigen_residual`` over the largest reported
+    ``|θ|``, the scale the tolerance is relative to (docs/algorithms.md §3.5); ``inf`` when it stopped
+    without a usable bound. ``None`` when the iteration converged or the block is of an older version."""
+    if not is_current(block):
+        return None
+    values = block.get("values") or {}
+    if values.get("eigen_converged") is not False:
+        return None
+    ends = [largest_eigenvalue(block), smallest_eigenvalue(block)]
+    scale = max((abs(v) for v in ends if v is not None), default=0.0)
+    residual = values.get("eigen_residual")
+    if not isinstance(residual, (int, float)) or isinstance(residual, bool) or scale == 0.0:
+        return math.inf
+    return float(residual) / scale
