@@ -6,13 +6,18 @@
 
 A long sweep outlives commits: the report flags every table cell whose seeds were trained by more than
 one commit ("Code versions"), because the identity says what ran, not which code. Retraining those
-seeds (``rerun_on_new_commit=true``) costs the sweep again; this check costs a few minutes. For each
-commit (default: every commit the records under ``--runs`` name) it checks the commit out into a
-temporary worktree and runs, from there, the same short runs: by default one per (experiment, task,
-optimizer) of the records, replaying the overrides of its lowest seed, cut to ``--shorten`` (a few
-updates on a few rows, the final weights saved). It then compares, against the first commit, the final
-weights tensor by tensor (bitwise), the training losses and the final dev metrics, and writes a JSON
-and a Markdown page. Exit status 0 only when every commit trained every short run to the same bits.
+seeds (``rerun_on_new_commit=true``) costs the sweep again; this check costs a few minutes. From
+``--runs`` it plans one short run per (experiment, task, optimizer) of the records, replaying the
+overrides of its lowest seed, cut to ``--shorten`` (a few updates on a few rows, the final weights
+saved), and runs it at each commit that trained that key's records (a cell's question is whether *its*
+commits agree; running every key at every commit of a sweep would cost keys × commits). Commits whose
+code is the same tree (``CODE_PATHS``: what ``python -m adasam_glue`` runs from a checkout) train the
+same bits by construction, so one of them runs and the others are listed beside it; a key whose commits
+share one tree has nothing to compare and is not run. With ``--commits`` and ``--run`` every run is
+trained at every commit. Each commit's short run runs from a temporary worktree of that commit; the
+check compares, per run against its oldest commit, the final weights tensor by tensor (bitwise), the
+training losses, the final dev metrics and the identity, and writes a JSON and a Markdown page. Exit
+status 0 only when every compared commit trained every short run to the same bits.
 
 What it shows and what it does not: equal bits on the first updates of every (task, optimizer) means
 the commits compute the same model, data order, optimizer step and metric on those inputs; code paths a
@@ -23,6 +28,7 @@ are not compared.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -49,21 +55,53 @@ SHORTEN = (
 _WHERE = ("data.data_dir=", "results_dir=", "run_dir=", "hydra.")
 
 
-def recorded(runs: Path) -> tuple[list[str], list[list[str]]]:
-    """The commits behind the records under ``runs`` (first seen first) and one short-run override list
-    per (experiment, task, optimizer): the overrides of its lowest seed, without where it ran."""
-    commits: list[str] = []
+#: the paths of a checkout that a short run executes or reads (the package and its Hydra configs) and those
+#: that say how it is installed: two commits with the same trees here run the same code
+CODE_PATHS = ("adasam_glue", "conf", "pyproject.toml", "setup.py")
+
+
+def recorded(runs: Path) -> list[tuple[list[str], list[str]]]:
+    """One short run per (experiment, task, optimizer) of the records under ``runs``: the overrides of its
+    lowest seed, without where it ran, and the commits that trained that key's records (first seen first)."""
     chosen: dict[tuple[str, str, str], tuple[int, list[str]]] = {}
+    commits: dict[tuple[str, str, str], list[str]] = {}
     for path in find_records(runs):
         record = read_record(path)
-        for commit in record_commits(record)[0]:
-            commits += [commit] if commit not in commits else []
         key = (str(record.get("experiment")), str(record.get("task")), str(record.get("optimizer")))
+        seen = commits.setdefault(key, [])
+        seen += [c for c in record_commits(record)[0] if c not in seen]
         seed = int(record.get("seed") or 0)
         overrides = [o for o in record.get("overrides") or [] if not o.startswith(_WHERE)]
         if key not in chosen or seed < chosen[key][0]:
             chosen[key] = (seed, overrides)
-    return commits, [chosen[k][1] for k in sorted(chosen)]
+    return [(chosen[k][1], commits[k]) for k in sorted(chosen)]
+
+
+@functools.cache
+def code_tree(commit: str) -> str | None:
+    """The git object ids of ``commit``'s ``CODE_PATHS`` (None when git does not know the commit, so that it
+    stands alone and its checkout fails with its name)."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+
+    if git("cat-file", "-e", f"{commit}^{{commit}}").returncode:
+        return None
+    # a path the commit lacks is part of its tree too ("-")
+    return " ".join(
+        git("rev-parse", "--verify", "-q", f"{commit}:{p}").stdout.strip() or "-" for p in CODE_PATHS
+    )
+
+
+def same_code(commits: list[str]) -> dict[str, str]:
+    """Each of ``commits`` (oldest first) mapped to the oldest of them with the same ``code_tree``: the one
+    that runs for all (itself when it is the first of its tree or git does not know it)."""
+    first: dict[str, str] = {}
+    mapping = {}
+    for commit in commits:
+        tree = code_tree(commit)
+        mapping[commit] = commit if tree is None else first.setdefault(tree, commit)
+    return mapping
 
 
 def weights_digest(run_dir: Path) -> str | None:
@@ -141,45 +179,62 @@ def short_run(commit: str, overrides: list[str], shorten: str, data_dir: str, wo
 
 
 def compare(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """Every way a commit's short run differs from the first commit's (empty: the same numbers)."""
+    """Every way a commit's short run differs from that of the first commit that ran it (empty: the same
+    numbers). A run a commit did not train (not one of its key's commits, or its code is another commit's:
+    ``same_code_as``) is not compared."""
     differences = []
-    commits = list(results)
-    for run in results[commits[0]]:
-        ref = results[commits[0]][run]
-        for commit in commits:
+    runs = list(dict.fromkeys(r for by_run in results.values() for r in by_run))
+    for run in runs:
+        ran = [c for c in results if run in results[c] and "same_code_as" not in results[c][run]]
+        ref = results[ran[0]][run]
+        for commit in ran[1:]:
             got = results[commit][run]
             if "error" in got or "error" in ref:
                 differences.append(f"{commit[:10]} / {run}: {got.get('error') or ref.get('error')}")
                 continue
             differences += [
-                f"{commit[:10]} / {run}: {field} differs from {commits[0][:10]}'s"
+                f"{commit[:10]} / {run}: {field} differs from {ran[0][:10]}'s"
                 for field in ("identity_hash", "weights_sha256", "train_losses", "final")
                 if got[field] != ref[field]
             ]
     return differences
 
 
-def page(results: dict[str, dict[str, dict[str, Any]]], differences: list[str], shorten: str) -> str:
+def _cell(got: dict[str, Any] | None) -> str:
+    if got is None:
+        return "—"
+    if "error" in got:
+        return "error"
+    digest = (got.get("weights_sha256") or "no weights")[:12]
+    return f"= {got['same_code_as'][:10]}" if "same_code_as" in got else digest
+
+
+def page(
+    results: dict[str, dict[str, dict[str, Any]]], differences: list[str], shorten: str, alone: list[str]
+) -> str:
     """The Markdown page: one row per commit, one column per short run, then the verdict."""
     commits = list(results)
-    runs = list(results[commits[0]])
+    runs = list(dict.fromkeys(r for by_run in results.values() for r in by_run))
     lines = [
         "# Do the commits behind these records train the same numbers?",
         "",
         f"`python scripts/commit_equivalence.py` (short runs: `{shorten}`). Each cell: the first 12 hex",
-        "digits of the SHA-256 of the final weights' tensors (an error if the run failed).",
+        "digits of the SHA-256 of the final weights' tensors (an error if the run failed); `= C`: this",
+        f"commit's code ({', '.join(CODE_PATHS)}) is commit C's tree, so C's run stands for it; —: no record",
+        "of this run's key was trained by this commit.",
         "",
         "| commit | " + " | ".join(f"`{r}`" for r in runs) + " |",
         "|---|" + "---|" * len(runs),
     ]
     for c in commits:
-        cells = [
-            (results[c][r].get("weights_sha256") or "no weights")[:12]
-            if "error" not in results[c][r]
-            else "error"
-            for r in runs
+        lines.append(f"| {c[:10]} | " + " | ".join(_cell(results[c].get(r)) for r in runs) + " |")
+    if alone:
+        lines += [
+            "",
+            "Not run (every commit behind the key's records has the same code, so there is nothing to compare): "
+            + "; ".join(f"`{r}`" for r in alone)
+            + ".",
         ]
-        lines.append(f"| {c[:10]} | " + " | ".join(cells) + " |")
     verdict = (
         (
             "**Same numbers**: every commit trained every short run to bitwise-identical weights, "
@@ -202,18 +257,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shorten", default=SHORTEN, help="overrides that make each run short")
     p.add_argument("--out", type=Path, help="write <out> (JSON) and <out>.md (the page)")
     a = p.parse_args(argv)
-    commits, runs = recorded(a.runs) if a.runs else ([], [])
-    commits = a.commits.split(",") if a.commits else oldest_first(commits)
-    runs = [shlex.split(r) for r in a.run] if a.run else runs
-    if len(commits) < 1 or not runs:
+    plan = recorded(a.runs) if a.runs else []
+    if a.run:  # given runs: each at every given commit, or at every commit of the records
+        every = a.commits.split(",") if a.commits else list(dict.fromkeys(c for _, cs in plan for c in cs))
+        plan = [(shlex.split(r), every) for r in a.run]
+    elif a.commits:
+        plan = [(overrides, a.commits.split(",")) for overrides, _ in plan]
+    if not plan or not any(commits for _, commits in plan):
         raise SystemExit("nothing to compare: give --runs with records, or --commits and --run")
-    results: dict[str, dict[str, dict[str, Any]]] = {}
+    order = oldest_first(list(dict.fromkeys(c for _, cs in plan for c in cs)))
+    results: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in order}
+    alone: list[str] = []  # keys of the records whose commits all have one code tree
     try:
         with tempfile.TemporaryDirectory(prefix="commit_equivalence_") as tmp:
-            for commit in commits:
-                results[commit] = {}
-                for overrides in runs:
-                    name = " ".join(overrides)
+            for overrides, commits in plan:
+                name = " ".join(overrides)
+                mine = [c for c in order if c in commits]
+                stands_for = same_code(mine)
+                if not (a.run or a.commits) and len(set(stands_for.values())) == 1:
+                    alone.append(name)
+                    continue
+                for commit in mine:
+                    if stands_for[commit] != commit:
+                        results[commit][name] = {"same_code_as": stands_for[commit]}
+                        continue
                     got = results[commit][name] = short_run(
                         commit, overrides, a.shorten, a.data_dir, Path(tmp)
                     )
@@ -221,11 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # the temporary worktrees are gone: forget them
         subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True)
     differences = compare(results)
-    text = page(results, differences, a.shorten)
+    text = page(results, differences, a.shorten, alone)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(
-            json.dumps({"shorten": a.shorten, "results": results, "differences": differences}, indent=1)
+            json.dumps(
+                {"shorten": a.shorten, "results": results, "differences": differences, "not_run": alone},
+                indent=1,
+            )
             + "\n"
         )
         a.out.with_suffix(".md").write_text(text)

@@ -53,14 +53,78 @@ def _record(path: Path, seed: int, commits: list[str], task: str = "mrpc") -> No
     )
 
 
-def test_records_give_their_commits_and_one_short_run_per_task_and_optimizer(check, tmp_path):
+def test_records_give_one_short_run_per_key_with_the_commits_that_trained_it(check, tmp_path):
     _record(tmp_path / "a" / "seed2" / "record.json", 2, ["c1", "c2"])
     _record(tmp_path / "a" / "seed1" / "record.json", 1, ["c3"])
     _record(tmp_path / "b" / "seed1" / "record.json", 1, ["c2"], task="cola")
-    commits, runs = check.recorded(tmp_path)
-    assert sorted(commits) == ["c1", "c2", "c3"]
-    # the lowest seed's overrides, without where it ran (the check supplies its own data dir and outputs)
-    assert runs == [["task=cola", "seed=1"], ["task=mrpc", "seed=1"]]
+    # the lowest seed's overrides, without where it ran (the check supplies its own data dir and outputs),
+    # and only the commits of that key's records: a cell's question is whether its own commits agree
+    assert [(runs, sorted(commits)) for runs, commits in check.recorded(tmp_path)] == [
+        (["task=cola", "seed=1"], ["c2"]),
+        (["task=mrpc", "seed=1"], ["c1", "c2", "c3"]),
+    ]
+
+
+def _git_repo(path: Path) -> dict[str, str]:
+    """Commits A; B = A + a README (no code); C = B + a package change; D = C + a config change."""
+    commits = {}
+    path.mkdir()
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    steps = {
+        "A": ("adasam_glue/x.py", "x = 1\n"),
+        "B": ("README.md", "docs\n"),
+        "C": ("adasam_glue/x.py", "x = 2\n"),
+        "D": ("conf/config.yaml", "seed: 1\n"),
+    }
+    for name, (file, text) in steps.items():
+        (path / file).parent.mkdir(parents=True, exist_ok=True)
+        (path / file).write_text(text)
+        _git(path, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+        _git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", name)
+        commits[name] = _git(path, "rev-parse", "HEAD")
+    return commits
+
+
+@pytest.fixture
+def repo(check, tmp_path, monkeypatch):
+    commits = _git_repo(tmp_path / "repo")
+    monkeypatch.setattr(check, "ROOT", tmp_path / "repo")
+    check.code_tree.cache_clear()
+    yield commits
+    check.code_tree.cache_clear()
+
+
+def test_commits_with_the_same_package_and_configs_share_one_run(check, repo):
+    a, b, c, d = (repo[k] for k in "ABCD")
+    # B changes only the README: A's run stands for it; C (package) and D (configs) run themselves
+    assert check.same_code([a, b, c, d]) == {a: a, b: a, c: c, d: d}
+    assert check.same_code([b, c]) == {b: b, c: c}
+    # a commit git does not know stands alone, so that its checkout fails with its name
+    assert check.same_code([a, "f" * 40]) == {a: a, "f" * 40: "f" * 40}
+
+
+def test_each_key_runs_at_its_own_commits_once_per_code_tree(check, repo, tmp_path, monkeypatch):
+    a, b, c, d = (repo[k] for k in "ABCD")
+    runs = tmp_path / "runs"
+    _record(runs / "mrpc" / "seed1" / "record.json", 1, [a, b, c])  # A and B: one tree; C: another
+    _record(runs / "cola" / "seed1" / "record.json", 1, [a, b], task="cola")  # one tree: nothing to compare
+    _record(runs / "stsb" / "seed1" / "record.json", 1, [d], task="stsb")  # one commit: nothing to compare
+    trained = []
+
+    def short_run(commit, overrides, shorten, data_dir, work):
+        trained.append((commit, overrides[0]))
+        return {"identity_hash": "h", "weights_sha256": "w", "train_losses": [1.0], "final": {}}
+
+    monkeypatch.setattr(check, "short_run", short_run)
+    out = tmp_path / "eq.json"
+    assert check.main(["--runs", str(runs), "--data-dir", "/d", "--out", str(out)]) == 0
+    assert sorted(trained) == sorted([(a, "task=mrpc"), (c, "task=mrpc")])
+    result = json.loads(out.read_text())
+    assert result["results"][b] == {"task=mrpc seed=1": {"same_code_as": a}}
+    assert result["results"][d] == {}
+    assert result["not_run"] == ["task=cola seed=1", "task=stsb seed=1"]
+    text = out.with_suffix(".md").read_text()
+    assert f"= {a[:10]}" in text and "Not run" in text and "Same numbers" in text
 
 
 def test_any_difference_from_the_first_commit_is_reported(check):
@@ -74,9 +138,15 @@ def test_any_difference_from_the_first_commit_is_reported(check):
     assert check.compare(results) == []
     results["C"] = {"run": {**same, "weights_sha256": "v"}}
     results["D"] = {"run": {"error": "exit 1"}}
+    results["E"] = {"run": {"same_code_as": "A"}}  # A's run stands for it: nothing of its own to compare
+    results["F"] = {}  # did not train this run's key
     assert check.compare(results) == [
         "C / run: weights_sha256 differs from A's",
         "D / run: exit 1",
+    ]
+    # the reference is the first commit that ran the run, not the first commit of the check
+    assert check.compare({"F": {}, "A": {"run": same}, "C": {"run": {**same, "final": {}}}}) == [
+        "C / run: final differs from A's"
     ]
 
 
