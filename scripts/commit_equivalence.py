@@ -72,9 +72,21 @@ def recorded(runs: Path) -> list[tuple[list[str], list[str]]]:
         seen += [c for c in record_commits(record)[0] if c not in seen]
         seed = int(record.get("seed") or 0)
         overrides = [o for o in record.get("overrides") or [] if not o.startswith(_WHERE)]
+        if not any(o.startswith(("optim.lr=", "+optim.lr=")) for o in overrides):
+            overrides.append(f"optim.lr={_trained_lr(record, path)!r}")
         if key not in chosen or seed < chosen[key][0]:
             chosen[key] = (seed, overrides)
     return [(chosen[k][1], commits[k]) for k in sorted(chosen)]
+
+
+def _trained_lr(record: dict[str, Any], path: Path) -> float:
+    """The lr the record's run trained at (its identity). A short run is pinned to it whatever resolved it:
+    a tuned lr's selection file (``${tuned_lr:...}``) belongs to the full recipe and refuses a shortened
+    run, and the identity already says that a cell's seeds trained at one lr."""
+    lr = (((record.get("identity") or {}).get("config") or {}).get("optim") or {}).get("lr")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool):
+        raise SystemExit(f"{path}: its identity names no optim.lr ({lr!r}); a short run cannot replay it")
+    return float(lr)
 
 
 @functools.cache

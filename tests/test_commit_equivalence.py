@@ -31,10 +31,11 @@ def check():
     return load_script("commit_equivalence")
 
 
-def _record(path: Path, seed: int, commits: list[str], task: str = "mrpc") -> None:
+def _record(path: Path, seed: int, commits: list[str], task: str = "mrpc", lr: str | None = None) -> None:
     write_record(
         path,
         {
+            "identity": {"config": {"optim": {"lr": 0.03}}},
             "schema_version": 2,
             "experiment": "cpu_scale",
             "task": task,
@@ -48,6 +49,7 @@ def _record(path: Path, seed: int, commits: list[str], task: str = "mrpc") -> No
                 "data.data_dir=/x/glue",
                 "results_dir=/y",
                 "hydra.run.dir=/z",
+                *([f"optim.lr={lr}"] if lr else []),
             ],
         },
     )
@@ -57,11 +59,14 @@ def test_records_give_one_short_run_per_key_with_the_commits_that_trained_it(che
     _record(tmp_path / "a" / "seed2" / "record.json", 2, ["c1", "c2"])
     _record(tmp_path / "a" / "seed1" / "record.json", 1, ["c3"])
     _record(tmp_path / "b" / "seed1" / "record.json", 1, ["c2"], task="cola")
+    _record(tmp_path / "c" / "seed1" / "record.json", 1, ["c1"], task="stsb", lr="1e-3")
     # the lowest seed's overrides, without where it ran (the check supplies its own data dir and outputs),
-    # and only the commits of that key's records: a cell's question is whether its own commits agree
+    # pinned to the lr the identity says it trained at (a tuned lr's file refuses a shortened run), and only
+    # the commits of that key's records: a cell's question is whether its own commits agree
     assert [(runs, sorted(commits)) for runs, commits in check.recorded(tmp_path)] == [
-        (["task=cola", "seed=1"], ["c2"]),
-        (["task=mrpc", "seed=1"], ["c1", "c2", "c3"]),
+        (["task=cola", "seed=1", "optim.lr=0.03"], ["c2"]),
+        (["task=mrpc", "seed=1", "optim.lr=0.03"], ["c1", "c2", "c3"]),
+        (["task=stsb", "seed=1", "optim.lr=1e-3"], ["c1"]),  # an lr it was given stays as given
     ]
 
 
@@ -120,9 +125,9 @@ def test_each_key_runs_at_its_own_commits_once_per_code_tree(check, repo, tmp_pa
     assert check.main(["--runs", str(runs), "--data-dir", "/d", "--out", str(out)]) == 0
     assert sorted(trained) == sorted([(a, "task=mrpc"), (c, "task=mrpc")])
     result = json.loads(out.read_text())
-    assert result["results"][b] == {"task=mrpc seed=1": {"same_code_as": a}}
+    assert result["results"][b] == {"task=mrpc seed=1 optim.lr=0.03": {"same_code_as": a}}
     assert result["results"][d] == {}
-    assert result["not_run"] == ["task=cola seed=1", "task=stsb seed=1"]
+    assert result["not_run"] == ["task=cola seed=1 optim.lr=0.03", "task=stsb seed=1 optim.lr=0.03"]
     text = out.with_suffix(".md").read_text()
     assert f"= {a[:10]}" in text and "Not run" in text and "Same numbers" in text
 
